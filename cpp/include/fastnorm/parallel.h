@@ -1,0 +1,55 @@
+// Threads: the one place where work is split across OpenMP threads.
+//
+// Work over [0, n) is cut into chunks of a fixed `grain`, so chunk boundaries never depend on the thread count;
+// threads take contiguous runs of chunks (static schedule).  Elementwise kernels are then trivially the same for
+// any thread count, and reductions write one partial result per chunk that the caller merges in chunk order,
+// which makes them bitwise reproducible too.  Inputs of a single chunk run on the calling thread.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "fastnorm/isa.h"
+
+namespace fastnorm {
+
+// Chunk size for elementwise work: 64 KiB of float32.  Below two chunks a thread team costs more than it saves.
+constexpr idx kElementwiseGrain = 16384;
+
+bool have_openmp();
+// omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl, torch.set_num_threads all set it), 1 without OpenMP.
+int max_threads();
+// `requested` if positive, else max_threads().
+int resolve_threads(int requested);
+
+// Calls f(begin, end) for every chunk [c * grain, min(n, (c + 1) * grain)).
+template <class F>
+void parallel_for(idx n, idx grain, int num_threads, const F& f) {
+  if (n <= 0) return;
+  const idx chunks = (n + grain - 1) / grain;
+  const int threads = static_cast<int>(std::min<idx>(resolve_threads(num_threads), chunks));
+  if (threads <= 1) {
+    for (idx c = 0; c < chunks; ++c) f(c * grain, std::min(n, (c + 1) * grain));
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (idx c = 0; c < chunks; ++c) f(c * grain, std::min(n, (c + 1) * grain));
+}
+
+// Reduction in a fixed order: partial(begin, end) -> R for every chunk, in parallel, then
+// merge(acc, partial) left to right in chunk order.  Bitwise the same for any thread count.
+template <class R, class Partial, class Merge>
+R parallel_reduce(idx n, idx grain, int num_threads, R init, const Partial& partial, const Merge& merge) {
+  if (n <= 0) return init;
+  const idx chunks = (n + grain - 1) / grain;
+  std::vector<R> parts(static_cast<size_t>(chunks), init);
+  parallel_for(chunks, 1, num_threads,
+               [&](idx c0, idx c1) {
+                 for (idx c = c0; c < c1; ++c) parts[c] = partial(c * grain, std::min(n, (c + 1) * grain));
+               });
+  R acc = init;
+  for (const R& p : parts) acc = merge(acc, p);
+  return acc;
+}
+
+}  // namespace fastnorm

@@ -1,0 +1,298 @@
+// Branch-free elementary functions that vectorise under `#pragma omp simd` at every ISA level.
+//
+// Each function is a template over float and double, always inlined into the kernel loop that calls it, written
+// with selects instead of branches so that the compiler can if-convert it (we build with -fno-trapping-math).
+// No -ffast-math: NaN in gives NaN out, infinities follow the maths, denormal results are produced, not flushed.
+// Measured accuracy (ulps against a high-precision reference) is in docs/accuracy.md and asserted by
+// tests/test_accuracy.py.
+//
+//   exp_(x)            Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, polynomial, 2^n applied in two steps
+//   expm1_(x)          same reduction, 2^n * expm1(r) + (2^n - 1): no cancellation near 0
+//   log1p_(u)          u > -1; fdlibm-style log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))), s = f / (2 + f)
+//   tanh_(x)           -e / (e + 2) with e = expm1(-2|x|): relative accuracy near 0 and in the tails
+//   exp_neg_half_sq(x) exp(-x^2 / 2) with x^2 split exactly into high and low parts
+//   normal_cdf(x)      Phi(x) from erfcx (tools/fit_erfcx.py): accurate in the negative tail, where 1 + erf cancels
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "fastnorm/isa.h"
+
+namespace fastnorm {
+namespace math {
+
+template <class T>
+struct float_traits;
+
+template <>
+struct float_traits<float> {
+  using I = std::int32_t;
+  using U = std::uint32_t;
+  static constexpr int mantissa_bits = 23;
+  static constexpr I exponent_bias = 127;
+  static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float ln2_hi = 0.693359375f;      // exact in 9 bits, so n * ln2_hi is exact
+  static constexpr float ln2_lo = -2.12194440e-4f;
+  static constexpr float exp_lo = -104.0f;  // exp underflows to 0 below this (half the smallest denormal)
+  static constexpr float exp_hi = 88.8f;    // and overflows to inf above
+  static constexpr float expm1_lo = -18.0f;  // expm1(x) rounds to -1 below this
+  static constexpr float erfcx_zmax = 10.5f;  // erfc(z) underflows beyond
+  static constexpr float half_sq_max = 15.0f;  // exp(-x^2 / 2) underflows beyond
+  static constexpr U split_mask = 0xfffff000u;  // keeps 12 significant bits: hi * hi is exact
+};
+
+template <>
+struct float_traits<double> {
+  using I = std::int64_t;
+  using U = std::uint64_t;
+  static constexpr int mantissa_bits = 52;
+  static constexpr I exponent_bias = 1023;
+  static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double ln2_hi = 6.93145751953125e-1;
+  static constexpr double ln2_lo = 1.42860682030941723212e-6;
+  static constexpr double exp_lo = -746.0;
+  static constexpr double exp_hi = 710.0;
+  static constexpr double expm1_lo = -40.0;
+  static constexpr double erfcx_zmax = 27.5;
+  static constexpr double half_sq_max = 39.0;
+  static constexpr U split_mask = 0xfffffffff8000000ull;  // 26 significant bits
+};
+
+template <class To, class From>
+FASTNORM_INLINE To bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast needs equal sizes");
+  To out;
+  __builtin_memcpy(&out, &v, sizeof out);
+  return out;
+}
+
+// Horner's rule, coefficients from the highest degree down: horner(x, a, b, c) = (a x + b) x + c.
+template <class T>
+FASTNORM_INLINE T horner(T, T acc) {
+  return acc;
+}
+template <class T, class... C>
+FASTNORM_INLINE T horner(T x, T acc, T next, C... rest) {
+  return horner(x, acc * x + next, static_cast<T>(rest)...);
+}
+
+// floor(v / 2^s) for signed v, using only a logical shift (AVX2 has no 64-bit arithmetic shift).
+template <class I>
+FASTNORM_INLINE I shift_right_floor(I v, int s) {
+  using U = typename std::make_unsigned<I>::type;
+  constexpr U sign = U(1) << (sizeof(I) * 8 - 1);
+  return static_cast<I>((static_cast<U>(v) ^ sign) >> s) - static_cast<I>(sign >> s);
+}
+
+// 2^n for integer n in the normal exponent range.
+template <class T>
+FASTNORM_INLINE T pow2i(typename float_traits<T>::I n) {
+  using F = float_traits<T>;
+  using U = typename F::U;
+  return bit_cast<T>(static_cast<U>(n + F::exponent_bias) << F::mantissa_bits);
+}
+
+// NaN-preserving clamp: a NaN x compares false both times and comes out unchanged.
+template <class T>
+FASTNORM_INLINE T clamp(T x, T lo, T hi) {
+  x = x < lo ? lo : x;
+  return x > hi ? hi : x;
+}
+
+// Bit operations in every ISA; the float overloads matter: the double builtins would convert.
+FASTNORM_INLINE float abs_(float x) { return __builtin_fabsf(x); }
+FASTNORM_INLINE double abs_(double x) { return __builtin_fabs(x); }
+FASTNORM_INLINE float copysign_(float mag, float sign) { return __builtin_copysignf(mag, sign); }
+FASTNORM_INLINE double copysign_(double mag, double sign) { return __builtin_copysign(mag, sign); }
+
+// a * b, but a signed zero where b is 0, so that x * f(x) tends to 0 (not NaN) as x -> +-inf and f(x) -> 0.
+template <class T>
+FASTNORM_INLINE T mul_or_zero(T a, T b) {
+  return b == T(0) ? copysign_(T(0), a) : a * b;
+}
+
+// x = n ln2 + r with |r| <= ln2 / 2 (after clamping x to [lo, hi]).
+template <class T>
+struct Reduced {
+  typename float_traits<T>::I n;
+  T r;
+};
+
+template <class T>
+FASTNORM_INLINE Reduced<T> reduce_ln2(T x) {
+  using F = float_traits<T>;
+  using I = typename F::I;
+  const T t = x * T(1.44269504088896340736) + F::round_magic;
+  const T nf = t - F::round_magic;
+  const I n = bit_cast<I>(t) - bit_cast<I>(F::round_magic);
+  T r = x - nf * F::ln2_hi;
+  r = r - nf * F::ln2_lo;
+  return {n, r};
+}
+
+// expm1(r) for |r| <= ln2 / 2, as r + r^2 (1/2 + r (1/6 + ...)): Taylor series, truncation below 1e-9 (float)
+// and 4e-18 (double) relative.
+FASTNORM_INLINE float expm1_reduced(float r) {
+  // 1/7!, 1/6!, ..., 1/2!
+  const float p = horner(r, 1.98412698e-4f, 1.38888889e-3f, 8.33333333e-3f, 4.16666667e-2f, 1.66666667e-1f, 0.5f);
+  return r + (r * r) * p;
+}
+
+FASTNORM_INLINE double expm1_reduced(double r) {
+  // 1/13!, 1/12!, ..., 1/2!
+  const double p = horner(r, 1.6059043836821614599e-10, 2.0876756987868098979e-9, 2.5052108385441718775e-8,
+                          2.7557319223985890653e-7, 2.7557319223985890653e-6, 2.4801587301587301587e-5,
+                          1.9841269841269841270e-4, 1.3888888888888888889e-3, 8.3333333333333333333e-3,
+                          4.1666666666666666667e-2, 1.6666666666666666667e-1, 0.5);
+  return r + (r * r) * p;
+}
+
+template <class T>
+FASTNORM_INLINE T exp_(T x) {
+  using F = float_traits<T>;
+  using I = typename F::I;
+  const Reduced<T> red = reduce_ln2(clamp(x, T(F::exp_lo), T(F::exp_hi)));
+  const T p = expm1_reduced(red.r) + T(1);
+  // 2^n as 2^n1 * 2^n2, both in the normal range, so that results in the denormal range round once, correctly.
+  const I n1 = shift_right_floor(red.n, 1);
+  return p * pow2i<T>(n1) * pow2i<T>(red.n - n1);
+}
+
+template <class T>
+FASTNORM_INLINE T expm1_(T x) {
+  using F = float_traits<T>;
+  using I = typename F::I;
+  const Reduced<T> red = reduce_ln2(clamp(x, T(F::expm1_lo), T(F::exp_hi)));
+  const T em1 = expm1_reduced(red.r);
+  // 2^n overflows only for the top n, where expm1(x) = 2 * (2^(n-1) (1 + expm1(r))) with no cancellation.
+  const bool top = red.n > F::exponent_bias;
+  const I n = top ? red.n - 1 : red.n;
+  const T s = pow2i<T>(n);
+  const T near = s * em1 + (s - T(1));
+  const T far = T(2) * (s * em1 + s);
+  return top ? far : near;
+}
+
+// log(1 + u) for u >= -1 (NaN below, -inf at -1, inf at inf).
+template <class T>
+FASTNORM_INLINE T log1p_(T u) {
+  using F = float_traits<T>;
+  using I = typename F::I;
+  const T m = T(1) + u;
+  // k such that m / 2^k lies in [sqrt(1/2), sqrt(2)), read from the exponent bits.
+  const I offset = bit_cast<I>(m) - bit_cast<I>(T(0.70710678118654752440));
+  const I k = shift_right_floor(offset, F::mantissa_bits);
+  using U = typename F::U;
+  const T f = bit_cast<T>(bit_cast<I>(m) - static_cast<I>(static_cast<U>(k) << F::mantissa_bits)) - T(1);
+  // m rounds 1 + u; c = (u - (m - 1)) / m restores what the rounding lost.
+  const T c = (u - (m - T(1))) / m;
+  const T s = f / (T(2) + f);
+  const T z = s * s;
+  // R = 2/3 z + 2/5 z^2 + ...: the series of log((1 + s) / (1 - s)) = 2s + s R, truncated below 1e-9 (float)
+  // and 1e-17 (double) relative, since |s| <= 0.172.
+  T R;
+  if constexpr (sizeof(T) == 4) {
+    R = z * horner(z, T(2.0 / 9), T(2.0 / 7), T(2.0 / 5), T(2.0 / 3));
+  } else {
+    R = z * horner(z, T(2.0 / 23), T(2.0 / 21), T(2.0 / 19), T(2.0 / 17), T(2.0 / 15), T(2.0 / 13), T(2.0 / 11),
+                   T(2.0 / 9), T(2.0 / 7), T(2.0 / 5), T(2.0 / 3));
+  }
+  const T hfsq = T(0.5) * f * f;
+  const T kf = static_cast<T>(k);
+  const T log1pf = f - (hfsq - s * (hfsq + R));
+  T result = kf * F::ln2_hi + (log1pf + (c + kf * F::ln2_lo));
+  result = u == T(-1) ? -std::numeric_limits<T>::infinity() : result;
+  result = u < T(-1) ? std::numeric_limits<T>::quiet_NaN() : result;
+  return u == std::numeric_limits<T>::infinity() ? u : result;
+}
+
+template <class T>
+FASTNORM_INLINE T tanh_(T x) {
+  const T e = expm1_(T(-2) * abs_(x));
+  return copysign_(-e / (e + T(2)), x);
+}
+
+// The logistic function and its complement from one exp: s = sigmoid(x), and 1 - s without cancellation.
+template <class T>
+struct Logistic {
+  T s;   // sigmoid(x)
+  T sc;  // 1 - sigmoid(x) = sigmoid(-x)
+};
+
+template <class T>
+FASTNORM_INLINE Logistic<T> logistic(T x) {
+  const T e = exp_(-abs_(x));  // in (0, 1]: never overflows
+  const T big = T(1) / (T(1) + e);
+  const T small = e * big;
+  const bool pos = x >= T(0);
+  return {pos ? big : small, pos ? small : big};
+}
+
+// exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) evaluated exactly enough that the tail keeps full relative
+// accuracy (rounding x^2 would cost |x|^2 ulps).  hi keeps half the significand, so hi^2 is exact, and the
+// correction a = -lo (x + hi) / 2 is below x^2 2^-12 (float) or x^2 2^-26 (double) in magnitude: a short series
+// gives exp(a) to well under an ulp (|a| <= 0.055 for float, 2.3e-5 for double, before underflow).
+template <class T>
+FASTNORM_INLINE T exp_neg_half_sq(T x) {
+  using F = float_traits<T>;
+  using I = typename F::I;
+  x = clamp(x, -F::half_sq_max, F::half_sq_max);  // the result is 0 beyond; keeps inf - inf out of lo
+  const T hi = bit_cast<T>(static_cast<I>(bit_cast<typename F::U>(x) & F::split_mask));
+  const T lo = x - hi;
+  const T a = T(-0.5) * lo * (x + hi);
+  T exp_a;
+  if constexpr (sizeof(T) == 4) {
+    exp_a = horner(a, T(1.0 / 24), T(1.0 / 6), T(0.5), T(1), T(1));
+  } else {
+    exp_a = horner(a, T(1.0 / 6), T(0.5), T(1), T(1));
+  }
+  return exp_(T(-0.5) * hi * hi) * exp_a;
+}
+
+// erfcx(z) = exp(z^2) erfc(z) for z >= 0: g(t) / (z + 2) with t = (z - 2) / (z + 2) and g a polynomial fitted by
+// tools/fit_erfcx.py (relative error below 1e-9 for float, 1e-17 for double before rounding).
+FASTNORM_INLINE float erfcx_poly(float t) {
+  return horner(t, 3.1111336761867665079e-5f, 1.1966578147878111826e-4f, 2.4343437137337340007e-5f,
+                -6.5368706692733609242e-4f, -8.3088529780585017774e-4f, 3.0894318709854233857e-3f,
+                6.4777589055637614725e-3f, -2.1510688162493989306e-2f, -3.6442111402162103723e-2f,
+                2.7947210221069178961e-1f, -6.8716068712443428048e-1f, 1.0215827050961070157f);
+}
+
+FASTNORM_INLINE double erfcx_poly(double t) {
+  return horner(t, -1.8948410160437265794e-9, -8.9268280748869920956e-9, -6.9338089739580266446e-9,
+                3.8169194348989547591e-8, 9.7435833551697304657e-8, 1.7572700334603502636e-8,
+                -3.0504539533984833003e-7, -5.8439137511106851584e-7, -1.449611110950906834e-8,
+                2.0068215106396426417e-6, 3.6527343223358687276e-6, -1.1265293376194554388e-6,
+                -1.6124079842743412281e-5, -2.1696169934004229778e-5, 3.4149630893383208979e-5,
+                1.4447076697087366549e-4, 3.4371326192690476069e-5, -6.6307350962270814017e-4,
+                -8.3729605232503973053e-4, 3.0906120595991910281e-3, 6.4791850672104049239e-3,
+                -2.1510661889504601929e-2, -3.644223150686614169e-2, 2.7947209255605507558e-1,
+                -6.871606844138106837e-1, 1.0215827052420229745);
+}
+
+template <class T>
+FASTNORM_INLINE T erfcx_(T z) {
+  z = clamp(z, T(0), T(float_traits<T>::erfcx_zmax));
+  const T inv_d = T(1) / (z + T(2));
+  return erfcx_poly((z - T(2)) * inv_d) * inv_d;
+}
+
+// The standard normal CDF Phi(x) and density phi(x) from one exp: the GELU's building blocks.
+template <class T>
+struct Normal {
+  T cdf;  // Phi(x)
+  T pdf;  // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+};
+
+template <class T>
+FASTNORM_INLINE Normal<T> normal(T x) {
+  const T e = exp_neg_half_sq(x);
+  // Phi(-|x|) = erfc(|x| / sqrt2) / 2 = erfcx(|x| / sqrt2) exp(-x^2 / 2) / 2: small, and accurate when small.
+  const T tail = T(0.5) * erfcx_(abs_(x) * T(0.70710678118654752440)) * e;
+  return {x < T(0) ? tail : T(1) - tail, e * T(0.39894228040143267794)};
+}
+
+}  // namespace math
+}  // namespace fastnorm

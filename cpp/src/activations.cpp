@@ -1,0 +1,487 @@
+// Activation functions: each is a small struct with forward(x) and backward(dy, x) written as the maths, plus
+// backward_from_output(dy, y) where y alone determines the derivative.  The loops, ISA dispatch and threading
+// are shared below; nothing here knows about SIMD widths or threads.
+#include "fastnorm/activations.h"
+
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+
+#include "fastnorm/parallel.h"
+#include "fastnorm/simd_math.h"
+
+namespace fastnorm {
+namespace {
+
+using namespace math;
+
+template <class T>
+struct Params {
+  T a, b;
+};
+
+// NaN where x is NaN, so that a derivative built from comparisons still propagates NaN.
+template <class T>
+FASTNORM_INLINE T nan_or(T x, T value) {
+  return x != x ? x : value;
+}
+
+struct Sigmoid {
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return logistic(x).s; }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const Logistic<T> l = logistic(x);
+    return dy * (l.s * l.sc);
+  }
+  template <class T>
+  static FASTNORM_INLINE T backward_from_output(T dy, T y, Params<T>) { return dy * (y * (T(1) - y)); }
+};
+
+struct Tanh {
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return tanh_(x); }
+  // 1 - tanh(x)^2 = sech(x)^2 = 4e / (1 + e)^2 with e = exp(-2|x|): no cancellation where tanh is near +-1.
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const T e = exp_(T(-2) * abs_(x));
+    const T d = T(1) + e;
+    return dy * (T(4) * e / (d * d));
+  }
+  template <class T>
+  static FASTNORM_INLINE T backward_from_output(T dy, T y, Params<T>) { return dy * ((T(1) - y) * (T(1) + y)); }
+};
+
+struct Relu {
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return x <= T(0) ? T(0) : x; }  // NaN stays NaN
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) { return dy * (x > T(0) ? T(1) : nan_or(x, T(0))); }
+  template <class T>
+  static FASTNORM_INLINE T backward_from_output(T dy, T y, Params<T> p) { return backward(dy, y, p); }
+};
+
+struct LeakyRelu {  // a = negative_slope
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T> p) { return x > T(0) ? x : p.a * x; }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) { return dy * (x > T(0) ? T(1) : nan_or(x, p.a)); }
+};
+
+struct Elu {  // a = alpha
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T> p) { return x > T(0) ? x : p.a * expm1_(x); }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) { return dy * (x > T(0) ? T(1) : p.a * exp_(x)); }
+  // For x <= 0, alpha exp(x) = y + alpha.
+  template <class T>
+  static FASTNORM_INLINE T backward_from_output(T dy, T y, Params<T> p) {
+    return dy * (y > T(0) ? T(1) : y + p.a);
+  }
+};
+
+struct Selu {  // Klambauer et al. 2017, constants to 20 digits
+  static constexpr double alpha = 1.6732632423543772848;
+  static constexpr double scale = 1.0507009873554804934;
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) {
+    return T(scale) * (x > T(0) ? x : T(alpha) * expm1_(x));
+  }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    return dy * (x > T(0) ? T(scale) : T(scale * alpha) * exp_(x));
+  }
+};
+
+struct Gelu {  // x Phi(x), Hendrycks & Gimpel 2016
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, normal(x).cdf); }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const Normal<T> n = normal(x);
+    return dy * (n.cdf + mul_or_zero(x, n.pdf));
+  }
+};
+
+// 0.5 (1 + tanh(u)) = sigmoid(2u), which keeps the negative tail free of cancellation.
+struct GeluTanh {
+  static constexpr double k0 = 0.79788456080286535588;  // sqrt(2 / pi)
+  static constexpr double k1 = 0.044715;
+  template <class T>
+  static FASTNORM_INLINE T two_u(T x) { return T(2 * k0) * (x + T(k1) * x * x * x); }
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, logistic(two_u(x)).s); }
+  // d/dx = s + x * 2 s (1 - s) * du/dx,  du/dx = k0 (1 + 3 k1 x^2)
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const Logistic<T> l = logistic(two_u(x));
+    const T du = T(k0) * (T(1) + T(3 * k1) * x * x);
+    return dy * (l.s + mul_or_zero(x * du, T(2) * l.s * l.sc));
+  }
+};
+
+struct Silu {  // x sigmoid(x), a.k.a. swish
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, logistic(x).s); }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const Logistic<T> l = logistic(x);
+    return dy * (l.s + mul_or_zero(x, l.s * l.sc));
+  }
+};
+
+struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, as in PyTorch
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T> p) {
+    const T bx = p.a * x;
+    const T sp = (bx > T(0) ? bx : T(0)) + log1p_(exp_(-abs_(bx)));
+    return bx > p.b ? x : sp / p.a;
+  }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) {
+    const T bx = p.a * x;
+    return dy * (bx > p.b ? T(1) : logistic(bx).s);
+  }
+};
+
+// Mish (Misra 2019): x tanh(softplus(x)).  With u = exp(-|x|), tanh(softplus(x)) = N / D and
+// 1 - tanh^2 = (D - N)(D + N) / D^2 where D - N is exact:
+//   x >= 0: N = 1 + 2u,    D = N + 2u^2,  D - N = 2u^2
+//   x <  0: N = u (u + 2), D = N + 2,     D - N = 2
+struct Mish {
+  template <class T>
+  struct Parts {
+    T t, sech2, sig;
+  };
+  template <class T>
+  static FASTNORM_INLINE Parts<T> parts(T x) {
+    const T u = exp_(-abs_(x));
+    const bool pos = x >= T(0);
+    const T n = pos ? T(1) + T(2) * u : u * (u + T(2));
+    const T dmn = pos ? T(2) * u * u : T(2);
+    const T d = n + dmn;
+    const T sig = pos ? T(1) / (T(1) + u) : u / (T(1) + u);
+    return {n / d, dmn * (d + n) / (d * d), sig};
+  }
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, parts(x).t); }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const Parts<T> q = parts(x);
+    return dy * (q.t + mul_or_zero(x, q.sech2 * q.sig));
+  }
+};
+
+struct Hardtanh {  // a = min_val, b = max_val
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T> p) { return clamp(x, p.a, p.b); }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) {
+    return dy * (x > p.a && x < p.b ? T(1) : nan_or(x, T(0)));
+  }
+};
+
+struct Hardsigmoid {  // relu6(x + 3) / 6
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return clamp(x + T(3), T(0), T(6)) / T(6); }
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    return dy * (x > T(-3) && x < T(3) ? T(1) / T(6) : nan_or(x, T(0)));
+  }
+};
+
+struct Hardswish {  // x relu6(x + 3) / 6
+  template <class T>
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, clamp(x + T(3), T(0), T(6))) / T(6); }
+  // PyTorch's convention at the kinks: 0 below -3, (2x + 3) / 6 on [-3, 3], 1 above.
+  template <class T>
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
+    const T mid = (T(2) * x + T(3)) / T(6);
+    return dy * (x < T(-3) ? T(0) : (x <= T(3) ? mid : nan_or(x, T(1))));
+  }
+};
+
+template <class Op, class = void>
+struct has_output_backward : std::false_type {};
+template <class Op>
+struct has_output_backward<Op, std::void_t<decltype(&Op::template backward_from_output<float>)>>
+    : std::true_type {};
+
+// Calls f(Op{}) for the struct behind `op`: the one switch over activations.
+template <class F>
+void visit(Activation op, F&& f) {
+  switch (op) {
+    case Activation::sigmoid: return f(Sigmoid{});
+    case Activation::tanh: return f(Tanh{});
+    case Activation::relu: return f(Relu{});
+    case Activation::leaky_relu: return f(LeakyRelu{});
+    case Activation::elu: return f(Elu{});
+    case Activation::selu: return f(Selu{});
+    case Activation::gelu: return f(Gelu{});
+    case Activation::gelu_tanh: return f(GeluTanh{});
+    case Activation::silu: return f(Silu{});
+    case Activation::softplus: return f(Softplus{});
+    case Activation::mish: return f(Mish{});
+    case Activation::hardtanh: return f(Hardtanh{});
+    case Activation::hardsigmoid: return f(Hardsigmoid{});
+    case Activation::hardswish: return f(Hardswish{});
+    case Activation::count: break;
+  }
+  throw std::invalid_argument("unknown activation id");
+}
+
+// Serial SIMD bodies, compiled once per ISA level by isa_call.
+template <class Op, class T>
+struct ForwardBody {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
+  }
+};
+
+template <class Op, class T>
+struct BackwardBody {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<T> p) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) dx[i] = Op::backward(dy[i], x[i], p);
+  }
+};
+
+template <class Op, class T>
+struct OutputBackwardBody {
+  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<T> p) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) dx[i] = Op::backward_from_output(dy[i], y[i], p);
+  }
+};
+
+template <class T>
+Params<T> to_params(ActivationParams p) {
+  return {static_cast<T>(p.a), static_cast<T>(p.b)};
+}
+
+// ---- PReLU ----------------------------------------------------------------------------------------------------
+
+// One slope for a contiguous run (channels-first layouts).
+template <class T>
+struct PreluRunForward {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, T a) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) y[i] = LeakyRelu::forward(x[i], Params<T>{a, T(0)});
+  }
+};
+
+// One slope per element (inner == 1: a row of `channels` values).
+template <class T>
+struct PreluRowForward {
+  static FASTNORM_INLINE void run(const T* x, const T* alpha, T* y, idx n) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) y[i] = LeakyRelu::forward(x[i], Params<T>{alpha[i], T(0)});
+  }
+};
+
+// Returns the run's sum of dy x over x <= 0.
+template <class T>
+struct PreluRunBackward {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, T a, double* dalpha) {
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (idx i = 0; i < n; ++i) {
+      dx[i] = LeakyRelu::backward(dy[i], x[i], Params<T>{a, T(0)});
+      s += x[i] > T(0) ? 0.0 : static_cast<double>(dy[i]) * static_cast<double>(x[i]);
+    }
+    *dalpha += s;
+  }
+};
+
+template <class T>
+struct PreluRowBackward {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, const T* alpha, T* dx, idx n, double* dalpha) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) {
+      dx[i] = LeakyRelu::backward(dy[i], x[i], Params<T>{alpha[i], T(0)});
+      dalpha[i] += x[i] > T(0) ? 0.0 : static_cast<double>(dy[i]) * static_cast<double>(x[i]);
+    }
+  }
+};
+
+// Walks [begin, end) of the flattened (outer, channels, inner) array as runs of one channel each.
+template <class F>
+void for_each_channel_run(idx begin, idx end, idx channels, idx inner, const F& f) {
+  idx i = begin;
+  while (i < end) {
+    const idx row = i / inner;
+    const idx stop = std::min(end, (row + 1) * inner);
+    f(i, stop - i, row % channels);
+    i = stop;
+  }
+}
+
+// ---- Maxout ---------------------------------------------------------------------------------------------------
+
+// NaN wins and the first maximum wins: the order numpy.max / numpy.argmax use.
+template <class T>
+FASTNORM_INLINE bool takes_over(T candidate, T best) {
+  return candidate > best || (candidate != candidate && best == best);
+}
+
+template <class T>
+struct MaxoutForwardRows {  // rows of (pieces, inner) -> (inner)
+  static FASTNORM_INLINE void run(const T* x, T* y, idx rows, idx pieces, idx inner) {
+    for (idx r = 0; r < rows; ++r) {
+      const T* xr = x + r * pieces * inner;
+      T* yr = y + r * inner;
+#pragma omp simd
+      for (idx i = 0; i < inner; ++i) yr[i] = xr[i];
+      for (idx k = 1; k < pieces; ++k) {
+#pragma omp simd
+        for (idx i = 0; i < inner; ++i) yr[i] = takes_over(xr[k * inner + i], yr[i]) ? xr[k * inner + i] : yr[i];
+      }
+    }
+  }
+};
+
+template <class T>
+struct MaxoutBackwardRows {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx rows, idx pieces, idx inner) {
+    for (idx r = 0; r < rows; ++r) {
+      const T* xr = x + r * pieces * inner;
+      const T* dyr = dy + r * inner;
+      T* dxr = dx + r * pieces * inner;
+      for (idx i = 0; i < inner; ++i) {
+        idx arg = 0;
+        T best = xr[i];
+        for (idx k = 1; k < pieces; ++k) {
+          const T v = xr[k * inner + i];
+          if (takes_over(v, best)) {
+            best = v;
+            arg = k;
+          }
+        }
+        for (idx k = 0; k < pieces; ++k) dxr[k * inner + i] = k == arg ? dyr[i] : T(0);
+      }
+    }
+  }
+};
+
+// Rows per task so that a task touches about one elementwise grain of input.
+idx rows_per_task(idx row_elements) { return std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, row_elements)); }
+
+}  // namespace
+
+const std::vector<const char*>& activation_names() {
+  static const std::vector<const char*> names = {
+      "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh",
+      "silu", "softplus", "mish", "hardtanh", "hardsigmoid", "hardswish"};
+  return names;
+}
+
+bool activation_has_output_backward(Activation op) {
+  bool has = false;
+  visit(op, [&](auto o) { has = has_output_backward<decltype(o)>::value; });
+  return has;
+}
+
+template <class T>
+void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams p, int num_threads) {
+  const Params<T> tp = to_params<T>(p);
+  visit(op, [&](auto o) {
+    using Body = ForwardBody<decltype(o), T>;
+    parallel_for(n, kElementwiseGrain, num_threads,
+                 [&](idx b, idx e) { isa_call<Body>(x + b, y + b, e - b, tp); });
+  });
+}
+
+template <class T>
+void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, ActivationParams p,
+                         bool from_output, int num_threads) {
+  const Params<T> tp = to_params<T>(p);
+  visit(op, [&](auto o) {
+    using Op = decltype(o);
+    if (!from_output) {
+      parallel_for(n, kElementwiseGrain, num_threads,
+                   [&](idx b, idx e) { isa_call<BackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp); });
+    } else if constexpr (has_output_backward<Op>::value) {
+      parallel_for(n, kElementwiseGrain, num_threads,
+                   [&](idx b, idx e) { isa_call<OutputBackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp); });
+    } else {
+      throw std::invalid_argument(std::string(activation_names()[static_cast<int>(op)]) +
+                                  " has no backward from its output");
+    }
+  });
+}
+
+template <class T>
+void prelu_forward(const T* x, const T* alpha, T* y, idx outer, idx channels, idx inner, int num_threads) {
+  const idx n = outer * channels * inner;
+  if (inner == 1) {
+    parallel_for(outer, rows_per_task(channels), num_threads, [&](idx r0, idx r1) {
+      for (idx r = r0; r < r1; ++r)
+        isa_call<PreluRowForward<T>>(x + r * channels, alpha, y + r * channels, channels);
+    });
+    return;
+  }
+  parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+    for_each_channel_run(b, e, channels, inner,
+                         [&](idx i, idx len, idx c) { isa_call<PreluRunForward<T>>(x + i, y + i, len, alpha[c]); });
+  });
+}
+
+template <class T>
+void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, double* dalpha, idx outer, idx channels,
+                    idx inner, int num_threads) {
+  // Each task accumulates its own per-channel partial sums; they are added up in task order afterwards.
+  const idx rows = outer * channels;
+  const bool per_element = inner == 1;
+  const idx task_rows = per_element ? rows_per_task(channels) : rows_per_task(inner);
+  const idx task_elements = per_element ? task_rows * channels : task_rows * inner;
+  const idx n = rows * inner;
+  const idx tasks = n == 0 ? 0 : (n + task_elements - 1) / task_elements;
+  std::vector<double> partial(static_cast<size_t>(tasks * channels), 0.0);
+  parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
+    for (idx t = t0; t < t1; ++t) {
+      double* part = partial.data() + t * channels;
+      const idx b = t * task_elements, e = std::min(n, b + task_elements);
+      if (per_element) {
+        for (idx i = b; i < e; i += channels)
+          isa_call<PreluRowBackward<T>>(dy + i, x + i, alpha, dx + i, channels, part);
+      } else {
+        for_each_channel_run(b, e, channels, inner, [&](idx i, idx len, idx c) {
+          isa_call<PreluRunBackward<T>>(dy + i, x + i, dx + i, len, alpha[c], part + c);
+        });
+      }
+    }
+  });
+  for (idx c = 0; c < channels; ++c) dalpha[c] = 0;
+  for (idx t = 0; t < tasks; ++t)
+    for (idx c = 0; c < channels; ++c) dalpha[c] += partial[t * channels + c];
+}
+
+template <class T>
+void maxout_forward(const T* x, T* y, idx outer, idx groups, idx pieces, idx inner, int num_threads) {
+  parallel_for(outer * groups, rows_per_task(pieces * inner), num_threads, [&](idx r0, idx r1) {
+    isa_call<MaxoutForwardRows<T>>(x + r0 * pieces * inner, y + r0 * inner, r1 - r0, pieces, inner);
+  });
+}
+
+template <class T>
+void maxout_backward(const T* dy, const T* x, T* dx, idx outer, idx groups, idx pieces, idx inner,
+                     int num_threads) {
+  parallel_for(outer * groups, rows_per_task(pieces * inner), num_threads, [&](idx r0, idx r1) {
+    isa_call<MaxoutBackwardRows<T>>(dy + r0 * inner, x + r0 * pieces * inner, dx + r0 * pieces * inner, r1 - r0,
+                                    pieces, inner);
+  });
+}
+
+#define FASTNORM_INSTANTIATE(T)                                                                                 \
+  template void activation_forward<T>(Activation, const T*, T*, idx, ActivationParams, int);                  \
+  template void activation_backward<T>(Activation, const T*, const T*, T*, idx, ActivationParams, bool, int); \
+  template void prelu_forward<T>(const T*, const T*, T*, idx, idx, idx, int);                                  \
+  template void prelu_backward<T>(const T*, const T*, const T*, T*, double*, idx, idx, idx, int);              \
+  template void maxout_forward<T>(const T*, T*, idx, idx, idx, idx, int);                                      \
+  template void maxout_backward<T>(const T*, const T*, T*, idx, idx, idx, idx, int);
+FASTNORM_INSTANTIATE(float)
+FASTNORM_INSTANTIATE(double)
+#undef FASTNORM_INSTANTIATE
+
+}  // namespace fastnorm

@@ -1,0 +1,257 @@
+// pybind11 bindings: strict checks on raw buffers, GIL released around every kernel, no maths.
+// NumPy semantics (dtype resolution, out=, strides, 0-d arrays) live in python/fastnorm/_array.py; these functions
+// accept only C-contiguous float32/float64 arrays of exactly matching dtype and size, and never convert.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <functional>
+#include <string>
+
+#include "fastnorm/activations.h"
+#include "fastnorm/copy.h"
+#include "fastnorm/isa.h"
+#include "fastnorm/parallel.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+using fastnorm::idx;
+
+namespace {
+
+enum class Dtype { f32, f64 };
+
+Dtype dtype_of(const py::array& a, const char* name) {
+  const py::dtype dt = a.dtype();
+  if (dt.is(py::dtype::of<float>())) return Dtype::f32;
+  if (dt.is(py::dtype::of<double>())) return Dtype::f64;
+  throw py::type_error(std::string(name) + ": expected a float32 or float64 array, got " +
+                       py::str(dt).cast<std::string>());
+}
+
+void check_contiguous(const py::array& a, const char* name) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+}
+
+// Checks `a` against the dtype and size of the first array of a call.
+void check_like(const py::array& a, const char* name, Dtype dtype, idx size) {
+  if (dtype_of(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
+  check_contiguous(a, name);
+  if (static_cast<idx>(a.size()) != size)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
+                          std::to_string(a.size()));
+}
+
+void check_writeable(const py::array& a, const char* name) {
+  if (!a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
+}
+
+fastnorm::Activation activation_of(int id) {
+  if (id < 0 || id >= static_cast<int>(fastnorm::Activation::count))
+    throw py::value_error("unknown activation id " + std::to_string(id));
+  return static_cast<fastnorm::Activation>(id);
+}
+
+// Calls f(T{}) with T the C++ type of `dtype`.
+template <class F>
+void with_type(Dtype dtype, F&& f) {
+  if (dtype == Dtype::f32)
+    f(float{});
+  else
+    f(double{});
+}
+
+template <class T>
+const T* cptr(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <class T>
+T* mptr(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+void activation_forward(int op, const py::array& x, py::array& out, double a, double b, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  const fastnorm::Activation act = activation_of(op);
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::activation_forward<T>(act, xp, yp, x.size(), {a, b}, num_threads);
+  });
+}
+
+void activation_backward(int op, const py::array& dy, const py::array& xy, py::array& out, double a, double b,
+                         bool from_output, int num_threads) {
+  const Dtype dt = dtype_of(dy, "dy");
+  check_contiguous(dy, "dy");
+  check_like(xy, from_output ? "y" : "x", dt, dy.size());
+  check_like(out, "out", dt, dy.size());
+  check_writeable(out, "out");
+  const fastnorm::Activation act = activation_of(op);
+  if (from_output && !fastnorm::activation_has_output_backward(act))
+    throw py::value_error(std::string(fastnorm::activation_names()[op]) + " has no backward from its output y");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xyp = cptr<T>(xy);
+    T* dxp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::activation_backward<T>(act, dyp, xyp, dxp, dy.size(), {a, b}, from_output, num_threads);
+  });
+}
+
+void check_shape3(const py::array& x, idx outer, idx middle, idx inner) {
+  if (outer < 0 || middle < 0 || inner < 0 || outer * middle * inner != static_cast<idx>(x.size()))
+    throw py::value_error("x: (outer, channels, inner) does not match the array's size");
+}
+
+void prelu_forward(const py::array& x, const py::array& alpha, py::array& out, idx outer, idx channels, idx inner,
+                   int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_shape3(x, outer, channels, inner);
+  check_like(alpha, "alpha", dt, channels);
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    const T* ap = cptr<T>(alpha);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::prelu_forward<T>(xp, ap, yp, outer, channels, inner, num_threads);
+  });
+}
+
+void prelu_backward(const py::array& dy, const py::array& x, const py::array& alpha, py::array& dx,
+                    py::array& dalpha, idx outer, idx channels, idx inner, int num_threads) {
+  const Dtype dt = dtype_of(dy, "dy");
+  check_contiguous(dy, "dy");
+  check_shape3(dy, outer, channels, inner);
+  check_like(x, "x", dt, dy.size());
+  check_like(alpha, "alpha", dt, channels);
+  check_like(dx, "dx", dt, dy.size());
+  check_writeable(dx, "dx");
+  check_like(dalpha, "dalpha", Dtype::f64, channels);
+  check_writeable(dalpha, "dalpha");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    const T* ap = cptr<T>(alpha);
+    T* dxp = mptr<T>(dx);
+    double* dap = mptr<double>(dalpha);
+    py::gil_scoped_release nogil;
+    fastnorm::prelu_backward<T>(dyp, xp, ap, dxp, dap, outer, channels, inner, num_threads);
+  });
+}
+
+void check_maxout(const py::array& x, idx outer, idx groups, idx pieces, idx inner) {
+  if (outer < 0 || groups < 0 || pieces < 1 || inner < 0 ||
+      outer * groups * pieces * inner != static_cast<idx>(x.size()))
+    throw py::value_error("x: (outer, groups, pieces, inner) does not match the array's size");
+}
+
+void maxout_forward(const py::array& x, py::array& out, idx outer, idx groups, idx pieces, idx inner,
+                    int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_maxout(x, outer, groups, pieces, inner);
+  check_like(out, "out", dt, outer * groups * inner);
+  check_writeable(out, "out");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::maxout_forward<T>(xp, yp, outer, groups, pieces, inner, num_threads);
+  });
+}
+
+void maxout_backward(const py::array& dy, const py::array& x, py::array& out, idx outer, idx groups, idx pieces,
+                     idx inner, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_maxout(x, outer, groups, pieces, inner);
+  check_like(dy, "dy", dt, outer * groups * inner);
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::maxout_backward<T>(dyp, xp, dxp, outer, groups, pieces, inner, num_threads);
+  });
+}
+
+void copy(const py::array& src, py::array& dst, int num_threads) {
+  check_contiguous(src, "src");
+  check_contiguous(dst, "dst");
+  check_writeable(dst, "dst");
+  if (src.nbytes() != dst.nbytes()) throw py::value_error("dst: size differs from src");
+  const void* s = src.data();
+  void* d = dst.mutable_data();
+  const idx nbytes = src.nbytes();
+  py::gil_scoped_release nogil;
+  fastnorm::copy_bytes(s, d, nbytes, num_threads);
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = FASTNORM_VERSION;
+  info["compiler"] = FASTNORM_CXX_COMPILER;
+  info["flags"] = FASTNORM_COMPILE_FLAGS;
+  info["openmp"] = fastnorm::have_openmp();
+#ifdef _OPENMP
+  info["openmp_version"] = _OPENMP;
+#else
+  info["openmp_version"] = py::none();
+#endif
+  info["multi_isa"] = static_cast<bool>(FASTNORM_MULTI_ISA);
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastnorm's compiled kernels: strict, contiguous, exact-dtype; use the fastnorm package instead";
+
+  m.def("build_info", &build_info);
+  m.def("isa", [] { return std::string(fastnorm::isa_name(fastnorm::active_isa())); },
+        "The ISA level kernels run at (first call applies FASTNORM_ISA and may raise ValueError).");
+  m.def("set_isa", [](const std::string& name) { fastnorm::set_isa(fastnorm::parse_isa(name)); }, "name"_a);
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (auto isa : {fastnorm::Isa::baseline, fastnorm::Isa::v3, fastnorm::Isa::v4})
+      if (fastnorm::isa_supported(isa)) out.emplace_back(fastnorm::isa_name(isa));
+    return out;
+  });
+  m.def("max_threads", &fastnorm::max_threads, "omp_get_max_threads() of the calling thread (1 without OpenMP)");
+  m.def("activation_names", [] {
+    std::vector<std::string> out;
+    for (const char* n : fastnorm::activation_names()) out.emplace_back(n);
+    return out;
+  });
+
+  m.def("activation_forward", &activation_forward, "op"_a, "x"_a.noconvert(), "out"_a.noconvert(), "a"_a, "b"_a,
+        "num_threads"_a);
+  m.def("activation_backward", &activation_backward, "op"_a, "dy"_a.noconvert(), "xy"_a.noconvert(),
+        "out"_a.noconvert(), "a"_a, "b"_a, "from_output"_a, "num_threads"_a);
+  m.def("prelu_forward", &prelu_forward, "x"_a.noconvert(), "alpha"_a.noconvert(), "out"_a.noconvert(), "outer"_a,
+        "channels"_a, "inner"_a, "num_threads"_a);
+  m.def("prelu_backward", &prelu_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "alpha"_a.noconvert(),
+        "dx"_a.noconvert(), "dalpha"_a.noconvert(), "outer"_a, "channels"_a, "inner"_a, "num_threads"_a);
+  m.def("maxout_forward", &maxout_forward, "x"_a.noconvert(), "out"_a.noconvert(), "outer"_a, "groups"_a,
+        "pieces"_a, "inner"_a, "num_threads"_a);
+  m.def("maxout_backward", &maxout_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "out"_a.noconvert(),
+        "outer"_a, "groups"_a, "pieces"_a, "inner"_a, "num_threads"_a);
+  m.def("copy", &copy, "src"_a.noconvert(), "dst"_a.noconvert(), "num_threads"_a);
+}

@@ -1,0 +1,99 @@
+"""The NumPy contract every public function follows: how inputs become kernel buffers and results go back.
+
+- Anything array_like is accepted.  float32 and float64 are computed natively; float16 (and bfloat16 when
+  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype; integers and bools are
+  computed and returned in float64; long double is computed in float64 and returned as long double.  Complex,
+  object, string and other dtypes raise TypeError naming the argument and the dtype.
+- Any strides and memory order: inputs are copied to C order only when they are not already.
+- 0-d and empty arrays work.
+- ``out=`` takes an ndarray of the result's shape, a dtype the result can be cast to under ``same_kind``, and must
+  be writable; it may be the input itself.  It is written in place and returned.
+- Inputs are never modified.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_NATIVE = (_F32, _F64)
+
+
+def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The dtype a kernel computes in for input of ``dtype`` (float32 or float64); TypeError if unsupported."""
+    if dtype is _F32 or dtype is _F64 or dtype in _NATIVE:
+        return dtype
+    kind = dtype.kind
+    if kind == "f":
+        return _F32 if dtype.itemsize <= 4 else _F64
+    if kind in "biu":
+        return _F64
+    if dtype.name == "bfloat16":  # ml_dtypes.bfloat16, a user dtype of kind 'V'
+        return _F32
+    raise TypeError(f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool array")
+
+
+def result_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a result is returned in for input of ``dtype`` (already accepted by compute_dtype)."""
+    if dtype.kind in "biu":
+        return _F64
+    return dtype
+
+
+def as_array(value, name: str) -> np.ndarray:
+    """``value`` as an ndarray (no copy when it already is one), with a TypeError naming ``name`` for bad dtypes."""
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    compute_dtype(arr.dtype, name)
+    return arr
+
+
+def as_buffer(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``arr`` as a C-contiguous array of ``dtype``, copying only when needed (0-d stays 0-d)."""
+    if arr.dtype is dtype and arr.flags.c_contiguous:
+        return arr
+    return np.asarray(arr, dtype=dtype, order="C")
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_b}: shape {b.shape} differs from {name_a}'s shape {a.shape}")
+
+
+def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Validates ``out`` for a result of ``shape`` and ``dtype`` (NumPy's rules for ufunc outputs)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
+    if not np.can_cast(dtype, out.dtype, casting="same_kind"):
+        raise TypeError(f"out: cannot cast the result's dtype {dtype} to out's dtype {out.dtype} (same_kind)")
+    if not out.flags.writeable:
+        raise ValueError("out: array is read-only")
+    return out
+
+
+def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple) -> np.ndarray:
+    """The buffer a kernel writes: ``out`` itself when it can (right dtype, C-contiguous, not partly overlapping
+    an input), else a fresh array; ``deliver`` then puts the result where it belongs."""
+    if out is not None and out.dtype is compute and out.flags.c_contiguous:
+        if not any(_overlaps_partly(out, a) for a in inputs):
+            return out
+    return np.empty(shape, dtype=compute)
+
+
+def deliver(buf: np.ndarray, out, result: np.dtype):
+    """Returns the result: ``buf`` in the result dtype, or copied into ``out`` (returned) when given."""
+    if out is None:
+        return buf if buf.dtype == result else buf.astype(result)
+    if buf is not out:
+        np.copyto(out, buf, casting="same_kind")
+    return out
+
+
+def _overlaps_partly(out: np.ndarray, a: np.ndarray) -> bool:
+    """True when ``out`` and ``a`` share memory other than element for element (exact aliasing is fine)."""
+    if not np.may_share_memory(out, a):
+        return False
+    same = (out.__array_interface__["data"][0] == a.__array_interface__["data"][0] and out.strides == a.strides
+            and out.dtype == a.dtype and out.shape == a.shape)
+    return not same

@@ -1,0 +1,36 @@
+"""Shared pieces of the tests: how each public activation is called, tolerances, a central-difference check."""
+import numpy as np
+
+import fastnorm
+
+# Tolerances against the float64 reference: the kernels are accurate to a few ulps (docs/accuracy.md); the
+# absolute part covers gelu_tanh's tails, whose error is set by rounding its argument, and backward values near
+# a zero of the derivative.
+TOL = {
+    np.dtype(np.float16): (2e-3, 1e-3),
+    np.dtype(np.float32): (2e-5, 1e-6),
+    np.dtype(np.float64): (1e-12, 1e-13),
+}
+
+
+def public_name(name):
+    return "gelu" if name == "gelu_tanh" else name
+
+
+def call_forward(name, x, kw, **extra):
+    return getattr(fastnorm, public_name(name))(x, **kw, **extra)
+
+
+def call_backward(name, dy, x, kw, **extra):
+    return getattr(fastnorm, public_name(name) + "_backward")(dy, x, **kw, **extra)
+
+
+def assert_close(actual, expected, dtype):
+    rtol, atol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=rtol, atol=atol)
+
+
+def central_difference(f, x, h=1e-6):
+    """Elementwise derivative of an elementwise f by central differences, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return (f(x + h) - f(x - h)) / (2 * h)

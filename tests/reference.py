@@ -1,0 +1,250 @@
+"""Plain float64 NumPy references, written to be obviously right rather than fast.
+
+Each forward is the textbook formula, arranged only where the float64 formula itself would cancel (sigmoid of a
+large negative x, softplus, 1 - tanh^2 in the tails, the GELU's negative tail).  Each backward is the textbook
+derivative, returning dy * f'(x), with NaN where x is NaN.  Inputs are converted to float64 first.
+"""
+import math
+
+import numpy as np
+
+SELU_ALPHA = 1.6732632423543772848
+SELU_SCALE = 1.0507009873554804934
+GELU_K0 = math.sqrt(2 / math.pi)
+GELU_K1 = 0.044715
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def _nan_where_x_nan(x, d):
+    return np.where(np.isnan(x), np.nan, d)
+
+
+def sigmoid(x):
+    x = f64(x)
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+
+def sigmoid_grad(x):
+    s = sigmoid(x)
+    return s * sigmoid(-f64(x))  # s (1 - s), with 1 - s = sigmoid(-x) exact in the tail
+
+
+def tanh(x):
+    return np.tanh(f64(x))
+
+
+def tanh_grad(x):
+    with np.errstate(over="ignore"):
+        return 1 / np.cosh(f64(x)) ** 2
+
+
+def relu(x):
+    return np.maximum(f64(x), 0)
+
+
+def relu_grad(x):
+    x = f64(x)
+    return _nan_where_x_nan(x, (x > 0).astype(np.float64))
+
+
+def leaky_relu(x, slope=0.01):
+    x = f64(x)
+    return np.where(x > 0, x, slope * x)
+
+
+def leaky_relu_grad(x, slope=0.01):
+    x = f64(x)
+    return _nan_where_x_nan(x, np.where(x > 0, 1.0, slope))
+
+
+def channel_values(alpha, ndim, axis):
+    """alpha (one value, or one per channel along axis) shaped to broadcast against an ndim-array."""
+    alpha = f64(alpha)
+    if alpha.size == 1:
+        return alpha.reshape(())
+    shape = [1] * ndim
+    shape[axis] = alpha.size
+    return alpha.reshape(shape)
+
+
+def prelu(x, alpha, axis=1):
+    x = f64(x)
+    a = channel_values(alpha, x.ndim, axis)
+    return np.where(x > 0, x, a * x)
+
+
+def prelu_grads(dy, x, alpha, axis=1):
+    """(dx, dalpha) of prelu for upstream gradient dy."""
+    x, dy = f64(x), f64(dy)
+    a = channel_values(alpha, x.ndim, axis)
+    dx = np.where(x > 0, dy, dy * a)
+    contrib = np.where(x > 0, 0.0, dy * x)
+    if np.size(alpha) == 1:
+        return dx, contrib.sum()
+    return dx, contrib.sum(axis=tuple(i for i in range(x.ndim) if i != axis))
+
+
+def elu(x, alpha=1.0):
+    x = f64(x)
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def elu_grad(x, alpha=1.0):
+    x = f64(x)
+    return np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
+
+
+def selu(x):
+    return SELU_SCALE * elu(x, SELU_ALPHA)
+
+
+def selu_grad(x):
+    return SELU_SCALE * elu_grad(x, SELU_ALPHA)
+
+
+def normal_cdf(x):
+    return 0.5 * _erfc(-f64(x) / math.sqrt(2))
+
+
+def normal_pdf(x):
+    x = f64(x)
+    return np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def gelu(x):
+    x = f64(x)
+    return x * normal_cdf(x)
+
+
+def gelu_grad(x):
+    x = f64(x)
+    return normal_cdf(x) + x * normal_pdf(x)
+
+
+def _gelu_tanh_2u(x):
+    return 2 * GELU_K0 * (x + GELU_K1 * x ** 3)
+
+
+def gelu_tanh(x):
+    x = f64(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x * sigmoid(_gelu_tanh_2u(x))  # 0.5 (1 + tanh(u)) = sigmoid(2u)
+
+
+def gelu_tanh_grad(x):
+    x = f64(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        two_u = _gelu_tanh_2u(x)
+        du = GELU_K0 * (1 + 3 * GELU_K1 * x * x)
+        return sigmoid(two_u) + x * 2 * sigmoid_grad(two_u) * du
+
+
+def silu(x):
+    x = f64(x)
+    return x * sigmoid(x)
+
+
+def silu_grad(x):
+    x = f64(x)
+    return sigmoid(x) + x * sigmoid_grad(x)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    x = f64(x)
+    bx = beta * x
+    smooth = (np.maximum(bx, 0) + np.log1p(np.exp(-np.abs(bx)))) / beta
+    return np.where(bx > threshold, x, smooth)
+
+
+def softplus_grad(x, beta=1.0, threshold=20.0):
+    x = f64(x)
+    return np.where(beta * x > threshold, 1.0, sigmoid(beta * x))
+
+
+def mish(x):
+    x = f64(x)
+    return x * np.tanh(softplus(x, 1.0, np.inf))
+
+
+def mish_grad(x):
+    x = f64(x)
+    sp = softplus(x, 1.0, np.inf)
+    return np.tanh(sp) + x * tanh_grad(sp) * sigmoid(x)
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    return np.clip(f64(x), min_val, max_val)
+
+
+def hardtanh_grad(x, min_val=-1.0, max_val=1.0):
+    x = f64(x)
+    return _nan_where_x_nan(x, ((x > min_val) & (x < max_val)).astype(np.float64))
+
+
+def hardsigmoid(x):
+    return np.clip(f64(x) + 3, 0, 6) / 6
+
+
+def hardsigmoid_grad(x):
+    x = f64(x)
+    return _nan_where_x_nan(x, np.where((x > -3) & (x < 3), 1 / 6, 0.0))
+
+
+def hardswish(x):
+    x = f64(x)
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+def hardswish_grad(x):
+    x = f64(x)
+    return _nan_where_x_nan(x, np.where(x < -3, 0.0, np.where(x <= 3, (2 * x + 3) / 6, 1.0)))
+
+
+def maxout(x, pieces, axis=1):
+    x = f64(x)
+    axis = axis % x.ndim
+    shape = x.shape[:axis] + (x.shape[axis] // pieces, pieces) + x.shape[axis + 1:]
+    return x.reshape(shape).max(axis=axis + 1)
+
+
+# name -> (forward, derivative, keyword arguments used by the tests)
+ELEMENTWISE = {
+    "sigmoid": (sigmoid, sigmoid_grad, {}),
+    "tanh": (tanh, tanh_grad, {}),
+    "relu": (relu, relu_grad, {}),
+    "leaky_relu": (leaky_relu, leaky_relu_grad, {"negative_slope": 0.05}),
+    "elu": (elu, elu_grad, {"alpha": 1.3}),
+    "selu": (selu, selu_grad, {}),
+    "gelu": (gelu, gelu_grad, {}),
+    "gelu_tanh": (gelu_tanh, gelu_tanh_grad, {"approximate": "tanh"}),
+    "silu": (silu, silu_grad, {}),
+    "softplus": (softplus, softplus_grad, {"beta": 1.5, "threshold": 15.0}),
+    "mish": (mish, mish_grad, {}),
+    "hardtanh": (hardtanh, hardtanh_grad, {"min_val": -0.5, "max_val": 2.0}),
+    "hardsigmoid": (hardsigmoid, hardsigmoid_grad, {}),
+    "hardswish": (hardswish, hardswish_grad, {}),
+}
+
+# The keyword names of the tests map onto the references' positional parameters.
+_REF_ARGS = {
+    "leaky_relu": lambda kw: (kw["negative_slope"],),
+    "elu": lambda kw: (kw["alpha"],),
+    "softplus": lambda kw: (kw["beta"], kw["threshold"]),
+    "hardtanh": lambda kw: (kw["min_val"], kw["max_val"]),
+}
+
+
+def forward(name, x, **kw):
+    fn, _, _ = ELEMENTWISE[name]
+    return fn(x, *_REF_ARGS.get(name, lambda _: ())(kw))
+
+
+def derivative(name, x, **kw):
+    _, grad, _ = ELEMENTWISE[name]
+    return grad(x, *_REF_ARGS.get(name, lambda _: ())(kw))

@@ -53,14 +53,14 @@ def relu_grad(x):
     return _nan_where_x_nan(x, (x > 0).astype(np.float64))
 
 
-def leaky_relu(x, slope=0.01):
+def leaky_relu(x, negative_slope=0.01):
     x = f64(x)
-    return np.where(x > 0, x, slope * x)
+    return np.where(x > 0, x, negative_slope * x)
 
 
-def leaky_relu_grad(x, slope=0.01):
+def leaky_relu_grad(x, negative_slope=0.01):
     x = f64(x)
-    return _nan_where_x_nan(x, np.where(x > 0, 1.0, slope))
+    return _nan_where_x_nan(x, np.where(x > 0, 1.0, negative_slope))
 
 
 def channel_values(alpha, ndim, axis):
@@ -231,20 +231,12 @@ ELEMENTWISE = {
     "hardswish": (hardswish, hardswish_grad, {}),
 }
 
-# The keyword names of the tests map onto the references' positional parameters.
-_REF_ARGS = {
-    "leaky_relu": lambda kw: (kw["negative_slope"],),
-    "elu": lambda kw: (kw["alpha"],),
-    "softplus": lambda kw: (kw["beta"], kw["threshold"]),
-    "hardtanh": lambda kw: (kw["min_val"], kw["max_val"]),
-}
-
-
 def forward(name, x, **kw):
-    fn, _, _ = ELEMENTWISE[name]
-    return fn(x, *_REF_ARGS.get(name, lambda _: ())(kw))
+    """Reference forward of ELEMENTWISE[name] with the public function's keyword arguments."""
+    kw.pop("approximate", None)
+    return ELEMENTWISE[name][0](x, **kw)
 
 
 def derivative(name, x, **kw):
-    _, grad, _ = ELEMENTWISE[name]
-    return grad(x, *_REF_ARGS.get(name, lambda _: ())(kw))
+    kw.pop("approximate", None)
+    return ELEMENTWISE[name][1](x, **kw)

@@ -95,7 +95,9 @@ struct Selu {  // Klambauer et al. 2017, constants to 20 digits
 
 struct Gelu {  // x Phi(x), Hendrycks & Gimpel 2016
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, normal(x).cdf); }
+  static FASTNORM_INLINE T forward(T x, Params<T>) {
+    return with_limits(x, normal(x).cdf_times(x), T(-0.0), x);
+  }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Normal<T> n = normal(x);
@@ -110,23 +112,25 @@ struct GeluTanh {
   template <class T>
   static FASTNORM_INLINE T two_u(T x) { return T(2 * k0) * (x + T(k1) * x * x * x); }
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, logistic(two_u(x)).s); }
+  static FASTNORM_INLINE T forward(T x, Params<T>) {
+    return with_limits(x, logistic(two_u(x)).s_times(x), T(-0.0), x);
+  }
   // d/dx = s + x * 2 s (1 - s) * du/dx,  du/dx = k0 (1 + 3 k1 x^2)
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Logistic<T> l = logistic(two_u(x));
     const T du = T(k0) * (T(1) + T(3 * k1) * x * x);
-    return dy * (l.s + mul_or_zero(x * du, T(2) * l.s * l.sc));
+    return dy * with_limits(x, l.s + l.s_sc_times(T(2) * x * du), T(0), T(1));
   }
 };
 
 struct Silu {  // x sigmoid(x), a.k.a. swish
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, logistic(x).s); }
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return with_limits(x, logistic(x).s_times(x), T(-0.0), x); }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Logistic<T> l = logistic(x);
-    return dy * (l.s + mul_or_zero(x, l.s * l.sc));
+    return dy * with_limits(x, l.s + l.s_sc_times(x), T(0), T(1));
   }
 };
 
@@ -151,24 +155,29 @@ struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, 
 struct Mish {
   template <class T>
   struct Parts {
-    T t, sech2, sig;
+    ExpParts<T> u;  // exp(-|x|)
+    bool pos;
+    T n, d, sech2, sig;
+    // x tanh(softplus(x)) = x N / D; for x < 0, N = u (u + 2) is small and the product is rounded once
+    FASTNORM_INLINE T x_times_t(T x) const { return pos ? x * (n / d) : u.times(x * ((u.value() + T(2)) / d)); }
   };
   template <class T>
   static FASTNORM_INLINE Parts<T> parts(T x) {
-    const T u = exp_(-abs_(x));
+    const ExpParts<T> ue = exp_parts(-abs_(x));
+    const T u = ue.value();
     const bool pos = x >= T(0);
     const T n = pos ? T(1) + T(2) * u : u * (u + T(2));
     const T dmn = pos ? T(2) * u * u : T(2);
     const T d = n + dmn;
     const T sig = pos ? T(1) / (T(1) + u) : u / (T(1) + u);
-    return {n / d, dmn * (d + n) / (d * d), sig};
+    return {ue, pos, n, d, dmn * (d + n) / (d * d), sig};
   }
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, parts(x).t); }
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return with_limits(x, parts(x).x_times_t(x), T(-0.0), x); }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Parts<T> q = parts(x);
-    return dy * (q.t + mul_or_zero(x, q.sech2 * q.sig));
+    return dy * (q.n / q.d + mul_or_zero(x, q.sech2 * q.sig));
   }
 };
 

@@ -94,6 +94,13 @@ FASTNORM_INLINE T pow2i(typename float_traits<T>::I n) {
   return bit_cast<T>(static_cast<U>(n + F::exponent_bias) << F::mantissa_bits);
 }
 
+// The limits of a function at -inf and +inf, where its finite formula would give inf * 0.
+template <class T>
+FASTNORM_INLINE T with_limits(T x, T value, T at_neg_inf, T at_pos_inf) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  return x == -inf ? at_neg_inf : (x == inf ? at_pos_inf : value);
+}
+
 // NaN-preserving clamp: a NaN x compares false both times and comes out unchanged.
 template <class T>
 FASTNORM_INLINE T clamp(T x, T lo, T hi) {
@@ -149,15 +156,30 @@ FASTNORM_INLINE double expm1_reduced(double r) {
   return r + (r * r) * p;
 }
 
+// exp(x) = (m * s1) * s2 with s1 s2 = 2^n split so that m * s1 is normal: a product a * exp(x) that lands in the
+// normal range keeps full accuracy even where exp(x) alone would be denormal (x * sigmoid(x) near x = -90).
 template <class T>
-FASTNORM_INLINE T exp_(T x) {
+struct ExpParts {
+  T m, s1, s2;
+  FASTNORM_INLINE T value() const { return m * s1 * s2; }
+  // a * exp(x), rounded once.  Callers handle infinite a themselves (inf * 0 would be NaN).
+  FASTNORM_INLINE T times(T a) const {
+    return (a * m * s1) * s2;
+  }
+};
+
+template <class T>
+FASTNORM_INLINE ExpParts<T> exp_parts(T x) {
   using F = float_traits<T>;
   using I = typename F::I;
   const Reduced<T> red = reduce_ln2(clamp(x, T(F::exp_lo), T(F::exp_hi)));
-  const T p = expm1_reduced(red.r) + T(1);
-  // 2^n as 2^n1 * 2^n2, both in the normal range, so that results in the denormal range round once, correctly.
   const I n1 = shift_right_floor(red.n, 1);
-  return p * pow2i<T>(n1) * pow2i<T>(red.n - n1);
+  return {expm1_reduced(red.r) + T(1), pow2i<T>(n1), pow2i<T>(red.n - n1)};
+}
+
+template <class T>
+FASTNORM_INLINE T exp_(T x) {
+  return exp_parts(x).value();
 }
 
 template <class T>
@@ -214,20 +236,29 @@ FASTNORM_INLINE T tanh_(T x) {
   return copysign_(-e / (e + T(2)), x);
 }
 
-// The logistic function and its complement from one exp: s = sigmoid(x), and 1 - s without cancellation.
+// The logistic function from one exp, e = exp(-|x|): s = sigmoid(x), sc = 1 - s = sigmoid(-x) without
+// cancellation, and products with the small one of them rounded once.
 template <class T>
 struct Logistic {
-  T s;   // sigmoid(x)
-  T sc;  // 1 - sigmoid(x) = sigmoid(-x)
+  ExpParts<T> e;
+  T big;     // 1 / (1 + e), the larger of s and sc
+  bool pos;  // x >= 0
+  T s, sc;
+  // a * e / (1 + e) = a * min(s, sc)
+  FASTNORM_INLINE T small_times(T a) const { return e.times(a * big); }
+  // a * s
+  FASTNORM_INLINE T s_times(T a) const { return pos ? a * big : small_times(a); }
+  // a * s * (1 - s) = a * big * small
+  FASTNORM_INLINE T s_sc_times(T a) const { return small_times(a * big); }
 };
 
 template <class T>
 FASTNORM_INLINE Logistic<T> logistic(T x) {
-  const T e = exp_(-abs_(x));  // in (0, 1]: never overflows
-  const T big = T(1) / (T(1) + e);
-  const T small = e * big;
+  const ExpParts<T> e = exp_parts(-abs_(x));  // in (0, 1]: never overflows
+  const T big = T(1) / (T(1) + e.value());
+  const T small = e.value() * big;
   const bool pos = x >= T(0);
-  return {pos ? big : small, pos ? small : big};
+  return {e, big, pos, pos ? big : small, pos ? small : big};
 }
 
 // exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) evaluated exactly enough that the tail keeps full relative
@@ -235,7 +266,7 @@ FASTNORM_INLINE Logistic<T> logistic(T x) {
 // correction a = -lo (x + hi) / 2 is below x^2 2^-12 (float) or x^2 2^-26 (double) in magnitude: a short series
 // gives exp(a) to well under an ulp (|a| <= 0.055 for float, 2.3e-5 for double, before underflow).
 template <class T>
-FASTNORM_INLINE T exp_neg_half_sq(T x) {
+FASTNORM_INLINE ExpParts<T> exp_neg_half_sq(T x) {
   using F = float_traits<T>;
   using I = typename F::I;
   x = clamp(x, -F::half_sq_max, F::half_sq_max);  // the result is 0 beyond; keeps inf - inf out of lo
@@ -248,7 +279,9 @@ FASTNORM_INLINE T exp_neg_half_sq(T x) {
   } else {
     exp_a = horner(a, T(1.0 / 6), T(0.5), T(1), T(1));
   }
-  return exp_(T(-0.5) * hi * hi) * exp_a;
+  ExpParts<T> e = exp_parts(T(-0.5) * hi * hi);
+  e.m *= exp_a;
+  return e;
 }
 
 // erfcx(z) = exp(z^2) erfc(z) for z >= 0: g(t) / (z + 2) with t = (z - 2) / (z + 2) and g a polynomial fitted by
@@ -282,16 +315,23 @@ FASTNORM_INLINE T erfcx_(T z) {
 // The standard normal CDF Phi(x) and density phi(x) from one exp: the GELU's building blocks.
 template <class T>
 struct Normal {
-  T cdf;  // Phi(x)
-  T pdf;  // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+  ExpParts<T> e;  // exp(-x^2 / 2)
+  T half_erfcx;   // erfcx(|x| / sqrt2) / 2, so that Phi(-|x|) = half_erfcx * e
+  bool neg;       // x < 0
+  T cdf;          // Phi(x)
+  T pdf;          // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+  // a * Phi(x), rounded once in the tail, where Phi(x) alone may be denormal
+  FASTNORM_INLINE T cdf_times(T a) const { return neg ? e.times(a * half_erfcx) : a * cdf; }
 };
 
 template <class T>
 FASTNORM_INLINE Normal<T> normal(T x) {
-  const T e = exp_neg_half_sq(x);
+  const ExpParts<T> e = exp_neg_half_sq(x);
   // Phi(-|x|) = erfc(|x| / sqrt2) / 2 = erfcx(|x| / sqrt2) exp(-x^2 / 2) / 2: small, and accurate when small.
-  const T tail = T(0.5) * erfcx_(abs_(x) * T(0.70710678118654752440)) * e;
-  return {x < T(0) ? tail : T(1) - tail, e * T(0.39894228040143267794)};
+  const T half_erfcx = T(0.5) * erfcx_(abs_(x) * T(0.70710678118654752440));
+  const T tail = half_erfcx * e.value();
+  const bool neg = x < T(0);
+  return {e, half_erfcx, neg, neg ? tail : T(1) - tail, e.value() * T(0.39894228040143267794)};
 }
 
 }  // namespace math

@@ -239,13 +239,13 @@ FASTNORM_INLINE T tanh_(T x) {
 // The logistic function from one exp, e = exp(-|x|): s = sigmoid(x), sc = 1 - s = sigmoid(-x) without
 // cancellation, and products with the small one of them rounded once.
 template <class T>
-struct Logistic {
-  ExpParts<T> e;
-  T big;     // 1 / (1 + e), the larger of s and sc
-  bool pos;  // x >= 0
+struct Logistic {  // flat on purpose: GCC keeps nested aggregates in memory and then does not vectorise
+  T m, s1, s2;  // exp(-|x|) = (m * s1) * s2, see ExpParts
+  T big;        // 1 / (1 + e), the larger of s and sc
   T s, sc;
-  // a * e / (1 + e) = a * min(s, sc)
-  FASTNORM_INLINE T small_times(T a) const { return e.times(a * big); }
+  bool pos;     // x >= 0
+  // a * e / (1 + e) = a * min(s, sc), rounded once
+  FASTNORM_INLINE T small_times(T a) const { return (a * big * m * s1) * s2; }
   // a * s
   FASTNORM_INLINE T s_times(T a) const { return pos ? a * big : small_times(a); }
   // a * s * (1 - s) = a * big * small
@@ -258,7 +258,7 @@ FASTNORM_INLINE Logistic<T> logistic(T x) {
   const T big = T(1) / (T(1) + e.value());
   const T small = e.value() * big;
   const bool pos = x >= T(0);
-  return {e, big, pos, pos ? big : small, pos ? small : big};
+  return {e.m, e.s1, e.s2, big, pos ? big : small, pos ? small : big, pos};
 }
 
 // exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) evaluated exactly enough that the tail keeps full relative

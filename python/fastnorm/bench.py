@@ -1,0 +1,287 @@
+"""Microbenchmarks: fastnorm against the plainest NumPy formula and PyTorch's CPU kernels, side by side.
+
+Each case runs, in one process and at the same thread count: fastnorm with a preallocated ``out=`` and
+allocating its result, NumPy, and PyTorch (when importable; its own allocating call and its ``.out`` overload).
+Reported per case: the median time, GB/s of compulsory traffic (activation forward: read x, write y; backward:
+read dy and x, write dx), and that bandwidth as a fraction of a copy kernel measured in the same run on the same
+bytes and threads.  Machines are shared and noisy: compare ratios within one run, not times across runs.
+
+Later families register more cases with :func:`register`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+import fastnorm
+from fastnorm import _C
+
+
+@dataclass
+class Case:
+    """One benchmark: ``setup(n, rng)`` makes the inputs (a dict of float32 arrays); each implementation is
+    called as ``impl(inputs, out)``, with ``out`` None for the allocating call.  ``bytes_per_element`` counts the
+    compulsory traffic (4 per float32 read or written)."""
+    name: str
+    setup: Callable
+    fastnorm: Callable
+    bytes_per_element: int
+    numpy: Optional[Callable] = None
+    torch: Optional[Callable] = None  # torch(inputs_as_tensors, out_tensor_or_None)
+    tags: tuple = field(default_factory=tuple)
+
+
+REGISTRY: list[Case] = []
+
+
+def register(case: Case) -> Case:
+    REGISTRY.append(case)
+    return case
+
+
+def _normal_x(n, rng):
+    return {"x": (rng.standard_normal(n) * 3).astype(np.float32)}
+
+
+def _normal_dy_x(n, rng):
+    return {"dy": rng.standard_normal(n).astype(np.float32), "x": (rng.standard_normal(n) * 3).astype(np.float32)}
+
+
+def _np_out(result, out):
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _sig(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# name: (numpy forward, numpy backward factor f'(x), torch forward, torch backward) — None where none exists.
+def _activation_table(F, aten):
+    k = np.sqrt(2 / np.pi)
+    return {
+        "relu": (lambda x, o: np.maximum(x, 0, out=o), lambda x: x > 0,
+                 lambda x, o: F.relu(x) if o is None else torch_clamp_min(x, o),
+                 lambda dy, x: aten.threshold_backward(dy, x, 0)),
+        "leaky_relu": (lambda x, o: _np_out(np.where(x > 0, x, 0.01 * x), o), lambda x: np.where(x > 0, 1, 0.01),
+                       lambda x, o: F.leaky_relu(x, 0.01) if o is None else aten.leaky_relu.out(x, 0.01, out=o),
+                       lambda dy, x: aten.leaky_relu_backward(dy, x, 0.01, False)),
+        "hardtanh": (lambda x, o: np.clip(x, -1, 1, out=o), lambda x: (x > -1) & (x < 1),
+                     lambda x, o: F.hardtanh(x) if o is None else aten.hardtanh.out(x, -1.0, 1.0, out=o),
+                     lambda dy, x: aten.hardtanh_backward(dy, x, -1.0, 1.0)),
+        "sigmoid": (lambda x, o: _np_out(_sig(x), o), lambda x: _sig(x) * (1 - _sig(x)),
+                    lambda x, o: F.sigmoid(x) if o is None else aten.sigmoid.out(x, out=o),
+                    lambda dy, x: aten.sigmoid_backward(dy, aten.sigmoid(x))),
+        "tanh": (lambda x, o: np.tanh(x, out=o), lambda x: 1 - np.tanh(x) ** 2,
+                 lambda x, o: F.tanh(x) if o is None else aten.tanh.out(x, out=o),
+                 lambda dy, x: aten.tanh_backward(dy, aten.tanh(x))),
+        "elu": (lambda x, o: _np_out(np.where(x > 0, x, np.expm1(x)), o), lambda x: np.where(x > 0, 1, np.exp(x)),
+                lambda x, o: F.elu(x) if o is None else aten.elu.out(x, 1.0, 1.0, 1.0, out=o),
+                lambda dy, x: aten.elu_backward(dy, 1.0, 1.0, 1.0, False, x)),
+        "selu": (None, None, lambda x, o: F.selu(x), None),
+        "gelu": (None, None, lambda x, o: F.gelu(x) if o is None else aten.gelu.out(x, out=o),
+                 lambda dy, x: aten.gelu_backward(dy, x)),
+        "gelu_tanh": (lambda x, o: _np_out(0.5 * x * (1 + np.tanh(k * (x + 0.044715 * x ** 3))), o), None,
+                      lambda x, o: F.gelu(x, approximate="tanh") if o is None
+                      else aten.gelu.out(x, approximate="tanh", out=o),
+                      lambda dy, x: aten.gelu_backward(dy, x, approximate="tanh")),
+        "silu": (lambda x, o: _np_out(x * _sig(x), o), lambda x: _sig(x) * (1 + x * (1 - _sig(x))),
+                 lambda x, o: F.silu(x) if o is None else aten.silu.out(x, out=o),
+                 lambda dy, x: aten.silu_backward(dy, x)),
+        "softplus": (lambda x, o: _np_out(np.where(x > 20, x, np.log1p(np.exp(x))), o), None,
+                     lambda x, o: F.softplus(x) if o is None else aten.softplus.out(x, 1, 20, out=o),
+                     lambda dy, x: aten.softplus_backward(dy, x, 1, 20)),
+        "mish": (lambda x, o: _np_out(x * np.tanh(np.log1p(np.exp(x))), o), None,
+                 lambda x, o: F.mish(x) if o is None else aten.mish.out(x, out=o),
+                 lambda dy, x: aten.mish_backward(dy, x)),
+        "hardsigmoid": (lambda x, o: _np_out(np.clip(x + 3, 0, 6) / 6, o), None,
+                        lambda x, o: F.hardsigmoid(x) if o is None else aten.hardsigmoid.out(x, out=o),
+                        lambda dy, x: aten.hardsigmoid_backward(dy, x)),
+        "hardswish": (lambda x, o: _np_out(x * np.clip(x + 3, 0, 6) / 6, o), None,
+                      lambda x, o: F.hardswish(x) if o is None else aten.hardswish.out(x, out=o),
+                      lambda dy, x: aten.hardswish_backward(dy, x)),
+    }
+
+
+def torch_clamp_min(x, o):
+    import torch
+    return torch.clamp_min(x, 0, out=o)
+
+
+def _register_activations():
+    try:
+        import torch
+        F, aten = torch.nn.functional, torch.ops.aten
+    except ImportError:  # the table's torch entries are never called without torch
+        F = aten = None
+    table = _activation_table(F, aten)
+    for name, (np_fwd, np_grad, t_fwd, t_bwd) in table.items():
+        public = "gelu" if name == "gelu_tanh" else name
+        kw = {"approximate": "tanh"} if name == "gelu_tanh" else {}
+        fwd = getattr(fastnorm, public)
+        bwd = getattr(fastnorm, public + "_backward")
+        register(Case(f"{name} fwd", _normal_x, (lambda i, o, f=fwd, kw=kw: f(i["x"], out=o, **kw)), 8,
+                      numpy=(lambda i, o, f=np_fwd: f(i["x"], o)) if np_fwd else None,
+                      torch=(lambda i, o, f=t_fwd: f(i["x"], o)) if t_fwd else None, tags=("activation",)))
+        register(Case(f"{name} bwd", _normal_dy_x, (lambda i, o, f=bwd, kw=kw: f(i["dy"], i["x"], out=o, **kw)), 12,
+                      numpy=(lambda i, o, g=np_grad: _np_out(i["dy"] * g(i["x"]), o)) if np_grad else None,
+                      torch=(lambda i, o, f=t_bwd: f(i["dy"], i["x"])) if t_bwd else None, tags=("activation",)))
+
+
+_register_activations()
+
+
+# ---- measuring --------------------------------------------------------------------------------------------------
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: first-touch, caches, thread pool
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(nbytes: int, threads: int, repeats: int) -> float:
+    """GB/s (bytes read + written) of fastnorm's parallel copy kernel on ``nbytes``, the reference bandwidth."""
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    t = _median_time(lambda: _C.copy(src, dst, threads), repeats)
+    return 2 * nbytes / t / 1e9
+
+
+def _try(fn):
+    """Runs fn once to see that it works here (a missing torch overload, say); returns fn or None."""
+    try:
+        fn()
+        return fn
+    except Exception:
+        return None
+
+
+def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
+    rng = np.random.default_rng(0)
+    inputs = case.setup(n, rng)
+    out = np.empty(n, dtype=np.float32)
+    moved = case.bytes_per_element * n
+    row = {"case": case.name, "n": n, "threads": threads}
+
+    def record(key, fn):
+        if fn is None:
+            row[key] = None
+            return
+        row[key] = _median_time(fn, repeats) * 1e3
+
+    fastnorm.set_num_threads(threads)
+    try:
+        record("fastnorm_out_ms", lambda: case.fastnorm(inputs, out))
+        record("fastnorm_alloc_ms", lambda: case.fastnorm(inputs, None))
+    finally:
+        fastnorm.set_num_threads(None)
+    if case.numpy is not None:
+        record("numpy_ms", _try(lambda: case.numpy(inputs, None)))
+    if torch_mod is not None and case.torch is not None:
+        torch_mod.set_num_threads(threads)
+        tin = {k: torch_mod.from_numpy(v) for k, v in inputs.items()}
+        tout = torch_mod.empty(n, dtype=torch_mod.float32)
+        record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
+        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if "fwd" in case.name else None)
+    t = row["fastnorm_out_ms"] / 1e3
+    row["gbs"] = moved / t / 1e9
+    row["copy_fraction"] = row["gbs"] / copy_gbs
+    best_np = row.get("numpy_ms")
+    torch_best = min([v for v in (row.get("torch_alloc_ms"), row.get("torch_out_ms")) if v] or [np.nan])
+    row["vs_numpy"] = best_np / row["fastnorm_alloc_ms"] if best_np else None
+    row["vs_torch_alloc"] = row["torch_alloc_ms"] / row["fastnorm_alloc_ms"] if row.get("torch_alloc_ms") else None
+    row["vs_torch_out"] = (row["torch_out_ms"] / row["fastnorm_out_ms"]) if row.get("torch_out_ms") else None
+    row["vs_torch_best"] = None if np.isnan(torch_best) else torch_best / min(row["fastnorm_out_ms"],
+                                                                              row["fastnorm_alloc_ms"])
+    return row
+
+
+def small_call_overhead(repeats: int = 2000) -> dict:
+    """Median microseconds of a call on 1,000 float32 elements (allocating and with out=)."""
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    out = np.empty_like(x)
+    res = {}
+    for name, fn in [("relu", fastnorm.relu), ("sigmoid", fastnorm.sigmoid)]:
+        res[f"{name}_alloc_us"] = _median_time(lambda: fn(x), repeats) * 1e6
+        res[f"{name}_out_us"] = _median_time(lambda: fn(x, out=out), repeats) * 1e6
+    return res
+
+
+def _fmt(v, spec=".2f", suffix=""):
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def format_table(rows: list[dict], copy: dict) -> str:
+    head = (f"{'case':<18}{'thr':>4}{'out= ms':>10}{'GB/s':>8}{'%copy':>7}{'alloc ms':>10}{'numpy ms':>10}"
+            f"{'torch ms':>10}{'torch out':>10}{'x numpy':>9}{'x torch':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['case']:<18}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>10}{_fmt(r['gbs'], '.1f'):>8}"
+            f"{_fmt(100 * r['copy_fraction'], '.0f', '%'):>7}{_fmt(r['fastnorm_alloc_ms']):>10}"
+            f"{_fmt(r.get('numpy_ms')):>10}{_fmt(r.get('torch_alloc_ms')):>10}{_fmt(r.get('torch_out_ms')):>10}"
+            f"{_fmt(r.get('vs_numpy'), '.1f', 'x'):>9}{_fmt(r.get('vs_torch_best'), '.1f', 'x'):>9}")
+    lines.append("")
+    lines.append("copy bandwidth (read + write): " +
+                 ", ".join(f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s" for t, g in copy.items()))
+    lines.append("x numpy: NumPy's allocating time / fastnorm's allocating time.  x torch: PyTorch's best "
+                 "(allocating or out=) / fastnorm's best.  %copy: fastnorm out= GB/s / copy GB/s.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fastnorm bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1M elements, 5 repeats: a fast smoke run")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and the maximum)")
+    p.add_argument("--filter", default="", help="only cases whose name contains this")
+    p.add_argument("--size", type=int, default=None, help="elements per array (default 16M, --quick 1M)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 15)")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    args = p.parse_args(argv)
+
+    n = args.size or (1 << 20 if args.quick else 1 << 24)
+    repeats = args.repeats or (5 if args.quick else 15)
+    maxt = fastnorm.get_num_threads()
+    threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, maxt})
+    cases = [c for c in REGISTRY if args.filter in c.name]
+    if not cases:
+        p.error(f"no benchmark case matches --filter {args.filter!r}")
+    torch_mod = None
+    if not args.no_torch:
+        try:
+            import torch as torch_mod
+        except ImportError:
+            print("PyTorch is not installed: comparing with NumPy only (pip install torch to add it)")
+    info = fastnorm.info()
+    print(f"fastnorm {info['version']}  ISA {info['isa']}  {platform.machine()}  float32, {n} elements, "
+          f"median of {repeats}" + (f", torch {torch_mod.__version__}" if torch_mod else ""), flush=True)
+
+    rows, copy = [], {}
+    for t in threads:
+        copy[t] = copy_bandwidth(4 * n, t, repeats)
+        for case in cases:
+            rows.append(run_case(case, n, t, repeats, copy[t], torch_mod))
+            print(f"  {case.name} ({t} thread{'s' if t > 1 else ''}) done", flush=True)
+    small = small_call_overhead()
+    print()
+    print(format_table(rows, copy))
+    print("call on 1,000 elements: " + ", ".join(f"{k} {v:.2f} us" for k, v in small.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "n": n, "repeats": repeats, "copy_gbs": copy, "rows": rows,
+                       "small_call": small, "torch": getattr(torch_mod, "__version__", None)}, f, indent=1)
+    return 0

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "fastnorm/blocked.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/simd_math.h"
 
@@ -28,7 +29,7 @@ FASTNORM_INLINE T nan_or(T x, T value) {
 
 struct Sigmoid {
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return logistic(x).s; }
+  static FASTNORM_INLINE T forward(T x, Params<T>) { return sigmoid_(x); }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Logistic<T> l = logistic(x);
@@ -44,7 +45,7 @@ struct Tanh {
   // 1 - tanh(x)^2 = sech(x)^2 = 4e / (1 + e)^2 with e = exp(-2|x|): no cancellation where tanh is near +-1.
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
-    const T e = exp_(T(-2) * abs_(x));
+    const T e = exp_nonpositive(T(-2) * abs_(x)).value();
     const T d = T(1) + e;
     return dy * (T(4) * e / (d * d));
   }
@@ -70,9 +71,11 @@ struct LeakyRelu {  // a = negative_slope
 
 struct Elu {  // a = alpha
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T> p) { return x > T(0) ? x : p.a * expm1_(x); }
+  static FASTNORM_INLINE T forward(T x, Params<T> p) { return x > T(0) ? x : p.a * expm1_nonpositive(x); }
   template <class T>
-  static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) { return dy * (x > T(0) ? T(1) : p.a * exp_(x)); }
+  static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) {
+    return dy * (x > T(0) ? T(1) : p.a * exp_nonpositive(x).value());
+  }
   // For x <= 0, alpha exp(x) = y + alpha.
   template <class T>
   static FASTNORM_INLINE T backward_from_output(T dy, T y, Params<T> p) {
@@ -85,11 +88,11 @@ struct Selu {  // Klambauer et al. 2017, constants to 20 digits
   static constexpr double scale = 1.0507009873554804934;
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) {
-    return T(scale) * (x > T(0) ? x : T(alpha) * expm1_(x));
+    return T(scale) * (x > T(0) ? x : T(alpha) * expm1_nonpositive(x));
   }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
-    return dy * (x > T(0) ? T(scale) : T(scale * alpha) * exp_(x));
+    return dy * (x > T(0) ? T(scale) : T(scale * alpha) * exp_nonpositive(x).value());
   }
 };
 
@@ -138,13 +141,13 @@ struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, 
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T> p) {
     const T bx = p.a * x;
-    const T sp = (bx > T(0) ? bx : T(0)) + log1p_(exp_(-abs_(bx)));
+    const T sp = (bx > T(0) ? bx : T(0)) + log1p_(exp_nonpositive(-abs_(bx)).value());
     return bx > p.b ? x : sp / p.a;
   }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T> p) {
     const T bx = p.a * x;
-    return dy * (bx > p.b ? T(1) : logistic(bx).s);
+    return dy * (bx > p.b ? T(1) : sigmoid_(bx));
   }
 };
 
@@ -163,7 +166,7 @@ struct Mish {
   };
   template <class T>
   static FASTNORM_INLINE Parts<T> parts(T x) {
-    const ExpParts<T> ue = exp_parts(-abs_(x));
+    const ExpParts<T> ue = exp_nonpositive(-abs_(x));
     const T u = ue.value();
     const bool pos = x >= T(0);
     const T n = pos ? T(1) + T(2) * u : u * (u + T(2));
@@ -239,28 +242,41 @@ void visit(Activation op, F&& f) {
   throw std::invalid_argument("unknown activation id");
 }
 
-// Serial SIMD bodies, compiled once per ISA level by isa_call.
+// Serial SIMD bodies, compiled once per ISA level by isa_call; run_blocked sends every element through the
+// vector loop (blocked.h), so results never depend on an element's position.
 template <class Op, class T>
 struct ForwardBody {
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) {
+  static FASTNORM_INLINE void loop(const std::array<const T*, 1>& in, T* y, idx n, Params<T> p) {
+    const T* x = in[0];
 #pragma omp simd
     for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
   }
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) { run_blocked<ForwardBody>(std::array<const T*, 1>{x}, y, n, p); }
 };
 
 template <class Op, class T>
 struct BackwardBody {
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<T> p) {
+  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<T> p) {
+    const T* dy = in[0];
+    const T* x = in[1];
 #pragma omp simd
     for (idx i = 0; i < n; ++i) dx[i] = Op::backward(dy[i], x[i], p);
+  }
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<T> p) {
+    run_blocked<BackwardBody>(std::array<const T*, 2>{dy, x}, dx, n, p);
   }
 };
 
 template <class Op, class T>
 struct OutputBackwardBody {
-  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<T> p) {
+  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<T> p) {
+    const T* dy = in[0];
+    const T* y = in[1];
 #pragma omp simd
     for (idx i = 0; i < n; ++i) dx[i] = Op::backward_from_output(dy[i], y[i], p);
+  }
+  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<T> p) {
+    run_blocked<OutputBackwardBody>(std::array<const T*, 2>{dy, y}, dx, n, p);
   }
 };
 
@@ -396,8 +412,7 @@ void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams
   const Params<T> tp = to_params<T>(p);
   visit(op, [&](auto o) {
     using Body = ForwardBody<decltype(o), T>;
-    parallel_for(n, kElementwiseGrain, num_threads,
-                 [&](idx b, idx e) { isa_call<Body>(x + b, y + b, e - b, tp); });
+    parallel_for_aligned(y, n, num_threads, [&](idx b, idx e) { isa_call<Body>(x + b, y + b, e - b, tp); });
   });
 }
 
@@ -408,11 +423,12 @@ void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, 
   visit(op, [&](auto o) {
     using Op = decltype(o);
     if (!from_output) {
-      parallel_for(n, kElementwiseGrain, num_threads,
-                   [&](idx b, idx e) { isa_call<BackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp); });
+      parallel_for_aligned(dx, n, num_threads,
+                           [&](idx b, idx e) { isa_call<BackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp); });
     } else if constexpr (has_output_backward<Op>::value) {
-      parallel_for(n, kElementwiseGrain, num_threads,
-                   [&](idx b, idx e) { isa_call<OutputBackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp); });
+      parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
+        isa_call<OutputBackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp);
+      });
     } else {
       throw std::invalid_argument(std::string(activation_names()[static_cast<int>(op)]) +
                                   " has no backward from its output");

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "fastnorm/isa.h"
@@ -34,6 +35,20 @@ void parallel_for(idx n, idx grain, int num_threads, const F& f) {
   }
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (idx c = 0; c < chunks; ++c) f(c * grain, std::min(n, (c + 1) * grain));
+}
+
+// Elementwise work over [0, n) with `out` as the output: chunks as in parallel_for, each cut in two so that the
+// second (main) piece starts where `out` is 64-byte aligned.  NumPy's buffers are 16-byte aligned, and an
+// AVX-512 access from there straddles two cache lines every time.  f(begin, end) is called for each piece.
+template <class T, class F>
+void parallel_for_aligned(const T* out, idx n, int num_threads, const F& f) {
+  const auto misalign = static_cast<idx>(reinterpret_cast<std::uintptr_t>(out) % 64);
+  const idx head = misalign % static_cast<idx>(sizeof(T)) ? 0 : ((64 - misalign) % 64) / static_cast<idx>(sizeof(T));
+  parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+    const idx mid = std::min(e, b + head);
+    if (mid > b) f(b, mid);
+    if (e > mid) f(mid, e);
+  });
 }
 
 // Reduction in a fixed order: partial(begin, end) -> R for every chunk, in parallel, then

@@ -6,8 +6,10 @@
 // Measured accuracy (ulps against a high-precision reference) is in docs/accuracy.md and asserted by
 // tests/test_accuracy.py.
 //
-//   exp_(x)            Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, polynomial, 2^n applied in two steps
-//   expm1_(x)          same reduction, 2^n * expm1(r) + (2^n - 1): no cancellation near 0
+//   exp_nonpositive(x)   x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, minimax polynomial, and 2^n
+//                        applied as 2^(n+K) then a constant 2^-K, so that denormal results round once
+//   expm1_nonpositive(x) x <= 0: same reduction, 2^n expm1(r) + (2^n - 1): no cancellation near 0
+// Every activation needs exp only of arguments <= 0 (exp(-|x|), exp(-x^2/2)), which keeps these cheap.
 //   log1p_(u)          u > -1; fdlibm-style log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))), s = f / (2 + f)
 //   tanh_(x)           -e / (e + 2) with e = expm1(-2|x|): relative accuracy near 0 and in the tails
 //   exp_neg_half_sq(x) exp(-x^2 / 2) with x^2 split exactly into high and low parts
@@ -36,7 +38,7 @@ struct float_traits<float> {
   static constexpr float ln2_hi = 0.693359375f;      // exact in 9 bits, so n * ln2_hi is exact
   static constexpr float ln2_lo = -2.12194440e-4f;
   static constexpr float exp_lo = -104.0f;  // exp underflows to 0 below this (half the smallest denormal)
-  static constexpr float exp_hi = 88.8f;    // and overflows to inf above
+  static constexpr int scale_offset = 24;   // n in [-150, 0]: 2^(n + 24) is normal
   static constexpr float expm1_lo = -18.0f;  // expm1(x) rounds to -1 below this
   static constexpr float erfcx_zmax = 10.5f;  // erfc(z) underflows beyond
   static constexpr float half_sq_max = 15.0f;  // exp(-x^2 / 2) underflows beyond
@@ -53,7 +55,7 @@ struct float_traits<double> {
   static constexpr double ln2_hi = 6.93145751953125e-1;
   static constexpr double ln2_lo = 1.42860682030941723212e-6;
   static constexpr double exp_lo = -746.0;
-  static constexpr double exp_hi = 710.0;
+  static constexpr int scale_offset = 55;  // n in [-1077, 0]: 2^(n + 55) is normal
   static constexpr double expm1_lo = -40.0;
   static constexpr double erfcx_zmax = 27.5;
   static constexpr double half_sq_max = 39.0;
@@ -139,11 +141,10 @@ FASTNORM_INLINE Reduced<T> reduce_ln2(T x) {
   return {n, r};
 }
 
-// expm1(r) for |r| <= ln2 / 2, as r + r^2 (1/2 + r (1/6 + ...)): Taylor series, truncation below 1e-9 (float)
-// and 4e-18 (double) relative.
+// expm1(r) for |r| <= ln2 / 2, as r + r^2 P(r).  float: degree-4 minimax P (fitted with mpmath.chebyfit to
+// (expm1(r) - r) / r^2, 0.75 ulp with rounding); double: Taylor series to 1/13!, truncation 4e-18 relative.
 FASTNORM_INLINE float expm1_reduced(float r) {
-  // 1/7!, 1/6!, ..., 1/2!
-  const float p = horner(r, 1.98412698e-4f, 1.38888889e-3f, 8.33333333e-3f, 4.16666667e-2f, 1.66666667e-1f, 0.5f);
+  const float p = horner(r, 1.392617612e-3f, 8.363173075e-3f, 4.166655466e-2f, 1.666657703e-1f, 0.5f);
   return r + (r * r) * p;
 }
 
@@ -156,45 +157,33 @@ FASTNORM_INLINE double expm1_reduced(double r) {
   return r + (r * r) * p;
 }
 
-// exp(x) = (m * s1) * s2 with s1 s2 = 2^n split so that m * s1 is normal: a product a * exp(x) that lands in the
-// normal range keeps full accuracy even where exp(x) alone would be denormal (x * sigmoid(x) near x = -90).
+// exp(x) for x <= 0 (and NaN) as (m * s1) * s2: s1 = 2^(n + K) is normal and s2 = 2^-K a constant, so a product
+// a * exp(x) is rounded once, even where exp(x) alone would be denormal (x * sigmoid(x) near x = -90).
 template <class T>
 struct ExpParts {
-  T m, s1, s2;
-  FASTNORM_INLINE T value() const { return m * s1 * s2; }
+  T m, s1;
+  static constexpr T s2 = T(1) / T(typename float_traits<T>::U(1) << float_traits<T>::scale_offset);
+  FASTNORM_INLINE T value() const { return (m * s1) * s2; }
   // a * exp(x), rounded once.  Callers handle infinite a themselves (inf * 0 would be NaN).
-  FASTNORM_INLINE T times(T a) const {
-    return (a * m * s1) * s2;
-  }
+  FASTNORM_INLINE T times(T a) const { return (a * m * s1) * s2; }
 };
 
 template <class T>
-FASTNORM_INLINE ExpParts<T> exp_parts(T x) {
+FASTNORM_INLINE ExpParts<T> exp_nonpositive(T x) {
   using F = float_traits<T>;
-  using I = typename F::I;
-  const Reduced<T> red = reduce_ln2(clamp(x, T(F::exp_lo), T(F::exp_hi)));
-  const I n1 = shift_right_floor(red.n, 1);
-  return {expm1_reduced(red.r) + T(1), pow2i<T>(n1), pow2i<T>(red.n - n1)};
+  x = x < T(F::exp_lo) ? T(F::exp_lo) : x;  // NaN stays NaN
+  const Reduced<T> red = reduce_ln2(x);
+  return {expm1_reduced(red.r) + T(1), pow2i<T>(red.n + F::scale_offset)};
 }
 
+// expm1(x) for x <= 0 (and NaN): 2^n expm1(r) + (2^n - 1), with 2^n normal since x >= expm1_lo.
 template <class T>
-FASTNORM_INLINE T exp_(T x) {
-  return exp_parts(x).value();
-}
-
-template <class T>
-FASTNORM_INLINE T expm1_(T x) {
+FASTNORM_INLINE T expm1_nonpositive(T x) {
   using F = float_traits<T>;
-  using I = typename F::I;
-  const Reduced<T> red = reduce_ln2(clamp(x, T(F::expm1_lo), T(F::exp_hi)));
-  const T em1 = expm1_reduced(red.r);
-  // 2^n overflows only for the top n, where expm1(x) = 2 * (2^(n-1) (1 + expm1(r))) with no cancellation.
-  const bool top = red.n > F::exponent_bias;
-  const I n = top ? red.n - 1 : red.n;
-  const T s = pow2i<T>(n);
-  const T near = s * em1 + (s - T(1));
-  const T far = T(2) * (s * em1 + s);
-  return top ? far : near;
+  x = x < T(F::expm1_lo) ? T(F::expm1_lo) : x;
+  const Reduced<T> red = reduce_ln2(x);
+  const T s = pow2i<T>(red.n);
+  return s * expm1_reduced(red.r) + (s - T(1));
 }
 
 // log(1 + u) for u >= -1 (NaN below, -inf at -1, inf at inf).
@@ -232,7 +221,7 @@ FASTNORM_INLINE T log1p_(T u) {
 
 template <class T>
 FASTNORM_INLINE T tanh_(T x) {
-  const T e = expm1_(T(-2) * abs_(x));
+  const T e = expm1_nonpositive(T(-2) * abs_(x));
   return copysign_(-e / (e + T(2)), x);
 }
 
@@ -240,12 +229,12 @@ FASTNORM_INLINE T tanh_(T x) {
 // cancellation, and products with the small one of them rounded once.
 template <class T>
 struct Logistic {  // flat on purpose: GCC keeps nested aggregates in memory and then does not vectorise
-  T m, s1, s2;  // exp(-|x|) = (m * s1) * s2, see ExpParts
-  T big;        // 1 / (1 + e), the larger of s and sc
+  T m, s1;   // exp(-|x|) = (m * s1) * s2, see ExpParts
+  T big;     // 1 / (1 + e), the larger of s and sc
   T s, sc;
-  bool pos;     // x >= 0
+  bool pos;  // x >= 0
   // a * e / (1 + e) = a * min(s, sc), rounded once
-  FASTNORM_INLINE T small_times(T a) const { return (a * big * m * s1) * s2; }
+  FASTNORM_INLINE T small_times(T a) const { return ExpParts<T>{m, s1}.times(a * big); }
   // a * s
   FASTNORM_INLINE T s_times(T a) const { return pos ? a * big : small_times(a); }
   // a * s * (1 - s) = a * big * small
@@ -254,11 +243,18 @@ struct Logistic {  // flat on purpose: GCC keeps nested aggregates in memory and
 
 template <class T>
 FASTNORM_INLINE Logistic<T> logistic(T x) {
-  const ExpParts<T> e = exp_parts(-abs_(x));  // in (0, 1]: never overflows
+  const ExpParts<T> e = exp_nonpositive(-abs_(x));
   const T big = T(1) / (T(1) + e.value());
   const T small = e.value() * big;
   const bool pos = x >= T(0);
-  return {e.m, e.s1, e.s2, big, pos ? big : small, pos ? small : big, pos};
+  return {e.m, e.s1, big, pos ? big : small, pos ? small : big, pos};
+}
+
+// sigmoid(x) alone: (x >= 0 ? 1 : e) / (1 + e), one division, rounded once.
+template <class T>
+FASTNORM_INLINE T sigmoid_(T x) {
+  const T e = exp_nonpositive(-abs_(x)).value();
+  return (x >= T(0) ? T(1) : e) / (T(1) + e);
 }
 
 // exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) evaluated exactly enough that the tail keeps full relative
@@ -279,7 +275,7 @@ FASTNORM_INLINE ExpParts<T> exp_neg_half_sq(T x) {
   } else {
     exp_a = horner(a, T(1.0 / 6), T(0.5), T(1), T(1));
   }
-  ExpParts<T> e = exp_parts(T(-0.5) * hi * hi);
+  ExpParts<T> e = exp_nonpositive(T(-0.5) * hi * hi);
   e.m *= exp_a;
   return e;
 }

@@ -97,9 +97,12 @@ struct Selu {  // Klambauer et al. 2017, constants to 20 digits
 };
 
 struct Gelu {  // x Phi(x), Hendrycks & Gimpel 2016
+  static constexpr bool heavy = true;
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) {
-    return with_limits(x, normal(x).cdf_times(x), T(-0.0), x);
+    const Normal<T> n = normal(x);
+    const T y = n.cdf_times(x, x);  // in the tail x Phi(x) is rounded once
+    return x == -std::numeric_limits<T>::infinity() ? T(-0.0) : y;
   }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
@@ -110,13 +113,15 @@ struct Gelu {  // x Phi(x), Hendrycks & Gimpel 2016
 
 // 0.5 (1 + tanh(u)) = sigmoid(2u), which keeps the negative tail free of cancellation.
 struct GeluTanh {
+  static constexpr bool heavy = true;
   static constexpr double k0 = 0.79788456080286535588;  // sqrt(2 / pi)
   static constexpr double k1 = 0.044715;
   template <class T>
   static FASTNORM_INLINE T two_u(T x) { return T(2 * k0) * (x + T(k1) * x * x * x); }
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) {
-    return with_limits(x, logistic(two_u(x)).s_times(x), T(-0.0), x);
+    const T u2 = two_u(x);
+    return with_limits(x, logistic(u2).s_times(x, u2), T(-0.0), x);
   }
   // d/dx = s + x * 2 s (1 - s) * du/dx,  du/dx = k0 (1 + 3 k1 x^2)
   template <class T>
@@ -129,7 +134,9 @@ struct GeluTanh {
 
 struct Silu {  // x sigmoid(x), a.k.a. swish
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return with_limits(x, logistic(x).s_times(x), T(-0.0), x); }
+  static FASTNORM_INLINE T forward(T x, Params<T>) {
+    return with_limits(x, logistic(x).s_times(x, x), T(-0.0), x);
+  }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Logistic<T> l = logistic(x);
@@ -138,6 +145,7 @@ struct Silu {  // x sigmoid(x), a.k.a. swish
 };
 
 struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, as in PyTorch
+  static constexpr bool heavy = true;
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T> p) {
     const T bx = p.a * x;
@@ -156,13 +164,15 @@ struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, 
 //   x >= 0: N = 1 + 2u,    D = N + 2u^2,  D - N = 2u^2
 //   x <  0: N = u (u + 2), D = N + 2,     D - N = 2
 struct Mish {
+  static constexpr bool heavy = true;
   template <class T>
-  struct Parts {
-    ExpParts<T> u;  // exp(-|x|)
-    bool pos;
-    T n, d, sech2, sig;
+  struct Parts {  // T members only (see simd_math.h)
+    T m, s1;      // u = exp(-|x|) = (m * s1) * s2
+    T u, n, d, sech2, sig;
     // x tanh(softplus(x)) = x N / D; for x < 0, N = u (u + 2) is small and the product is rounded once
-    FASTNORM_INLINE T x_times_t(T x) const { return pos ? x * (n / d) : u.times(x * ((u.value() + T(2)) / d)); }
+    FASTNORM_INLINE T x_times_t(T x) const {
+      return x >= T(0) ? x * (n / d) : ExpParts<T>{m, s1}.times(x * ((u + T(2)) / d));
+    }
   };
   template <class T>
   static FASTNORM_INLINE Parts<T> parts(T x) {
@@ -173,7 +183,7 @@ struct Mish {
     const T dmn = pos ? T(2) * u * u : T(2);
     const T d = n + dmn;
     const T sig = pos ? T(1) / (T(1) + u) : u / (T(1) + u);
-    return {ue, pos, n, d, dmn * (d + n) / (d * d), sig};
+    return {ue.m, ue.s1, u, n, d, dmn * (d + n) / (d * d), sig};
   }
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) { return with_limits(x, parts(x).x_times_t(x), T(-0.0), x); }
@@ -213,6 +223,14 @@ struct Hardswish {  // x relu6(x + 3) / 6
   }
 };
 
+// Ops that declare `static constexpr bool heavy = true` (tens of cycles per vector) get input prefetching.
+template <class Op, class = void>
+struct is_heavy : std::false_type {};
+template <class Op>
+struct is_heavy<Op, std::void_t<decltype(Op::heavy)>> : std::bool_constant<Op::heavy> {};
+template <class Op>
+constexpr bool heavy = is_heavy<Op>::value;
+
 template <class Op, class = void>
 struct has_output_backward : std::false_type {};
 template <class Op>
@@ -251,7 +269,7 @@ struct ForwardBody {
 #pragma omp simd
     for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
   }
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) { run_blocked<ForwardBody>(std::array<const T*, 1>{x}, y, n, p); }
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) { run_blocked<ForwardBody, heavy<Op>>(std::array<const T*, 1>{x}, y, n, p); }
 };
 
 template <class Op, class T>
@@ -263,7 +281,7 @@ struct BackwardBody {
     for (idx i = 0; i < n; ++i) dx[i] = Op::backward(dy[i], x[i], p);
   }
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<T> p) {
-    run_blocked<BackwardBody>(std::array<const T*, 2>{dy, x}, dx, n, p);
+    run_blocked<BackwardBody, heavy<Op>>(std::array<const T*, 2>{dy, x}, dx, n, p);
   }
 };
 
@@ -276,7 +294,7 @@ struct OutputBackwardBody {
     for (idx i = 0; i < n; ++i) dx[i] = Op::backward_from_output(dy[i], y[i], p);
   }
   static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<T> p) {
-    run_blocked<OutputBackwardBody>(std::array<const T*, 2>{dy, y}, dx, n, p);
+    run_blocked<OutputBackwardBody, false>(std::array<const T*, 2>{dy, y}, dx, n, p);
   }
 };
 

@@ -6,6 +6,10 @@
 // Measured accuracy (ulps against a high-precision reference) is in docs/accuracy.md and asserted by
 // tests/test_accuracy.py.
 //
+// Structs returned by these helpers hold T members only, no bool and no nested struct: either makes GCC keep the
+// struct in memory, and the calling loop then silently falls back to scalar code, 20x slower (seen with GCC 12).
+// Signs are re-derived from x where needed.
+//
 //   exp_nonpositive(x)   x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, minimax polynomial, and 2^n
 //                        applied as 2^(n+K) then a constant 2^-K, so that denormal results round once
 //   expm1_nonpositive(x) x <= 0: same reduction, 2^n expm1(r) + (2^n - 1): no cancellation near 0
@@ -168,12 +172,14 @@ struct ExpParts {
   FASTNORM_INLINE T times(T a) const { return (a * m * s1) * s2; }
 };
 
+// exp(x + tail) for x <= 0 and a small |tail| (<= 0.06) that is added to the reduced argument, so that it is not
+// lost to rounding x + tail (exp(-x^2 / 2) keeps the low part of x^2 this way).
 template <class T>
-FASTNORM_INLINE ExpParts<T> exp_nonpositive(T x) {
+FASTNORM_INLINE ExpParts<T> exp_nonpositive(T x, T tail = T(0)) {
   using F = float_traits<T>;
   x = x < T(F::exp_lo) ? T(F::exp_lo) : x;  // NaN stays NaN
   const Reduced<T> red = reduce_ln2(x);
-  return {expm1_reduced(red.r) + T(1), pow2i<T>(red.n + F::scale_offset)};
+  return {expm1_reduced(red.r + tail) + T(1), pow2i<T>(red.n + F::scale_offset)};
 }
 
 // expm1(x) for x <= 0 (and NaN): 2^n expm1(r) + (2^n - 1), with 2^n normal since x >= expm1_lo.
@@ -228,15 +234,14 @@ FASTNORM_INLINE T tanh_(T x) {
 // The logistic function from one exp, e = exp(-|x|): s = sigmoid(x), sc = 1 - s = sigmoid(-x) without
 // cancellation, and products with the small one of them rounded once.
 template <class T>
-struct Logistic {  // flat on purpose: GCC keeps nested aggregates in memory and then does not vectorise
-  T m, s1;   // exp(-|x|) = (m * s1) * s2, see ExpParts
-  T big;     // 1 / (1 + e), the larger of s and sc
+struct Logistic {
+  T m, s1;  // exp(-|x|) = (m * s1) * s2, see ExpParts
+  T big;    // 1 / (1 + e), the larger of s and sc
   T s, sc;
-  bool pos;  // x >= 0
   // a * e / (1 + e) = a * min(s, sc), rounded once
   FASTNORM_INLINE T small_times(T a) const { return ExpParts<T>{m, s1}.times(a * big); }
-  // a * s
-  FASTNORM_INLINE T s_times(T a) const { return pos ? a * big : small_times(a); }
+  // a * s, for the x this was computed from
+  FASTNORM_INLINE T s_times(T a, T x) const { return x >= T(0) ? a * big : small_times(a); }
   // a * s * (1 - s) = a * big * small
   FASTNORM_INLINE T s_sc_times(T a) const { return small_times(a * big); }
 };
@@ -247,7 +252,7 @@ FASTNORM_INLINE Logistic<T> logistic(T x) {
   const T big = T(1) / (T(1) + e.value());
   const T small = e.value() * big;
   const bool pos = x >= T(0);
-  return {e.m, e.s1, big, pos ? big : small, pos ? small : big, pos};
+  return {e.m, e.s1, big, pos ? big : small, pos ? small : big};
 }
 
 // sigmoid(x) alone: (x >= 0 ? 1 : e) / (1 + e), one division, rounded once.
@@ -257,36 +262,29 @@ FASTNORM_INLINE T sigmoid_(T x) {
   return (x >= T(0) ? T(1) : e) / (T(1) + e);
 }
 
-// exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) evaluated exactly enough that the tail keeps full relative
-// accuracy (rounding x^2 would cost |x|^2 ulps).  hi keeps half the significand, so hi^2 is exact, and the
-// correction a = -lo (x + hi) / 2 is below x^2 2^-12 (float) or x^2 2^-26 (double) in magnitude: a short series
-// gives exp(a) to well under an ulp (|a| <= 0.055 for float, 2.3e-5 for double, before underflow).
+// exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) split so that the tail keeps full relative accuracy (rounding x^2
+// would cost |x|^2 ulps).  hi keeps half the significand, so -hi^2 / 2 is exact, and the rest, -lo (x + hi) / 2,
+// is at most x^2 2^-12 (float) or x^2 2^-26 (double): small enough to join the reduced argument of exp.  Beyond
+// half_sq_max the result is 0 (m = 0), which also keeps inf - inf out.  (x is split as it comes: GCC turns a bit
+// mask on a clamped value into a 20x slower loop.)
 template <class T>
 FASTNORM_INLINE ExpParts<T> exp_neg_half_sq(T x) {
   using F = float_traits<T>;
   using I = typename F::I;
-  x = clamp(x, -F::half_sq_max, F::half_sq_max);  // the result is 0 beyond; keeps inf - inf out of lo
   const T hi = bit_cast<T>(static_cast<I>(bit_cast<typename F::U>(x) & F::split_mask));
   const T lo = x - hi;
-  const T a = T(-0.5) * lo * (x + hi);
-  T exp_a;
-  if constexpr (sizeof(T) == 4) {
-    exp_a = horner(a, T(1.0 / 24), T(1.0 / 6), T(0.5), T(1), T(1));
-  } else {
-    exp_a = horner(a, T(1.0 / 6), T(0.5), T(1), T(1));
-  }
-  ExpParts<T> e = exp_nonpositive(T(-0.5) * hi * hi);
-  e.m *= exp_a;
+  ExpParts<T> e = exp_nonpositive(T(-0.5) * hi * hi, T(-0.5) * lo * (x + hi));
+  e.m = abs_(x) > F::half_sq_max ? T(0) : e.m;  // NaN stays NaN
   return e;
 }
 
 // erfcx(z) = exp(z^2) erfc(z) for z >= 0: g(t) / (z + 2) with t = (z - 2) / (z + 2) and g a polynomial fitted by
-// tools/fit_erfcx.py (relative error below 1e-9 for float, 1e-17 for double before rounding).
+// tools/fit_erfcx.py (relative error below 3e-8 for float, 1e-17 for double before rounding).
 FASTNORM_INLINE float erfcx_poly(float t) {
-  return horner(t, 3.1111336761867665079e-5f, 1.1966578147878111826e-4f, 2.4343437137337340007e-5f,
-                -6.5368706692733609242e-4f, -8.3088529780585017774e-4f, 3.0894318709854233857e-3f,
-                6.4777589055637614725e-3f, -2.1510688162493989306e-2f, -3.6442111402162103723e-2f,
-                2.7947210221069178961e-1f, -6.8716068712443428048e-1f, 1.0215827050961070157f);
+  return horner(t, -6.8209954244139870018e-5f, -5.5553573148503201382e-4f, -7.0624784348904622049e-4f,
+                3.0709585460634681715e-3f, 6.4289350367919156585e-3f, -2.1512243126456761306e-2f,
+                -3.6435082642537055852e-2f, 2.7947253889527302689e-1f, -6.8716096548368040792e-1f,
+                1.0215826970071154151f);
 }
 
 FASTNORM_INLINE double erfcx_poly(double t) {
@@ -301,33 +299,32 @@ FASTNORM_INLINE double erfcx_poly(double t) {
                 -6.871606844138106837e-1, 1.0215827052420229745);
 }
 
+// erfcx(z) for z >= 0 (beyond zmax, where erfc(z) underflows, the value at zmax).
 template <class T>
 FASTNORM_INLINE T erfcx_(T z) {
-  z = clamp(z, T(0), T(float_traits<T>::erfcx_zmax));
+  z = z > T(float_traits<T>::erfcx_zmax) ? T(float_traits<T>::erfcx_zmax) : z;
   const T inv_d = T(1) / (z + T(2));
   return erfcx_poly((z - T(2)) * inv_d) * inv_d;
 }
 
-// The standard normal CDF Phi(x) and density phi(x) from one exp: the GELU's building blocks.
+// The standard normal CDF Phi(x) and density phi(x) from one exp: the GELU's building blocks.  Flat, like Logistic.
 template <class T>
 struct Normal {
-  ExpParts<T> e;  // exp(-x^2 / 2)
-  T half_erfcx;   // erfcx(|x| / sqrt2) / 2, so that Phi(-|x|) = half_erfcx * e
-  bool neg;       // x < 0
-  T cdf;          // Phi(x)
-  T pdf;          // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-  // a * Phi(x), rounded once in the tail, where Phi(x) alone may be denormal
-  FASTNORM_INLINE T cdf_times(T a) const { return neg ? e.times(a * half_erfcx) : a * cdf; }
+  T tail_s;  // Phi(-|x|) / s2 = erfcx(|x| / sqrt2) / 2 * m * s1: the tail before its last scaling (ExpParts)
+  T cdf;     // Phi(x)
+  T pdf;     // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+  // a * Phi(x) for the x this was computed from, rounded once in the tail, where Phi(x) alone may be denormal;
+  // a must be finite
+  FASTNORM_INLINE T cdf_times(T a, T x) const { return x < T(0) ? (a * tail_s) * ExpParts<T>::s2 : a * cdf; }
 };
 
 template <class T>
 FASTNORM_INLINE Normal<T> normal(T x) {
   const ExpParts<T> e = exp_neg_half_sq(x);
   // Phi(-|x|) = erfc(|x| / sqrt2) / 2 = erfcx(|x| / sqrt2) exp(-x^2 / 2) / 2: small, and accurate when small.
-  const T half_erfcx = T(0.5) * erfcx_(abs_(x) * T(0.70710678118654752440));
-  const T tail = half_erfcx * e.value();
-  const bool neg = x < T(0);
-  return {e, half_erfcx, neg, neg ? tail : T(1) - tail, e.value() * T(0.39894228040143267794)};
+  const T tail_s = T(0.5) * erfcx_(abs_(x) * T(0.70710678118654752440)) * e.m * e.s1;
+  const T tail = tail_s * ExpParts<T>::s2;
+  return {tail_s, x < T(0) ? tail : T(1) - tail, e.value() * T(0.39894228040143267794)};
 }
 
 }  // namespace math

@@ -97,7 +97,6 @@ struct Selu {  // Klambauer et al. 2017, constants to 20 digits
 };
 
 struct Gelu {  // x Phi(x), Hendrycks & Gimpel 2016
-  static constexpr bool heavy = true;
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) {
     const Normal<T> n = normal(x);
@@ -113,7 +112,6 @@ struct Gelu {  // x Phi(x), Hendrycks & Gimpel 2016
 
 // 0.5 (1 + tanh(u)) = sigmoid(2u), which keeps the negative tail free of cancellation.
 struct GeluTanh {
-  static constexpr bool heavy = true;
   static constexpr double k0 = 0.79788456080286535588;  // sqrt(2 / pi)
   static constexpr double k1 = 0.044715;
   template <class T>
@@ -145,7 +143,6 @@ struct Silu {  // x sigmoid(x), a.k.a. swish
 };
 
 struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, as in PyTorch
-  static constexpr bool heavy = true;
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T> p) {
     const T bx = p.a * x;
@@ -164,7 +161,6 @@ struct Softplus {  // a = beta, b = threshold; linear where beta x > threshold, 
 //   x >= 0: N = 1 + 2u,    D = N + 2u^2,  D - N = 2u^2
 //   x <  0: N = u (u + 2), D = N + 2,     D - N = 2
 struct Mish {
-  static constexpr bool heavy = true;
   template <class T>
   struct Parts {  // T members only (see simd_math.h)
     T m, s1;      // u = exp(-|x|) = (m * s1) * s2
@@ -223,14 +219,6 @@ struct Hardswish {  // x relu6(x + 3) / 6
   }
 };
 
-// Ops that declare `static constexpr bool heavy = true` (tens of cycles per vector) get input prefetching.
-template <class Op, class = void>
-struct is_heavy : std::false_type {};
-template <class Op>
-struct is_heavy<Op, std::void_t<decltype(Op::heavy)>> : std::bool_constant<Op::heavy> {};
-template <class Op>
-constexpr bool heavy = is_heavy<Op>::value;
-
 template <class Op, class = void>
 struct has_output_backward : std::false_type {};
 template <class Op>
@@ -269,7 +257,7 @@ struct ForwardBody {
 #pragma omp simd
     for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
   }
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) { run_blocked<ForwardBody, heavy<Op>>(std::array<const T*, 1>{x}, y, n, p); }
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p) { run_blocked<ForwardBody>(std::array<const T*, 1>{x}, y, n, p); }
 };
 
 template <class Op, class T>
@@ -281,7 +269,7 @@ struct BackwardBody {
     for (idx i = 0; i < n; ++i) dx[i] = Op::backward(dy[i], x[i], p);
   }
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<T> p) {
-    run_blocked<BackwardBody, heavy<Op>>(std::array<const T*, 2>{dy, x}, dx, n, p);
+    run_blocked<BackwardBody>(std::array<const T*, 2>{dy, x}, dx, n, p);
   }
 };
 
@@ -294,7 +282,7 @@ struct OutputBackwardBody {
     for (idx i = 0; i < n; ++i) dx[i] = Op::backward_from_output(dy[i], y[i], p);
   }
   static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<T> p) {
-    run_blocked<OutputBackwardBody, false>(std::array<const T*, 2>{dy, y}, dx, n, p);
+    run_blocked<OutputBackwardBody>(std::array<const T*, 2>{dy, y}, dx, n, p);
   }
 };
 

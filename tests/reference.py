@@ -26,8 +26,8 @@ def _nan_where_x_nan(x, d):
 
 def sigmoid(x):
     x = f64(x)
-    with np.errstate(over="ignore"):
-        return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def sigmoid_grad(x):

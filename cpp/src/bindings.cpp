@@ -11,6 +11,7 @@
 #include "fastnorm/activations.h"
 #include "fastnorm/copy.h"
 #include "fastnorm/isa.h"
+#include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
 
 namespace py = pybind11;
@@ -204,6 +205,25 @@ void copy(const py::array& src, py::array& dst, int num_threads) {
   fastnorm::copy_bytes(s, d, nbytes, num_threads);
 }
 
+void channel_moments(const py::array& x, idx A, idx C, idx B, py::array& mean, py::array& m2, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  if (A < 0 || C < 0 || B < 0 || A * C * B != static_cast<idx>(x.size()))
+    throw py::value_error("x: (A, C, B) does not match the array's size");
+  check_like(mean, "mean", Dtype::f64, C);
+  check_like(m2, "m2", Dtype::f64, C);
+  check_writeable(mean, "mean");
+  check_writeable(m2, "m2");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    double* mp = mptr<double>(mean);
+    double* m2p = mptr<double>(m2);
+    py::gil_scoped_release nogil;
+    fastnorm::channel_moments<T>(xp, A, C, B, mp, m2p, num_threads);
+  });
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTNORM_VERSION;
@@ -253,5 +273,7 @@ PYBIND11_MODULE(_C, m) {
         "pieces"_a, "inner"_a, "num_threads"_a);
   m.def("maxout_backward", &maxout_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "out"_a.noconvert(),
         "outer"_a, "groups"_a, "pieces"_a, "inner"_a, "num_threads"_a);
+  m.def("channel_moments", &channel_moments, "x"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(),
+        "m2"_a.noconvert(), "num_threads"_a);
   m.def("copy", &copy, "src"_a.noconvert(), "dst"_a.noconvert(), "num_threads"_a);
 }

@@ -1,0 +1,120 @@
+"""Mergeable statistics: ``moments`` of an array along axes, and ``merge_moments`` of two sets of them.
+
+The building block of batch normalization's statistics, of preprocessing on data that arrives in batches, and of
+statistics computed on pieces of a dataset (threads, processes, machines) and combined afterwards: moments
+computed on disjoint pieces and merged equal the moments of the whole, up to rounding.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from fastnorm import _C
+from fastnorm._array import as_array, as_buffer, compute_dtype
+from fastnorm._threads import resolve
+
+__all__ = ["Moments", "moments", "merge_moments"]
+
+
+class Moments(NamedTuple):
+    """Count, mean and m2 (sum of squared deviations from the mean) of a set of values, per slot, in float64.
+
+    ``count`` is an int64 array (0-d when every slot has the same count); ``mean`` and ``m2`` have the shape of
+    the axes that were kept.  ``var()`` is m2 / (count - ddof).
+    """
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    def var(self, ddof: int = 0) -> np.ndarray:
+        """The variance, m2 / (count - ddof): biased for ddof=0, unbiased for ddof=1."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.m2 / (self.count - ddof)
+
+
+def _axes(axis, ndim: int) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        try:
+            ai = int(a)
+        except (TypeError, ValueError):
+            raise TypeError(f"axis: expected an int or a tuple of ints, got {type(a).__name__}") from None
+        if not -ndim <= ai < ndim:
+            raise ValueError(f"axis: {ai} is out of range for an array of {ndim} dimensions")
+        out.append(ai % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def moments(x, axis=None, *, num_threads=None) -> Moments:
+    """Count, mean and m2 of ``x`` over ``axis`` (an int, a tuple of ints, or None for all), in float64.
+
+    Each contiguous piece of the data is summed in float64 around a shift (its first value) and the pieces are
+    merged with Chan, Golub & LeVeque's formula in a fixed order: accurate for float32 data whose mean is many
+    times its standard deviation, and bitwise the same for any thread count.
+
+    Parameters
+    ----------
+    x : array_like
+        Real data (float16/float32/float64 or integers).
+    axis : int, tuple of int or None
+        The axes reduced; the others are kept, in order.
+    num_threads : int, optional
+        Threads to use; the result does not depend on it.
+
+    Returns
+    -------
+    Moments
+        ``count`` (number of values per kept slot), ``mean`` and ``m2`` of the kept axes' shape.  With no values
+        (count 0) mean and m2 are 0: the identity of :func:`merge_moments`.
+
+    References
+    ----------
+    Chan, Golub & LeVeque, Updating formulae and a pairwise algorithm for computing sample variances, 1979.
+    """
+    x = as_array(x, "x")
+    compute = compute_dtype(x.dtype, "x")
+    reduced = _axes(axis, x.ndim)
+    kept = tuple(a for a in range(x.ndim) if a not in reduced)
+    kept_shape = tuple(x.shape[a] for a in kept)
+    count = math.prod(x.shape[a] for a in reduced)
+    if kept and kept != tuple(range(kept[0], kept[-1] + 1)):
+        # kept axes are not one block: bring them to the front (a copy) so they are
+        x = np.moveaxis(x, kept, tuple(range(len(kept))))
+        kept = tuple(range(len(kept)))
+    xb = as_buffer(x, compute)
+    if kept:
+        A, C, B = math.prod(xb.shape[:kept[0]]), math.prod(kept_shape), math.prod(xb.shape[kept[-1] + 1:])
+    else:
+        A, C, B = 1, 1, xb.size
+    mean = np.empty(C, dtype=np.float64)
+    m2 = np.empty(C, dtype=np.float64)
+    _C.channel_moments(xb.reshape(-1), A, C, B, mean, m2, resolve(num_threads))
+    return Moments(np.array(count, dtype=np.int64), mean.reshape(kept_shape), m2.reshape(kept_shape))
+
+
+def merge_moments(a: Moments, b: Moments) -> Moments:
+    """The moments of the union of two disjoint sets of values, from the moments of each (Chan et al. 1979).
+
+    n = n_a + n_b,  mean = mean_a + d n_b / n,  m2 = m2_a + m2_b + d^2 n_a n_b / n,  with d = mean_b - mean_a.
+    Shapes broadcast as in NumPy; slots where both counts are 0 stay (0, 0, 0).
+    """
+    na, nb = np.asarray(a.count, dtype=np.int64), np.asarray(b.count, dtype=np.int64)
+    if (na < 0).any() or (nb < 0).any():
+        raise ValueError("count: moments need counts >= 0")
+    n = na + nb
+    nf, naf, nbf = n.astype(np.float64), na.astype(np.float64), nb.astype(np.float64)
+    ma, mb = np.asarray(a.mean, dtype=np.float64), np.asarray(b.mean, dtype=np.float64)
+    delta = mb - ma
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wb = np.where(nf > 0, nbf / nf, 0.0)
+        cross = np.where(nf > 0, naf * nbf / nf, 0.0)
+    mean = ma + delta * wb
+    m2 = np.asarray(a.m2, dtype=np.float64) + np.asarray(b.m2, dtype=np.float64) + delta * delta * cross
+    return Moments(n, mean, m2)

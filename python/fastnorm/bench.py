@@ -28,7 +28,8 @@ from fastnorm import _C
 class Case:
     """One benchmark: ``setup(n, rng)`` makes the inputs (a dict of float32 arrays); each implementation is
     called as ``impl(inputs, out)``, with ``out`` None for the allocating call.  ``bytes_per_element`` counts the
-    compulsory traffic (4 per float32 read or written)."""
+    compulsory traffic (4 per float32 read or written).  A case with a ``shape`` always runs at that shape (n is
+    its size); one without ``out`` (a reduction) is timed allocating only."""
     name: str
     setup: Callable
     fastnorm: Callable
@@ -36,6 +37,8 @@ class Case:
     numpy: Optional[Callable] = None
     torch: Optional[Callable] = None  # torch(inputs_as_tensors, out_tensor_or_None)
     tags: tuple = field(default_factory=tuple)
+    shape: Optional[tuple] = None
+    has_out: bool = True
 
 
 REGISTRY: list[Case] = []
@@ -140,6 +143,22 @@ def _register_activations():
 _register_activations()
 
 
+def _register_moments():
+    # The statistics pass of batch norm (NCHW, channels-last) and layer norm, on baselines.md's shapes.
+    for label, shape, axis in [("nchw 32x64x56x56", (32, 64, 56, 56), (0, 2, 3)),
+                               ("nhwc 32x56x56x64", (32, 56, 56, 64), (0, 1, 2)),
+                               ("rows 65536x128", (65536, 128), (1,))]:
+        def setup(n, rng, shape=shape):
+            return {"x": rng.standard_normal(shape).astype(np.float32)}
+        register(Case(f"moments {label}", setup, (lambda i, o, a=axis: fastnorm.moments(i["x"], axis=a)), 4,
+                      numpy=(lambda i, o, a=axis: (i["x"].mean(axis=a), i["x"].var(axis=a))),
+                      torch=(lambda i, o, a=axis: __import__("torch").var_mean(i["x"], dim=a)),
+                      tags=("statistics",), shape=shape, has_out=False))
+
+
+_register_moments()
+
+
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 def _median_time(fn, repeats: int) -> float:
@@ -171,20 +190,19 @@ def _try(fn):
 
 def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
     rng = np.random.default_rng(0)
+    if case.shape is not None:
+        n = int(np.prod(case.shape))
     inputs = case.setup(n, rng)
-    out = np.empty(n, dtype=np.float32)
+    out = np.empty(n, dtype=np.float32) if case.has_out else None
     moved = case.bytes_per_element * n
     row = {"case": case.name, "n": n, "threads": threads}
 
     def record(key, fn):
-        if fn is None:
-            row[key] = None
-            return
-        row[key] = _median_time(fn, repeats) * 1e3
+        row[key] = None if fn is None else _median_time(fn, repeats) * 1e3
 
     fastnorm.set_num_threads(threads)
     try:
-        record("fastnorm_out_ms", lambda: case.fastnorm(inputs, out))
+        record("fastnorm_out_ms", (lambda: case.fastnorm(inputs, out)) if case.has_out else None)
         record("fastnorm_alloc_ms", lambda: case.fastnorm(inputs, None))
     finally:
         fastnorm.set_num_threads(None)
@@ -195,17 +213,16 @@ def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, to
         tin = {k: torch_mod.from_numpy(v) for k, v in inputs.items()}
         tout = torch_mod.empty(n, dtype=torch_mod.float32)
         record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
-        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if "fwd" in case.name else None)
-    t = row["fastnorm_out_ms"] / 1e3
-    row["gbs"] = moved / t / 1e9
+        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if case.has_out and "fwd" in case.name else None)
+    best = min(v for v in (row["fastnorm_out_ms"], row["fastnorm_alloc_ms"]) if v is not None)
+    row["gbs"] = moved / (best / 1e3) / 1e9
     row["copy_fraction"] = row["gbs"] / copy_gbs
     best_np = row.get("numpy_ms")
-    torch_best = min([v for v in (row.get("torch_alloc_ms"), row.get("torch_out_ms")) if v] or [np.nan])
+    torch_times = [v for v in (row.get("torch_alloc_ms"), row.get("torch_out_ms")) if v]
     row["vs_numpy"] = best_np / row["fastnorm_alloc_ms"] if best_np else None
     row["vs_torch_alloc"] = row["torch_alloc_ms"] / row["fastnorm_alloc_ms"] if row.get("torch_alloc_ms") else None
     row["vs_torch_out"] = (row["torch_out_ms"] / row["fastnorm_out_ms"]) if row.get("torch_out_ms") else None
-    row["vs_torch_best"] = None if np.isnan(torch_best) else torch_best / min(row["fastnorm_out_ms"],
-                                                                              row["fastnorm_alloc_ms"])
+    row["vs_torch_best"] = min(torch_times) / best if torch_times else None
     return row
 
 
@@ -225,12 +242,12 @@ def _fmt(v, spec=".2f", suffix=""):
 
 
 def format_table(rows: list[dict], copy: dict) -> str:
-    head = (f"{'case':<18}{'thr':>4}{'out= ms':>10}{'GB/s':>8}{'%copy':>7}{'alloc ms':>10}{'numpy ms':>10}"
+    head = (f"{'case':<26}{'thr':>4}{'out= ms':>10}{'GB/s':>8}{'%copy':>7}{'alloc ms':>10}{'numpy ms':>10}"
             f"{'torch ms':>10}{'torch out':>10}{'x numpy':>9}{'x torch':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['case']:<18}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>10}{_fmt(r['gbs'], '.1f'):>8}"
+            f"{r['case']:<26}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>10}{_fmt(r['gbs'], '.1f'):>8}"
             f"{_fmt(100 * r['copy_fraction'], '.0f', '%'):>7}{_fmt(r['fastnorm_alloc_ms']):>10}"
             f"{_fmt(r.get('numpy_ms')):>10}{_fmt(r.get('torch_alloc_ms')):>10}{_fmt(r.get('torch_out_ms')):>10}"
             f"{_fmt(r.get('vs_numpy'), '.1f', 'x'):>9}{_fmt(r.get('vs_torch_best'), '.1f', 'x'):>9}")
@@ -238,7 +255,8 @@ def format_table(rows: list[dict], copy: dict) -> str:
     lines.append("copy bandwidth (read + write): " +
                  ", ".join(f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s" for t, g in copy.items()))
     lines.append("x numpy: NumPy's allocating time / fastnorm's allocating time.  x torch: PyTorch's best "
-                 "(allocating or out=) / fastnorm's best.  %copy: fastnorm out= GB/s / copy GB/s.")
+                 "(allocating or out=) / fastnorm's best.  GB/s and %copy: fastnorm's best time (out= where the "
+                 "op has it), compulsory bytes over the copy bandwidth.")
     return "\n".join(lines)
 
 

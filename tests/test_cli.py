@@ -23,7 +23,8 @@ def test_bench_runs_a_filtered_quick_case_and_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "relu fwd" in out and "relu bwd" in out and "copy bandwidth" in out
     rows = json.loads(path.read_text())["rows"]
-    assert {r["case"] for r in rows} == {"relu fwd", "relu bwd"}
+    names = {r["case"] for r in rows}
+    assert {"relu fwd", "relu bwd"} <= names and all("relu" in name for name in names)
     assert all(r["fastnorm_out_ms"] > 0 and r["gbs"] > 0 for r in rows)
 
 

@@ -97,3 +97,24 @@ def _overlaps_partly(out: np.ndarray, a: np.ndarray) -> bool:
     same = (out.__array_interface__["data"][0] == a.__array_interface__["data"][0] and out.strides == a.strides
             and out.dtype == a.dtype and out.shape == a.shape)
     return not same
+
+
+def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+    """``axis`` as an index in [0, ndim), NumPy-style negative values allowed; clear errors otherwise."""
+    try:
+        ax = int(axis)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected an int, got {type(axis).__name__}") from None
+    if not -ndim <= ax < ndim:
+        raise ValueError(f"{name}: {ax} is out of range for an array of {ndim} dimensions")
+    return ax % ndim
+
+
+def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple:
+    """``axis`` (an int, a sequence of ints, or None for all) as sorted, distinct indices in [0, ndim)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = [normalize_axis(a, ndim, name) for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)]
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{name}: repeated axis in {axis}")
+    return tuple(sorted(axes))

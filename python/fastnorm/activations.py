@@ -15,7 +15,7 @@ import numpy as np
 
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver,
-                             kernel_output, result_dtype)
+                             kernel_output, normalize_axis, result_dtype)
 from fastnorm._threads import resolve
 
 __all__ = [
@@ -148,21 +148,11 @@ def _prelu_layout(x: np.ndarray, alpha: np.ndarray, axis):
     channels = alpha.size
     if channels == 1:
         return 1, 1, x.size
-    ax = _axis(axis, x.ndim, "axis")
+    ax = normalize_axis(axis, x.ndim)
     if x.shape[ax] != channels:
         raise ValueError(f"alpha: has {channels} values but x has {x.shape[ax]} channels along axis {axis}")
     outer = math.prod(x.shape[:ax])
     return outer, channels, math.prod(x.shape[ax + 1:])
-
-
-def _axis(axis, ndim: int, name: str) -> int:
-    try:
-        ax = int(axis)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected an int, got {type(axis).__name__}") from None
-    if not -ndim <= ax < ndim:
-        raise ValueError(f"{name}: {ax} is out of range for an array of {ndim} dimensions")
-    return ax % ndim
 
 
 _ALPHA = ("    alpha : float or array_like\n        One slope, or one per channel along ``axis``.\n"
@@ -378,7 +368,7 @@ def _maxout_layout(shape: tuple, pieces, axis):
         raise TypeError(f"pieces: expected an int, got {type(pieces).__name__}") from None
     if k < 1:
         raise ValueError(f"pieces: expected a positive int, got {k}")
-    ax = _axis(axis, len(shape), "axis")
+    ax = normalize_axis(axis, len(shape))
     if shape[ax] % k:
         raise ValueError(f"pieces: axis {axis} has length {shape[ax]}, not a multiple of pieces={k}")
     outer, inner = math.prod(shape[:ax]), math.prod(shape[ax + 1:])

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._array import as_array, as_buffer, compute_dtype
+from fastnorm._array import as_array, as_buffer, compute_dtype, normalize_axes
 from fastnorm._threads import resolve
 
 __all__ = ["Moments", "moments", "merge_moments"]
@@ -32,24 +32,6 @@ class Moments(NamedTuple):
         """The variance, m2 / (count - ddof): biased for ddof=0, unbiased for ddof=1."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.m2 / (self.count - ddof)
-
-
-def _axes(axis, ndim: int) -> tuple:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    out = []
-    for a in axes:
-        try:
-            ai = int(a)
-        except (TypeError, ValueError):
-            raise TypeError(f"axis: expected an int or a tuple of ints, got {type(a).__name__}") from None
-        if not -ndim <= ai < ndim:
-            raise ValueError(f"axis: {ai} is out of range for an array of {ndim} dimensions")
-        out.append(ai % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"axis: repeated axis in {axis}")
-    return tuple(sorted(out))
 
 
 def moments(x, axis=None, *, num_threads=None) -> Moments:
@@ -80,7 +62,7 @@ def moments(x, axis=None, *, num_threads=None) -> Moments:
     """
     x = as_array(x, "x")
     compute = compute_dtype(x.dtype, "x")
-    reduced = _axes(axis, x.ndim)
+    reduced = normalize_axes(axis, x.ndim)
     kept = tuple(a for a in range(x.ndim) if a not in reduced)
     kept_shape = tuple(x.shape[a] for a in kept)
     count = math.prod(x.shape[a] for a in reduced)

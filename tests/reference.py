@@ -240,3 +240,41 @@ def forward(name, x, **kw):
 def derivative(name, x, **kw):
     kw.pop("approximate", None)
     return ELEMENTWISE[name][1](x, **kw)
+
+
+# ---- normalization ------------------------------------------------------------------------------------------------
+
+def _reduce_axes(ndim, axis):
+    axis %= ndim
+    return tuple(i for i in range(ndim) if i != axis)
+
+
+def batch_norm(x, gamma=None, beta=None, axis=1, eps=1e-5):
+    """Training-mode batch norm with the batch's biased variance: the textbook formula."""
+    x = f64(x)
+    red = _reduce_axes(x.ndim, axis)
+    mean = x.mean(axis=red, keepdims=True)
+    var = x.var(axis=red, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps)
+    if gamma is not None:
+        y = y * channel_values(gamma, x.ndim, axis % x.ndim)
+    if beta is not None:
+        y = y + channel_values(beta, x.ndim, axis % x.ndim)
+    return y
+
+
+def batch_norm_grads(dy, x, gamma=None, axis=1, eps=1e-5):
+    """(dx, dgamma, dbeta) of training-mode batch norm, from the chain rule written out in full."""
+    x, dy = f64(x), f64(dy)
+    red = _reduce_axes(x.ndim, axis)
+    n = np.prod([x.shape[i] for i in red])
+    mean = x.mean(axis=red, keepdims=True)
+    var = x.var(axis=red, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    g = 1.0 if gamma is None else channel_values(gamma, x.ndim, axis % x.ndim)
+    dxhat = dy * g
+    dvar = (dxhat * (x - mean) * -0.5 * rstd ** 3).sum(axis=red, keepdims=True)
+    dmean = (-dxhat * rstd).sum(axis=red, keepdims=True) + dvar * (-2 * (x - mean)).sum(axis=red, keepdims=True) / n
+    dx = dxhat * rstd + dvar * 2 * (x - mean) / n + dmean / n
+    return dx, (dy * xhat).sum(axis=red), dy.sum(axis=red)

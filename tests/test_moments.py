@@ -117,3 +117,15 @@ def test_bad_input():
     m = fastnorm.moments(np.ones(3))
     with pytest.raises(ValueError, match="count: moments need counts >= 0"):
         fastnorm.merge_moments(m, fastnorm.Moments(np.array(-1), m.mean, m.m2))
+
+
+def test_nan_propagates_to_mean_and_m2():
+    x = np.ones((6, 3))
+    x[2, 1] = np.nan
+    m = fastnorm.moments(x, axis=0)
+    assert np.isnan(m.mean[1]) and np.isnan(m.m2[1])
+    assert np.isfinite(m.mean[[0, 2]]).all() and np.isfinite(m.m2[[0, 2]]).all()
+    xl = np.ones((3, 200))
+    xl[1, 50] = np.nan  # the long-run path
+    m = fastnorm.moments(xl, axis=1)
+    assert np.isnan(m.m2[1]) and np.isfinite(m.m2[[0, 2]]).all()

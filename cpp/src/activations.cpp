@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "fastnorm/blocked.h"
+#include "fastnorm/channels.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/simd_math.h"
 
@@ -336,17 +337,6 @@ struct PreluRowBackward {
   }
 };
 
-// Walks [begin, end) of the flattened (outer, channels, inner) array as runs of one channel each.
-template <class F>
-void for_each_channel_run(idx begin, idx end, idx channels, idx inner, const F& f) {
-  idx i = begin;
-  while (i < end) {
-    const idx row = i / inner;
-    const idx stop = std::min(end, (row + 1) * inner);
-    f(i, stop - i, row % channels);
-    i = stop;
-  }
-}
 
 // ---- Maxout ---------------------------------------------------------------------------------------------------
 
@@ -394,9 +384,6 @@ struct MaxoutBackwardRows {
     }
   }
 };
-
-// Rows per task so that a task touches about one elementwise grain of input.
-idx rows_per_task(idx row_elements) { return std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, row_elements)); }
 
 }  // namespace
 

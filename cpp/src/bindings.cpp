@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fastnorm/activations.h"
+#include "fastnorm/batch_norm.h"
 #include "fastnorm/copy.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/moments.h"
@@ -224,6 +225,80 @@ void channel_moments(const py::array& x, idx A, idx C, idx B, py::array& mean, p
   });
 }
 
+void check_layout(const py::array& x, const char* name, idx A, idx C, idx B) {
+  if (A < 0 || C < 0 || B < 0 || A * C * B != static_cast<idx>(x.size()))
+    throw py::value_error(std::string(name) + ": (A, C, B) does not match the array's size");
+}
+
+const double* channel_values(const py::array& a, const char* name, idx C) {
+  check_like(a, name, Dtype::f64, C);
+  return cptr<double>(a);
+}
+
+void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
+              const py::array& scale, const py::array& shift, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", A, C, B);
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  const double* m = channel_values(mean, "mean", C);
+  const double* sc = channel_values(scale, "scale", C);
+  const double* sh = channel_values(shift, "shift", C);
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::bn_apply<T>(xp, yp, A, C, B, m, sc, sh, num_threads);
+  });
+}
+
+void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, const py::array& mean,
+                  py::array& sum_dy, py::array& sum_dy_xmu, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", A, C, B);
+  check_like(dy, "dy", dt, x.size());
+  const double* m = channel_values(mean, "mean", C);
+  check_like(sum_dy, "sum_dy", Dtype::f64, C);
+  check_like(sum_dy_xmu, "sum_dy_xmu", Dtype::f64, C);
+  check_writeable(sum_dy, "sum_dy");
+  check_writeable(sum_dy_xmu, "sum_dy_xmu");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    double* s1 = mptr<double>(sum_dy);
+    double* s2 = mptr<double>(sum_dy_xmu);
+    py::gil_scoped_release nogil;
+    fastnorm::bn_grad_sums<T>(dyp, xp, A, C, B, m, s1, s2, num_threads);
+  });
+}
+
+void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
+                   const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
+                   int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", A, C, B);
+  check_like(dy, "dy", dt, x.size());
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  const double* m = channel_values(mean, "mean", C);
+  const double* a = channel_values(k_dy, "k_dy", C);
+  const double* b = channel_values(k_xmu, "k_xmu", C);
+  const double* c = channel_values(k_one, "k_one", C);
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    py::gil_scoped_release nogil;
+    fastnorm::bn_input_grad<T>(dyp, xp, dxp, A, C, B, m, a, b, c, num_threads);
+  });
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTNORM_VERSION;
@@ -275,5 +350,12 @@ PYBIND11_MODULE(_C, m) {
         "outer"_a, "groups"_a, "pieces"_a, "inner"_a, "num_threads"_a);
   m.def("channel_moments", &channel_moments, "x"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(),
         "m2"_a.noconvert(), "num_threads"_a);
+  m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
+        "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a);
+  m.def("bn_grad_sums", &bn_grad_sums, "dy"_a.noconvert(), "x"_a.noconvert(), "A"_a, "C"_a, "B"_a,
+        "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
+  m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
+        "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
+        "num_threads"_a);
   m.def("copy", &copy, "src"_a.noconvert(), "dst"_a.noconvert(), "num_threads"_a);
 }

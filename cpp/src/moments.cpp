@@ -43,7 +43,8 @@ struct ShiftedRowSums {
 
 Moments from_shifted(double n, double shift, double s1, double s2) {
   const double mean_shifted = s1 / n;
-  return {n, shift + mean_shifted, std::max(0.0, s2 - s1 * mean_shifted)};
+  const double m2 = s2 - s1 * mean_shifted;
+  return {n, shift + mean_shifted, m2 < 0 ? 0.0 : m2};  // rounding can leave m2 just below 0; NaN stays NaN
 }
 
 // Runs of B >= kMinRun values, cut into pieces of at most one grain so that a few long runs still use every

@@ -1,0 +1,27 @@
+// Batch normalization kernels on x viewed as (A, C, B), C-contiguous, channel c = the middle index:
+//   (N, C, H*W) for NCHW-style data, (N*H*W, C, 1) for channels-last, any channel axis in general.
+// Statistics come from channel_moments (moments.h); these are the per-channel maps and reductions around them.
+// Per-channel constants arrive in double and are rounded once to T here.  The mean is split into hi + lo (both
+// T) so that x - mean is exact to T's rounding even when |mean| is far above the spread of x.
+#pragma once
+
+#include "fastnorm/isa.h"
+
+namespace fastnorm {
+
+// y = (x - mean[c]) * scale[c] + shift[c]   (scale = gamma * rstd, shift = beta)
+template <class T>
+void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,
+              int num_threads);
+
+// sum_dy[c] = sum of dy, sum_dy_xmu[c] = sum of dy * (x - mean[c]), over A and B, in double, in a fixed order.
+template <class T>
+void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* mean, double* sum_dy,
+                  double* sum_dy_xmu, int num_threads);
+
+// dx = k_dy[c] * dy + k_xmu[c] * (x - mean[c]) + k_one[c]
+template <class T>
+void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* k_dy,
+                   const double* k_xmu, const double* k_one, int num_threads);
+
+}  // namespace fastnorm

@@ -159,6 +159,61 @@ def _register_moments():
 _register_moments()
 
 
+def _register_batch_norm():
+    """Training-mode batch norm with running statistics, forward and backward, NCHW and channels-last, on
+    baselines.md's shapes.  Compulsory traffic: forward reads x and writes y (8 bytes per float32), backward
+    reads dy and x and writes dx (12); a two-pass design (statistics, then apply) moves 12 and 20."""
+    for dims in [(32, 64, 56, 56), (64, 256, 14, 14)]:
+        n_, c_, h_, w_ = dims
+        for layout in ("nchw", "nhwc"):
+            shape = dims if layout == "nchw" else (n_, h_, w_, c_)
+            axis = 1 if layout == "nchw" else -1
+            label = f"{layout} {'x'.join(map(str, dims))}"
+
+            def setup(n, rng, shape=shape, c=c_, layout=layout):
+                x = rng.standard_normal(shape).astype(np.float32)
+                gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+                beta = rng.standard_normal(c).astype(np.float32)
+                y, mean, rstd = fastnorm.batch_norm(x, gamma, beta, axis=-1 if layout == "nhwc" else 1,
+                                                    return_stats=True)
+                return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
+                        "mean": mean, "rstd": rstd, "rm": np.zeros(c, np.float32), "rv": np.ones(c, np.float32)}
+
+            def fwd(i, o, axis=axis):
+                return fastnorm.batch_norm(i["x"], i["gamma"], i["beta"], axis=axis, running_mean=i["rm"],
+                                           running_var=i["rv"], out=o)
+
+            def bwd(i, o, axis=axis):
+                return fastnorm.batch_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"], axis=axis,
+                                                    out=o)
+
+            def torch_fwd(t, o, layout=layout):
+                import torch
+                x = t["x"].permute(0, 3, 1, 2) if layout == "nhwc" else t["x"]  # channels-last NCHW view
+                return torch.nn.functional.batch_norm(x, t["rm"], t["rv"], t["gamma"], t["beta"], training=True)
+
+            def torch_bwd(t, o, layout=layout):
+                import torch
+                perm = (lambda v: v.permute(0, 3, 1, 2)) if layout == "nhwc" else (lambda v: v)
+                return torch.ops.aten.native_batch_norm_backward(
+                    perm(t["dy"]), perm(t["x"]), t["gamma"], t["rm"], t["rv"], t["mean"].float(),
+                    t["rstd"].float(), True, 1e-5, [True, True, True])
+
+            def numpy_fwd(i, o, axis=axis):
+                x = i["x"]
+                red = tuple(k for k in range(4) if k != axis % 4)
+                m, v = x.mean(axis=red, keepdims=True), x.var(axis=red, keepdims=True)
+                return (x - m) / np.sqrt(v + 1e-5)
+
+            register(Case(f"batch_norm fwd {label}", setup, fwd, 8, numpy=numpy_fwd, torch=torch_fwd,
+                          tags=("normalization",), shape=shape))
+            register(Case(f"batch_norm bwd {label}", setup, bwd, 12, torch=torch_bwd, tags=("normalization",),
+                          shape=shape))
+
+
+_register_batch_norm()
+
+
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 def _median_time(fn, repeats: int) -> float:
@@ -193,7 +248,7 @@ def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, to
     if case.shape is not None:
         n = int(np.prod(case.shape))
     inputs = case.setup(n, rng)
-    out = np.empty(n, dtype=np.float32) if case.has_out else None
+    out = np.empty(case.shape or n, dtype=np.float32) if case.has_out else None
     moved = case.bytes_per_element * n
     row = {"case": case.name, "n": n, "threads": threads}
 
@@ -213,7 +268,8 @@ def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, to
         tin = {k: torch_mod.from_numpy(v) for k, v in inputs.items()}
         tout = torch_mod.empty(n, dtype=torch_mod.float32)
         record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
-        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if case.has_out and "fwd" in case.name else None)
+        activation_fwd = case.has_out and "fwd" in case.name and case.shape is None
+        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if activation_fwd else None)
     best = min(v for v in (row["fastnorm_out_ms"], row["fastnorm_alloc_ms"]) if v is not None)
     row["gbs"] = moved / (best / 1e3) / 1e9
     row["copy_fraction"] = row["gbs"] / copy_gbs

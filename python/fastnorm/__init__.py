@@ -7,6 +7,7 @@ from fastnorm import _C
 from fastnorm._threads import get_num_threads, set_num_threads
 from fastnorm.activations import *  # noqa: F401,F403  (the public functions are listed in activations.__all__)
 from fastnorm.activations import __all__ as _activation_names
+from fastnorm.folding import fold_batch_norm
 from fastnorm.info import info
 from fastnorm.normalization import batch_norm, batch_norm_backward
 from fastnorm.statistics import Moments, merge_moments, moments
@@ -15,4 +16,4 @@ __version__ = _C.build_info()["version"]
 
 _C.isa()  # applies FASTNORM_ISA now: an unsupported level is a clear ValueError at import, never SIGILL
 
-__all__ = ["info", "get_num_threads", "set_num_threads", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", *_activation_names]
+__all__ = ["info", "get_num_threads", "set_num_threads", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "fold_batch_norm", *_activation_names]

@@ -1,0 +1,149 @@
+"""Layer classes over fastnorm's functional kernels: parameters, their gradients, state and train/eval mode.
+
+Each layer has ``forward(x)`` and ``backward(dy) -> dx`` (the forward keeps what the backward needs: the input,
+or for batch norm the input and its mean and rstd), gradients of its parameters in ``grads`` after a backward,
+``train()`` / ``eval()``, and ``state_dict()`` / ``load_state_dict()`` with plain NumPy arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
+from fastnorm.normalization import batch_norm, batch_norm_backward
+
+__all__ = ["Layer", "BatchNorm", "PReLU", "Maxout"]
+
+
+class Layer:
+    """Base class: train/eval mode, parameters and buffers as named NumPy arrays, state dicts."""
+
+    _params: tuple = ()   # names of learnable arrays (they get gradients)
+    _buffers: tuple = ()  # names of other state (running statistics)
+
+    def __init__(self):
+        self.training = True
+        self.grads: dict = {}
+        self._saved = None
+
+    def train(self, mode: bool = True) -> "Layer":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
+    def parameters(self) -> dict:
+        return {name: getattr(self, name) for name in self._params if getattr(self, name) is not None}
+
+    def state_dict(self) -> dict:
+        """Copies of the parameters and buffers, by name."""
+        names = self._params + self._buffers
+        return {n: np.array(getattr(self, n), copy=True) for n in names if getattr(self, n) is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copies ``state``'s arrays into this layer's (same names, shapes; cast to this layer's dtypes)."""
+        names = [n for n in self._params + self._buffers if getattr(self, n) is not None]
+        missing, unexpected = set(names) - set(state), set(state) - set(names)
+        if missing or unexpected:
+            raise ValueError(f"state: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        for n in names:
+            current, value = getattr(self, n), np.asarray(state[n])
+            if value.shape != current.shape:
+                raise ValueError(f"state: {n} has shape {value.shape}, expected {current.shape}")
+            current[...] = value
+
+    def _need_saved(self):
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+        return self._saved
+
+
+class BatchNorm(Layer):
+    """Batch normalization (Ioffe & Szegedy 2015) over every axis but ``axis``, with running statistics.
+
+    gamma = 1, beta = 0 at start (``affine=False``: neither); running_mean = 0, running_var = 1.  In training mode
+    the forward uses the batch's statistics and updates the running ones (see :func:`fastnorm.batch_norm`); in
+    eval mode it uses the running ones.
+    """
+    _params = ("gamma", "beta")
+    _buffers = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum=0.1, affine: bool = True,
+                 dtype=np.float32):
+        super().__init__()
+        if int(num_features) < 1:
+            raise ValueError(f"num_features: expected a positive int, got {num_features}")
+        self.num_features, self.axis, self.eps, self.momentum = int(num_features), axis, eps, momentum
+        self.gamma = np.ones(num_features, dtype) if affine else None
+        self.beta = np.zeros(num_features, dtype) if affine else None
+        self.running_mean = np.zeros(num_features, dtype)
+        self.running_var = np.ones(num_features, dtype)
+        self.num_batches_tracked = np.array(0, dtype=np.int64)
+
+    def forward(self, x):
+        y, mean, rstd = batch_norm(x, self.gamma, self.beta, axis=self.axis, training=self.training,
+                                   running_mean=self.running_mean, running_var=self.running_var,
+                                   momentum=self.momentum, eps=self.eps,
+                                   num_batches_tracked=self.num_batches_tracked if self.training else None,
+                                   return_stats=True)
+        self._saved = (np.asarray(x), mean, rstd, self.training)
+        return y
+
+    def backward(self, dy):
+        x, mean, rstd, training = self._need_saved()
+        dx, dgamma, dbeta = batch_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis, training=training)
+        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        return dx
+
+    def __repr__(self):
+        return (f"BatchNorm({self.num_features}, axis={self.axis}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.gamma is not None}, training={self.training})")
+
+
+class PReLU(Layer):
+    """Parametric ReLU (He et al. 2015): one learned slope, or one per channel along ``axis``; init 0.25."""
+    _params = ("alpha",)
+
+    def __init__(self, num_parameters: int = 1, *, init: float = 0.25, axis: int = 1, dtype=np.float32):
+        super().__init__()
+        if int(num_parameters) < 1:
+            raise ValueError(f"num_parameters: expected a positive int, got {num_parameters}")
+        self.axis = axis
+        self.alpha = np.full(int(num_parameters), init, dtype=dtype)
+
+    def forward(self, x):
+        self._saved = np.asarray(x)
+        return prelu(x, self._slopes(), axis=self.axis)
+
+    def backward(self, dy):
+        x = self._need_saved()
+        dx, dalpha = prelu_backward(dy, x, self._slopes(), axis=self.axis)
+        self.grads = {"alpha": np.asarray(dalpha, dtype=self.alpha.dtype).reshape(self.alpha.shape)}
+        return dx
+
+    def _slopes(self):
+        return self.alpha[0] if self.alpha.size == 1 else self.alpha
+
+    def __repr__(self):
+        return f"PReLU(num_parameters={self.alpha.size}, axis={self.axis})"
+
+
+class Maxout(Layer):
+    """Maxout (Goodfellow et al. 2013): the maximum over groups of ``pieces`` consecutive entries along ``axis``.
+    No parameters; put it after a linear layer with pieces times as many outputs."""
+
+    def __init__(self, pieces: int, *, axis: int = 1):
+        super().__init__()
+        if int(pieces) < 1:
+            raise ValueError(f"pieces: expected a positive int, got {pieces}")
+        self.pieces, self.axis = int(pieces), axis
+
+    def forward(self, x):
+        self._saved = np.asarray(x)
+        return maxout(x, self.pieces, axis=self.axis)
+
+    def backward(self, dy):
+        return maxout_backward(dy, self._need_saved(), self.pieces, axis=self.axis)
+
+    def __repr__(self):
+        return f"Maxout(pieces={self.pieces}, axis={self.axis})"

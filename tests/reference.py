@@ -278,3 +278,35 @@ def batch_norm_grads(dy, x, gamma=None, axis=1, eps=1e-5):
     dmean = (-dxhat * rstd).sum(axis=red, keepdims=True) + dvar * (-2 * (x - mean)).sum(axis=red, keepdims=True) / n
     dx = dxhat * rstd + dvar * 2 * (x - mean) / n + dmean / n
     return dx, (dy * xhat).sum(axis=red), dy.sum(axis=red)
+
+
+def layer_norm(x, gamma=None, beta=None, k=1, eps=1e-5):
+    """Layer norm over the last k axes: the textbook formula."""
+    x = f64(x)
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps)
+    return y * (1 if gamma is None else f64(gamma)) + (0 if beta is None else f64(beta))
+
+
+def layer_norm_grads(dy, x, gamma=None, k=1, eps=1e-5):
+    """(dx, dgamma, dbeta) of layer norm over the last k axes, from the chain rule written out in full."""
+    x, dy = f64(x), f64(dy)
+    axes = tuple(range(x.ndim - k, x.ndim))
+    lead = tuple(range(x.ndim - k))
+    n = np.prod(x.shape[x.ndim - k:])
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    g = dy * (1 if gamma is None else f64(gamma))
+    dvar = (g * (x - mean) * -0.5 * rstd ** 3).sum(axis=axes, keepdims=True)
+    dmean = (-g * rstd).sum(axis=axes, keepdims=True) + dvar * (-2 * (x - mean)).sum(axis=axes, keepdims=True) / n
+    dx = g * rstd + dvar * 2 * (x - mean) / n + dmean / n
+    return dx, (dy * xhat).sum(axis=lead), dy.sum(axis=lead)
+
+
+def rms_norm(x, gamma=None, k=1, eps=None):
+    x = f64(x)
+    eps = np.finfo(np.float64).eps if eps is None else eps
+    axes = tuple(range(x.ndim - k, x.ndim))
+    return x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps) * (1 if gamma is None else f64(gamma))

@@ -12,6 +12,7 @@
 #include "fastnorm/batch_norm.h"
 #include "fastnorm/copy.h"
 #include "fastnorm/isa.h"
+#include "fastnorm/layer_norm.h"
 #include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
 
@@ -299,6 +300,62 @@ void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A
   });
 }
 
+void check_rows(const py::array& x, const char* name, idx M, idx D) {
+  if (M < 0 || D < 0 || M * D != static_cast<idx>(x.size()))
+    throw py::value_error(std::string(name) + ": (M, D) does not match the array's size");
+}
+
+void ln_apply(const py::array& x, py::array& out, idx M, idx D, const py::array& mean, const py::array& rstd,
+              const py::array& gamma, const py::array& beta, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_rows(x, "x", M, D);
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  const double* m = channel_values(mean, "mean", M);
+  const double* r = channel_values(rstd, "rstd", M);
+  check_like(gamma, "gamma", dt, D);
+  check_like(beta, "beta", dt, D);
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    const T* gp = cptr<T>(gamma);
+    const T* bp = cptr<T>(beta);
+    py::gil_scoped_release nogil;
+    fastnorm::ln_apply<T>(xp, yp, M, D, m, r, gp, bp, num_threads);
+  });
+}
+
+void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, idx D, const py::array& mean,
+                 const py::array& rstd, const py::array& gamma, bool centered, py::array& dgamma, py::array& dbeta,
+                 bool param_grads, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_rows(x, "x", M, D);
+  check_like(dy, "dy", dt, x.size());
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  const double* m = channel_values(mean, "mean", M);
+  const double* r = channel_values(rstd, "rstd", M);
+  check_like(gamma, "gamma", dt, D);
+  check_like(dgamma, "dgamma", Dtype::f64, D);
+  check_like(dbeta, "dbeta", Dtype::f64, D);
+  check_writeable(dgamma, "dgamma");
+  check_writeable(dbeta, "dbeta");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    const T* gp = cptr<T>(gamma);
+    double* dgp = param_grads ? mptr<double>(dgamma) : nullptr;
+    double* dbp = param_grads ? mptr<double>(dbeta) : nullptr;
+    py::gil_scoped_release nogil;
+    fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads);
+  });
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTNORM_VERSION;
@@ -357,5 +414,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
         "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
         "num_threads"_a);
+  m.def("ln_apply", &ln_apply, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "mean"_a.noconvert(),
+        "rstd"_a.noconvert(), "gamma"_a.noconvert(), "beta"_a.noconvert(), "num_threads"_a);
+  m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,
+        "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.noconvert(), "centered"_a, "dgamma"_a.noconvert(),
+        "dbeta"_a.noconvert(), "param_grads"_a, "num_threads"_a);
   m.def("copy", &copy, "src"_a.noconvert(), "dst"_a.noconvert(), "num_threads"_a);
 }

@@ -130,7 +130,9 @@ void channel_moments(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
     for (idx c = 0; c < C; ++c) mean[c] = m2[c] = 0;
     return;
   }
-  if (B >= kMinRun)
+  // Rows (one per A) only pay for channels-last data; a single row of short runs (layer norm with a small D)
+  // would make one task of the whole array.
+  if (B >= kMinRun || A == 1)
     moments_by_runs(x, A, C, B, mean, m2, num_threads);
   else
     moments_by_rows(x, A, C, B, mean, m2, num_threads);

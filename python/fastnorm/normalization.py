@@ -1,4 +1,4 @@
-"""Normalization layers, functional forward and backward: batch normalization so far.
+"""Normalization layers, functional forward and backward: batch, layer and RMS normalization.
 
 "You want zero-mean unit-variance activations? Just make them so." (Ioffe & Szegedy 2015).  x is viewed as
 (A, C, B) around its channel axis, so NCHW (axis=1), channels-last (axis=-1) and any other axis run natively,
@@ -16,7 +16,7 @@ from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, c
                              kernel_output, normalize_axis, result_dtype)
 from fastnorm._threads import resolve
 
-__all__ = ["batch_norm", "batch_norm_backward"]
+__all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
 
 
 def _layout(shape: tuple, axis, name: str = "axis"):
@@ -220,3 +220,136 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     if not param_grads:
         return dx, None, None
     return dx, (sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)
+
+
+# ---- layer and RMS normalization ---------------------------------------------------------------------------------
+
+def _trailing(shape: tuple, axis):
+    """(M, D, normalized shape) for normalizing over ``axis``: an int or a tuple of the trailing axes."""
+    if len(shape) < 1:
+        raise ValueError("x: layer norm needs an array of rank >= 1")
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if not axes:
+        raise ValueError("axis: expected at least one axis")
+    norm = sorted(normalize_axis(a, len(shape)) for a in axes)
+    if len(set(norm)) != len(norm) or norm != list(range(len(shape) - len(norm), len(shape))):
+        raise ValueError(f"axis: expected the trailing axes of an array of {len(shape)} dimensions "
+                         f"(such as -1 or (-2, -1)), got {axis}")
+    k = len(norm)
+    return math.prod(shape[:-k]), math.prod(shape[-k:]), tuple(shape[-k:])
+
+
+def _feature_param(value, name: str, shape: tuple, dtype, default: float):
+    """gamma/beta of the normalized shape, as a flat C-contiguous array of the compute dtype."""
+    if value is None:
+        return np.full(math.prod(shape), default, dtype=dtype)
+    arr = as_array(value, name)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+
+
+def _row_stats(value, name: str, lead: tuple):
+    arr = as_array(value, name)
+    if arr.shape != lead and arr.size != math.prod(lead):
+        raise ValueError(f"{name}: expected shape {lead} (one value per normalized row), got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+
+
+def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads):
+    x = as_array(x, "x")
+    compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
+    M, D, shape = _trailing(x.shape, axis)
+    g = _feature_param(gamma, "gamma", shape, compute, 1.0)
+    b = _feature_param(beta, "beta", shape, compute, 0.0)
+    if out is not None:
+        check_out(out, x.shape, result)
+    threads = resolve(num_threads)
+    xb = as_buffer(x, compute)
+    mean, m2 = np.empty(M), np.empty(M)
+    _C.channel_moments(xb.reshape(-1), 1, M, D, mean, m2, threads)
+    if D == 0:
+        mean[:] = 0.0
+    if centered:
+        var = m2 / max(D, 1)
+    else:  # mean of squares = variance + mean^2, no cancellation
+        var = m2 / max(D, 1) + mean * mean
+        mean = np.zeros(M)
+    rstd = 1.0 / np.sqrt(var + eps)
+    buf = kernel_output(out, x.shape, compute, (xb,))
+    _C.ln_apply(xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, b, threads)
+    y = deliver(buf, out, result)
+    lead = x.shape[:len(x.shape) - len(shape)]
+    if not return_stats:
+        return y
+    return (y, mean.reshape(lead), rstd.reshape(lead)) if centered else (y, rstd.reshape(lead))
+
+
+def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads):
+    dy, x = as_array(dy, "dy"), as_array(x, "x")
+    check_same_shape(x, dy, "x", "dy")
+    common = np.result_type(dy.dtype, x.dtype)
+    compute, result = compute_dtype(common, "x"), result_dtype(common)
+    M, D, shape = _trailing(x.shape, axis)
+    lead = x.shape[:len(x.shape) - len(shape)]
+    mean = _row_stats(mean, "mean", lead) if centered else np.zeros(M)
+    rstd = _row_stats(rstd, "rstd", lead)
+    g = _feature_param(gamma, "gamma", shape, compute, 1.0)
+    if out is not None:
+        check_out(out, x.shape, result)
+    dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
+    param_grads = gamma is not None and not dx_only
+    dgamma, dbeta = np.empty(D), np.empty(D)
+    buf = kernel_output(out, x.shape, compute, (dyb, xb))
+    _C.ln_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, centered, dgamma, dbeta,
+                   param_grads, resolve(num_threads))
+    dx = deliver(buf, out, result)
+    if not param_grads:
+        return dx, None, None
+    return dx, dgamma.reshape(shape).astype(result), dbeta.reshape(shape).astype(result)
+
+
+def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=False, out=None, num_threads=None):
+    """Layer normalization over the trailing axes ``axis`` (an int or a tuple), per sample.
+
+    y = (x - mean) / sqrt(var + eps) * gamma + beta, mean and (biased) var over the normalized axes of each row;
+    gamma and beta have the normalized axes' shape.  Returns y, or (y, mean, rstd) with ``return_stats`` (float64,
+    one value per row, of x's leading shape).
+
+    References
+    ----------
+    Ba, Kiros & Hinton, Layer normalization, arXiv:1607.06450, 2016.
+    """
+    return _normalize_rows(x, gamma, beta, axis, _eps(eps), True, return_stats, out, num_threads)
+
+
+def layer_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=-1, dx_only=False, out=None, num_threads=None):
+    """Gradients of :func:`layer_norm` from the saved mean and rstd only.
+
+    With xhat = (x - mean) rstd and g = dy gamma, per row of D values:
+      dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma = sum over rows of dy xhat,  dbeta = sum of dy
+    Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
+    """
+    return _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, True, dx_only, out, num_threads)
+
+
+def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, out=None, num_threads=None):
+    """RMS normalization over the trailing axes ``axis``: y = x / sqrt(mean(x^2) + eps) * gamma.
+
+    ``eps=None`` is the computation dtype's machine epsilon (PyTorch's default).  Returns y, or (y, rstd) with
+    ``return_stats`` (float64, one value per row).
+
+    References
+    ----------
+    Zhang & Sennrich, Root mean square layer normalization, NeurIPS 2019.
+    """
+    x_dtype = compute_dtype(as_array(x, "x").dtype, "x")
+    eps = float(np.finfo(x_dtype).eps) if eps is None else _eps(eps)
+    return _normalize_rows(x, gamma, None, axis, eps, False, return_stats, out, num_threads)
+
+
+def rms_norm_backward(dy, x, rstd, gamma=None, *, axis=-1, dx_only=False, out=None, num_threads=None):
+    """Gradients of :func:`rms_norm` from the saved rstd: with xhat = x rstd and g = dy gamma, per row,
+    dx = rstd (g - xhat mean(g xhat)), dgamma = sum over rows of dy xhat.  Returns (dx, dgamma)."""
+    dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads)
+    return dx, dgamma

@@ -1,0 +1,21 @@
+// Layer and RMS normalization kernels on x viewed as (M, D): each of the M rows is normalized over its D values,
+// gamma and beta are per feature d.  Statistics come from channel_moments (moments.h) with (A, C, B) = (1, M, D).
+//   layer norm: y = (x - mean[r]) * rstd[r] * gamma[d] + beta[d]
+//   RMS norm:   y = x * rstd[r] * gamma[d]            (mean = 0, beta = 0, rstd = 1 / sqrt(mean(x^2) + eps))
+#pragma once
+
+#include "fastnorm/isa.h"
+
+namespace fastnorm {
+
+template <class T>
+void ln_apply(const T* x, T* y, idx M, idx D, const double* mean, const double* rstd, const T* gamma,
+              const T* beta, int num_threads);
+
+// dx = rstd (g - [centered] mean(g) - xhat mean(g xhat)), g = dy gamma, xhat = (x - mean) rstd;
+// dgamma[d] = sum over rows of dy xhat, dbeta[d] = sum of dy (float64, fixed order); either may be null.
+template <class T>
+void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
+                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads);
+
+}  // namespace fastnorm

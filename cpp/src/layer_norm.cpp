@@ -1,0 +1,118 @@
+#include "fastnorm/layer_norm.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "fastnorm/channels.h"
+#include "fastnorm/parallel.h"
+
+namespace fastnorm {
+namespace {
+
+template <class T>
+struct ApplyRow {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx D, T hi, T lo, T rstd, const T* gamma, const T* beta) {
+#pragma omp simd
+    for (idx d = 0; d < D; ++d) y[d] = ((x[d] - hi) - lo) * rstd * gamma[d] + beta[d];
+  }
+};
+
+// Sums over one row, in double: s_g = sum of g, s_gx = sum of g * xhat.
+template <class T>
+struct RowSums {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, idx D, T hi, T lo, T rstd, const T* gamma, double* s_g,
+                                  double* s_gx) {
+    double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+    for (idx d = 0; d < D; ++d) {
+      const double g = static_cast<double>(dy[d] * gamma[d]);
+      a += g;
+      b += g * static_cast<double>(((x[d] - hi) - lo) * rstd);
+    }
+    *s_g = a;
+    *s_gx = b;
+  }
+};
+
+template <class T>
+struct RowGrad {  // dx = rstd * (g - k_g - xhat * k_gx); the parameter partials accumulate across rows
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx D, T hi, T lo, T rstd, const T* gamma, T k_g,
+                                  T k_gx, double* pg, double* pb) {
+#pragma omp simd
+    for (idx d = 0; d < D; ++d) {
+      const T xhat = ((x[d] - hi) - lo) * rstd;
+      dx[d] = rstd * ((dy[d] * gamma[d] - k_g) - xhat * k_gx);
+      pg[d] += static_cast<double>(dy[d]) * static_cast<double>(xhat);
+      pb[d] += static_cast<double>(dy[d]);
+    }
+  }
+};
+
+template <class T>
+void split(double v, T* hi, T* lo) {
+  *hi = static_cast<T>(v);
+  *lo = static_cast<T>(v - static_cast<double>(*hi));
+}
+
+}  // namespace
+
+template <class T>
+void ln_apply(const T* x, T* y, idx M, idx D, const double* mean, const double* rstd, const T* gamma,
+              const T* beta, int num_threads) {
+  parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
+    for (idx r = r0; r < r1; ++r) {
+      T hi, lo;
+      split(mean[r], &hi, &lo);
+      isa_call<ApplyRow<T>>(x + r * D, y + r * D, D, hi, lo, static_cast<T>(rstd[r]), gamma, beta);
+    }
+  });
+}
+
+template <class T>
+void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
+                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads) {
+  const idx task_rows = rows_per_task(D);
+  const idx tasks = M == 0 ? 0 : (M + task_rows - 1) / task_rows;
+  const bool params = dgamma != nullptr || dbeta != nullptr;
+  // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column).
+  std::vector<double> pg(static_cast<size_t>(params ? tasks * D : D), 0.0);
+  std::vector<double> pb(pg.size(), 0.0);
+  parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
+    for (idx t = t0; t < t1; ++t) {
+      double* g_part = pg.data() + (params ? t * D : 0);
+      double* b_part = pb.data() + (params ? t * D : 0);
+      for (idx r = t * task_rows; r < std::min(M, (t + 1) * task_rows); ++r) {
+        T hi, lo;
+        split(mean[r], &hi, &lo);
+        const T rs = static_cast<T>(rstd[r]);
+        double s_g, s_gx;
+        isa_call<RowSums<T>>(dy + r * D, x + r * D, D, hi, lo, rs, gamma, &s_g, &s_gx);
+        const T k_g = centered ? static_cast<T>(s_g / static_cast<double>(D)) : T(0);
+        const T k_gx = static_cast<T>(s_gx / static_cast<double>(D));
+        isa_call<RowGrad<T>>(dy + r * D, x + r * D, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, g_part, b_part);
+      }
+    }
+  });
+  if (!params) return;
+  parallel_for(D, kElementwiseGrain, num_threads, [&](idx d0, idx d1) {
+    for (idx d = d0; d < d1; ++d) {
+      double g = 0, b = 0;
+      for (idx t = 0; t < tasks; ++t) {
+        g += pg[t * D + d];
+        b += pb[t * D + d];
+      }
+      if (dgamma) dgamma[d] = g;
+      if (dbeta) dbeta[d] = b;
+    }
+  });
+}
+
+#define FASTNORM_INSTANTIATE(T)                                                                                 \
+  template void ln_apply<T>(const T*, T*, idx, idx, const double*, const double*, const T*, const T*, int);    \
+  template void ln_backward<T>(const T*, const T*, T*, idx, idx, const double*, const double*, const T*, bool, \
+                               double*, double*, int);
+FASTNORM_INSTANTIATE(float)
+FASTNORM_INSTANTIATE(double)
+#undef FASTNORM_INSTANTIATE
+
+}  // namespace fastnorm

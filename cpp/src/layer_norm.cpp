@@ -94,15 +94,19 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
     }
   });
   if (!params) return;
-  parallel_for(D, kElementwiseGrain, num_threads, [&](idx d0, idx d1) {
-    for (idx d = d0; d < d1; ++d) {
-      double g = 0, b = 0;
-      for (idx t = 0; t < tasks; ++t) {
-        g += pg[t * D + d];
-        b += pb[t * D + d];
+  // Each column adds its partials in task order; blocks of columns walk the partial rows contiguously.
+  std::vector<double> zero_g(dgamma ? 0 : D), zero_b(dbeta ? 0 : D);
+  double* out_g = dgamma ? dgamma : zero_g.data();
+  double* out_b = dbeta ? dbeta : zero_b.data();
+  parallel_for(D, 256, num_threads, [&](idx d0, idx d1) {
+    for (idx d = d0; d < d1; ++d) out_g[d] = out_b[d] = 0;
+    for (idx t = 0; t < tasks; ++t) {
+      const double* g_row = pg.data() + t * D;
+      const double* b_row = pb.data() + t * D;
+      for (idx d = d0; d < d1; ++d) {
+        out_g[d] += g_row[d];
+        out_b[d] += b_row[d];
       }
-      if (dgamma) dgamma[d] = g;
-      if (dbeta) dbeta[d] = b;
     }
   });
 }

@@ -214,6 +214,46 @@ def _register_batch_norm():
 _register_batch_norm()
 
 
+def _register_layer_norm():
+    """Layer norm over the last axis, forward and backward, on baselines.md's shapes (traffic as batch norm)."""
+    for shape in [(8192, 1024), (65536, 128)]:
+        label = "x".join(map(str, shape))
+
+        def setup(n, rng, shape=shape):
+            x = rng.standard_normal(shape).astype(np.float32)
+            gamma = rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32)
+            beta = rng.standard_normal(shape[-1]).astype(np.float32)
+            _, mean, rstd = fastnorm.layer_norm(x, gamma, beta, return_stats=True)
+            return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
+                    "mean": mean, "rstd": rstd}
+
+        def torch_fwd(t, o, d=shape[-1]):
+            import torch
+            return torch.nn.functional.layer_norm(t["x"], (d,), t["gamma"], t["beta"], 1e-5)
+
+        def torch_bwd(t, o, d=shape[-1]):
+            import torch
+            return torch.ops.aten.native_layer_norm_backward(
+                t["dy"], t["x"], [d], t["mean"].float().unsqueeze(-1), t["rstd"].float().unsqueeze(-1),
+                t["gamma"], t["beta"], [True, True, True])
+
+        def numpy_fwd(i, o):
+            x = i["x"]
+            m, v = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+            return (x - m) / np.sqrt(v + 1e-5) * i["gamma"] + i["beta"]
+
+        register(Case(f"layer_norm fwd {label}", setup,
+                      lambda i, o: fastnorm.layer_norm(i["x"], i["gamma"], i["beta"], out=o), 8,
+                      numpy=numpy_fwd, torch=torch_fwd, tags=("normalization",), shape=shape))
+        register(Case(f"layer_norm bwd {label}", setup,
+                      lambda i, o: fastnorm.layer_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"],
+                                                                out=o), 12,
+                      torch=torch_bwd, tags=("normalization",), shape=shape))
+
+
+_register_layer_norm()
+
+
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 def _median_time(fn, repeats: int) -> float:

@@ -92,3 +92,24 @@ def test_matches_pytorch_module_sequence():
     x = rng.standard_normal((5, 4)).astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(ours.forward(x), theirs(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_and_rms_norm_layers(rng):
+    from fastnorm.layers import LayerNorm, RMSNorm
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    ln = LayerNorm((3, 5))
+    np.testing.assert_allclose(ln.forward(x), fastnorm.layer_norm(x, axis=(-2, -1)), rtol=1e-6)
+    dx = ln.backward(dy)
+    _, m, r = fastnorm.layer_norm(x, axis=(-2, -1), return_stats=True)
+    edx, edg, edb = fastnorm.layer_norm_backward(dy, x, m, r, np.ones((3, 5), np.float32), axis=(-2, -1))
+    np.testing.assert_allclose(dx, edx, rtol=1e-5, atol=1e-6)
+    assert ln.grads["gamma"].shape == (3, 5)
+    np.testing.assert_allclose(ln.grads["beta"], edb, rtol=1e-5, atol=1e-6)
+    rn = RMSNorm(5)
+    np.testing.assert_allclose(rn.forward(x), fastnorm.rms_norm(x), rtol=1e-6)
+    assert rn.backward(dy).shape == x.shape and rn.grads["gamma"].shape == (5,)
+    assert set(ln.state_dict()) == {"gamma", "beta"} and set(rn.state_dict()) == {"gamma"}
+    assert "LayerNorm((3, 5)" in repr(ln)
+    with pytest.raises(ValueError, match="normalized_shape: expected positive sizes"):
+        LayerNorm(0)

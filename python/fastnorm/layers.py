@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
-from fastnorm.normalization import batch_norm, batch_norm_backward
+from fastnorm.normalization import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward,
+                                    rms_norm, rms_norm_backward)
 
-__all__ = ["Layer", "BatchNorm", "PReLU", "Maxout"]
+__all__ = ["Layer", "BatchNorm", "LayerNorm", "RMSNorm", "PReLU", "Maxout"]
 
 
 class Layer:
@@ -98,6 +99,69 @@ class BatchNorm(Layer):
     def __repr__(self):
         return (f"BatchNorm({self.num_features}, axis={self.axis}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.gamma is not None}, training={self.training})")
+
+
+class LayerNorm(Layer):
+    """Layer normalization (Ba et al. 2016) over the trailing axes of shape ``normalized_shape``; gamma = 1 and
+    beta = 0 at start (``affine=False``: neither).  Same in train and eval mode."""
+    _params = ("gamma", "beta")
+
+    def __init__(self, normalized_shape, *, eps: float = 1e-5, affine: bool = True, dtype=np.float32):
+        super().__init__()
+        shape = (int(normalized_shape),) if np.isscalar(normalized_shape) else tuple(map(int, normalized_shape))
+        if not shape or min(shape) < 1:
+            raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
+        self.normalized_shape, self.eps = shape, eps
+        self.gamma = np.ones(shape, dtype) if affine else None
+        self.beta = np.zeros(shape, dtype) if affine else None
+
+    def _axis(self):
+        return tuple(range(-len(self.normalized_shape), 0))
+
+    def forward(self, x):
+        y, mean, rstd = layer_norm(x, self.gamma, self.beta, axis=self._axis(), eps=self.eps, return_stats=True)
+        self._saved = (np.asarray(x), mean, rstd)
+        return y
+
+    def backward(self, dy):
+        x, mean, rstd = self._need_saved()
+        dx, dgamma, dbeta = layer_norm_backward(dy, x, mean, rstd, self.gamma, axis=self._axis())
+        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        return dx
+
+    def __repr__(self):
+        return f"LayerNorm({self.normalized_shape}, eps={self.eps}, affine={self.gamma is not None})"
+
+
+class RMSNorm(Layer):
+    """RMS normalization (Zhang & Sennrich 2019) over the trailing axes of shape ``normalized_shape``; gamma = 1
+    at start.  ``eps=None``: the dtype's machine epsilon."""
+    _params = ("gamma",)
+
+    def __init__(self, normalized_shape, *, eps=None, affine: bool = True, dtype=np.float32):
+        super().__init__()
+        shape = (int(normalized_shape),) if np.isscalar(normalized_shape) else tuple(map(int, normalized_shape))
+        if not shape or min(shape) < 1:
+            raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
+        self.normalized_shape, self.eps = shape, eps
+        self.gamma = np.ones(shape, dtype) if affine else None
+
+    def _axis(self):
+        return tuple(range(-len(self.normalized_shape), 0))
+
+    def forward(self, x):
+        y, rstd = rms_norm(x, self.gamma, axis=self._axis(), eps=self.eps, return_stats=True)
+        self._saved = (np.asarray(x), rstd)
+        return y
+
+    def backward(self, dy):
+        x, rstd = self._need_saved()
+        dx, dgamma = rms_norm_backward(dy, x, rstd, self.gamma, axis=self._axis())
+        self.grads = {} if self.gamma is None else {"gamma": dgamma}
+        return dx
+
+    def __repr__(self):
+        return f"RMSNorm({self.normalized_shape}, eps={self.eps}, affine={self.gamma is not None})"
 
 
 class PReLU(Layer):

@@ -310,3 +310,17 @@ def rms_norm(x, gamma=None, k=1, eps=None):
     eps = np.finfo(np.float64).eps if eps is None else eps
     axes = tuple(range(x.ndim - k, x.ndim))
     return x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps) * (1 if gamma is None else f64(gamma))
+
+
+def group_norm(x, num_groups, gamma=None, beta=None, axis=1, eps=1e-5):
+    """Group norm with batch axis 0: per sample, groups of consecutive channels along axis, the textbook way."""
+    x = np.moveaxis(f64(x), axis, 1)  # (N, C, ...)
+    n, c = x.shape[:2]
+    xg = x.reshape(n, num_groups, -1)
+    y = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if gamma is not None:
+        y = y * f64(gamma).reshape(shape)
+    if beta is not None:
+        y = y + f64(beta).reshape(shape)
+    return np.moveaxis(y, 1, axis)

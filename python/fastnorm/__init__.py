@@ -9,7 +9,8 @@ from fastnorm.activations import *  # noqa: F401,F403  (the public functions are
 from fastnorm.activations import __all__ as _activation_names
 from fastnorm.folding import fold_batch_norm
 from fastnorm.info import info
-from fastnorm.normalization import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward,
+from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
+                                    instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
 from fastnorm.statistics import Moments, merge_moments, moments
 
@@ -18,4 +19,5 @@ __version__ = _C.build_info()["version"]
 _C.isa()  # applies FASTNORM_ISA now: an unsupported level is a clear ValueError at import, never SIGILL
 
 __all__ = ["layers", "info", "get_num_threads", "set_num_threads", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "layer_norm",
-           "layer_norm_backward", "rms_norm", "rms_norm_backward", "fold_batch_norm", *_activation_names]
+           "layer_norm_backward", "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward",
+           "instance_norm", "instance_norm_backward", "fold_batch_norm", *_activation_names]

@@ -1,4 +1,4 @@
-"""Normalization layers, functional forward and backward: batch, layer and RMS normalization.
+"""Normalization layers, functional forward and backward: batch, layer, RMS, group and instance normalization.
 
 "You want zero-mean unit-variance activations? Just make them so." (Ioffe & Szegedy 2015).  x is viewed as
 (A, C, B) around its channel axis, so NCHW (axis=1), channels-last (axis=-1) and any other axis run natively,
@@ -16,7 +16,8 @@ from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, c
                              kernel_output, normalize_axis, result_dtype)
 from fastnorm._threads import resolve
 
-__all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
+__all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
+           "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
 
 
 def _layout(shape: tuple, axis, name: str = "axis"):
@@ -353,3 +354,198 @@ def rms_norm_backward(dy, x, rstd, gamma=None, *, axis=-1, dx_only=False, out=No
     dx = rstd (g - xhat mean(g xhat)), dgamma = sum over rows of dy xhat.  Returns (dx, dgamma)."""
     dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads)
     return dx, dgamma
+
+
+# ---- group and instance normalization -----------------------------------------------------------------------------
+#
+# x is viewed as (N, P, C, Q) around its channel axis (batch first): NCHW is (N, 1, C, H*W), channels-last
+# (N, H*W, C, 1).  Statistics per (sample, group) come from channel_moments; the affine map and the input gradient
+# reuse the batch-norm kernels with per-(sample, channel) constants: one call over (1, N*C, Q) when P == 1, one
+# call per sample over (P, C, Q) otherwise.
+
+def _group_layout(shape: tuple, num_groups, axis):
+    if len(shape) < 2:
+        raise ValueError(f"x: group norm needs an array of rank >= 2 (batch first), got shape {shape}")
+    ax = normalize_axis(axis, len(shape))
+    if ax == 0:
+        raise ValueError("axis: the channel axis cannot be axis 0, the batch axis")
+    C = shape[ax]
+    try:
+        G = int(num_groups)
+    except (TypeError, ValueError):
+        raise TypeError(f"num_groups: expected an int, got {type(num_groups).__name__}") from None
+    if G < 1 or C % G:
+        raise ValueError(f"num_groups: {G} does not divide the {C} channels")
+    return shape[0], math.prod(shape[1:ax]), C, math.prod(shape[ax + 1:]), G
+
+
+def _samples(N, P, C, Q):
+    """(sample slice, flat element range, (A, C, B) view) for each kernel call."""
+    if P == 1:
+        return [(slice(0, N), slice(0, N * C * Q), (1, N * C, Q))]
+    per = P * C * Q
+    return [(slice(n, n + 1), slice(n * per, (n + 1) * per), (P, C, Q)) for n in range(N)]
+
+
+def _group_moments(flat, N, P, C, Q, G, threads):
+    """mean and m2 per (sample, group), float64 (N, G)."""
+    Cg = C // G
+    mean, m2 = np.empty((N, G)), np.empty((N, G))
+    if P == 1:
+        _C.channel_moments(flat, 1, N * G, Cg * Q, mean.reshape(-1), m2.reshape(-1), threads)
+    else:
+        per = P * C * Q
+        for n in range(N):
+            _C.channel_moments(flat[n * per:(n + 1) * per], P, G, Cg * Q, mean[n], m2[n], threads)
+    return mean, m2
+
+
+def _per_channel(per_group, C):
+    """(N, G) -> (N, C): each group's value for each of its channels."""
+    return np.repeat(per_group, C // per_group.shape[1], axis=1)
+
+
+def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return_stats=False, out=None,
+               num_threads=None):
+    """Group normalization: per sample, the channels (along ``axis``) in ``num_groups`` groups of consecutive
+    channels, each group normalized over its channels and all other non-batch axes.
+
+    y = (x - mean[n, g]) / sqrt(var[n, g] + eps) * gamma[c] + beta[c]
+
+    Batch axis 0; ``axis`` 1 for NCHW-style data, -1 for channels-last.  Returns y, or (y, mean, rstd) with
+    ``return_stats`` (float64, shape (N, num_groups)).
+
+    References
+    ----------
+    Wu & He, Group normalization, ECCV 2018.
+    """
+    x = as_array(x, "x")
+    compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
+    N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
+    eps = _eps(eps)
+    g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
+    if out is not None:
+        check_out(out, x.shape, result)
+    threads = resolve(num_threads)
+    xb = as_buffer(x, compute)
+    flat = xb.reshape(-1)
+    mean, m2 = _group_moments(flat, N, P, C, Q, G, threads)
+    count = (C // G) * P * Q
+    rstd = 1.0 / np.sqrt(m2 / max(count, 1) + eps)
+    mean_c, rstd_c = _per_channel(mean, C), _per_channel(rstd, C)
+    scale = rstd_c * (1.0 if g is None else g)
+    shift = np.broadcast_to(np.zeros(C) if b is None else b, (N, C))
+    buf = kernel_output(out, x.shape, compute, (xb,))
+    out_flat = buf.reshape(-1)
+    for n, elems, (A, CC, B) in _samples(N, P, C, Q):
+        _C.bn_apply(flat[elems], out_flat[elems], A, CC, B, np.ascontiguousarray(mean_c[n]).reshape(-1),
+                    np.ascontiguousarray(scale[n]).reshape(-1), np.ascontiguousarray(shift[n]).reshape(-1), threads)
+    y = deliver(buf, out, result)
+    return (y, mean, rstd) if return_stats else y
+
+
+def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx_only=False, out=None,
+                        num_threads=None):
+    """Gradients of :func:`group_norm` from the saved mean and rstd, shape (N, num_groups).
+
+    With xhat = (x - mean) rstd, g = dy gamma and M values per group:
+      dx = rstd (g - sum_group(g) / M - xhat sum_group(g xhat) / M),
+      dgamma[c] = sum of dy xhat over samples and positions, dbeta[c] = sum of dy.
+    Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
+    """
+    dy, x = as_array(dy, "dy"), as_array(x, "x")
+    check_same_shape(x, dy, "x", "dy")
+    common = np.result_type(dy.dtype, x.dtype)
+    compute, result = compute_dtype(common, "x"), result_dtype(common)
+    N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
+    mean = _group_stats(mean, "mean", N, G)
+    rstd = _group_stats(rstd, "rstd", N, G)
+    g = _channel_param(gamma, "gamma", C)
+    if out is not None:
+        check_out(out, x.shape, result)
+    threads = resolve(num_threads)
+    dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
+    dy_flat, x_flat = dyb.reshape(-1), xb.reshape(-1)
+    mean_c, rstd_c = _per_channel(mean, C), _per_channel(rstd, C)
+    g1 = np.ones(C) if g is None else g
+    # per (sample, channel): S1 = sum of dy, S2 = sum of dy (x - mean)
+    s1, s2 = np.empty((N, C)), np.empty((N, C))
+    for n, elems, (A, CC, B) in _samples(N, P, C, Q):
+        _C.bn_grad_sums(dy_flat[elems], x_flat[elems], A, CC, B, np.ascontiguousarray(mean_c[n]).reshape(-1),
+                        s1[n].reshape(-1), s2[n].reshape(-1), threads)
+    count = (C // G) * P * Q
+    sum_g = (g1 * s1).reshape(N, G, C // G).sum(axis=2)                 # sum over the group of dy gamma
+    sum_gx = (g1 * s2).reshape(N, G, C // G).sum(axis=2) * rstd          # ... of dy gamma xhat
+    k_dy = g1 * rstd_c
+    k_xmu = -_per_channel(rstd * rstd * sum_gx / count, C)
+    k_one = -_per_channel(rstd * sum_g / count, C)
+    buf = kernel_output(out, x.shape, compute, (dyb, xb))
+    out_flat = buf.reshape(-1)
+    for n, elems, (A, CC, B) in _samples(N, P, C, Q):
+        _C.bn_input_grad(dy_flat[elems], x_flat[elems], out_flat[elems], A, CC, B,
+                         np.ascontiguousarray(mean_c[n]).reshape(-1), np.ascontiguousarray(k_dy[n]).reshape(-1),
+                         np.ascontiguousarray(k_xmu[n]).reshape(-1), np.ascontiguousarray(k_one[n]).reshape(-1),
+                         threads)
+    dx = deliver(buf, out, result)
+    if g is None or dx_only:
+        return dx, None, None
+    return dx, (s2 * rstd_c).sum(axis=0).astype(result), s1.sum(axis=0).astype(result)
+
+
+def _group_stats(value, name: str, N: int, G: int):
+    arr = as_array(value, name)
+    if arr.shape != (N, G):
+        raise ValueError(f"{name}: expected shape ({N}, {G}) (one value per sample and group), got {arr.shape}")
+    return np.asarray(arr, dtype=np.float64)
+
+
+def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, running_mean=None, running_var=None,
+                  momentum=0.1, eps=1e-5, return_stats=False, out=None, num_threads=None):
+    """Instance normalization: each (sample, channel) normalized over its other axes (group norm with one
+    channel per group), batch axis 0, channel ``axis`` (1 for NCHW, -1 for channels-last).
+
+    With ``running_mean`` / ``running_var`` (PyTorch's track_running_stats) and ``use_input_stats=True``, the
+    running statistics are updated in place with the batch average of the instance means and unbiased variances:
+    new = (1 - momentum) old + momentum batch.  ``use_input_stats=False`` normalizes with the running statistics
+    instead (a per-channel affine map, as in :func:`batch_norm` test mode).
+    Returns y, or (y, mean, rstd) with ``return_stats`` (float64, (N, C); (C,) without input statistics).
+
+    References
+    ----------
+    Ulyanov, Vedaldi & Lempitsky, Instance normalization: the missing ingredient for fast stylization, 2016.
+    """
+    x = as_array(x, "x")
+    if not use_input_stats:
+        return batch_norm(x, gamma, beta, axis=axis, training=False, running_mean=running_mean,
+                          running_var=running_var, eps=eps, return_stats=return_stats, out=out,
+                          num_threads=num_threads)
+    N, P, C, Q, _ = _group_layout(x.shape, 1, axis)
+    rm, rv = _running(running_mean, "running_mean", C), _running(running_var, "running_var", C)
+    if (rm is None) != (rv is None):
+        raise ValueError("running_mean: give running_mean and running_var together")
+    if rm is not None:
+        momentum = float(momentum)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
+    y, mean, rstd = group_norm(x, C, gamma, beta, axis=axis, eps=eps, return_stats=True, out=out,
+                               num_threads=num_threads)
+    if rm is not None:
+        count = P * Q
+        if count <= 1:
+            raise ValueError("x: running statistics need more than one value per instance")
+        var_unbiased = (1.0 / rstd ** 2 - eps) * count / (count - 1)
+        rm[...] = (1 - momentum) * rm.astype(np.float64) + momentum * mean.mean(axis=0)
+        rv[...] = (1 - momentum) * rv.astype(np.float64) + momentum * var_unbiased.mean(axis=0)
+    return (y, mean, rstd) if return_stats else y
+
+
+def instance_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, use_input_stats=True, dx_only=False,
+                           out=None, num_threads=None):
+    """Gradients of :func:`instance_norm` from its saved mean and rstd: (dx, dgamma, dbeta)."""
+    if not use_input_stats:
+        return batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis, training=False, dx_only=dx_only, out=out,
+                                   num_threads=num_threads)
+    x = as_array(x, "x")
+    C = _group_layout(x.shape, 1, axis)[2]
+    return group_norm_backward(dy, x, mean, rstd, C, gamma, axis=axis, dx_only=dx_only, out=out,
+                               num_threads=num_threads)

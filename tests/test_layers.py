@@ -113,3 +113,25 @@ def test_layer_norm_and_rms_norm_layers(rng):
     assert "LayerNorm((3, 5)" in repr(ln)
     with pytest.raises(ValueError, match="normalized_shape: expected positive sizes"):
         LayerNorm(0)
+
+
+def test_group_norm_and_instance_norm_layers(rng):
+    from fastnorm.layers import GroupNorm, InstanceNorm
+    x = rng.standard_normal((3, 6, 4, 4)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    gn = GroupNorm(3, 6)
+    np.testing.assert_allclose(gn.forward(x), fastnorm.group_norm(x, 3), rtol=1e-6)
+    assert gn.backward(dy).shape == x.shape and gn.grads["gamma"].shape == (6,)
+    inn = InstanceNorm(6, track_running_stats=True)
+    y = inn.forward(x)
+    np.testing.assert_allclose(y, fastnorm.instance_norm(x), rtol=1e-6)
+    assert inn.backward(dy).shape == x.shape and inn.grads == {}
+    assert (inn.running_mean != 0).any()
+    inn.eval()
+    ye = inn.forward(x)
+    expected = (x - inn.running_mean.reshape(1, 6, 1, 1)) / np.sqrt(inn.running_var.reshape(1, 6, 1, 1) + 1e-5)
+    np.testing.assert_allclose(ye, expected, rtol=1e-5, atol=1e-5)
+    assert inn.backward(dy).shape == x.shape
+    assert set(inn.state_dict()) == {"running_mean", "running_var"}
+    with pytest.raises(ValueError, match="num_groups: 4 does not divide the 6 channels"):
+        GroupNorm(4, 6)

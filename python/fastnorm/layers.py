@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
-from fastnorm.normalization import (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward,
+from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
+                                    instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
 
-__all__ = ["Layer", "BatchNorm", "LayerNorm", "RMSNorm", "PReLU", "Maxout"]
+__all__ = ["Layer", "BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "PReLU", "Maxout"]
 
 
 class Layer:
@@ -162,6 +163,73 @@ class RMSNorm(Layer):
 
     def __repr__(self):
         return f"RMSNorm({self.normalized_shape}, eps={self.eps}, affine={self.gamma is not None})"
+
+
+class GroupNorm(Layer):
+    """Group normalization (Wu & He 2018): ``num_groups`` groups of the ``num_channels`` channels along ``axis``
+    (batch axis 0); gamma = 1 and beta = 0 per channel at start.  Same in train and eval mode."""
+    _params = ("gamma", "beta")
+
+    def __init__(self, num_groups: int, num_channels: int, *, axis: int = 1, eps: float = 1e-5,
+                 affine: bool = True, dtype=np.float32):
+        super().__init__()
+        if int(num_channels) < 1 or int(num_groups) < 1 or int(num_channels) % int(num_groups):
+            raise ValueError(f"num_groups: {num_groups} does not divide the {num_channels} channels")
+        self.num_groups, self.num_channels, self.axis, self.eps = int(num_groups), int(num_channels), axis, eps
+        self.gamma = np.ones(num_channels, dtype) if affine else None
+        self.beta = np.zeros(num_channels, dtype) if affine else None
+
+    def forward(self, x):
+        y, mean, rstd = group_norm(x, self.num_groups, self.gamma, self.beta, axis=self.axis, eps=self.eps,
+                                   return_stats=True)
+        self._saved = (np.asarray(x), mean, rstd)
+        return y
+
+    def backward(self, dy):
+        x, mean, rstd = self._need_saved()
+        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.gamma, axis=self.axis)
+        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        return dx
+
+    def __repr__(self):
+        return f"GroupNorm({self.num_groups}, {self.num_channels}, axis={self.axis}, eps={self.eps})"
+
+
+class InstanceNorm(Layer):
+    """Instance normalization (Ulyanov et al. 2016) per (sample, channel).  ``affine`` adds gamma/beta (off by
+    default, as PyTorch); ``track_running_stats`` keeps running statistics, used in eval mode."""
+    _params = ("gamma", "beta")
+    _buffers = ("running_mean", "running_var")
+
+    def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, dtype=np.float32):
+        super().__init__()
+        if int(num_features) < 1:
+            raise ValueError(f"num_features: expected a positive int, got {num_features}")
+        self.num_features, self.axis, self.eps, self.momentum = int(num_features), axis, eps, momentum
+        self.gamma = np.ones(num_features, dtype) if affine else None
+        self.beta = np.zeros(num_features, dtype) if affine else None
+        self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
+        self.running_var = np.ones(num_features, dtype) if track_running_stats else None
+
+    def forward(self, x):
+        use_input_stats = self.training or self.running_mean is None
+        y, mean, rstd = instance_norm(x, self.gamma, self.beta, axis=self.axis, use_input_stats=use_input_stats,
+                                      running_mean=self.running_mean, running_var=self.running_var,
+                                      momentum=self.momentum, eps=self.eps, return_stats=True)
+        self._saved = (np.asarray(x), mean, rstd, use_input_stats)
+        return y
+
+    def backward(self, dy):
+        x, mean, rstd, use_input_stats = self._need_saved()
+        dx, dgamma, dbeta = instance_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis,
+                                                   use_input_stats=use_input_stats)
+        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        return dx
+
+    def __repr__(self):
+        return (f"InstanceNorm({self.num_features}, axis={self.axis}, affine={self.gamma is not None}, "
+                f"track_running_stats={self.running_mean is not None})")
 
 
 class PReLU(Layer):

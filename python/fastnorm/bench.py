@@ -254,6 +254,58 @@ def _register_layer_norm():
 _register_layer_norm()
 
 
+def _register_group_and_instance_norm():
+    """GroupNorm(32) forward and backward, NCHW and channels-last, and InstanceNorm forward, on baselines.md's
+    shapes (traffic counted as for batch norm)."""
+    for dims in [(32, 64, 56, 56), (64, 256, 14, 14)]:
+        n_, c_, h_, w_ = dims
+        for layout in ("nchw", "nhwc"):
+            shape = dims if layout == "nchw" else (n_, h_, w_, c_)
+            axis = 1 if layout == "nchw" else -1
+            label = f"{layout} {'x'.join(map(str, dims))}"
+
+            def setup(n, rng, shape=shape, c=c_, axis=axis):
+                x = rng.standard_normal(shape).astype(np.float32)
+                gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+                beta = rng.standard_normal(c).astype(np.float32)
+                _, mean, rstd = fastnorm.group_norm(x, 32, gamma, beta, axis=axis, return_stats=True)
+                return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
+                        "mean": mean, "rstd": rstd}
+
+            def perm(v, layout=layout):
+                return v.permute(0, 3, 1, 2) if layout == "nhwc" else v
+
+            def torch_gn_fwd(t, o, perm=perm):
+                import torch
+                return torch.nn.functional.group_norm(perm(t["x"]), 32, t["gamma"], t["beta"], 1e-5)
+
+            def torch_gn_bwd(t, o, perm=perm, dims=dims):
+                import torch
+                n, c, h, w = dims
+                return torch.ops.aten.native_group_norm_backward(
+                    perm(t["dy"]), perm(t["x"]), t["mean"].float(), t["rstd"].float(), t["gamma"], n, c, h * w, 32,
+                    [True, True, True])
+
+            def torch_in_fwd(t, o, perm=perm):
+                import torch
+                return torch.nn.functional.instance_norm(perm(t["x"]), eps=1e-5)
+
+            register(Case(f"group_norm fwd {label}", setup,
+                          lambda i, o, axis=axis: fastnorm.group_norm(i["x"], 32, i["gamma"], i["beta"], axis=axis,
+                                                                      out=o),
+                          8, torch=torch_gn_fwd, tags=("normalization",), shape=shape))
+            register(Case(f"group_norm bwd {label}", setup,
+                          lambda i, o, axis=axis: fastnorm.group_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"],
+                                                                               32, i["gamma"], axis=axis, out=o),
+                          12, torch=torch_gn_bwd, tags=("normalization",), shape=shape))
+            register(Case(f"instance_norm fwd {label}", setup,
+                          lambda i, o, axis=axis: fastnorm.instance_norm(i["x"], axis=axis, out=o),
+                          8, torch=torch_in_fwd, tags=("normalization",), shape=shape))
+
+
+_register_group_and_instance_norm()
+
+
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 def _median_time(fn, repeats: int) -> float:

@@ -159,56 +159,61 @@ def _register_moments():
 _register_moments()
 
 
+def _image_layouts():
+    """baselines.md's image shapes, NCHW and channels-last: (dims as NCHW, layout, shape, channel axis, label)."""
+    for dims in [(32, 64, 56, 56), (64, 256, 14, 14)]:
+        n, c, h, w = dims
+        for layout in ("nchw", "nhwc"):
+            shape = dims if layout == "nchw" else (n, h, w, c)
+            yield dims, layout, shape, 1 if layout == "nchw" else -1, f"{layout} {'x'.join(map(str, dims))}"
+
+
 def _register_batch_norm():
     """Training-mode batch norm with running statistics, forward and backward, NCHW and channels-last, on
     baselines.md's shapes.  Compulsory traffic: forward reads x and writes y (8 bytes per float32), backward
     reads dy and x and writes dx (12); a two-pass design (statistics, then apply) moves 12 and 20."""
-    for dims in [(32, 64, 56, 56), (64, 256, 14, 14)]:
-        n_, c_, h_, w_ = dims
-        for layout in ("nchw", "nhwc"):
-            shape = dims if layout == "nchw" else (n_, h_, w_, c_)
-            axis = 1 if layout == "nchw" else -1
-            label = f"{layout} {'x'.join(map(str, dims))}"
+    for dims, layout, shape, axis, label in _image_layouts():
+        c_ = dims[1]
 
-            def setup(n, rng, shape=shape, c=c_, layout=layout):
-                x = rng.standard_normal(shape).astype(np.float32)
-                gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
-                beta = rng.standard_normal(c).astype(np.float32)
-                y, mean, rstd = fastnorm.batch_norm(x, gamma, beta, axis=-1 if layout == "nhwc" else 1,
-                                                    return_stats=True)
-                return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
-                        "mean": mean, "rstd": rstd, "rm": np.zeros(c, np.float32), "rv": np.ones(c, np.float32)}
+        def setup(n, rng, shape=shape, c=c_, layout=layout):
+            x = rng.standard_normal(shape).astype(np.float32)
+            gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+            beta = rng.standard_normal(c).astype(np.float32)
+            y, mean, rstd = fastnorm.batch_norm(x, gamma, beta, axis=-1 if layout == "nhwc" else 1,
+                                                return_stats=True)
+            return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
+                    "mean": mean, "rstd": rstd, "rm": np.zeros(c, np.float32), "rv": np.ones(c, np.float32)}
 
-            def fwd(i, o, axis=axis):
-                return fastnorm.batch_norm(i["x"], i["gamma"], i["beta"], axis=axis, running_mean=i["rm"],
-                                           running_var=i["rv"], out=o)
+        def fwd(i, o, axis=axis):
+            return fastnorm.batch_norm(i["x"], i["gamma"], i["beta"], axis=axis, running_mean=i["rm"],
+                                       running_var=i["rv"], out=o)
 
-            def bwd(i, o, axis=axis):
-                return fastnorm.batch_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"], axis=axis,
-                                                    out=o)
+        def bwd(i, o, axis=axis):
+            return fastnorm.batch_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"], axis=axis,
+                                                out=o)
 
-            def torch_fwd(t, o, layout=layout):
-                import torch
-                x = t["x"].permute(0, 3, 1, 2) if layout == "nhwc" else t["x"]  # channels-last NCHW view
-                return torch.nn.functional.batch_norm(x, t["rm"], t["rv"], t["gamma"], t["beta"], training=True)
+        def torch_fwd(t, o, layout=layout):
+            import torch
+            x = t["x"].permute(0, 3, 1, 2) if layout == "nhwc" else t["x"]  # channels-last NCHW view
+            return torch.nn.functional.batch_norm(x, t["rm"], t["rv"], t["gamma"], t["beta"], training=True)
 
-            def torch_bwd(t, o, layout=layout):
-                import torch
-                perm = (lambda v: v.permute(0, 3, 1, 2)) if layout == "nhwc" else (lambda v: v)
-                return torch.ops.aten.native_batch_norm_backward(
-                    perm(t["dy"]), perm(t["x"]), t["gamma"], t["rm"], t["rv"], t["mean"].float(),
-                    t["rstd"].float(), True, 1e-5, [True, True, True])
+        def torch_bwd(t, o, layout=layout):
+            import torch
+            perm = (lambda v: v.permute(0, 3, 1, 2)) if layout == "nhwc" else (lambda v: v)
+            return torch.ops.aten.native_batch_norm_backward(
+                perm(t["dy"]), perm(t["x"]), t["gamma"], t["rm"], t["rv"], t["mean"].float(),
+                t["rstd"].float(), True, 1e-5, [True, True, True])
 
-            def numpy_fwd(i, o, axis=axis):
-                x = i["x"]
-                red = tuple(k for k in range(4) if k != axis % 4)
-                m, v = x.mean(axis=red, keepdims=True), x.var(axis=red, keepdims=True)
-                return (x - m) / np.sqrt(v + 1e-5)
+        def numpy_fwd(i, o, axis=axis):
+            x = i["x"]
+            red = tuple(k for k in range(4) if k != axis % 4)
+            m, v = x.mean(axis=red, keepdims=True), x.var(axis=red, keepdims=True)
+            return (x - m) / np.sqrt(v + 1e-5)
 
-            register(Case(f"batch_norm fwd {label}", setup, fwd, 8, numpy=numpy_fwd, torch=torch_fwd,
-                          tags=("normalization",), shape=shape))
-            register(Case(f"batch_norm bwd {label}", setup, bwd, 12, torch=torch_bwd, tags=("normalization",),
-                          shape=shape))
+        register(Case(f"batch_norm fwd {label}", setup, fwd, 8, numpy=numpy_fwd, torch=torch_fwd,
+                      tags=("normalization",), shape=shape))
+        register(Case(f"batch_norm bwd {label}", setup, bwd, 12, torch=torch_bwd, tags=("normalization",),
+                      shape=shape))
 
 
 _register_batch_norm()
@@ -257,50 +262,46 @@ _register_layer_norm()
 def _register_group_and_instance_norm():
     """GroupNorm(32) forward and backward, NCHW and channels-last, and InstanceNorm forward, on baselines.md's
     shapes (traffic counted as for batch norm)."""
-    for dims in [(32, 64, 56, 56), (64, 256, 14, 14)]:
-        n_, c_, h_, w_ = dims
-        for layout in ("nchw", "nhwc"):
-            shape = dims if layout == "nchw" else (n_, h_, w_, c_)
-            axis = 1 if layout == "nchw" else -1
-            label = f"{layout} {'x'.join(map(str, dims))}"
+    for dims, layout, shape, axis, label in _image_layouts():
+        c_ = dims[1]
 
-            def setup(n, rng, shape=shape, c=c_, axis=axis):
-                x = rng.standard_normal(shape).astype(np.float32)
-                gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
-                beta = rng.standard_normal(c).astype(np.float32)
-                _, mean, rstd = fastnorm.group_norm(x, 32, gamma, beta, axis=axis, return_stats=True)
-                return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
-                        "mean": mean, "rstd": rstd}
+        def setup(n, rng, shape=shape, c=c_, axis=axis):
+            x = rng.standard_normal(shape).astype(np.float32)
+            gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+            beta = rng.standard_normal(c).astype(np.float32)
+            _, mean, rstd = fastnorm.group_norm(x, 32, gamma, beta, axis=axis, return_stats=True)
+            return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
+                    "mean": mean, "rstd": rstd}
 
-            def perm(v, layout=layout):
-                return v.permute(0, 3, 1, 2) if layout == "nhwc" else v
+        def perm(v, layout=layout):
+            return v.permute(0, 3, 1, 2) if layout == "nhwc" else v
 
-            def torch_gn_fwd(t, o, perm=perm):
-                import torch
-                return torch.nn.functional.group_norm(perm(t["x"]), 32, t["gamma"], t["beta"], 1e-5)
+        def torch_gn_fwd(t, o, perm=perm):
+            import torch
+            return torch.nn.functional.group_norm(perm(t["x"]), 32, t["gamma"], t["beta"], 1e-5)
 
-            def torch_gn_bwd(t, o, perm=perm, dims=dims):
-                import torch
-                n, c, h, w = dims
-                return torch.ops.aten.native_group_norm_backward(
-                    perm(t["dy"]), perm(t["x"]), t["mean"].float(), t["rstd"].float(), t["gamma"], n, c, h * w, 32,
-                    [True, True, True])
+        def torch_gn_bwd(t, o, perm=perm, dims=dims):
+            import torch
+            n, c, h, w = dims
+            return torch.ops.aten.native_group_norm_backward(
+                perm(t["dy"]), perm(t["x"]), t["mean"].float(), t["rstd"].float(), t["gamma"], n, c, h * w, 32,
+                [True, True, True])
 
-            def torch_in_fwd(t, o, perm=perm):
-                import torch
-                return torch.nn.functional.instance_norm(perm(t["x"]), eps=1e-5)
+        def torch_in_fwd(t, o, perm=perm):
+            import torch
+            return torch.nn.functional.instance_norm(perm(t["x"]), eps=1e-5)
 
-            register(Case(f"group_norm fwd {label}", setup,
-                          lambda i, o, axis=axis: fastnorm.group_norm(i["x"], 32, i["gamma"], i["beta"], axis=axis,
-                                                                      out=o),
-                          8, torch=torch_gn_fwd, tags=("normalization",), shape=shape))
-            register(Case(f"group_norm bwd {label}", setup,
-                          lambda i, o, axis=axis: fastnorm.group_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"],
-                                                                               32, i["gamma"], axis=axis, out=o),
-                          12, torch=torch_gn_bwd, tags=("normalization",), shape=shape))
-            register(Case(f"instance_norm fwd {label}", setup,
-                          lambda i, o, axis=axis: fastnorm.instance_norm(i["x"], axis=axis, out=o),
-                          8, torch=torch_in_fwd, tags=("normalization",), shape=shape))
+        register(Case(f"group_norm fwd {label}", setup,
+                      lambda i, o, axis=axis: fastnorm.group_norm(i["x"], 32, i["gamma"], i["beta"], axis=axis,
+                                                                  out=o),
+                      8, torch=torch_gn_fwd, tags=("normalization",), shape=shape))
+        register(Case(f"group_norm bwd {label}", setup,
+                      lambda i, o, axis=axis: fastnorm.group_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"],
+                                                                           32, i["gamma"], axis=axis, out=o),
+                      12, torch=torch_gn_bwd, tags=("normalization",), shape=shape))
+        register(Case(f"instance_norm fwd {label}", setup,
+                      lambda i, o, axis=axis: fastnorm.instance_norm(i["x"], axis=axis, out=o),
+                      8, torch=torch_in_fwd, tags=("normalization",), shape=shape))
 
 
 _register_group_and_instance_norm()

@@ -54,6 +54,10 @@ class Layer:
                 raise ValueError(f"state: {n} has shape {value.shape}, expected {current.shape}")
             current[...] = value
 
+    def _set_affine_grads(self, dgamma, dbeta=None):
+        """Keeps the parameter gradients of a normalization layer (none without affine parameters)."""
+        self.grads = {} if self.gamma is None else {"gamma": dgamma, **({} if dbeta is None else {"beta": dbeta})}
+
     def _need_saved(self):
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
@@ -94,7 +98,7 @@ class BatchNorm(Layer):
     def backward(self, dy):
         x, mean, rstd, training = self._need_saved()
         dx, dgamma, dbeta = batch_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis, training=training)
-        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        self._set_affine_grads(dgamma, dbeta)
         return dx
 
     def __repr__(self):
@@ -127,7 +131,7 @@ class LayerNorm(Layer):
     def backward(self, dy):
         x, mean, rstd = self._need_saved()
         dx, dgamma, dbeta = layer_norm_backward(dy, x, mean, rstd, self.gamma, axis=self._axis())
-        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        self._set_affine_grads(dgamma, dbeta)
         return dx
 
     def __repr__(self):
@@ -158,7 +162,7 @@ class RMSNorm(Layer):
     def backward(self, dy):
         x, rstd = self._need_saved()
         dx, dgamma = rms_norm_backward(dy, x, rstd, self.gamma, axis=self._axis())
-        self.grads = {} if self.gamma is None else {"gamma": dgamma}
+        self._set_affine_grads(dgamma)
         return dx
 
     def __repr__(self):
@@ -188,7 +192,7 @@ class GroupNorm(Layer):
     def backward(self, dy):
         x, mean, rstd = self._need_saved()
         dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.gamma, axis=self.axis)
-        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        self._set_affine_grads(dgamma, dbeta)
         return dx
 
     def __repr__(self):
@@ -224,7 +228,7 @@ class InstanceNorm(Layer):
         x, mean, rstd, use_input_stats = self._need_saved()
         dx, dgamma, dbeta = instance_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis,
                                                    use_input_stats=use_input_stats)
-        self.grads = {} if self.gamma is None else {"gamma": dgamma, "beta": dbeta}
+        self._set_affine_grads(dgamma, dbeta)
         return dx
 
     def __repr__(self):

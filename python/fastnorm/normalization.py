@@ -51,6 +51,28 @@ def _running(value, name: str, channels: int):
     return value
 
 
+def _running_pair(running_mean, running_var, channels: int):
+    rm, rv = _running(running_mean, "running_mean", channels), _running(running_var, "running_var", channels)
+    if (rm is None) != (rv is None):
+        raise ValueError("running_mean: give running_mean and running_var together")
+    return rm, rv
+
+
+def _momentum(momentum, allow_none: bool):
+    if momentum is None and allow_none:
+        return None
+    m = float(momentum)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum: expected a number in [0, 1]{' or None' if allow_none else ''}, got {m}")
+    return m
+
+
+def _update_running(rm, rv, factor: float, batch_mean, batch_var) -> None:
+    """new = (1 - factor) old + factor batch, in place (PyTorch's convention), computed in float64."""
+    rm[...] = (1 - factor) * rm.astype(np.float64) + factor * batch_mean
+    rv[...] = (1 - factor) * rv.astype(np.float64) + factor * batch_var
+
+
 def _eps(eps) -> float:
     try:
         e = float(eps)
@@ -115,13 +137,8 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     A, C, B = _layout(x.shape, axis)
     eps = _eps(eps)
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
-    rm, rv = _running(running_mean, "running_mean", C), _running(running_var, "running_var", C)
-    if (rm is None) != (rv is None):
-        raise ValueError("running_mean: give running_mean and running_var together")
-    if momentum is not None:
-        momentum = float(momentum)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum: expected a number in [0, 1] or None, got {momentum}")
+    rm, rv = _running_pair(running_mean, running_var, C)
+    momentum = _momentum(momentum, allow_none=True)
     if num_batches_tracked is not None and not (isinstance(num_batches_tracked, np.ndarray)
                                                 and num_batches_tracked.shape == ()
                                                 and num_batches_tracked.dtype.kind in "iu"):
@@ -145,9 +162,7 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
             if num_batches_tracked is not None:
                 num_batches_tracked += 1
             factor = momentum if momentum is not None else 1.0 / int(num_batches_tracked)
-            batch_var = m2 / (count - 1) if running_var_unbiased else var
-            rm[...] = (1 - factor) * rm.astype(np.float64) + factor * mean
-            rv[...] = (1 - factor) * rv.astype(np.float64) + factor * batch_var
+            _update_running(rm, rv, factor, mean, m2 / (count - 1) if running_var_unbiased else var)
     else:
         if rm is None:
             raise ValueError("running_mean: test mode (training=False) needs running_mean and running_var")
@@ -268,9 +283,7 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     threads = resolve(num_threads)
     xb = as_buffer(x, compute)
     mean, m2 = np.empty(M), np.empty(M)
-    _C.channel_moments(xb.reshape(-1), 1, M, D, mean, m2, threads)
-    if D == 0:
-        mean[:] = 0.0
+    _C.channel_moments(xb.reshape(-1), 1, M, D, mean, m2, threads)  # rows of no values: mean = m2 = 0
     if centered:
         var = m2 / max(D, 1)
     else:  # mean of squares = variance + mean^2, no cancellation
@@ -520,13 +533,9 @@ def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, run
                           running_var=running_var, eps=eps, return_stats=return_stats, out=out,
                           num_threads=num_threads)
     N, P, C, Q, _ = _group_layout(x.shape, 1, axis)
-    rm, rv = _running(running_mean, "running_mean", C), _running(running_var, "running_var", C)
-    if (rm is None) != (rv is None):
-        raise ValueError("running_mean: give running_mean and running_var together")
+    rm, rv = _running_pair(running_mean, running_var, C)
     if rm is not None:
-        momentum = float(momentum)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
+        momentum = _momentum(momentum, allow_none=False)
     y, mean, rstd = group_norm(x, C, gamma, beta, axis=axis, eps=eps, return_stats=True, out=out,
                                num_threads=num_threads)
     if rm is not None:
@@ -534,8 +543,7 @@ def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, run
         if count <= 1:
             raise ValueError("x: running statistics need more than one value per instance")
         var_unbiased = (1.0 / rstd ** 2 - eps) * count / (count - 1)
-        rm[...] = (1 - momentum) * rm.astype(np.float64) + momentum * mean.mean(axis=0)
-        rv[...] = (1 - momentum) * rv.astype(np.float64) + momentum * var_unbiased.mean(axis=0)
+        _update_running(rm, rv, momentum, mean.mean(axis=0), var_unbiased.mean(axis=0))
     return (y, mean, rstd) if return_stats else y
 
 

@@ -34,3 +34,11 @@ def central_difference(f, x, h=1e-6):
     """Elementwise derivative of an elementwise f by central differences, in float64."""
     x = np.asarray(x, dtype=np.float64)
     return (f(x + h) - f(x - h)) / (2 * h)
+
+
+def numeric_partial(loss, arr, index, h=1e-6):
+    """d loss / d arr[index] by central differences, in float64; arr itself is not modified."""
+    plus, minus = np.array(arr, dtype=np.float64), np.array(arr, dtype=np.float64)
+    plus[index] += h
+    minus[index] -= h
+    return (loss(plus) - loss(minus)) / (2 * h)

@@ -22,7 +22,7 @@ from helpers import call_backward, call_forward
 BOUNDS = {
     "sigmoid": (2.5, 2.5, 1, 0.5), "tanh": (2.5, 2.5, 1.5, 2.5), "relu": (0, 0, 0, 0),
     "leaky_relu": (1, 1, 0.01, 0),  # the slope 0.01 itself rounds in float32
-    "elu": (1, 1, 0.5, 0.5), "selu": (2, 2, 1.5, 1.5), "gelu": (5.5, 4.5, 2, 1.5),
+    "elu": (1, 1, 0.5, 0.5), "selu": (2, 2, 1.5, 1.5), "gelu": (4.5, 3.5, 2, 1.5),
     # gelu_tanh's tails: exp(-2|u|) with u = sqrt(2/pi)(x + 0.044715 x^3) rounded in the working precision has
     # a relative error of about |2u| ulps, the conditioning of the formula itself (the same in any
     # implementation that evaluates u in float32 / float64).  Over |x| <= 4 the error is a few ulps.

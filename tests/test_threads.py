@@ -28,6 +28,35 @@ def test_bitwise_identical_for_any_thread_count(name, dtype, rng):
         assert dx.tobytes() == dxs[0].tobytes()
 
 
+@pytest.fixture
+def stream_threshold():
+    """Sets the size from which outputs are written with streaming stores; restores it afterwards."""
+    old = fastnorm._C.stream_threshold()
+    yield fastnorm._C.set_stream_threshold
+    fastnorm._C.set_stream_threshold(old)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 1, 16])  # output 64-byte aligned or not
+def test_streaming_stores_give_the_same_bits(name, dtype, offset, rng, stream_threshold):
+    kw = ref.ELEMENTWISE[name][2]
+    x = (rng.standard_normal(N) * 4).astype(dtype)
+    dy = rng.standard_normal(N).astype(dtype)
+    results = []
+    for threshold in (-1, 0):
+        stream_threshold(threshold)
+        y = np.empty(N + offset, dtype)[offset:]
+        dx = np.empty(N + offset, dtype)[offset:]
+        call_forward(name, x, kw, out=y, num_threads=2)
+        call_backward(name, dy, x, kw, out=dx, num_threads=2)
+        copied = np.empty(N + offset, dtype)[offset:]
+        fastnorm._C.copy(x, copied, 2)
+        assert copied.tobytes() == x.tobytes()
+        results.append(y.tobytes() + dx.tobytes())
+    assert results[0] == results[1]
+
+
 @pytest.mark.parametrize("shape,axis", [((64, 8, 700), 1), ((20000, 16), -1), ((N,), 0)])
 def test_prelu_and_maxout_bitwise_identical_for_any_thread_count(shape, axis, rng):
     x = rng.standard_normal(shape).astype(np.float32)

@@ -386,6 +386,9 @@ PYBIND11_MODULE(_C, m) {
       if (fastnorm::isa_supported(isa)) out.emplace_back(fastnorm::isa_name(isa));
     return out;
   });
+  m.def("stream_threshold", &fastnorm::stream_threshold,
+        "output size in bytes from which kernels use streaming (non-temporal) stores; negative: never");
+  m.def("set_stream_threshold", &fastnorm::set_stream_threshold, "nbytes"_a);
   m.def("max_threads", &fastnorm::max_threads, "omp_get_max_threads() of the calling thread (1 without OpenMP)");
   m.def("activation_names", [] {
     std::vector<std::string> out;

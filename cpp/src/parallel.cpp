@@ -1,5 +1,10 @@
 #include "fastnorm/parallel.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -23,5 +28,31 @@ int max_threads() {
 }
 
 int resolve_threads(int requested) { return requested > 0 ? requested : max_threads(); }
+
+namespace {
+
+idx threshold_from_environment() {
+  const char* env = std::getenv("FASTNORM_STREAM_BYTES");
+  if (env == nullptr || *env == '\0') return idx(16) << 20;
+  try {
+    std::size_t used = 0;
+    const long long v = std::stoll(env, &used);
+    if (env[used] != '\0') throw std::invalid_argument(env);
+    return static_cast<idx>(v);
+  } catch (const std::exception&) {
+    throw std::invalid_argument(std::string("FASTNORM_STREAM_BYTES must be an integer number of bytes, got '") +
+                                env + "'");
+  }
+}
+
+std::atomic<idx>& threshold() {
+  static std::atomic<idx> value{threshold_from_environment()};
+  return value;
+}
+
+}  // namespace
+
+idx stream_threshold() { return threshold().load(std::memory_order_relaxed); }
+void set_stream_threshold(idx nbytes) { threshold().store(nbytes, std::memory_order_relaxed); }
 
 }  // namespace fastnorm

@@ -21,6 +21,7 @@ def info() -> dict:
         "openmp_version": build["openmp_version"],
         "num_threads": get_num_threads(),
         "omp_max_threads": _C.max_threads(),
+        "stream_threshold_bytes": _C.stream_threshold(),
         "compiler": build["compiler"],
         "flags": build["flags"],
         "numpy": np.__version__,

@@ -23,6 +23,16 @@ int max_threads();
 // `requested` if positive, else max_threads().
 int resolve_threads(int requested);
 
+// Whether a kernel writes an output of `nbytes` with streaming (non-temporal) stores, see blocked.h: outputs of
+// at least stream_threshold() bytes, 16 MiB unless FASTNORM_STREAM_BYTES says otherwise (read at first use; 0
+// streams everything, a negative value nothing).  Below it the output is likely still in cache when it is next read.
+idx stream_threshold();
+void set_stream_threshold(idx nbytes);
+inline bool stream_output(idx nbytes) {
+  const idx t = stream_threshold();
+  return t >= 0 && nbytes >= t;
+}
+
 // Calls f(begin, end) for every chunk [c * grain, min(n, (c + 1) * grain)).
 template <class F>
 void parallel_for(idx n, idx grain, int num_threads, const F& f) {

@@ -16,8 +16,8 @@
 // Every activation needs exp only of arguments <= 0 (exp(-|x|), exp(-x^2/2)), which keeps these cheap.
 //   log1p_(u)          u > -1; fdlibm-style log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))), s = f / (2 + f)
 //   tanh_(x)           -e / (e + 2) with e = expm1(-2|x|): relative accuracy near 0 and in the tails
-//   exp_neg_half_sq(x) exp(-x^2 / 2) with x^2 split exactly into high and low parts
-//   normal_cdf(x)      Phi(x) from erfcx (tools/fit_erfcx.py): accurate in the negative tail, where 1 + erf cancels
+//   normal_tail(a)       Phi(-a) and exp(-a^2 / 2) for a >= 0: accurate in the tail, where 1 + erf(x / sqrt2)
+//                        cancels
 #pragma once
 
 #include <cstdint>
@@ -44,8 +44,6 @@ struct float_traits<float> {
   static constexpr float exp_lo = -104.0f;  // exp underflows to 0 below this (half the smallest denormal)
   static constexpr int scale_offset = 24;   // n in [-150, 0]: 2^(n + 24) is normal
   static constexpr float expm1_lo = -18.0f;  // expm1(x) rounds to -1 below this
-  static constexpr float erfcx_zmax = 10.5f;  // erfc(z) underflows beyond
-  static constexpr float half_sq_max = 15.0f;  // exp(-x^2 / 2) underflows beyond
   static constexpr U split_mask = 0xfffff000u;  // keeps 12 significant bits: hi * hi is exact
 };
 
@@ -61,8 +59,6 @@ struct float_traits<double> {
   static constexpr double exp_lo = -746.0;
   static constexpr int scale_offset = 55;  // n in [-1077, 0]: 2^(n + 55) is normal
   static constexpr double expm1_lo = -40.0;
-  static constexpr double erfcx_zmax = 27.5;
-  static constexpr double half_sq_max = 39.0;
   static constexpr U split_mask = 0xfffffffff8000000ull;  // 26 significant bits
 };
 
@@ -174,12 +170,17 @@ struct ExpParts {
 
 // exp(x + tail) for x <= 0 and a small |tail| (<= 0.06) that is added to the reduced argument, so that it is not
 // lost to rounding x + tail (exp(-x^2 / 2) keeps the low part of x^2 this way).
+// exp_lo <= x <= 0 (or NaN).
+template <class T>
+FASTNORM_INLINE ExpParts<T> exp_nonpositive_in_range(T x, T tail = T(0)) {
+  const Reduced<T> red = reduce_ln2(x);
+  return {expm1_reduced(red.r + tail) + T(1), pow2i<T>(red.n + float_traits<T>::scale_offset)};
+}
+
 template <class T>
 FASTNORM_INLINE ExpParts<T> exp_nonpositive(T x, T tail = T(0)) {
   using F = float_traits<T>;
-  x = x < T(F::exp_lo) ? T(F::exp_lo) : x;  // NaN stays NaN
-  const Reduced<T> red = reduce_ln2(x);
-  return {expm1_reduced(red.r + tail) + T(1), pow2i<T>(red.n + F::scale_offset)};
+  return exp_nonpositive_in_range(x < T(F::exp_lo) ? T(F::exp_lo) : x, tail);  // NaN stays NaN
 }
 
 // expm1(x) for x <= 0 (and NaN): 2^n expm1(r) + (2^n - 1), with 2^n normal since x >= expm1_lo.
@@ -262,69 +263,70 @@ FASTNORM_INLINE T sigmoid_(T x) {
   return (x >= T(0) ? T(1) : e) / (T(1) + e);
 }
 
-// exp(-x^2 / 2), with x^2 = hi^2 + lo (x + hi) split so that the tail keeps full relative accuracy (rounding x^2
-// would cost |x|^2 ulps).  hi keeps half the significand, so -hi^2 / 2 is exact, and the rest, -lo (x + hi) / 2,
-// is at most x^2 2^-12 (float) or x^2 2^-26 (double): small enough to join the reduced argument of exp.  Beyond
-// half_sq_max the result is 0 (m = 0), which also keeps inf - inf out.  (x is split as it comes: GCC turns a bit
-// mask on a clamped value into a 20x slower loop.)
+// The standard normal distribution's lower tail Phi(-a) = erfc(a / sqrt2) / 2 and exp(-a^2 / 2), for
+// 0 <= a <= normal_tail_max (NaN propagates), from one exp and one division:
+//   exp(-a^2 / 2): a^2 = hi^2 + lo (a + hi), with hi keeping half the significand so that -hi^2 / 2 is exact; the
+//     rest, at most a^2 2^-12 (float) or a^2 2^-26 (double), joins the reduced argument of exp.  (Rounding a^2
+//     would cost up to a^2 ulps in the tail.)
+//   Phi(-a) = M(a) exp(-a^2 / 2), with the Mills ratio M(a) = h(t) / (a + c), t = (a - c) / (a + c), c = 2 sqrt2,
+//     and h a polynomial fitted by tools/fit_normal_tail.py (relative error 2e-8 for float, 6e-18 for double).
+// normal_tail_max is as far as these need no clamping (a^2 / 2 <= -exp_lo), and far enough that a Phi(-a) rounds
+// to zero there: callers clamp |x| to it and get the tail's limit for free.
 template <class T>
-FASTNORM_INLINE ExpParts<T> exp_neg_half_sq(T x) {
-  using F = float_traits<T>;
-  using I = typename F::I;
-  const T hi = bit_cast<T>(static_cast<I>(bit_cast<typename F::U>(x) & F::split_mask));
-  const T lo = x - hi;
-  ExpParts<T> e = exp_nonpositive(T(-0.5) * hi * hi, T(-0.5) * lo * (x + hi));
-  e.m = abs_(x) > F::half_sq_max ? T(0) : e.m;  // NaN stays NaN
-  return e;
+struct normal_tail_traits;
+template <>
+struct normal_tail_traits<float> {
+  static constexpr float max = 14.375f;  // 14.375^2 / 2 = 103.3 <= 104;  14.375 Phi(-14.375) = 0.76 * 2^-150
+};
+template <>
+struct normal_tail_traits<double> {
+  static constexpr double max = 38.6;  // 38.6^2 / 2 = 745.0 <= 746;  38.6 Phi(-38.6) = 0.46 * 2^-1075
+};
+
+FASTNORM_INLINE float mills_poly(float t) {
+  return horner(t, -5.0625974938596293138e-5f, -3.9747876572219564865e-4f, -4.99865592447542649e-4f,
+                2.1749591227278229653e-3f, 4.5471877884285425101e-3f, -1.5212228872784141175e-2f,
+                -2.5763803572970849379e-2f, 1.9761698076418607423e-1f, -4.8589616196421092076e-1f,
+                7.223680520420754756e-1f);
 }
 
-// erfcx(z) = exp(z^2) erfc(z) for z >= 0: g(t) / (z + 2) with t = (z - 2) / (z + 2) and g a polynomial fitted by
-// tools/fit_erfcx.py (relative error below 3e-8 for float, 1e-17 for double before rounding).
-FASTNORM_INLINE float erfcx_poly(float t) {
-  return horner(t, -6.8209954244139870018e-5f, -5.5553573148503201382e-4f, -7.0624784348904622049e-4f,
-                3.0709585460634681715e-3f, 6.4289350367919156585e-3f, -2.1512243126456761306e-2f,
-                -3.6435082642537055852e-2f, 2.7947253889527302689e-1f, -6.8716096548368040792e-1f,
-                1.0215826970071154151f);
+FASTNORM_INLINE double mills_poly(double t) {
+  return horner(t, -1.3504014819492823924e-9, -6.3372702449768010701e-9, -4.8754005668028414498e-9,
+                2.7092622773545437419e-8, 6.8885988380884260375e-8, 1.2242245872818562201e-8,
+                -2.1574011700840460636e-7, -4.1304093033503955974e-7, -1.0177743992682720516e-8,
+                1.4189187445917657725e-6, 2.5828147523072479286e-6, -7.9652756470563700922e-7,
+                -1.1401418504210140969e-5, -1.5341522150137518406e-5, 2.4147427381878772809e-5,
+                1.0215626131530150848e-4, 2.4304199345975246006e-5, -4.6886377532513196087e-4,
+                -5.9205771662819444957e-4, 2.1853927453741867684e-3, 4.5814756975973514462e-3,
+                -1.5210334889880153696e-2, -2.57685490200753902e-2, 1.9761661179878099746e-1,
+                -4.8589597971379466671e-1, 7.2236805841953241604e-1);
 }
 
-FASTNORM_INLINE double erfcx_poly(double t) {
-  return horner(t, -1.8948410160437265794e-9, -8.9268280748869920956e-9, -6.9338089739580266446e-9,
-                3.8169194348989547591e-8, 9.7435833551697304657e-8, 1.7572700334603502636e-8,
-                -3.0504539533984833003e-7, -5.8439137511106851584e-7, -1.449611110950906834e-8,
-                2.0068215106396426417e-6, 3.6527343223358687276e-6, -1.1265293376194554388e-6,
-                -1.6124079842743412281e-5, -2.1696169934004229778e-5, 3.4149630893383208979e-5,
-                1.4447076697087366549e-4, 3.4371326192690476069e-5, -6.6307350962270814017e-4,
-                -8.3729605232503973053e-4, 3.0906120595991910281e-3, 6.4791850672104049239e-3,
-                -2.1510661889504601929e-2, -3.644223150686614169e-2, 2.7947209255605507558e-1,
-                -6.871606844138106837e-1, 1.0215827052420229745);
-}
-
-// erfcx(z) for z >= 0 (beyond zmax, where erfc(z) underflows, the value at zmax).
+// Both scaled by 1 / s2 (see ExpParts): multiply by ExpParts<T>::s2 last, so that products with them round once.
 template <class T>
-FASTNORM_INLINE T erfcx_(T z) {
-  z = z > T(float_traits<T>::erfcx_zmax) ? T(float_traits<T>::erfcx_zmax) : z;
-  const T inv_d = T(1) / (z + T(2));
-  return erfcx_poly((z - T(2)) * inv_d) * inv_d;
-}
-
-// The standard normal CDF Phi(x) and density phi(x) from one exp: the GELU's building blocks.  Flat, like Logistic.
-template <class T>
-struct Normal {
-  T tail_s;  // Phi(-|x|) / s2 = erfcx(|x| / sqrt2) / 2 * m * s1: the tail before its last scaling (ExpParts)
-  T cdf;     // Phi(x)
-  T pdf;     // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-  // a * Phi(x) for the x this was computed from, rounded once in the tail, where Phi(x) alone may be denormal;
-  // a must be finite
-  FASTNORM_INLINE T cdf_times(T a, T x) const { return x < T(0) ? (a * tail_s) * ExpParts<T>::s2 : a * cdf; }
+struct NormalTail {
+  T e_s;     // exp(-a^2 / 2) / s2
+  T tail_s;  // Phi(-a) / s2
 };
 
 template <class T>
-FASTNORM_INLINE Normal<T> normal(T x) {
-  const ExpParts<T> e = exp_neg_half_sq(x);
-  // Phi(-|x|) = erfc(|x| / sqrt2) / 2 = erfcx(|x| / sqrt2) exp(-x^2 / 2) / 2: small, and accurate when small.
-  const T tail_s = T(0.5) * erfcx_(abs_(x) * T(0.70710678118654752440)) * e.m * e.s1;
-  const T tail = tail_s * ExpParts<T>::s2;
-  return {tail_s, x < T(0) ? tail : T(1) - tail, e.value() * T(0.39894228040143267794)};
+FASTNORM_INLINE NormalTail<T> normal_tail(T a) {
+  using F = float_traits<T>;
+  using I = typename F::I;
+  constexpr T c = T(2.8284271247461900976);
+  const T hi = bit_cast<T>(static_cast<I>(bit_cast<typename F::U>(a) & F::split_mask));
+  const T lo = a - hi;
+  const ExpParts<T> e = exp_nonpositive_in_range(T(-0.5) * hi * hi, T(-0.5) * lo * (a + hi));
+  const T inv = T(1) / (a + c);
+  const T e_s = e.m * e.s1;
+  return {e_s, (mills_poly((a - c) * inv) * inv) * e_s};
+}
+
+// |x| clamped to normal_tail_max (NaN passes).
+template <class T>
+FASTNORM_INLINE T normal_tail_arg(T x) {
+  const T a = abs_(x);
+  return a > normal_tail_traits<T>::max ? normal_tail_traits<T>::max : a;
 }
 
 }  // namespace math

@@ -242,8 +242,8 @@ template <class Op>
 struct compute_bound<Op, std::void_t<decltype(Op::compute_bound)>> : std::bool_constant<Op::compute_bound> {};
 
 template <class Op>
-bool streams(idx n, idx element_size) {
-  return !compute_bound<Op>::value && stream_output(n * element_size);
+bool streams(idx n, idx element_size, bool fresh_output) {
+  return !compute_bound<Op>::value && !fresh_output && stream_output(n * element_size);
 }
 
 template <class Op, class = void>
@@ -429,22 +429,23 @@ bool activation_has_output_backward(Activation op) {
 }
 
 template <class T>
-void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams p, int num_threads) {
+void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams p, int num_threads,
+                        bool fresh_output) {
   const Params<T> tp = to_params<T>(p);
   visit(op, [&](auto o) {
     using Body = ForwardBody<decltype(o), T>;
-    const bool stream = streams<decltype(o)>(n, sizeof(T));
+    const bool stream = streams<decltype(o)>(n, sizeof(T), fresh_output);
     parallel_for_aligned(y, n, num_threads, [&](idx b, idx e) { isa_call<Body>(x + b, y + b, e - b, tp, stream); });
   });
 }
 
 template <class T>
 void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, ActivationParams p,
-                         bool from_output, int num_threads) {
+                         bool from_output, int num_threads, bool fresh_output) {
   const Params<T> tp = to_params<T>(p);
   visit(op, [&](auto o) {
     using Op = decltype(o);
-    const bool stream = streams<Op>(n, sizeof(T));
+    const bool stream = streams<Op>(n, sizeof(T), fresh_output);
     if (!from_output) {
       parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
         isa_call<BackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp, stream);
@@ -523,8 +524,9 @@ void maxout_backward(const T* dy, const T* x, T* dx, idx outer, idx groups, idx 
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                 \
-  template void activation_forward<T>(Activation, const T*, T*, idx, ActivationParams, int);                  \
-  template void activation_backward<T>(Activation, const T*, const T*, T*, idx, ActivationParams, bool, int); \
+  template void activation_forward<T>(Activation, const T*, T*, idx, ActivationParams, int, bool);            \
+  template void activation_backward<T>(Activation, const T*, const T*, T*, idx, ActivationParams, bool, int,  \
+                                       bool);                                                                 \
   template void prelu_forward<T>(const T*, const T*, T*, idx, idx, idx, int);                                  \
   template void prelu_backward<T>(const T*, const T*, const T*, T*, double*, idx, idx, idx, int);              \
   template void maxout_forward<T>(const T*, T*, idx, idx, idx, idx, int);                                      \

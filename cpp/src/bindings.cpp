@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -15,6 +17,7 @@
 #include "fastnorm/layer_norm.h"
 #include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
+#include "fastnorm/random.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -74,7 +77,8 @@ T* mptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
-void activation_forward(int op, const py::array& x, py::array& out, double a, double b, int num_threads) {
+void activation_forward(int op, const py::array& x, py::array& out, double a, double b, int num_threads,
+                        bool fresh_output) {
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_like(out, "out", dt, x.size());
@@ -85,12 +89,12 @@ void activation_forward(int op, const py::array& x, py::array& out, double a, do
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     py::gil_scoped_release nogil;
-    fastnorm::activation_forward<T>(act, xp, yp, x.size(), {a, b}, num_threads);
+    fastnorm::activation_forward<T>(act, xp, yp, x.size(), {a, b}, num_threads, fresh_output);
   });
 }
 
 void activation_backward(int op, const py::array& dy, const py::array& xy, py::array& out, double a, double b,
-                         bool from_output, int num_threads) {
+                         bool from_output, int num_threads, bool fresh_output) {
   const Dtype dt = dtype_of(dy, "dy");
   check_contiguous(dy, "dy");
   check_like(xy, from_output ? "y" : "x", dt, dy.size());
@@ -105,7 +109,8 @@ void activation_backward(int op, const py::array& dy, const py::array& xy, py::a
     const T* xyp = cptr<T>(xy);
     T* dxp = mptr<T>(out);
     py::gil_scoped_release nogil;
-    fastnorm::activation_backward<T>(act, dyp, xyp, dxp, dy.size(), {a, b}, from_output, num_threads);
+    fastnorm::activation_backward<T>(act, dyp, xyp, dxp, dy.size(), {a, b}, from_output, num_threads,
+                                      fresh_output);
   });
 }
 
@@ -193,6 +198,25 @@ void maxout_backward(const py::array& dy, const py::array& x, py::array& out, id
     py::gil_scoped_release nogil;
     fastnorm::maxout_backward<T>(dyp, xp, dxp, outer, groups, pieces, inner, num_threads);
   });
+}
+
+// Fills out (contiguous float32/float64) from the generator state (key, counter); returns the counter after it.
+std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter, py::array& out,
+                     const fastnorm::SampleParams& p, int num_threads) {
+  if (distribution < 0 || distribution > 2) throw py::value_error("unknown distribution id");
+  const Dtype dt = dtype_of(out, "out");
+  check_contiguous(out, "out");
+  check_writeable(out, "out");
+  const idx n = static_cast<idx>(out.size());
+  std::uint64_t next = 0;
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    T* op = mptr<T>(out);
+    next = counter + static_cast<std::uint64_t>(fastnorm::chunks_for<T>(n)) * fastnorm::kChunkBlocks;
+    py::gil_scoped_release nogil;
+    fastnorm::sample<T>(static_cast<fastnorm::Distribution>(distribution), key, counter, op, n, p, num_threads);
+  });
+  return next;
 }
 
 void copy(const py::array& src, py::array& dst, int num_threads) {
@@ -397,9 +421,9 @@ PYBIND11_MODULE(_C, m) {
   });
 
   m.def("activation_forward", &activation_forward, "op"_a, "x"_a.noconvert(), "out"_a.noconvert(), "a"_a, "b"_a,
-        "num_threads"_a);
+        "num_threads"_a, "fresh_output"_a = false);
   m.def("activation_backward", &activation_backward, "op"_a, "dy"_a.noconvert(), "xy"_a.noconvert(),
-        "out"_a.noconvert(), "a"_a, "b"_a, "from_output"_a, "num_threads"_a);
+        "out"_a.noconvert(), "a"_a, "b"_a, "from_output"_a, "num_threads"_a, "fresh_output"_a = false);
   m.def("prelu_forward", &prelu_forward, "x"_a.noconvert(), "alpha"_a.noconvert(), "out"_a.noconvert(), "outer"_a,
         "channels"_a, "inner"_a, "num_threads"_a);
   m.def("prelu_backward", &prelu_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "alpha"_a.noconvert(),
@@ -422,5 +446,17 @@ PYBIND11_MODULE(_C, m) {
   m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,
         "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.noconvert(), "centered"_a, "dgamma"_a.noconvert(),
         "dbeta"_a.noconvert(), "param_grads"_a, "num_threads"_a);
+  py::class_<fastnorm::SampleParams>(m, "SampleParams")
+      .def(py::init([](double loc, double scale, double low, double high, double a, double b) {
+             return fastnorm::SampleParams{loc, scale, low, high, a, b};
+           }),
+           "loc"_a = 0.0, "scale"_a = 1.0, "low"_a = 0.0, "high"_a = 1.0, "a"_a = -2.0, "b"_a = 2.0);
+  m.def("sample", &sample, "distribution"_a, "key"_a, "counter"_a, "out"_a.noconvert(), "params"_a,
+        "num_threads"_a);
+  m.def("philox4x32_10", [](std::array<std::uint32_t, 4> ctr, std::array<std::uint32_t, 2> key) {
+    std::array<std::uint32_t, 4> out{};
+    fastnorm::philox4x32_10(ctr.data(), key.data(), out.data());
+    return out;
+  });
   m.def("copy", &copy, "src"_a.noconvert(), "dst"_a.noconvert(), "num_threads"_a);
 }

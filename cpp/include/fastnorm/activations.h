@@ -40,13 +40,16 @@ struct ActivationParams {
   double b = 0;
 };
 
+// fresh_output: the output was just allocated (its pages not yet touched).  Large outputs are otherwise written
+// with streaming stores (blocked.h), which cost more than they save on untouched pages.
 template <class T>
-void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams p, int num_threads);
+void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams p, int num_threads,
+                        bool fresh_output = false);
 
 // dx = dy * f'(x); with from_output, `xy` holds y = f(x) instead of x (only where has_output_backward).
 template <class T>
 void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, ActivationParams p,
-                         bool from_output, int num_threads);
+                         bool from_output, int num_threads, bool fresh_output = false);
 
 // PReLU on x viewed as (outer, channels, inner): y = x > 0 ? x : alpha[c] x.
 template <class T>

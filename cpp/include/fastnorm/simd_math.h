@@ -15,6 +15,7 @@
 //   expm1_nonpositive(x) x <= 0: same reduction, 2^n expm1(r) + (2^n - 1): no cancellation near 0
 // Every activation needs exp only of arguments <= 0 (exp(-|x|), exp(-x^2/2)), which keeps these cheap.
 //   log1p_(u)          u > -1; fdlibm-style log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))), s = f / (2 + f)
+//   log_(x)            x > 0 normal: the same core
 //   tanh_(x)           -e / (e + 2) with e = expm1(-2|x|): relative accuracy near 0 and in the tails
 //   normal_tail(a)       Phi(-a) and exp(-a^2 / 2) for a >= 0: accurate in the tail, where 1 + erf(x / sqrt2)
 //                        cancels
@@ -193,19 +194,26 @@ FASTNORM_INLINE T expm1_nonpositive(T x) {
   return s * expm1_reduced(red.r) + (s - T(1));
 }
 
-// log(1 + u) for u >= -1 (NaN below, -inf at -1, inf at inf).
+// m = 2^k (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), k read from the exponent bits (m positive and normal).
 template <class T>
-FASTNORM_INLINE T log1p_(T u) {
+struct LogReduced {
+  T f, k;
+};
+
+template <class T>
+FASTNORM_INLINE LogReduced<T> reduce_log(T m) {
   using F = float_traits<T>;
   using I = typename F::I;
-  const T m = T(1) + u;
-  // k such that m / 2^k lies in [sqrt(1/2), sqrt(2)), read from the exponent bits.
+  using U = typename F::U;
   const I offset = bit_cast<I>(m) - bit_cast<I>(T(0.70710678118654752440));
   const I k = shift_right_floor(offset, F::mantissa_bits);
-  using U = typename F::U;
   const T f = bit_cast<T>(bit_cast<I>(m) - static_cast<I>(static_cast<U>(k) << F::mantissa_bits)) - T(1);
-  // m rounds 1 + u; c = (u - (m - 1)) / m restores what the rounding lost.
-  const T c = (u - (m - T(1))) / m;
+  return {f, static_cast<T>(k)};
+}
+
+// log(1 + f) for 1 + f in [sqrt(1/2), sqrt(2)), fdlibm's arrangement f - (f^2/2 - s (f^2/2 + R)), s = f / (2 + f).
+template <class T>
+FASTNORM_INLINE T log1p_reduced(T f) {
   const T s = f / (T(2) + f);
   const T z = s * s;
   // R = 2/3 z + 2/5 z^2 + ...: the series of log((1 + s) / (1 - s)) = 2s + s R, truncated below 1e-9 (float)
@@ -218,12 +226,29 @@ FASTNORM_INLINE T log1p_(T u) {
                    T(2.0 / 9), T(2.0 / 7), T(2.0 / 5), T(2.0 / 3));
   }
   const T hfsq = T(0.5) * f * f;
-  const T kf = static_cast<T>(k);
-  const T log1pf = f - (hfsq - s * (hfsq + R));
-  T result = kf * F::ln2_hi + (log1pf + (c + kf * F::ln2_lo));
+  return f - (hfsq - s * (hfsq + R));
+}
+
+// log(1 + u) for u >= -1 (NaN below, -inf at -1, inf at inf).
+template <class T>
+FASTNORM_INLINE T log1p_(T u) {
+  using F = float_traits<T>;
+  const T m = T(1) + u;
+  const LogReduced<T> r = reduce_log(m);
+  // m rounds 1 + u; c = (u - (m - 1)) / m restores what the rounding lost.
+  const T c = (u - (m - T(1))) / m;
+  T result = r.k * F::ln2_hi + (log1p_reduced(r.f) + (c + r.k * F::ln2_lo));
   result = u == T(-1) ? -std::numeric_limits<T>::infinity() : result;
   result = u < T(-1) ? std::numeric_limits<T>::quiet_NaN() : result;
   return u == std::numeric_limits<T>::infinity() ? u : result;
+}
+
+// log(x) for positive, normal, finite x (the samplers' uniforms).
+template <class T>
+FASTNORM_INLINE T log_(T x) {
+  using F = float_traits<T>;
+  const LogReduced<T> r = reduce_log(x);
+  return r.k * F::ln2_hi + (log1p_reduced(r.f) + r.k * F::ln2_lo);
 }
 
 template <class T>

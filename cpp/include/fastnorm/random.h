@@ -1,0 +1,52 @@
+// Counter-based random sampling: Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+// SC 2011), one block of four 32-bit words per counter value, turned into uniform, normal or truncated-normal
+// values by branch-free vector code.
+//
+// The output sequence is a pure function of (key, counter, position): values come in chunks of kChunkBlocks
+// blocks, and value k of block j of a chunk (k < values_per_block) lands at position k * kChunkBlocks + j of that
+// chunk, so whole chunks vectorise over j.  A call of n values uses chunks_for(n) chunks from `counter` on, and
+// the generator then moves its counter past them.  Threads take whole chunks, and the file is compiled without
+// floating-point contraction, so the bits are the same for any thread count and ISA level.
+#pragma once
+
+#include <cstdint>
+
+#include "fastnorm/isa.h"
+
+namespace fastnorm {
+
+constexpr idx kChunkBlocks = 256;
+
+enum class Distribution : int { uniform = 0, normal = 1, truncated_normal = 2 };
+
+// 4 per block for float, 2 for double (53-bit uniforms take two words).
+template <class T>
+constexpr idx values_per_block() {
+  return sizeof(T) == 4 ? 4 : 2;
+}
+
+template <class T>
+constexpr idx chunks_for(idx n) {
+  return (n + kChunkBlocks * values_per_block<T>() - 1) / (kChunkBlocks * values_per_block<T>());
+}
+
+// uniform: low + (high - low) u, u in [0, 1) with 24 (float) or 53 (double) random bits.
+// normal: loc + scale z (Box-Muller on pairs of uniforms).
+// truncated_normal: loc + scale z with z the standard normal restricted to [a, b]: inverse CDF of a uniform
+//   on [Phi(a), Phi(b)] (Wichura's AS241), by symmetry on [-b, -a] when a > 0 so that the uniform lies in the
+//   accurate lower half; z clipped to [a, b].
+struct SampleParams {
+  double loc = 0, scale = 1;  // normal, truncated_normal
+  double low = 0, high = 1;   // uniform
+  double a = -2, b = 2;       // truncated_normal, in standard deviations
+};
+
+// The 4 words of Philox4x32-10 for counter (c0, c1, c2, c3) and key (k0, k1): for tests against the published
+// known-answer vectors.
+void philox4x32_10(const std::uint32_t ctr[4], const std::uint32_t key[2], std::uint32_t out[4]);
+
+template <class T>
+void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, idx n, const SampleParams& p,
+            int num_threads);
+
+}  // namespace fastnorm

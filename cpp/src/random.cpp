@@ -1,0 +1,263 @@
+// Philox4x32-10 and the samplers built on it (random.h).  Compiled with -ffp-contract=off (CMakeLists.txt): an FMA
+// rounds once where a multiply and an add round twice, so contraction would make the bits depend on the ISA level.
+#include "fastnorm/random.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "fastnorm/blocked.h"
+#include "fastnorm/parallel.h"
+#include "fastnorm/simd_math.h"
+
+namespace fastnorm {
+namespace {
+
+using math::bit_cast;
+using math::horner;
+using u32 = std::uint32_t;
+using u64 = std::uint64_t;
+
+struct Block {
+  u32 w0, w1, w2, w3;
+};
+
+FASTNORM_INLINE Block philox(u32 c0, u32 c1, u32 c2, u32 c3, u32 k0, u32 k1) {
+  constexpr u32 M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    const u64 p0 = static_cast<u64>(M0) * c0;
+    const u64 p1 = static_cast<u64>(M1) * c2;
+    const u32 n0 = static_cast<u32>(p1 >> 32) ^ c1 ^ k0;
+    const u32 n2 = static_cast<u32>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<u32>(p1);
+    c3 = static_cast<u32>(p0);
+    c0 = n0;
+    c2 = n2;
+    k0 += W0;
+    k1 += W1;
+  }
+  return {c0, c1, c2, c3};
+}
+
+// Uniforms in [0, 1) (`open0` false) or (0, 1] (true) from 24 random bits, or 53 for double from two words.
+FASTNORM_INLINE float uniform24(u32 w, bool open0) {
+  return static_cast<float>(static_cast<std::int32_t>((w >> 8) + (open0 ? 1u : 0u))) * 0x1p-24f;
+}
+FASTNORM_INLINE double uniform53(u32 hi, u32 lo, bool open0) {
+  const u64 bits = ((static_cast<u64>(hi) << 32) | lo) >> 11;
+  return static_cast<double>(static_cast<std::int64_t>(bits + (open0 ? 1u : 0u))) * 0x1p-53;
+}
+
+// sin(2 pi u) and cos(2 pi u) for u in [0, 1): u = q / 4 + w with |w| <= 1/8 exactly, Taylor polynomials in w,
+// then a rotation by q quarter turns.
+template <class T>
+struct SinCos {
+  T s, c;
+};
+
+FASTNORM_INLINE float sin2pi_poly(float w, float w2) {
+  return w * horner(w2, 42.058693944897653145f, -76.7058597530613858416f, 81.6052492760750542034f,
+                    -41.341702240399760234f, 6.28318530717958647693f);
+}
+FASTNORM_INLINE float cos2pi_poly(float w2) {
+  return horner(w2, -26.4262567833743974529f, 60.2446413718766603627f, -85.456817206693727736f,
+                64.939394022668291491f, -19.7392088021787172377f, 1.0f);
+}
+FASTNORM_INLINE double sin2pi_poly(double w, double w2) {
+  return w * horner(w2, 0.104229162208139841173, -0.718122301778500512232, 3.81995258484828212773,
+                    -15.0946425768229903918, 42.058693944897653145, -76.7058597530613858416,
+                    81.6052492760750542034, -41.341702240399760234, 6.28318530717958647693);
+}
+FASTNORM_INLINE double cos2pi_poly(double w2) {
+  return horner(w2, -0.0363828411425456707718, 0.28200596845579121507, -1.71439071108867206542,
+                7.90353637131846880421, -26.4262567833743974529, 60.2446413718766603627, -85.456817206693727736,
+                64.939394022668291491, -19.7392088021787172377, 1.0);
+}
+
+template <class T>
+FASTNORM_INLINE SinCos<T> sincos2pi(T u) {
+  using F = math::float_traits<T>;
+  using I = typename F::I;
+  const T t = u * T(4) + F::round_magic;  // round(4u), exact: u has at most 53 significant bits below 1
+  const T qf = t - F::round_magic;
+  const I q = bit_cast<I>(t) - bit_cast<I>(T(F::round_magic));
+  const T w = u - qf * T(0.25);
+  const T w2 = w * w;
+  const T s = sin2pi_poly(w, w2), c = cos2pi_poly(w2);
+  const I quadrant = q & 3;
+  const T sin_v = quadrant == 0 ? s : (quadrant == 1 ? c : (quadrant == 2 ? -s : -c));
+  const T cos_v = quadrant == 0 ? c : (quadrant == 1 ? -s : (quadrant == 2 ? -c : s));
+  return {sin_v, cos_v};
+}
+
+// Box-Muller: sqrt(-2 log u1) (cos, sin)(2 pi u2), u1 in (0, 1].
+template <class T>
+FASTNORM_INLINE SinCos<T> box_muller(T u1, T u2) {
+  const T r = std::sqrt(T(-2) * math::log_(u1));
+  const SinCos<T> sc = sincos2pi(u2);
+  return {r * sc.s, r * sc.c};
+}
+
+// Inverse of the standard normal CDF for p in (0, 1): Wichura, AS241 (PPND16), relative error about 1e-16.
+template <class T>
+FASTNORM_INLINE T ndtri(T p) {
+  const T q = p - T(0.5);
+  const T rc = T(0.180625) - q * q;
+  const T central =
+      q * horner(rc, T(2.5090809287301226727e+3), T(3.3430575583588128105e+4), T(6.7265770927008700853e+4),
+                 T(4.5921953931549871457e+4), T(1.3731693765509461125e+4), T(1.9715909503065514427e+3),
+                 T(1.3314166789178437745e+2), T(3.3871328727963666080e0)) /
+      horner(rc, T(5.2264952788528545610e+3), T(2.8729085735721942674e+4), T(3.9307895800092710610e+4),
+             T(2.1213794301586595867e+4), T(5.3941960214247511077e+3), T(6.8718700749205790830e+2),
+             T(4.2313330701600911252e+1), T(1.0));
+  const T pt = q < T(0) ? p : T(1) - p;  // 1 - p is exact for p >= 1/2
+  const T r = std::sqrt(-math::log_(pt));
+  const T rn = r - T(1.6);
+  const T near = horner(rn, T(7.74545014278341407640e-4), T(2.27238449892691845833e-2),
+                        T(2.41780725177450611770e-1), T(1.27045825245236838258e0), T(3.64784832476320460504e0),
+                        T(5.76949722146069140550e0), T(4.63033784615654529590e0), T(1.42343711074968357734e0)) /
+                 horner(rn, T(1.05075007164441684324e-9), T(5.47593808499534494600e-4),
+                        T(1.51986665636164571966e-2), T(1.48103976427480074590e-1), T(6.89767334985100004550e-1),
+                        T(1.67638483018380384940e0), T(2.05319162663775882187e0), T(1.0));
+  const T rf = r - T(5);
+  const T far = horner(rf, T(2.01033439929228813265e-7), T(2.71155556874348757815e-5),
+                       T(1.24266094738807843860e-3), T(2.65321895265761230930e-2), T(2.96560571828504891230e-1),
+                       T(1.78482653991729133580e0), T(5.46378491116411436990e0), T(6.65790464350110377720e0)) /
+                horner(rf, T(2.04426310338993978564e-15), T(1.42151175831644588870e-7),
+                       T(1.84631831751005468180e-5), T(7.86869131145613259100e-4), T(1.48753612908506148525e-2),
+                       T(1.36929880922735805310e-1), T(5.99832206555887937690e-1), T(1.0));
+  const T tail = r <= T(5) ? near : far;
+  const T signed_tail = q < T(0) ? -tail : tail;
+  return math::abs_(q) <= T(0.425) ? central : signed_tail;
+}
+
+// Per-call constants of the truncated normal, in the type of the computation.
+template <class T>
+struct TruncConsts {
+  T pa, width;    // the uniform on [pa, pa + width]
+  T sign;         // -1 when sampling on [-b, -a]
+  T lo, hi;       // clip bounds of z, in the sampled orientation
+  T loc, scale;
+};
+
+double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+
+template <class T>
+TruncConsts<T> trunc_consts(const SampleParams& p) {
+  const bool flip = p.a > 0;
+  const double a = flip ? -p.b : p.a, b = flip ? -p.a : p.b;
+  const double pa = normal_cdf(a), pb = normal_cdf(b);
+  return {static_cast<T>(pa), static_cast<T>(pb - pa), flip ? T(-1) : T(1), static_cast<T>(a),
+          static_cast<T>(b), static_cast<T>(p.loc), static_cast<T>(p.scale)};
+}
+
+template <class T>
+FASTNORM_INLINE T truncated(T u, const TruncConsts<T>& tc) {
+  T p = tc.pa + tc.width * u;
+  p = p < std::numeric_limits<T>::min() ? std::numeric_limits<T>::min() : p;
+  T z = ndtri(p);
+  z = z < tc.lo ? tc.lo : (z > tc.hi ? tc.hi : z);
+  return tc.loc + tc.scale * (tc.sign * z);
+}
+
+// One chunk: kChunkBlocks blocks from block index `first`, values k * kChunkBlocks + j into out.
+template <class T>
+struct ChunkBody {
+  static FASTNORM_INLINE void run(Distribution d, u32 k0, u32 k1, u64 first, T* out, SampleParams p,
+                                  TruncConsts<T> tc) {
+    constexpr idx V = values_per_block<T>(), B = kChunkBlocks;
+    T* o0 = out;
+    T* o1 = out + B;
+    T* o2 = out + (V > 2 ? 2 * B : 0);
+    T* o3 = out + (V > 2 ? 3 * B : 0);
+    const T loc = T(p.loc), scale = T(p.scale), low = T(p.low), span = T(p.high - p.low);
+    switch (d) {
+      case Distribution::uniform:
+#pragma omp simd
+        for (idx j = 0; j < B; ++j) {
+          const u64 c = first + static_cast<u64>(j);
+          const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
+          if constexpr (V == 4) {
+            o0[j] = low + span * uniform24(w.w0, false);
+            o1[j] = low + span * uniform24(w.w1, false);
+            o2[j] = low + span * uniform24(w.w2, false);
+            o3[j] = low + span * uniform24(w.w3, false);
+          } else {
+            o0[j] = low + span * uniform53(w.w0, w.w1, false);
+            o1[j] = low + span * uniform53(w.w2, w.w3, false);
+          }
+        }
+        return;
+      case Distribution::normal:
+#pragma omp simd
+        for (idx j = 0; j < B; ++j) {
+          const u64 c = first + static_cast<u64>(j);
+          const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
+          if constexpr (V == 4) {
+            const SinCos<T> a = box_muller(uniform24(w.w0, true), uniform24(w.w1, false));
+            const SinCos<T> b = box_muller(uniform24(w.w2, true), uniform24(w.w3, false));
+            o0[j] = loc + scale * a.c;
+            o1[j] = loc + scale * a.s;
+            o2[j] = loc + scale * b.c;
+            o3[j] = loc + scale * b.s;
+          } else {
+            const SinCos<T> a = box_muller(uniform53(w.w0, w.w1, true), uniform53(w.w2, w.w3, false));
+            o0[j] = loc + scale * a.c;
+            o1[j] = loc + scale * a.s;
+          }
+        }
+        return;
+      case Distribution::truncated_normal:
+#pragma omp simd
+        for (idx j = 0; j < B; ++j) {
+          const u64 c = first + static_cast<u64>(j);
+          const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
+          if constexpr (V == 4) {
+            o0[j] = truncated(uniform24(w.w0, false), tc);
+            o1[j] = truncated(uniform24(w.w1, false), tc);
+            o2[j] = truncated(uniform24(w.w2, false), tc);
+            o3[j] = truncated(uniform24(w.w3, false), tc);
+          } else {
+            o0[j] = truncated(uniform53(w.w0, w.w1, false), tc);
+            o1[j] = truncated(uniform53(w.w2, w.w3, false), tc);
+          }
+        }
+        return;
+    }
+  }
+};
+
+}  // namespace
+
+void philox4x32_10(const std::uint32_t ctr[4], const std::uint32_t key[2], std::uint32_t out[4]) {
+  const Block b = philox(ctr[0], ctr[1], ctr[2], ctr[3], key[0], key[1]);
+  out[0] = b.w0;
+  out[1] = b.w1;
+  out[2] = b.w2;
+  out[3] = b.w3;
+}
+
+template <class T>
+void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, idx n, const SampleParams& p,
+            int num_threads) {
+  constexpr idx chunk = kChunkBlocks * values_per_block<T>();
+  const u32 k0 = static_cast<u32>(key), k1 = static_cast<u32>(key >> 32);
+  const TruncConsts<T> tc = trunc_consts<T>(p);
+  const idx chunks = chunks_for<T>(n);
+  // A chunk is 4 KiB (float) or 4 KiB (double) of output: about 16 per elementwise grain.
+  parallel_for(chunks, kElementwiseGrain / chunk, num_threads, [&](idx c0, idx c1) {
+    alignas(64) T buf[chunk];
+    for (idx c = c0; c < c1; ++c) {
+      const u64 first = counter + static_cast<u64>(c) * kChunkBlocks;
+      const idx begin = c * chunk, len = std::min(chunk, n - begin);
+      T* dst = len == chunk ? out + begin : buf;
+      isa_call<ChunkBody<T>>(d, k0, k1, first, dst, p, tc);
+      if (len != chunk) std::copy(buf, buf + len, out + begin);
+    }
+  });
+}
+
+template void sample<float>(Distribution, std::uint64_t, std::uint64_t, float*, idx, const SampleParams&, int);
+template void sample<double>(Distribution, std::uint64_t, std::uint64_t, double*, idx, const SampleParams&, int);
+
+}  // namespace fastnorm

@@ -1,0 +1,107 @@
+"""Gradient checking: compare an analytic gradient with centered finite differences, as the lecture teaches.
+
+    >>> x = np.random.default_rng(0).standard_normal((4, 5))
+    >>> fastnorm.gradcheck(fastnorm.tanh, [x], lambda dy, x: [fastnorm.tanh_backward(dy, x)])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["numerical_gradient", "gradcheck", "GradcheckReport", "GradcheckError"]
+
+
+def numerical_gradient(f: Callable, inputs: Sequence, dy=None, *, wrt: int = 0, eps: float = 1e-6) -> np.ndarray:
+    """d sum(f(*inputs) * dy) / d inputs[wrt] by centered differences (f(x + h) - f(x - h)) / 2h, element by
+    element, in float64.  ``dy`` defaults to ones (the gradient of sum(f)).  The inputs are not modified."""
+    xs = [np.array(a, dtype=np.float64) for a in inputs]
+    y = np.asarray(f(*xs), dtype=np.float64)
+    dy = np.ones_like(y) if dy is None else np.asarray(dy, dtype=np.float64)
+    if dy.shape != y.shape:
+        raise ValueError(f"dy: shape {dy.shape} does not match the output's {y.shape}")
+    x = xs[wrt]
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = float(np.sum(np.asarray(f(*xs), dtype=np.float64) * dy))
+        flat[i] = old - eps
+        minus = float(np.sum(np.asarray(f(*xs), dtype=np.float64) * dy))
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@dataclass
+class GradcheckReport:
+    """Per input: the largest relative error |a - n| / max(|a|, |n|) and where it is."""
+    max_rel_error: list = field(default_factory=list)
+    worst_index: list = field(default_factory=list)
+    analytic: list = field(default_factory=list)
+    numerical: list = field(default_factory=list)
+    tol: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(e <= self.tol for e in self.max_rel_error if e is not None)
+
+    def __str__(self) -> str:
+        lines = [f"gradcheck {'passed' if self.ok else 'FAILED'} (tolerance {self.tol:g})"]
+        for k, err in enumerate(self.max_rel_error):
+            if err is None:
+                lines.append(f"  input {k}: not checked")
+                continue
+            lines.append(f"  input {k}: max relative error {err:.3g} at index {self.worst_index[k]} "
+                         f"(analytic {self.analytic[k]:.10g}, numerical {self.numerical[k]:.10g})")
+        return "\n".join(lines)
+
+
+class GradcheckError(AssertionError):
+    """An analytic gradient disagrees with the numerical one; the message is the report."""
+
+
+def gradcheck(f: Callable, inputs: Sequence, grads, dy=None, *, eps: float = 1e-6, tol: float = 1e-6,
+              floor: float = 1e-3, raise_on_failure: bool = True) -> GradcheckReport:
+    """Checks analytic gradients of ``f(*inputs)`` against centered differences, in float64.
+
+    ``grads``: the analytic gradients of sum(f(*inputs) * dy), one per input (None to skip an input), or a
+    callable ``grads(dy, *inputs)`` returning them (a backward function).  ``dy`` defaults to a fixed random
+    array (seed 0), which exercises more than the all-ones gradient.  The error per element is the lecture's
+    relative error |a - n| / max(|a|, |n|, floor * the input's largest |a| or |n|): entries far below the
+    gradient's scale are judged on that scale, since centered differences carry an absolute error of about
+    1e-16 |f| / eps (two zeros agree).
+    Returns a :class:`GradcheckReport`; raises :class:`GradcheckError` with it when the worst error exceeds
+    ``tol`` and ``raise_on_failure``.  Relative errors around 1e-7 and below are typical of correct float64
+    gradients of smooth functions; at kinks (relu at 0) expect larger ones.
+    """
+    xs = [np.array(a, dtype=np.float64) for a in inputs]
+    y = np.asarray(f(*xs), dtype=np.float64)
+    if dy is None:
+        dy = np.random.default_rng(0).standard_normal(y.shape)
+    dy = np.asarray(dy, dtype=np.float64)
+    analytic = grads(dy, *xs) if callable(grads) else grads
+    if len(analytic) != len(xs):
+        raise ValueError(f"grads: expected {len(xs)} gradients (None to skip an input), got {len(analytic)}")
+    report = GradcheckReport(tol=tol)
+    for k, g in enumerate(analytic):
+        if g is None:
+            for lst in (report.max_rel_error, report.worst_index, report.analytic, report.numerical):
+                lst.append(None)
+            continue
+        g = np.asarray(g, dtype=np.float64)
+        if g.shape != xs[k].shape:
+            raise ValueError(f"grads[{k}]: shape {g.shape} does not match input {k}'s {xs[k].shape}")
+        n = numerical_gradient(f, xs, dy, wrt=k, eps=eps)
+        scale = np.maximum(np.abs(g), np.abs(n))
+        rel = np.abs(g - n) / np.maximum(scale, max(floor * (scale.max() if scale.size else 0.0), 1e-300))
+        i = int(np.argmax(rel)) if rel.size else 0
+        report.max_rel_error.append(float(rel.reshape(-1)[i]) if rel.size else 0.0)
+        report.worst_index.append(np.unravel_index(i, rel.shape) if rel.size else ())
+        report.analytic.append(float(g.reshape(-1)[i]) if rel.size else 0.0)
+        report.numerical.append(float(n.reshape(-1)[i]) if rel.size else 0.0)
+    if raise_on_failure and not report.ok:
+        raise GradcheckError(str(report))
+    return report

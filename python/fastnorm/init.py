@@ -1,0 +1,379 @@
+"""Weight initialization on fastnorm's reproducible sampler (``fastnorm.random``).
+
+Every initializer takes the weight's ``shape`` (or ``out=``, an array to fill in place), ``dtype=`` (float32 by
+default) and ``rng=`` (None, an int seed, a ``fastnorm.random.Generator`` or a ``numpy.random.Generator``), and
+returns the array.  Weight layouts (``layout=``):
+
+- ``"out_in"`` (default): (out, in) for a linear layer, (out, in, *kernel) for a convolution (PyTorch, and
+  ``x @ W.T``);
+- ``"in_out"``: (in, out) for a dense matrix applied as ``x @ W`` (Keras) and (in, out, *kernel) for a transposed
+  convolution (PyTorch's ConvTranspose weights).
+
+fan_in = in * prod(kernel) and fan_out = out * prod(kernel): as the lecture puts it, for conv layers D_in is
+kernel_size^2 * input_channels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from fastnorm.random import as_generator
+from fastnorm.statistics import moments
+
+__all__ = ["calculate_gain", "compute_fans", "normal", "uniform", "constant", "zeros", "ones", "trunc_normal",
+           "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal",
+           "lecun_uniform", "variance_scaling", "orthogonal", "identity", "dirac", "sparse", "lsuv",
+           "data_dependent"]
+
+_LAYOUTS = ("out_in", "in_out")
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+_LINEAR_GAIN = ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                "conv_transpose3d", "sigmoid")
+_NONLINEARITIES = _LINEAR_GAIN + ("tanh", "relu", "leaky_relu", "selu")
+# A standard normal truncated to [-2, 2] has this standard deviation (Keras' variance_scaling constant).
+_TRUNC2_STD = 0.87962566103423978
+
+
+def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
+    """The recommended gain for a nonlinearity (PyTorch's values): 1 for linear, convolutions and sigmoid, 5/3 for
+    tanh, sqrt(2) for relu, sqrt(2 / (1 + slope^2)) for leaky_relu (slope ``param``, default 0.01), 3/4 for selu.
+    """
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity: unknown {nonlinearity!r}; expected one of {', '.join(_NONLINEARITIES)}")
+    if nonlinearity in _LINEAR_GAIN:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    slope = 0.01 if param is None else param
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+        raise ValueError(f"param: expected a number for the negative slope, got {param!r}")
+    return math.sqrt(2.0 / (1 + slope ** 2))
+
+
+def compute_fans(shape, layout: str = "out_in") -> tuple:
+    """(fan_in, fan_out) of a weight of this shape and layout (see the module's docstring)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f"shape: fans need a weight with at least 2 dimensions (out, in, *kernel), got {shape}")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout: unknown {layout!r}; expected one of {', '.join(_LAYOUTS)}")
+    receptive = math.prod(shape[2:])
+    n_out, n_in = (shape[0], shape[1]) if layout == "out_in" else (shape[1], shape[0])
+    return n_in * receptive, n_out * receptive
+
+
+def _fan(shape, mode: str, layout: str) -> float:
+    if mode not in _MODES:
+        raise ValueError(f"mode: unknown {mode!r}; expected one of {', '.join(_MODES)}")
+    fan_in, fan_out = compute_fans(shape, layout)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    if fan == 0:
+        raise ValueError(f"shape: {tuple(shape)} has a zero {mode}")
+    return fan
+
+
+def _target(shape, out, dtype):
+    """(shape, dtype) of the result: out's when given."""
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+        if shape is not None and tuple(shape) != out.shape:
+            raise ValueError(f"out: shape {out.shape} does not match shape {tuple(shape)}")
+        return out.shape, out.dtype
+    if shape is None:
+        raise ValueError("shape: give a shape or out=")
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    return tuple(int(s) for s in shape), np.dtype(dtype)
+
+
+def _positive(name: str, value) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: must be positive and finite, got {value}")
+    return v
+
+
+def _normal(shape, std, mean, dtype, out, rng, num_threads=None):
+    shape, dtype = _target(shape, out, dtype)
+    return as_generator(rng).normal(shape, mean, std, dtype=dtype, out=out, num_threads=num_threads)
+
+
+def _uniform(shape, low, high, dtype, out, rng, num_threads=None):
+    shape, dtype = _target(shape, out, dtype)
+    return as_generator(rng).uniform(shape, low, high, dtype=dtype, out=out, num_threads=num_threads)
+
+
+def _trunc(shape, std, mean, a_std, b_std, dtype, out, rng, num_threads=None):
+    shape, dtype = _target(shape, out, dtype)
+    return as_generator(rng).truncated_normal(shape, mean, std, a_std, b_std, dtype=dtype, out=out,
+                                              num_threads=num_threads)
+
+
+def normal(shape=None, mean=0.0, std=1.0, *, dtype=np.float32, out=None, rng=None, num_threads=None):
+    """N(mean, std^2) values: the lecture's "small random numbers" are ``normal(shape, std=0.01)``."""
+    if float(std) < 0:
+        raise ValueError(f"std: must be >= 0, got {std}")
+    return _normal(shape, std, mean, dtype, out, rng, num_threads)
+
+
+def uniform(shape=None, a=0.0, b=1.0, *, dtype=np.float32, out=None, rng=None, num_threads=None):
+    """U(a, b) values."""
+    if not float(a) < float(b):
+        raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
+    return _uniform(shape, a, b, dtype, out, rng, num_threads)
+
+
+def constant(shape=None, value=0.0, *, dtype=np.float32, out=None):
+    """Every entry ``value``."""
+    shape, dtype = _target(shape, out, dtype)
+    if out is None:
+        return np.full(shape, value, dtype=dtype)
+    out[...] = value
+    return out
+
+
+def zeros(shape=None, *, dtype=np.float32, out=None):
+    return constant(shape, 0.0, dtype=dtype, out=out)
+
+
+def ones(shape=None, *, dtype=np.float32, out=None):
+    return constant(shape, 1.0, dtype=dtype, out=out)
+
+
+def trunc_normal(shape=None, mean=0.0, std=1.0, a=-2.0, b=2.0, *, dtype=np.float32, out=None, rng=None,
+                 num_threads=None):
+    """N(mean, std^2) restricted to [a, b], with absolute bounds as PyTorch's ``trunc_normal_`` (default
+    [-2, 2]); one pass, no rejection (see ``Generator.truncated_normal``)."""
+    std = _positive("std", std)
+    if not float(a) < float(b):
+        raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
+    return _trunc(shape, std, mean, (a - mean) / std, (b - mean) / std, dtype, out, rng, num_threads)
+
+
+def xavier_normal(shape=None, gain=1.0, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+    """Glorot & Bengio 2010: N(0, std^2), std = gain sqrt(2 / (fan_in + fan_out))."""
+    shape, dtype = _target(shape, out, dtype)
+    fan_in, fan_out = compute_fans(shape, layout)
+    return _normal(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), 0.0, dtype, out, rng)
+
+
+def xavier_uniform(shape=None, gain=1.0, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+    """Glorot & Bengio 2010: U(-a, a), a = gain sqrt(6 / (fan_in + fan_out))."""
+    shape, dtype = _target(shape, out, dtype)
+    fan_in, fan_out = compute_fans(shape, layout)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return _uniform(shape, -bound, bound, dtype, out, rng)
+
+
+def kaiming_normal(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout="out_in",
+                   dtype=np.float32, out=None, rng=None):
+    """He et al. 2015: N(0, std^2), std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a); with relu
+    that is the lecture's sqrt(2 / D_in)."""
+    shape, dtype = _target(shape, out, dtype)
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode, layout))
+    return _normal(shape, std, 0.0, dtype, out, rng)
+
+
+def kaiming_uniform(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout="out_in",
+                    dtype=np.float32, out=None, rng=None):
+    """He et al. 2015: U(-b, b), b = gain sqrt(3 / fan)."""
+    shape, dtype = _target(shape, out, dtype)
+    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(shape, mode, layout))
+    return _uniform(shape, -bound, bound, dtype, out, rng)
+
+
+def variance_scaling(shape=None, scale=1.0, mode="fan_in", distribution="truncated_normal", *, layout="out_in",
+                     dtype=np.float32, out=None, rng=None):
+    """Keras' VarianceScaling: variance scale / fan.  ``truncated_normal``: N(0, std^2) truncated at 2 std, with
+    std = sqrt(scale / fan) / 0.8796 so that the truncated values have the target variance; ``normal``: std =
+    sqrt(scale / fan); ``uniform``: U(-b, b), b = sqrt(3 scale / fan)."""
+    scale = _positive("scale", scale)
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(f"distribution: unknown {distribution!r}; expected one of {', '.join(_DISTRIBUTIONS)}")
+    shape, dtype = _target(shape, out, dtype)
+    var = scale / _fan(shape, mode, layout)
+    if distribution == "truncated_normal":
+        return _trunc(shape, math.sqrt(var) / _TRUNC2_STD, 0.0, -2.0, 2.0, dtype, out, rng)
+    if distribution == "normal":
+        return _normal(shape, math.sqrt(var), 0.0, dtype, out, rng)
+    bound = math.sqrt(3.0 * var)
+    return _uniform(shape, -bound, bound, dtype, out, rng)
+
+
+def lecun_normal(shape=None, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+    """LeCun et al. 1998 (and SELU's init): variance 1 / fan_in, truncated normal as Keras."""
+    return variance_scaling(shape, 1.0, "fan_in", "truncated_normal", layout=layout, dtype=dtype, out=out, rng=rng)
+
+
+def lecun_uniform(shape=None, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+    """LeCun et al. 1998: U(-b, b), b = sqrt(3 / fan_in)."""
+    return variance_scaling(shape, 1.0, "fan_in", "uniform", layout=layout, dtype=dtype, out=out, rng=rng)
+
+
+def orthogonal(shape=None, gain=1.0, *, dtype=np.float32, out=None, rng=None):
+    """Saxe et al. 2013: a (semi-)orthogonal matrix times ``gain``.  The weight is flattened to
+    (shape[0], prod(shape[1:])); its rows are orthonormal when rows <= columns, its columns otherwise.  From the
+    QR factorisation of a Gaussian matrix, with the signs of R's diagonal folded in so the result is uniformly
+    (Haar) distributed."""
+    shape, dtype = _target(shape, out, dtype)
+    if len(shape) < 2:
+        raise ValueError(f"shape: orthogonal needs at least 2 dimensions, got {shape}")
+    rows, cols = shape[0], math.prod(shape[1:])
+    g = as_generator(rng).normal((max(rows, cols), min(rows, cols)), dtype=np.float64)
+    q, r = np.linalg.qr(g)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    w = (gain * q).reshape(shape)
+    if out is None:
+        return w.astype(dtype)
+    np.copyto(out, w, casting="same_kind")
+    return out
+
+
+def identity(shape=None, gain=1.0, *, dtype=np.float32, out=None):
+    """``gain`` times the identity matrix (2-d; the rectangular part is zero), as PyTorch's ``eye_``."""
+    shape, dtype = _target(shape, out, dtype)
+    if len(shape) != 2:
+        raise ValueError(f"shape: identity needs a 2-d weight, got {shape}")
+    w = gain * np.eye(*shape, dtype=np.float64)
+    if out is None:
+        return w.astype(dtype)
+    np.copyto(out, w, casting="same_kind")
+    return out
+
+
+def dirac(shape=None, groups=1, *, dtype=np.float32, out=None):
+    """Convolution weights (out, in, *kernel) that pass their input through: in each of ``groups`` groups,
+    output channel i copies input channel i at the kernel's centre (PyTorch's ``dirac_``)."""
+    shape, dtype = _target(shape, out, dtype)
+    if len(shape) not in (3, 4, 5):
+        raise ValueError(f"shape: dirac needs a 3-, 4- or 5-d convolution weight, got {shape}")
+    if groups < 1 or shape[0] % groups:
+        raise ValueError(f"groups: must divide the {shape[0]} output channels, got {groups}")
+    w = np.zeros(shape, dtype=np.float64)
+    per_group = shape[0] // groups
+    centre = tuple(k // 2 for k in shape[2:])
+    for g in range(groups):
+        for i in range(min(per_group, shape[1])):
+            w[(g * per_group + i, i) + centre] = 1.0
+    if out is None:
+        return w.astype(dtype)
+    np.copyto(out, w, casting="same_kind")
+    return out
+
+
+def sparse(shape=None, sparsity=0.9, std=0.01, *, dtype=np.float32, out=None, rng=None):
+    """Martens 2010: a 2-d weight with N(0, std^2) values and, in every column, ceil(sparsity * rows) zeros at
+    random rows (PyTorch's ``sparse_``)."""
+    shape, dtype = _target(shape, out, dtype)
+    if len(shape) != 2:
+        raise ValueError(f"shape: sparse needs a 2-d weight, got {shape}")
+    if not 0 <= sparsity <= 1:
+        raise ValueError(f"sparsity: must be in [0, 1], got {sparsity}")
+    rows, cols = shape
+    gen = as_generator(rng)
+    w = gen.normal(shape, 0.0, std, dtype=np.float64)
+    zeros_per_col = math.ceil(sparsity * rows)
+    order = np.argsort(gen.uniform((rows, cols), dtype=np.float64), axis=0, kind="stable")
+    np.put_along_axis(w, order[:zeros_per_col], 0.0, axis=0)
+    if out is None:
+        return w.astype(dtype)
+    np.copyto(out, w, casting="same_kind")
+    return out
+
+
+# ---- data-dependent initialization --------------------------------------------------------------------------
+
+def _check_network(weights, forward, x):
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise ValueError("weights: expected a non-empty list of weight arrays")
+    for i, w in enumerate(weights):
+        if not isinstance(w, np.ndarray) or not w.flags.writeable:
+            raise TypeError(f"weights[{i}]: expected a writable numpy.ndarray (it is updated in place)")
+    if not callable(forward):
+        raise TypeError("forward: expected a callable forward(x) -> list of layer outputs")
+
+
+def _layer_output(forward, x, i, n):
+    outputs = forward(x)
+    if len(outputs) != n:
+        raise ValueError(f"forward: returned {len(outputs)} outputs for {n} weights (one per weight expected)")
+    return np.asarray(outputs[i], dtype=np.float64)
+
+
+def lsuv(weights: Sequence[np.ndarray], forward: Callable, x, *, tol: float = 0.02, max_iter: int = 10,
+         orthogonal_init: bool = True, rng=None) -> list:
+    """Layer-sequential unit-variance initialization (Mishkin & Matas 2016, "All you need is a good init").
+
+    ``weights``: the network's weight arrays, updated in place.  ``forward(x)``: runs the network on the batch
+    ``x`` with the current weights and returns one output per weight, the output of the layer that weight
+    belongs to (before or after its activation, as the paper allows).  Layer by layer, from the first: the
+    weight is made orthogonal (Saxe et al., unless ``orthogonal_init=False``), then divided by the standard
+    deviation of its layer's output until that variance is within ``tol`` of 1 (at most ``max_iter`` passes).
+
+    Returns the final output variance of each layer.  Example::
+
+        W = [np.empty((256, 784), np.float32), np.empty((10, 256), np.float32)]
+        def forward(x):
+            h = x @ W[0].T
+            return [h, fastnorm.relu(h) @ W[1].T]
+        fastnorm.init.lsuv(W, forward, x_batch, rng=0)
+    """
+    _check_network(weights, forward, x)
+    gen = as_generator(rng)
+    variances = []
+    for i, w in enumerate(weights):
+        if orthogonal_init:
+            orthogonal(gain=1.0, out=w, rng=gen)
+        var = float(_layer_output(forward, x, i, len(weights)).var())
+        for _ in range(max_iter):
+            if abs(var - 1.0) <= tol or var == 0.0:
+                break
+            w /= np.asarray(math.sqrt(var), dtype=w.dtype)
+            var = float(_layer_output(forward, x, i, len(weights)).var())
+        variances.append(var)
+    return variances
+
+
+def data_dependent(weights: Sequence[np.ndarray], biases: Sequence[Optional[np.ndarray]], forward: Callable, x,
+                   *, output_axis: int = -1, layout: str = "out_in", eps: float = 1e-8) -> list:
+    """Data-dependent initialization of Krähenbühl et al. 2016 (ICLR): layer by layer, each output unit's
+    pre-activation is made zero-mean and unit-variance on the batch ``x``.
+
+    ``weights`` / ``biases``: per layer, updated in place (a bias may be None when the layer has none: then only
+    the scale is set).  ``forward(x)`` returns each layer's pre-activation output (before its nonlinearity),
+    computed with the current weights.  ``output_axis``: the unit axis of those outputs (-1 for (N, D), 1 for
+    NCHW).  ``layout``: the weights' layout, which says which weight axis holds the units.  With the mean mu and
+    standard deviation sigma of a unit, W <- W / sigma and b <- (b - mu) / sigma.  Returns, per layer, the largest
+    deviation of a unit's mean from 0 and of its standard deviation from 1, measured after the update.
+    """
+    _check_network(weights, forward, x)
+    if len(biases) != len(weights):
+        raise ValueError(f"biases: expected {len(weights)} entries (None for a layer without bias)")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout: unknown {layout!r}; expected one of {', '.join(_LAYOUTS)}")
+    unit_axis = 0 if layout == "out_in" else 1
+    report = []
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        y = _layer_output(forward, x, i, len(weights))
+        axes = tuple(a for a in range(y.ndim) if a != output_axis % y.ndim)
+        m = moments(y, axis=axes)
+        mu, sigma = m.mean, np.sqrt(m.var() + eps)
+        shape = [1] * w.ndim
+        shape[unit_axis] = -1
+        w /= sigma.reshape(shape).astype(w.dtype)
+        if b is not None:
+            b[...] = ((b - mu) / sigma).astype(b.dtype)
+        y = _layer_output(forward, x, i, len(weights))
+        m = moments(y, axis=axes)
+        report.append((float(np.abs(m.mean).max()), float(np.abs(np.sqrt(m.var()) - 1).max())))
+    return report

@@ -1,0 +1,125 @@
+"""fastnorm.init: each initializer's empirical standard deviation against its formula, orthogonality, the
+data-dependent schemes on a small network, and bad input."""
+import math
+
+import numpy as np
+import pytest
+
+import fastnorm
+from fastnorm import init
+
+SHAPE = (512, 256, 3, 3)  # conv weight: fan_in = 256 * 9, fan_out = 512 * 9
+FAN_IN, FAN_OUT = 256 * 9, 512 * 9
+
+
+def test_compute_fans_and_layouts():
+    assert init.compute_fans(SHAPE) == (FAN_IN, FAN_OUT)
+    assert init.compute_fans((10, 20)) == (20, 10)
+    assert init.compute_fans((20, 10), layout="in_out") == (20, 10)
+    assert init.compute_fans((4, 8, 3, 3), layout="in_out") == (36, 72)  # ConvTranspose (in, out, kh, kw)
+
+
+@pytest.mark.parametrize("fn,kw,std", [
+    (init.xavier_normal, {}, math.sqrt(2 / (FAN_IN + FAN_OUT))),
+    (init.xavier_uniform, {"gain": 2.0}, 2 * math.sqrt(6 / (FAN_IN + FAN_OUT)) / math.sqrt(3)),
+    (init.kaiming_normal, {"nonlinearity": "relu"}, math.sqrt(2 / FAN_IN)),
+    (init.kaiming_normal, {"mode": "fan_out", "nonlinearity": "relu"}, math.sqrt(2 / FAN_OUT)),
+    (init.kaiming_uniform, {"a": 0.2}, math.sqrt(2 / (1 + 0.04)) / math.sqrt(FAN_IN)),
+    (init.lecun_normal, {}, math.sqrt(1 / FAN_IN)),
+    (init.lecun_uniform, {}, math.sqrt(1 / FAN_IN)),
+    (init.variance_scaling, {"scale": 2.0, "mode": "fan_avg", "distribution": "normal"},
+     math.sqrt(2.0 / ((FAN_IN + FAN_OUT) / 2))),
+    (init.variance_scaling, {"scale": 3.0, "distribution": "uniform"}, math.sqrt(3.0 / FAN_IN)),
+    (init.normal, {"std": 0.01}, 0.01),
+    (init.trunc_normal, {"std": 0.02, "a": -0.04, "b": 0.04}, 0.02 * 0.8796),
+])
+def test_empirical_std_matches_the_formula(fn, kw, std):
+    w = fn(SHAPE, **kw, rng=0)
+    assert w.shape == SHAPE and w.dtype == np.float32
+    assert abs(w.std() / std - 1) < 0.01
+    assert abs(w.mean()) < 0.01 * std
+
+
+def test_gains():
+    assert init.calculate_gain("tanh") == pytest.approx(5 / 3)
+    assert init.calculate_gain("relu") == pytest.approx(math.sqrt(2))
+    assert init.calculate_gain("leaky_relu", 0.2) == pytest.approx(math.sqrt(2 / 1.04))
+    assert init.calculate_gain("selu") == 0.75 and init.calculate_gain("conv2d") == 1.0
+
+
+@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (32, 16, 3, 3)])
+def test_orthogonal(shape):
+    w = init.orthogonal(shape, gain=1.0, rng=1).reshape(shape[0], -1).astype(np.float64)
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=1e-5)
+    assert np.allclose(init.orthogonal(shape, gain=2.0, rng=1).reshape(shape[0], -1), 2 * w, atol=1e-6)
+
+
+def test_identity_dirac_sparse_constant():
+    assert np.array_equal(init.identity((3, 4)), np.eye(3, 4, dtype=np.float32))
+    d = init.dirac((4, 2, 3, 3), groups=2)
+    x = np.random.default_rng(0).standard_normal((2, 5, 5))
+    assert d[0, 0, 1, 1] == 1 and d[2, 0, 1, 1] == 1 and d.sum() == 4
+    s = init.sparse((10, 6), sparsity=0.3, std=0.1, rng=0)
+    assert ((s == 0).sum(axis=0) >= 3).all()
+    out = np.empty((2, 3), np.float64)
+    assert init.constant(value=2.5, out=out) is out and (out == 2.5).all()
+    assert init.zeros((2,)).sum() == 0 and init.ones((2,), dtype=np.float64).dtype == np.float64
+    del x
+
+
+def test_rng_forms_and_out():
+    a = init.kaiming_normal((64, 32), nonlinearity="relu", rng=3)
+    b = init.kaiming_normal((64, 32), nonlinearity="relu", rng=fastnorm.random.Generator(3))
+    assert a.tobytes() == b.tobytes()
+    c = init.kaiming_normal((64, 32), nonlinearity="relu", rng=np.random.default_rng(3))
+    assert c.shape == (64, 32)
+    out = np.empty((64, 32), np.float64)
+    assert init.xavier_uniform(out=out, rng=0) is out
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        init.xavier_normal((10,))
+    with pytest.raises(ValueError, match="nonlinearity.*tanh"):
+        init.kaiming_normal((4, 4), nonlinearity="swoosh")
+    with pytest.raises(ValueError, match="mode.*fan_in"):
+        init.kaiming_normal((4, 4), mode="fan")
+    with pytest.raises(ValueError, match="a, b"):
+        init.trunc_normal((4, 4), a=1, b=-1)
+    with pytest.raises(ValueError, match="scale"):
+        init.variance_scaling((4, 4), scale=0)
+    with pytest.raises(ValueError, match="distribution"):
+        init.variance_scaling((4, 4), distribution="cauchy")
+    with pytest.raises(ValueError, match="layout"):
+        init.compute_fans((4, 4), layout="oi")
+
+
+def _mlp(rng, widths=(64, 128, 128, 128, 10)):
+    x = rng.standard_normal((512, widths[0])).astype(np.float32) * 3 + 1
+    W = [np.zeros((o, i), np.float32) for i, o in zip(widths[:-1], widths[1:])]
+    b = [np.zeros(o, np.float32) for o in widths[1:]]
+
+    def forward(x):
+        outs, h = [], x
+        for k, (w, bias) in enumerate(zip(W, b)):
+            z = h @ w.T + bias
+            outs.append(z)
+            h = fastnorm.tanh(z)
+        return outs
+    return x, W, b, forward
+
+
+def test_lsuv_gives_unit_variance_per_layer():
+    x, W, _, forward = _mlp(np.random.default_rng(0))
+    variances = init.lsuv(W, forward, x, tol=0.01, rng=0)
+    assert all(abs(v - 1) <= 0.01 for v in variances)
+    assert all(abs(o.var() - 1) <= 0.01 for o in forward(x))
+
+
+def test_data_dependent_normalizes_every_unit():
+    x, W, b, forward = _mlp(np.random.default_rng(1))
+    for k, w in enumerate(W):
+        init.normal(std=0.5, out=w, rng=k)
+    report = init.data_dependent(W, b, forward, x)
+    assert all(m < 1e-4 and s < 1e-3 for m, s in report)

@@ -1,0 +1,154 @@
+"""fastnorm.random: Philox known answers, distributions (moments and Kolmogorov-Smirnov), reproducibility across
+thread counts, ISA levels and saved state, and bad input."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnorm
+from fastnorm import _C
+from fastnorm.random import Generator, as_generator
+
+N = 1_000_000
+
+
+@pytest.mark.parametrize("ctr,key,expected", [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_matches_random123_known_answers(ctr, key, expected):
+    assert tuple(_C.philox4x32_10(list(ctr), list(key))) == expected
+
+
+def _ks_statistic(sample, cdf):
+    x = np.sort(np.asarray(sample, dtype=np.float64))
+    f = cdf(x)
+    n = len(x)
+    return max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
+
+
+def _normal_cdf(x):
+    return 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2))
+
+
+# The 1% critical value of the one-sample KS statistic is about 1.63 / sqrt(n).
+KS_LIMIT = 1.63 / math.sqrt(N)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normal_moments_and_ks(dtype):
+    z = Generator(1).normal(N, loc=2.0, scale=3.0, dtype=dtype)
+    assert z.dtype == dtype and z.shape == (N,)
+    assert abs(z.mean() - 2.0) < 5 * 3 / math.sqrt(N)
+    assert abs(z.std() / 3.0 - 1) < 5 * math.sqrt(0.5 / N)
+    s = (z.astype(np.float64) - 2.0) / 3.0
+    assert abs(np.mean(s ** 3)) < 0.01 and abs(np.mean(s ** 4) - 3) < 0.03
+    assert _ks_statistic(s[:200_000], _normal_cdf) < 1.63 / math.sqrt(200_000)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uniform_moments_and_ks(dtype):
+    u = Generator(2).uniform(N, low=-1.0, high=3.0, dtype=dtype)
+    assert u.min() >= -1.0 and u.max() < 3.0
+    assert abs(u.mean() - 1.0) < 5 * 4 / math.sqrt(12 * N)
+    assert _ks_statistic((u.astype(np.float64) + 1) / 4, lambda x: x) < KS_LIMIT
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a,b", [(-2.0, 2.0), (-1.0, 0.5), (3.0, 5.0), (-6.0, -4.0)])
+def test_truncated_normal_matches_its_distribution(dtype, a, b):
+    t = Generator(3).truncated_normal(N, loc=1.0, scale=2.0, a=a, b=b, dtype=dtype)
+    z = (t.astype(np.float64) - 1.0) / 2.0
+    assert z.min() >= a - 1e-6 and z.max() <= b + 1e-6
+    pa, pb = (_normal_cdf(np.array([a, b])))
+    cdf = lambda x: (_normal_cdf(x) - pa) / (pb - pa)  # noqa: E731
+    assert _ks_statistic(z[:200_000], cdf) < 1.63 / math.sqrt(200_000)
+    phi = lambda v: math.exp(-v * v / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    mean = (phi(a) - phi(b)) / (pb - pa)
+    assert abs(z.mean() - mean) < 0.01
+
+
+@pytest.mark.parametrize("method", ["normal", "uniform", "truncated_normal"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bitwise_identical_for_any_thread_count(method, dtype):
+    n = 3 * 16384 * 2 + 77
+    outs = [getattr(Generator(7), method)(n, dtype=dtype, num_threads=t).tobytes() for t in (1, 2, 3)]
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_bitwise_identical_at_every_isa_level():
+    code = ("import fastnorm.random as r, numpy as np, hashlib; g = r.Generator(11); "
+            "print(hashlib.sha256(b''.join(getattr(g, m)(10007, dtype=d).tobytes() "
+            "for m in ('normal', 'uniform', 'truncated_normal') for d in (np.float32, np.float64))).hexdigest())")
+    digests = set()
+    for isa in fastnorm.info()["supported_isas"]:
+        env = dict(os.environ, FASTNORM_ISA=isa)
+        digests.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout)
+    assert len(digests) == 1
+
+
+def test_state_save_and_restore_reproduces():
+    g = Generator(5)
+    g.normal(1000)
+    saved = g.state
+    a = g.uniform((3, 7)), g.truncated_normal(11, dtype=np.float64)
+    g.state = saved
+    b = g.uniform((3, 7)), g.truncated_normal(11, dtype=np.float64)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    h = Generator(999)
+    h.state = saved
+    assert h.uniform((3, 7)).tobytes() == a[0].tobytes()
+
+
+def test_calls_continue_the_sequence_and_seeds_differ():
+    g = Generator(0)
+    assert g.normal(5).tobytes() != g.normal(5).tobytes()
+    assert Generator(0).normal(5).tobytes() != Generator(1).normal(5).tobytes()
+    assert Generator(0).normal(5).tobytes() == Generator(0).normal(5).tobytes()
+
+
+def test_size_none_out_and_dtypes():
+    g = Generator(0)
+    assert np.ndim(g.normal()) == 0
+    assert g.normal(4, dtype=np.float16).dtype == np.float16
+    out = np.empty((5, 6), np.float64)[:, ::2]  # non-contiguous
+    r = g.uniform(out=out)
+    assert r is out and (out >= 0).all() and (out < 1).all()
+    assert g.normal((0, 3)).shape == (0, 3)
+
+
+def test_bad_input():
+    g = Generator(0)
+    with pytest.raises(ValueError, match="a, b"):
+        g.truncated_normal(3, a=1.0, b=1.0)
+    with pytest.raises(ValueError, match="scale"):
+        g.normal(3, scale=-1.0)
+    with pytest.raises(ValueError, match="low, high"):
+        g.uniform(3, low=2, high=1)
+    with pytest.raises(TypeError, match="dtype"):
+        g.normal(3, dtype=np.int32)
+    with pytest.raises(ValueError, match="size"):
+        g.normal(-1)
+    with pytest.raises(ValueError, match="out"):
+        g.normal((2, 2), out=np.empty((3, 3), np.float32))
+    with pytest.raises(ValueError, match="seed"):
+        Generator(-1)
+    with pytest.raises(TypeError, match="seed"):
+        Generator(1.5)
+    with pytest.raises(ValueError, match="state"):
+        g.state = {"algorithm": "mt19937"}
+    with pytest.raises(TypeError, match="rng"):
+        as_generator("seed")
+
+
+def test_numpy_generator_is_accepted():
+    s = as_generator(np.random.default_rng(0))
+    t = s.truncated_normal(10000, a=-1, b=1, dtype=np.float64)
+    assert t.min() >= -1 and t.max() <= 1
+    assert s.normal((2, 3)).shape == (2, 3)

@@ -307,6 +307,37 @@ def _register_group_and_instance_norm():
 _register_group_and_instance_norm()
 
 
+def _register_samplers():
+    # Sampling a 4096x4096 float32 weight (issue 4): fastnorm's Philox samplers against NumPy's default_rng()
+    # and PyTorch's randn / rand / trunc_normal_ (whose bounds are absolute: [-2, 2] at std 1 is the same law).
+    shape = (4096, 4096)
+    gen = fastnorm.random.Generator(0)
+    np_rng = np.random.default_rng(0)
+
+    def setup(n, rng):
+        return {}
+
+    def torch_trunc(i, o):
+        import torch
+        t = o if o is not None else torch.empty(shape)
+        return torch.nn.init.trunc_normal_(t.view(shape), 0.0, 1.0, -2.0, 2.0)
+
+    register(Case("normal 4096x4096", setup, lambda i, o: gen.normal(shape, out=o.reshape(shape) if o is not None
+                                                                      else None), 4,
+                  numpy=lambda i, o: np_rng.standard_normal(shape, dtype=np.float32),
+                  torch=lambda i, o: __import__("torch").randn(shape), tags=("random",), shape=shape))
+    register(Case("uniform 4096x4096", setup, lambda i, o: gen.uniform(shape, out=o.reshape(shape) if o is not None
+                                                                        else None), 4,
+                  numpy=lambda i, o: np_rng.random(shape, dtype=np.float32),
+                  torch=lambda i, o: __import__("torch").rand(shape), tags=("random",), shape=shape))
+    register(Case("truncated_normal 4096x4096", setup,
+                  lambda i, o: gen.truncated_normal(shape, out=o.reshape(shape) if o is not None else None), 4,
+                  torch=torch_trunc, tags=("random",), shape=shape))
+
+
+_register_samplers()
+
+
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 def _median_time(fn, repeats: int) -> float:

@@ -131,28 +131,30 @@ FASTNORM_INLINE T ndtri(T p) {
   return math::abs_(q) <= T(0.425) ? central : signed_tail;
 }
 
-// Per-call constants of the truncated normal, in the type of the computation.
+// Per-call constants, in the type of the computation; flat, T members only (simd_math.h: a nested struct here
+// made the sampling loops scalar, 5x slower).
 template <class T>
-struct TruncConsts {
-  T pa, width;    // the uniform on [pa, pa + width]
+struct ChunkConsts {
+  T loc, scale;   // normal, truncated normal
+  T low, span;    // uniform: low + span u
+  T pa, width;    // truncated normal: the uniform on [pa, pa + width]
   T sign;         // -1 when sampling on [-b, -a]
   T lo, hi;       // clip bounds of z, in the sampled orientation
-  T loc, scale;
 };
 
 double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 
 template <class T>
-TruncConsts<T> trunc_consts(const SampleParams& p) {
+ChunkConsts<T> chunk_consts(const SampleParams& p) {
   const bool flip = p.a > 0;
   const double a = flip ? -p.b : p.a, b = flip ? -p.a : p.b;
   const double pa = normal_cdf(a), pb = normal_cdf(b);
-  return {static_cast<T>(pa), static_cast<T>(pb - pa), flip ? T(-1) : T(1), static_cast<T>(a),
-          static_cast<T>(b), static_cast<T>(p.loc), static_cast<T>(p.scale)};
+  return {static_cast<T>(p.loc), static_cast<T>(p.scale), static_cast<T>(p.low), static_cast<T>(p.high - p.low),
+          static_cast<T>(pa), static_cast<T>(pb - pa), flip ? T(-1) : T(1), static_cast<T>(a), static_cast<T>(b)};
 }
 
 template <class T>
-FASTNORM_INLINE T truncated(T u, const TruncConsts<T>& tc) {
+FASTNORM_INLINE T truncated(T u, const ChunkConsts<T>& tc) {
   T p = tc.pa + tc.width * u;
   p = p < std::numeric_limits<T>::min() ? std::numeric_limits<T>::min() : p;
   T z = ndtri(p);
@@ -160,69 +162,84 @@ FASTNORM_INLINE T truncated(T u, const TruncConsts<T>& tc) {
   return tc.loc + tc.scale * (tc.sign * z);
 }
 
-// One chunk: kChunkBlocks blocks from block index `first`, values k * kChunkBlocks + j into out.
+// Up to four values of one block (values_per_block<T>() of them are used): flat, T members only (simd_math.h).
+// Blocks and Values travel by value: a reference to one kept it in memory and left the loop scalar (5x slower).
+template <class T>
+struct Values {
+  T v0, v1, v2, v3;
+};
+
+// A block's uniforms: four of 24 bits (float), or two of 53 bits (double, in v0 and v1).  With open_even, v0 and
+// v2 lie in (0, 1] (Box-Muller takes their log), the others in [0, 1).
+template <class T>
+FASTNORM_INLINE Values<T> block_uniforms(Block w, bool open_even) {
+  if constexpr (values_per_block<T>() == 4) {
+    return {uniform24(w.w0, open_even), uniform24(w.w1, false), uniform24(w.w2, open_even), uniform24(w.w3, false)};
+  } else {
+    return {uniform53(w.w0, w.w1, open_even), uniform53(w.w2, w.w3, false), T(0), T(0)};
+  }
+}
+
+// Each distribution maps a block's uniforms to its values.
+template <class T>
+struct UniformDist {
+  static constexpr bool open_even = false;
+  static FASTNORM_INLINE Values<T> values(Values<T> u, const ChunkConsts<T>& k) {
+    return {k.low + k.span * u.v0, k.low + k.span * u.v1, k.low + k.span * u.v2, k.low + k.span * u.v3};
+  }
+};
+
+template <class T>
+struct NormalDist {
+  static constexpr bool open_even = true;
+  static FASTNORM_INLINE Values<T> values(Values<T> u, const ChunkConsts<T>& k) {
+    const SinCos<T> a = box_muller(u.v0, u.v1);
+    if constexpr (values_per_block<T>() == 4) {
+      const SinCos<T> b = box_muller(u.v2, u.v3);
+      return {k.loc + k.scale * a.c, k.loc + k.scale * a.s, k.loc + k.scale * b.c, k.loc + k.scale * b.s};
+    } else {
+      return {k.loc + k.scale * a.c, k.loc + k.scale * a.s, T(0), T(0)};
+    }
+  }
+};
+
+template <class T>
+struct TruncatedDist {
+  static constexpr bool open_even = false;
+  static FASTNORM_INLINE Values<T> values(Values<T> u, const ChunkConsts<T>& k) {
+    if constexpr (values_per_block<T>() == 4) {
+      return {truncated(u.v0, k), truncated(u.v1, k), truncated(u.v2, k), truncated(u.v3, k)};
+    } else {
+      return {truncated(u.v0, k), truncated(u.v1, k), T(0), T(0)};
+    }
+  }
+};
+
+// One chunk: kChunkBlocks blocks from block index `first`, value k of block j into out[k * kChunkBlocks + j].
+template <class Dist, class T>
+FASTNORM_INLINE void fill_chunk(u32 k0, u32 k1, u64 first, T* out, const ChunkConsts<T>& k) {
+  constexpr idx B = kChunkBlocks;
+#pragma omp simd
+  for (idx j = 0; j < B; ++j) {
+    const u64 c = first + static_cast<u64>(j);
+    const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
+    const Values<T> v = Dist::values(block_uniforms<T>(w, Dist::open_even), k);
+    out[j] = v.v0;
+    out[B + j] = v.v1;
+    if constexpr (values_per_block<T>() == 4) {
+      out[2 * B + j] = v.v2;
+      out[3 * B + j] = v.v3;
+    }
+  }
+}
+
 template <class T>
 struct ChunkBody {
-  static FASTNORM_INLINE void run(Distribution d, u32 k0, u32 k1, u64 first, T* out, SampleParams p,
-                                  TruncConsts<T> tc) {
-    constexpr idx V = values_per_block<T>(), B = kChunkBlocks;
-    T* o0 = out;
-    T* o1 = out + B;
-    T* o2 = out + (V > 2 ? 2 * B : 0);
-    T* o3 = out + (V > 2 ? 3 * B : 0);
-    const T loc = T(p.loc), scale = T(p.scale), low = T(p.low), span = T(p.high - p.low);
+  static FASTNORM_INLINE void run(Distribution d, u32 k0, u32 k1, u64 first, T* out, const ChunkConsts<T>& k) {
     switch (d) {
-      case Distribution::uniform:
-#pragma omp simd
-        for (idx j = 0; j < B; ++j) {
-          const u64 c = first + static_cast<u64>(j);
-          const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
-          if constexpr (V == 4) {
-            o0[j] = low + span * uniform24(w.w0, false);
-            o1[j] = low + span * uniform24(w.w1, false);
-            o2[j] = low + span * uniform24(w.w2, false);
-            o3[j] = low + span * uniform24(w.w3, false);
-          } else {
-            o0[j] = low + span * uniform53(w.w0, w.w1, false);
-            o1[j] = low + span * uniform53(w.w2, w.w3, false);
-          }
-        }
-        return;
-      case Distribution::normal:
-#pragma omp simd
-        for (idx j = 0; j < B; ++j) {
-          const u64 c = first + static_cast<u64>(j);
-          const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
-          if constexpr (V == 4) {
-            const SinCos<T> a = box_muller(uniform24(w.w0, true), uniform24(w.w1, false));
-            const SinCos<T> b = box_muller(uniform24(w.w2, true), uniform24(w.w3, false));
-            o0[j] = loc + scale * a.c;
-            o1[j] = loc + scale * a.s;
-            o2[j] = loc + scale * b.c;
-            o3[j] = loc + scale * b.s;
-          } else {
-            const SinCos<T> a = box_muller(uniform53(w.w0, w.w1, true), uniform53(w.w2, w.w3, false));
-            o0[j] = loc + scale * a.c;
-            o1[j] = loc + scale * a.s;
-          }
-        }
-        return;
-      case Distribution::truncated_normal:
-#pragma omp simd
-        for (idx j = 0; j < B; ++j) {
-          const u64 c = first + static_cast<u64>(j);
-          const Block w = philox(static_cast<u32>(c), static_cast<u32>(c >> 32), 0, 0, k0, k1);
-          if constexpr (V == 4) {
-            o0[j] = truncated(uniform24(w.w0, false), tc);
-            o1[j] = truncated(uniform24(w.w1, false), tc);
-            o2[j] = truncated(uniform24(w.w2, false), tc);
-            o3[j] = truncated(uniform24(w.w3, false), tc);
-          } else {
-            o0[j] = truncated(uniform53(w.w0, w.w1, false), tc);
-            o1[j] = truncated(uniform53(w.w2, w.w3, false), tc);
-          }
-        }
-        return;
+      case Distribution::uniform: return fill_chunk<UniformDist<T>>(k0, k1, first, out, k);
+      case Distribution::normal: return fill_chunk<NormalDist<T>>(k0, k1, first, out, k);
+      case Distribution::truncated_normal: return fill_chunk<TruncatedDist<T>>(k0, k1, first, out, k);
     }
   }
 };
@@ -242,7 +259,7 @@ void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, id
             int num_threads) {
   constexpr idx chunk = kChunkBlocks * values_per_block<T>();
   const u32 k0 = static_cast<u32>(key), k1 = static_cast<u32>(key >> 32);
-  const TruncConsts<T> tc = trunc_consts<T>(p);
+  const ChunkConsts<T> k = chunk_consts<T>(p);
   const idx chunks = chunks_for<T>(n);
   // A chunk is 4 KiB (float) or 4 KiB (double) of output: about 16 per elementwise grain.
   parallel_for(chunks, kElementwiseGrain / chunk, num_threads, [&](idx c0, idx c1) {
@@ -251,7 +268,7 @@ void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, id
       const u64 first = counter + static_cast<u64>(c) * kChunkBlocks;
       const idx begin = c * chunk, len = std::min(chunk, n - begin);
       T* dst = len == chunk ? out + begin : buf;
-      isa_call<ChunkBody<T>>(d, k0, k1, first, dst, p, tc);
+      isa_call<ChunkBody<T>>(d, k0, k1, first, dst, k);
       if (len != chunk) std::copy(buf, buf + len, out + begin);
     }
   });

@@ -168,6 +168,17 @@ def _image_layouts():
             yield dims, layout, shape, 1 if layout == "nchw" else -1, f"{layout} {'x'.join(map(str, dims))}"
 
 
+def _norm_inputs(rng, shape, c, forward):
+    """x, per-channel gamma and beta, dy, and the statistics ``forward(x, gamma, beta)`` saves: a norm case's
+    inputs."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    beta = rng.standard_normal(c).astype(np.float32)
+    _, mean, rstd = forward(x, gamma, beta)
+    return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
+            "mean": mean, "rstd": rstd}
+
+
 def _register_batch_norm():
     """Training-mode batch norm with running statistics, forward and backward, NCHW and channels-last, on
     baselines.md's shapes.  Compulsory traffic: forward reads x and writes y (8 bytes per float32), backward
@@ -175,14 +186,9 @@ def _register_batch_norm():
     for dims, layout, shape, axis, label in _image_layouts():
         c_ = dims[1]
 
-        def setup(n, rng, shape=shape, c=c_, layout=layout):
-            x = rng.standard_normal(shape).astype(np.float32)
-            gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
-            beta = rng.standard_normal(c).astype(np.float32)
-            y, mean, rstd = fastnorm.batch_norm(x, gamma, beta, axis=-1 if layout == "nhwc" else 1,
-                                                return_stats=True)
-            return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
-                    "mean": mean, "rstd": rstd, "rm": np.zeros(c, np.float32), "rv": np.ones(c, np.float32)}
+        def setup(n, rng, shape=shape, c=c_, axis=axis):
+            bn = lambda x, g, b: fastnorm.batch_norm(x, g, b, axis=axis, return_stats=True)  # noqa: E731
+            return dict(_norm_inputs(rng, shape, c, bn), rm=np.zeros(c, np.float32), rv=np.ones(c, np.float32))
 
         def fwd(i, o, axis=axis):
             return fastnorm.batch_norm(i["x"], i["gamma"], i["beta"], axis=axis, running_mean=i["rm"],
@@ -225,12 +231,8 @@ def _register_layer_norm():
         label = "x".join(map(str, shape))
 
         def setup(n, rng, shape=shape):
-            x = rng.standard_normal(shape).astype(np.float32)
-            gamma = rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32)
-            beta = rng.standard_normal(shape[-1]).astype(np.float32)
-            _, mean, rstd = fastnorm.layer_norm(x, gamma, beta, return_stats=True)
-            return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
-                    "mean": mean, "rstd": rstd}
+            ln = lambda x, g, b: fastnorm.layer_norm(x, g, b, return_stats=True)  # noqa: E731
+            return _norm_inputs(rng, shape, shape[-1], ln)
 
         def torch_fwd(t, o, d=shape[-1]):
             import torch
@@ -266,12 +268,8 @@ def _register_group_and_instance_norm():
         c_ = dims[1]
 
         def setup(n, rng, shape=shape, c=c_, axis=axis):
-            x = rng.standard_normal(shape).astype(np.float32)
-            gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
-            beta = rng.standard_normal(c).astype(np.float32)
-            _, mean, rstd = fastnorm.group_norm(x, 32, gamma, beta, axis=axis, return_stats=True)
-            return {"x": x, "gamma": gamma, "beta": beta, "dy": rng.standard_normal(shape).astype(np.float32),
-                    "mean": mean, "rstd": rstd}
+            gn = lambda x, g, b: fastnorm.group_norm(x, 32, g, b, axis=axis, return_stats=True)  # noqa: E731
+            return _norm_inputs(rng, shape, c, gn)
 
         def perm(v, layout=layout):
             return v.permute(0, 3, 1, 2) if layout == "nhwc" else v

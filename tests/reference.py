@@ -324,3 +324,20 @@ def group_norm(x, num_groups, gamma=None, beta=None, axis=1, eps=1e-5):
     if beta is not None:
         y = y + f64(beta).reshape(shape)
     return np.moveaxis(y, 1, axis)
+
+
+def standardize(x, axis):
+    """(x - mean) / std over ``axis`` (biased variance); zero-variance slots are only centered."""
+    x = f64(x)
+    mean, std = x.mean(axis=axis, keepdims=True), x.std(axis=axis, keepdims=True)
+    return (x - mean) / np.where(std > 0, std, 1.0)
+
+
+def pca(x, k):
+    """Top-k principal components of rows x (N, D) by the SVD of the centered data, the textbook way: rows of
+    components (sign: largest-magnitude entry positive), variances (divisor N - 1), projected data."""
+    x = f64(x)
+    centered = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
+    vt = vt[:k] * np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(axis=1)])[:, None]
+    return vt, s[:k] ** 2 / (x.shape[0] - 1), centered @ vt.T

@@ -1,0 +1,462 @@
+"""Data preprocessing with scikit-learn's manners: ``Standardizer``, ``PCA`` and ``Whitening``.
+
+The lecture: zero-centering always (the mean image, or the per-channel mean: "3 numbers"), normalization by the
+standard deviation often, PCA and whitening ("decorrelated data: diagonal covariance; whitened: identity") rarely
+for images.  Each class has ``fit``, ``partial_fit`` (for data that arrives in batches: fitting piece by piece
+equals fitting the whole, up to rounding), ``transform``, ``fit_transform`` and ``inverse_transform``; fitted
+attributes end in ``_``, and using a transform before ``fit`` raises :class:`NotFittedError`.
+
+Statistics are float64 and mergeable: the standardizer keeps :func:`fastnorm.moments` and merges batches with
+:func:`fastnorm.merge_moments`; PCA and whitening keep a count, a mean and a scatter matrix (the sum of outer
+products of deviations from the mean) and merge them with the same formula (Chan et al. 1979).  Data containing
+NaN or infinity is refused by ``fit`` and ``partial_fit`` rather than turned into NaN statistics.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from fastnorm import _C
+from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axes,
+                             result_dtype)
+from fastnorm._threads import resolve
+from fastnorm.statistics import Moments, merge_moments, moments
+
+__all__ = ["NotFittedError", "Standardizer", "PCA", "Whitening"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A transform or fitted attribute was used before ``fit`` (a ValueError and an AttributeError, as in
+    scikit-learn)."""
+
+
+def _refuse_nonfinite(values: np.ndarray, what: str) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"x: contains NaN or infinity; the {what} would be NaN (clean or impute the data first)")
+
+
+class Standardizer:
+    """Zero-centers and/or scales data to unit variance, with statistics over a choice of axes.
+
+    ``axis`` names the axes the statistics are taken over; the other axes keep one statistic per slot:
+
+    ============================================  ================  ===================
+    what                                          data              ``axis``
+    ============================================  ================  ===================
+    per-feature (scikit-learn's StandardScaler)   (N, D)            ``0`` (the default)
+    the mean image, shape (32, 32, 3)             (N, 32, 32, 3)    ``0``
+    per-channel mean, NCHW ("3 numbers")          (N, 3, H, W)      ``(0, 2, 3)``
+    per-channel mean, channels-last               (N, H, W, 3)      ``(0, 1, 2)``
+    ============================================  ================  ===================
+
+    ``transform(x) = (x - mean_) / scale_`` with ``scale_ = sqrt(var_)``; slots with zero variance keep scale 1
+    (as scikit-learn does), so constant features become 0 rather than NaN.  Data passed to ``transform`` must have
+    the fitted data's number of dimensions and the same sizes on the kept axes; the reduced axes may differ.
+
+    Parameters
+    ----------
+    axis : int or tuple of int
+        The axes reduced.
+    with_mean, with_std : bool
+        Subtract the mean; divide by the standard deviation.
+    ddof : int
+        var_ = m2 / (count - ddof); 0 (the default, as scikit-learn) is the biased variance.
+    num_threads : int, optional
+        Threads for the statistics and the transform; results do not depend on it.
+
+    Attributes
+    ----------
+    mean_, var_ : ndarray (float64), the kept axes' shape
+    scale_ : ndarray (float64) or None when ``with_std`` is False
+    n_samples_seen_ : int, values per slot seen so far
+    moments_ : :class:`fastnorm.Moments`, the mergeable statistics behind them
+    """
+
+    def __init__(self, axis=0, *, with_mean: bool = True, with_std: bool = True, ddof: int = 0,
+                 num_threads=None):
+        if not isinstance(ddof, numbers.Integral) or ddof < 0:
+            raise ValueError(f"ddof: expected an integer >= 0, got {ddof!r}")
+        self.axis = axis
+        self.with_mean = bool(with_mean)
+        self.with_std = bool(with_std)
+        self.ddof = int(ddof)
+        self.num_threads = num_threads
+
+    # -- fitting -------------------------------------------------------------------------------------------------
+    def fit(self, x, y=None):
+        """Computes the statistics of ``x`` (forgetting earlier ones). Returns self."""
+        self._reset()
+        return self.partial_fit(x)
+
+    def partial_fit(self, x, y=None):
+        """Adds ``x`` to the statistics seen so far (merged exactly as if fitted on all the data at once)."""
+        x = as_array(x, "x")
+        reduced = normalize_axes(self.axis, x.ndim)
+        kept = tuple(a for a in range(x.ndim) if a not in reduced)
+        if hasattr(self, "moments_"):
+            self._check_layout(x)
+        else:
+            self._ndim, self._reduced, self._kept = x.ndim, reduced, kept
+        batch = moments(x, axis=reduced, num_threads=self.num_threads)
+        if batch.count.max(initial=0) > 0:
+            _refuse_nonfinite(batch.mean, "mean")
+            _refuse_nonfinite(batch.m2, "variance")
+        merged = batch if not hasattr(self, "moments_") else merge_moments(self.moments_, batch)
+        n = int(np.max(merged.count))
+        if n <= self.ddof:
+            raise ValueError(f"x: the standardizer needs more than ddof={self.ddof} values per slot, got {n}")
+        self.moments_, self.n_samples_seen_ = merged, n
+        self.mean_ = self.moments_.mean
+        self.var_ = self.moments_.var(self.ddof)
+        self.scale_ = np.where(self.var_ > 0, np.sqrt(self.var_), 1.0) if self.with_std else None
+        return self
+
+    def _reset(self):
+        for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_"):
+            self.__dict__.pop(name, None)
+
+    def _check_layout(self, x: np.ndarray) -> None:
+        fitted = tuple(self.mean_.shape)
+        if x.ndim != self._ndim or tuple(x.shape[a] for a in self._kept) != fitted:
+            raise ValueError(f"x: shape {x.shape} does not match the fitted data: expected {self._ndim} dimensions "
+                             f"with sizes {fitted} on axes {self._kept}")
+
+    # -- transforms ----------------------------------------------------------------------------------------------
+    def transform(self, x, *, out=None):
+        """(x - mean_) / scale_ (each part as configured), in x's floating dtype (integers give float64)."""
+        self._check_fitted()
+        mean = self.mean_ if self.with_mean else np.zeros(self.mean_.shape)
+        scale = 1.0 / self.scale_ if self.with_std else np.ones(self.mean_.shape)
+        return self._affine(x, mean, scale, np.zeros(self.mean_.shape), out)
+
+    def fit_transform(self, x, y=None, *, out=None):
+        return self.fit(x).transform(x, out=out)
+
+    def inverse_transform(self, x, *, out=None):
+        """x * scale_ + mean_: undoes :meth:`transform`."""
+        self._check_fitted()
+        zeros = np.zeros(self.mean_.shape)
+        scale = self.scale_ if self.with_std else np.ones(self.mean_.shape)
+        shift = self.mean_ if self.with_mean else zeros
+        return self._affine(x, zeros, scale, shift, out)
+
+    def _check_fitted(self):
+        if not hasattr(self, "moments_"):
+            raise NotFittedError("this Standardizer is not fitted yet: call fit or partial_fit first")
+
+    def _affine(self, x, mean, scale, shift, out):
+        """(x - mean) * scale + shift with per-slot float64 parameters broadcast over the reduced axes."""
+        x = as_array(x, "x")
+        self._check_layout(x)
+        compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
+        if out is not None:
+            check_out(out, x.shape, result)
+        kept = self._kept
+        xb = as_buffer(x, compute)
+        if not kept or kept == tuple(range(kept[0], kept[-1] + 1)):
+            # kept axes are one block: x is (A, C, B) around it, the batch-norm apply kernel's layout
+            C = math.prod(x.shape[a] for a in kept)
+            A = math.prod(x.shape[:kept[0]]) if kept else 1
+            B = x.size // (A * C) if A * C else 0
+            buf = kernel_output(out, x.shape, compute, (xb,))
+            _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean).reshape(-1),
+                        np.ascontiguousarray(scale).reshape(-1), np.ascontiguousarray(shift).reshape(-1),
+                        resolve(self.num_threads))
+            return deliver(buf, out, result)
+        shape = [x.shape[a] if a in kept else 1 for a in range(x.ndim)]
+        m, s, b = (np.reshape(v, shape).astype(compute) for v in (mean, scale, shift))
+        return deliver(((xb - m) * s + b).astype(compute, copy=False), out, result)
+
+
+class _Scatter:
+    """Count, mean and scatter matrix (sum over samples of outer(x - mean, x - mean)) of rows, in float64,
+    mergeable like :class:`fastnorm.Moments`."""
+
+    def __init__(self, features: int):
+        self.count = 0
+        self.mean = np.zeros(features)
+        self.scatter = np.zeros((features, features))
+
+    def add(self, rows: np.ndarray) -> None:
+        """Adds rows (N, D) in pieces of about 4 MiB: each piece's own mean and scatter, merged in."""
+        step = max(1, (1 << 19) // max(1, rows.shape[1]))
+        for start in range(0, rows.shape[0], step):
+            piece = np.asarray(rows[start:start + step], dtype=np.float64)
+            mean = piece.mean(axis=0)
+            _refuse_nonfinite(mean, "covariance")
+            dev = piece - mean
+            self._merge(piece.shape[0], mean, dev.T @ dev)
+
+    def _merge(self, nb: int, mean_b: np.ndarray, scatter_b: np.ndarray) -> None:
+        na, n = self.count, self.count + nb
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.scatter = self.scatter + scatter_b + np.outer(delta, delta) * (na * nb / n)
+        self.count = n
+
+
+class _CovarianceModel:
+    """What PCA and Whitening share: rows (N, features...) fitted into a mergeable scatter, then the eigenvectors
+    of the covariance, largest variance first, each signed so that its largest-magnitude entry is positive."""
+
+    def fit(self, x, y=None):
+        """Fits on ``x`` (forgetting earlier data). Returns self."""
+        self._reset()
+        self.partial_fit(x)
+        self._solve()  # errors (too few samples, too many components) surface here, not at the first transform
+        return self
+
+    def partial_fit(self, x, y=None):
+        """Adds ``x`` to the data seen so far; the eigendecomposition is recomputed when next needed."""
+        rows = self._rows(x, fitting=True)
+        self._scatter.add(rows)
+        self._solution = None
+        return self
+
+    def fit_transform(self, x, y=None):
+        return self.fit(x).transform(x)
+
+    def _reset(self):
+        self.__dict__.pop("_scatter", None)
+        self._solution = None
+
+    def _rows(self, x, fitting=False) -> np.ndarray:
+        """x as (N, features) rows, checking its feature shape against the fitted one."""
+        x = as_array(x, "x")
+        if x.ndim < 2:
+            raise ValueError(f"x: expected samples along axis 0 and features after it (ndim >= 2), got shape "
+                             f"{x.shape}")
+        features = x.shape[1:]
+        scatter = self.__dict__.get("_scatter")
+        if scatter is None:
+            if not fitting:
+                raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
+            if math.prod(features) == 0:
+                raise ValueError(f"x: needs at least one feature, got shape {x.shape}")
+            self._feature_shape = features
+            self._scatter = _Scatter(math.prod(features))
+        elif features != self._feature_shape:
+            raise ValueError(f"x: {math.prod(features)} features in shape {features}; fitted on "
+                             f"{math.prod(self._feature_shape)} in shape {self._feature_shape}")
+        return x.reshape(x.shape[0], -1)
+
+    def _solve(self) -> dict:
+        if self.__dict__.get("_solution") is None:
+            s = self.__dict__.get("_scatter")
+            if s is None:
+                raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
+            if s.count < 2:
+                raise ValueError(f"x: {type(self).__name__} needs at least 2 samples, got {s.count}")
+            cov = s.scatter / (s.count - 1)
+            w, v = np.linalg.eigh(cov)
+            w, v = np.maximum(w[::-1], 0.0), v[:, ::-1]
+            v *= np.where(v[np.abs(v).argmax(axis=0), np.arange(v.shape[1])] < 0, -1.0, 1.0)
+            self._solution = {"covariance": cov, "variances": w, "vectors": v.T, "total": float(np.trace(cov))}
+        return self._solution
+
+    # fitted attributes shared by both
+    @property
+    def mean_(self) -> np.ndarray:
+        self._solve()
+        return self._scatter.mean
+
+    @property
+    def covariance_(self) -> np.ndarray:
+        """The data's covariance matrix (divisor n - 1)."""
+        return self._solve()["covariance"]
+
+    @property
+    def n_samples_seen_(self) -> int:
+        self._solve()
+        return self._scatter.count
+
+    @property
+    def n_features_in_(self) -> int:
+        self._solve()
+        return self._scatter.mean.shape[0]
+
+    def _project(self, x, matrix: np.ndarray) -> np.ndarray:
+        """(x - mean_) @ matrix in x's floating dtype (float64 for integers)."""
+        rows = self._rows(x)
+        compute = compute_dtype(rows.dtype, "x")
+        centered = np.asarray(rows, dtype=compute) - self.mean_.astype(compute)
+        return (centered @ matrix.astype(compute)).astype(result_dtype(rows.dtype), copy=False)
+
+    def _unproject(self, y, matrix: np.ndarray, width: int) -> np.ndarray:
+        """y @ matrix + mean_, y being (N, width) rows."""
+        y = as_array(y, "x")
+        self._solve()
+        if y.ndim < 2 or math.prod(y.shape[1:]) != width:
+            raise ValueError(f"x: expected (samples, {width}) values to invert, got shape {y.shape}")
+        compute = compute_dtype(y.dtype, "x")
+        rows = np.asarray(y.reshape(y.shape[0], -1), dtype=compute)
+        result = rows @ matrix.astype(compute) + self.mean_.astype(compute)
+        return result.astype(result_dtype(y.dtype), copy=False)
+
+
+class PCA(_CovarianceModel):
+    """Principal component analysis from the covariance matrix, with optional whitening.
+
+    x is (N, features...) (features are flattened: images work as they are).  The components are the
+    eigenvectors of the covariance (divisor n - 1) with the largest eigenvalues, each signed so its largest-
+    magnitude entry is positive (scikit-learn's convention since 1.5); ``transform(x) = (x - mean_) @
+    components_.T``, divided by sqrt(explained_variance_ + eps) with ``whiten=True``: decorrelated data (diagonal
+    covariance), whitened data (identity covariance).  Cost: O(N D^2) to fit plus O(D^3) for the eigenvectors,
+    fine for D up to a few thousand (CIFAR's 3072); ``partial_fit`` merges scatter matrices, so it matches
+    ``fit`` on the whole to rounding.
+
+    Parameters
+    ----------
+    n_components : int, float in (0, 1), or None
+        Components kept: an int; a float keeps the fewest explaining at least that fraction of the variance; None
+        keeps min(n_samples, n_features) (as scikit-learn).
+    whiten : bool
+        Divide each component by its standard deviation.
+    eps : float
+        Added to the variances before whitening (0: scikit-learn's PCA(whiten=True)); components whose variance
+        plus eps is 0 map to 0.
+
+    Attributes
+    ----------
+    components_ (k, D), explained_variance_ (k,), explained_variance_ratio_ (k,), singular_values_ (k,),
+    mean_ (D,), covariance_ (D, D), n_components_, n_features_in_, n_samples_seen_.
+    """
+
+    def __init__(self, n_components=None, *, whiten: bool = False, eps: float = 0.0):
+        if n_components is not None:
+            if isinstance(n_components, bool) or not isinstance(n_components, numbers.Real):
+                raise TypeError(f"n_components: expected an int, a float in (0, 1) or None, got {n_components!r}")
+            if isinstance(n_components, numbers.Integral):
+                if n_components < 1:
+                    raise ValueError(f"n_components: expected >= 1, got {n_components}")
+            elif not 0 < n_components < 1:
+                raise ValueError(f"n_components: a float must be in (0, 1) (a fraction of variance), got "
+                                 f"{n_components}")
+        if not eps >= 0:
+            raise ValueError(f"eps: expected >= 0, got {eps}")
+        self.n_components = n_components
+        self.whiten = bool(whiten)
+        self.eps = float(eps)
+
+    def _k(self) -> int:
+        sol, s = self._solve(), self._scatter
+        limit = min(s.count, s.mean.shape[0])
+        k = self.n_components
+        if k is None:
+            return limit
+        if isinstance(k, numbers.Integral):
+            if k > limit:
+                raise ValueError(f"n_components: {k} is more than min(n_samples, n_features) = min({s.count}, "
+                                 f"{s.mean.shape[0]})")
+            return int(k)
+        ratio = np.cumsum(sol["variances"]) / sol["total"] if sol["total"] > 0 else np.ones(limit)
+        return int(min(np.searchsorted(ratio, k, side="right") + 1, limit))
+
+    def fit(self, x, y=None):
+        super().fit(x)
+        self._k()
+        return self
+
+    @property
+    def n_components_(self) -> int:
+        return self._k()
+
+    @property
+    def components_(self) -> np.ndarray:
+        return self._solve()["vectors"][:self._k()]
+
+    @property
+    def explained_variance_(self) -> np.ndarray:
+        return self._solve()["variances"][:self._k()]
+
+    @property
+    def explained_variance_ratio_(self) -> np.ndarray:
+        total = self._solve()["total"]
+        ev = self.explained_variance_
+        return ev / total if total > 0 else np.zeros_like(ev)
+
+    @property
+    def singular_values_(self) -> np.ndarray:
+        """Singular values of the centered data matrix: sqrt(explained_variance_ * (n - 1))."""
+        return np.sqrt(self.explained_variance_ * (self._scatter.count - 1))
+
+    def _stds(self) -> np.ndarray:
+        return np.sqrt(self.explained_variance_ + self.eps)
+
+    def transform(self, x):
+        """(x - mean_) @ components_.T, whitened if configured: (N, n_components_)."""
+        matrix = self.components_.T
+        if self.whiten:
+            std = self._stds()
+            matrix = matrix * np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+        return self._project(x, matrix)
+
+    def inverse_transform(self, y):
+        """Back to the data space, (N, features...): exact when all components are kept."""
+        matrix = self.components_
+        if self.whiten:
+            matrix = matrix * self._stds()[:, None]
+        return self._unproject(y, matrix, self.n_components_).reshape((-1, *self._feature_shape))
+
+
+class Whitening(_CovarianceModel):
+    """PCA or ZCA whitening: data with identity covariance.
+
+    With the eigendecomposition cov = U diag(lam) U^T (covariance divisor n - 1):
+
+    - ``method="pca"``: ``(x - mean_) @ U diag(1 / sqrt(lam + eps))``: decorrelated and scaled, in the
+      eigenbasis (all components kept, largest variance first).
+    - ``method="zca"`` (Bell & Sejnowski 1997): ``(x - mean_) @ U diag(1 / sqrt(lam + eps)) U^T``: the whitened
+      data closest to the original (for images, it still looks like an image); output shape = input shape.
+
+    ``eps`` (added to each variance) bounds the amplification of near-zero-variance directions (noise); the
+    whitened covariance is U diag(lam / (lam + eps)) U^T, the identity to within eps / lam.
+
+    Attributes: ``mean_``, ``covariance_``, ``components_`` (U^T, rows largest variance first),
+    ``explained_variance_`` (lam), ``whitening_matrix_`` (applied to centered rows), ``n_features_in_``,
+    ``n_samples_seen_``.
+    """
+
+    def __init__(self, method: str = "zca", *, eps: float = 1e-5):
+        if method not in ("pca", "zca"):
+            raise ValueError(f"method: expected 'pca' or 'zca', got {method!r}")
+        if not eps >= 0:
+            raise ValueError(f"eps: expected >= 0, got {eps}")
+        self.method = method
+        self.eps = float(eps)
+
+    @property
+    def components_(self) -> np.ndarray:
+        return self._solve()["vectors"]
+
+    @property
+    def explained_variance_(self) -> np.ndarray:
+        return self._solve()["variances"]
+
+    def _matrices(self):
+        """(whitening, its inverse): the matrices applied to centered rows and to whitened rows."""
+        sol = self._solve()
+        if "whitening" not in sol:
+            u = sol["vectors"].T
+            std = np.sqrt(sol["variances"] + self.eps)
+            inv = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+            w, winv = u * inv, std[:, None] * u.T
+            if self.method == "zca":
+                w, winv = w @ u.T, u @ winv
+            sol["whitening"], sol["inverse"] = w, winv
+        return sol["whitening"], sol["inverse"]
+
+    @property
+    def whitening_matrix_(self) -> np.ndarray:
+        return self._matrices()[0]
+
+    def transform(self, x):
+        """Whitened x: (N, n_features) for "pca", x's shape for "zca"."""
+        y = self._project(x, self._matrices()[0])
+        return y.reshape((-1, *self._feature_shape)) if self.method == "zca" else y
+
+    def inverse_transform(self, y):
+        """Back to the data space, (N, features...)."""
+        return self._unproject(y, self._matrices()[1], self.n_features_in_).reshape((-1, *self._feature_shape))

@@ -22,3 +22,11 @@ def pytest_report_header(config):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def stream_threshold():
+    """Sets the size from which outputs are written with streaming stores; restores it afterwards."""
+    old = fastnorm._C.stream_threshold()
+    yield fastnorm._C.set_stream_threshold
+    fastnorm._C.set_stream_threshold(old)

@@ -28,14 +28,6 @@ def test_bitwise_identical_for_any_thread_count(name, dtype, rng):
         assert dx.tobytes() == dxs[0].tobytes()
 
 
-@pytest.fixture
-def stream_threshold():
-    """Sets the size from which outputs are written with streaming stores; restores it afterwards."""
-    old = fastnorm._C.stream_threshold()
-    yield fastnorm._C.set_stream_threshold
-    fastnorm._C.set_stream_threshold(old)
-
-
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("offset", [0, 1, 16])  # output 64-byte aligned or not

@@ -201,8 +201,9 @@ void maxout_backward(const py::array& dy, const py::array& x, py::array& out, id
 }
 
 // Fills out (contiguous float32/float64) from the generator state (key, counter); returns the counter after it.
+// fresh_output: out was just allocated (never streamed into: its pages are not mapped yet, see activations.h).
 std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter, py::array& out,
-                     const fastnorm::SampleParams& p, int num_threads) {
+                     const fastnorm::SampleParams& p, int num_threads, bool fresh_output) {
   if (distribution < 0 || distribution > 2) throw py::value_error("unknown distribution id");
   const Dtype dt = dtype_of(out, "out");
   check_contiguous(out, "out");
@@ -214,7 +215,9 @@ std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter,
     T* op = mptr<T>(out);
     next = counter + static_cast<std::uint64_t>(fastnorm::chunks_for<T>(n)) * fastnorm::kChunkBlocks;
     py::gil_scoped_release nogil;
-    fastnorm::sample<T>(static_cast<fastnorm::Distribution>(distribution), key, counter, op, n, p, num_threads);
+    const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)));
+    fastnorm::sample<T>(static_cast<fastnorm::Distribution>(distribution), key, counter, op, n, p, num_threads,
+                        stream);
   });
   return next;
 }
@@ -452,7 +455,7 @@ PYBIND11_MODULE(_C, m) {
            }),
            "loc"_a = 0.0, "scale"_a = 1.0, "low"_a = 0.0, "high"_a = 1.0, "a"_a = -2.0, "b"_a = 2.0);
   m.def("sample", &sample, "distribution"_a, "key"_a, "counter"_a, "out"_a.noconvert(), "params"_a,
-        "num_threads"_a);
+        "num_threads"_a, "fresh_output"_a = false);
   m.def("philox4x32_10", [](std::array<std::uint32_t, 4> ctr, std::array<std::uint32_t, 2> key) {
     std::array<std::uint32_t, 4> out{};
     fastnorm::philox4x32_10(ctr.data(), key.data(), out.data());

@@ -39,6 +39,7 @@ class Case:
     tags: tuple = field(default_factory=tuple)
     shape: Optional[tuple] = None
     has_out: bool = True
+    dtype: type = np.float32  # of the out= array
 
 
 REGISTRY: list[Case] = []
@@ -306,8 +307,9 @@ _register_group_and_instance_norm()
 
 
 def _register_samplers():
-    # Sampling a 4096x4096 float32 weight (issue 4): fastnorm's Philox samplers against NumPy's default_rng()
-    # and PyTorch's randn / rand / trunc_normal_ (whose bounds are absolute: [-2, 2] at std 1 is the same law).
+    # Sampling a 4096x4096 weight (issue 4), float32 and float64: fastnorm's Philox samplers against NumPy's
+    # default_rng() and PyTorch's randn / rand / trunc_normal_ (whose bounds are absolute: [-2, 2] at std 1 is the
+    # same law); and orthogonal init of a 1024x1024 weight against torch.nn.init.orthogonal_.
     shape = (4096, 4096)
     gen = fastnorm.random.Generator(0)
     np_rng = np.random.default_rng(0)
@@ -315,25 +317,56 @@ def _register_samplers():
     def setup(n, rng):
         return {}
 
-    def torch_trunc(i, o):
-        import torch
-        t = o if o is not None else torch.empty(shape)
-        return torch.nn.init.trunc_normal_(t.view(shape), 0.0, 1.0, -2.0, 2.0)
+    for dt in (np.float32, np.float64):
+        bits = 8 * np.dtype(dt).itemsize
+        suffix = "" if dt is np.float32 else " f64"
 
-    register(Case("normal 4096x4096", setup, lambda i, o: gen.normal(shape, out=o.reshape(shape) if o is not None
-                                                                      else None), 4,
-                  numpy=lambda i, o: np_rng.standard_normal(shape, dtype=np.float32),
-                  torch=lambda i, o: __import__("torch").randn(shape), tags=("random",), shape=shape))
-    register(Case("uniform 4096x4096", setup, lambda i, o: gen.uniform(shape, out=o.reshape(shape) if o is not None
-                                                                        else None), 4,
-                  numpy=lambda i, o: np_rng.random(shape, dtype=np.float32),
-                  torch=lambda i, o: __import__("torch").rand(shape), tags=("random",), shape=shape))
-    register(Case("truncated_normal 4096x4096", setup,
-                  lambda i, o: gen.truncated_normal(shape, out=o.reshape(shape) if o is not None else None), 4,
-                  torch=torch_trunc, tags=("random",), shape=shape))
+        def ours(method, dt=dt):
+            return lambda i, o: getattr(gen, method)(shape, dtype=dt, out=None if o is None else o.reshape(shape))
+
+        def torch_call(make, bits=bits):
+            def call(i, o):
+                import torch
+                return make(torch, getattr(torch, f"float{bits}"), None if o is None else o.view(shape))
+            return call
+
+        register(Case(f"normal 4096x4096{suffix}", setup, ours("normal"), bits // 8,
+                      numpy=lambda i, o, dt=dt: np_rng.standard_normal(shape, dtype=dt),
+                      torch=torch_call(lambda torch, t, o: torch.randn(shape, dtype=t, out=o)), tags=("random",),
+                      shape=shape, dtype=dt))
+        register(Case(f"uniform 4096x4096{suffix}", setup, ours("uniform"), bits // 8,
+                      numpy=lambda i, o, dt=dt: np_rng.random(shape, dtype=dt),
+                      torch=torch_call(lambda torch, t, o: torch.rand(shape, dtype=t, out=o)), tags=("random",),
+                      shape=shape, dtype=dt))
+        register(Case(f"truncated_normal 4096x4096{suffix}", setup, ours("truncated_normal"), bits // 8,
+                      torch=torch_call(lambda torch, t, o: torch.nn.init.trunc_normal_(
+                          torch.empty(shape, dtype=t) if o is None else o, 0.0, 1.0, -2.0, 2.0)),
+                      tags=("random",), shape=shape, dtype=dt))
+    square = (1024, 1024)
+    register(Case("orthogonal 1024x1024", setup, lambda i, o: fastnorm.init.orthogonal(square, rng=gen), 4,
+                  torch=lambda i, o: __import__("torch").nn.init.orthogonal_(__import__("torch").empty(square)),
+                  tags=("random",), shape=square, has_out=False))
 
 
 _register_samplers()
+
+
+def _register_standardizer():
+    # Fitting a Standardizer (issue 4): per-feature statistics of (N, D) rows and the per-channel mean of
+    # channels-last images, against the NumPy formula (what scikit-learn's StandardScaler computes) and
+    # torch.var_mean.  One pass over the data: 4 bytes per float32.
+    from fastnorm.preprocessing import Standardizer
+    for label, shape, axis in [("per-feature 65536x256", (65536, 256), 0),
+                               ("per-channel nhwc 256x64x64x3", (256, 64, 64, 3), (0, 1, 2))]:
+        def setup(n, rng, shape=shape):
+            return {"x": (rng.standard_normal(shape) * 3 + 1).astype(np.float32)}
+        register(Case(f"standardizer fit {label}", setup, lambda i, o, a=axis: Standardizer(axis=a).fit(i["x"]), 4,
+                      numpy=lambda i, o, a=axis: (i["x"].mean(axis=a), i["x"].std(axis=a)),
+                      torch=lambda i, o, a=axis: __import__("torch").var_mean(i["x"], dim=a),
+                      tags=("statistics",), shape=shape, has_out=False))
+
+
+_register_standardizer()
 
 
 # ---- measuring --------------------------------------------------------------------------------------------------
@@ -370,7 +403,7 @@ def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, to
     if case.shape is not None:
         n = int(np.prod(case.shape))
     inputs = case.setup(n, rng)
-    out = np.empty(case.shape or n, dtype=np.float32) if case.has_out else None
+    out = np.empty(case.shape or n, dtype=case.dtype) if case.has_out else None
     moved = case.bytes_per_element * n
     row = {"case": case.name, "n": n, "threads": threads}
 
@@ -388,10 +421,11 @@ def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, to
     if torch_mod is not None and case.torch is not None:
         torch_mod.set_num_threads(threads)
         tin = {k: torch_mod.from_numpy(v) for k, v in inputs.items()}
-        tout = torch_mod.empty(n, dtype=torch_mod.float32)
+        tout = torch_mod.from_numpy(np.empty(case.shape or n, dtype=case.dtype))
         record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
-        activation_fwd = case.has_out and "fwd" in case.name and case.shape is None
-        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if activation_fwd else None)
+        # PyTorch's out= overloads: activation forwards and the samplers
+        with_out = case.has_out and (("fwd" in case.name and case.shape is None) or "random" in case.tags)
+        record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if with_out else None)
     best = min(v for v in (row["fastnorm_out_ms"], row["fastnorm_alloc_ms"]) if v is not None)
     row["gbs"] = moved / (best / 1e3) / 1e9
     row["copy_fraction"] = row["gbs"] / copy_gbs
@@ -420,12 +454,12 @@ def _fmt(v, spec=".2f", suffix=""):
 
 
 def format_table(rows: list[dict], copy: dict) -> str:
-    head = (f"{'case':<26}{'thr':>4}{'out= ms':>10}{'GB/s':>8}{'%copy':>7}{'alloc ms':>10}{'numpy ms':>10}"
+    head = (f"{'case':<34}{'thr':>4}{'out= ms':>10}{'GB/s':>8}{'%copy':>7}{'alloc ms':>10}{'numpy ms':>10}"
             f"{'torch ms':>10}{'torch out':>10}{'x numpy':>9}{'x torch':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['case']:<26}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>10}{_fmt(r['gbs'], '.1f'):>8}"
+            f"{r['case']:<34}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>10}{_fmt(r['gbs'], '.1f'):>8}"
             f"{_fmt(100 * r['copy_fraction'], '.0f', '%'):>7}{_fmt(r['fastnorm_alloc_ms']):>10}"
             f"{_fmt(r.get('numpy_ms')):>10}{_fmt(r.get('torch_alloc_ms')):>10}{_fmt(r.get('torch_out_ms')):>10}"
             f"{_fmt(r.get('vs_numpy'), '.1f', 'x'):>9}{_fmt(r.get('vs_torch_best'), '.1f', 'x'):>9}")

@@ -121,7 +121,7 @@ class Generator:
         direct = out is not None and out.dtype == work_dt and out.flags.c_contiguous
         buf = out if direct else np.empty(shape, dtype=work_dt)
         self._counter = _C.sample(dist, self._key, self._counter, buf.reshape(-1), params,
-                                  resolve(num_threads)) & _MASK64
+                                  resolve(num_threads), fresh_output=not direct) & _MASK64
         if out is not None:
             if not direct:
                 np.copyto(out, buf, casting="unsafe")

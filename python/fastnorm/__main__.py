@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastnorm info | bench``."""
+"""Command line: ``python -m fastnorm info | bench | demo``."""
 import argparse
 import sys
 
@@ -6,7 +6,8 @@ import sys
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m fastnorm", description="fastnorm's command line")
-    p.add_argument("command", choices=["info", "bench"], help="info: this build and machine; bench: benchmarks")
+    p.add_argument("command", choices=["info", "bench", "demo"],
+                   help="info: this build and machine; bench: benchmarks; demo: the lecture's activation statistics")
     args, rest = p.parse_known_args(argv)
     if args.command == "info":
         if rest:
@@ -14,6 +15,9 @@ def main(argv=None) -> int:
         from fastnorm.info import format_info, info
         print(format_info(info()))
         return 0
+    if args.command == "demo":
+        from fastnorm.demo import main as demo_main
+        return demo_main(rest)
     from fastnorm.bench import main as bench_main
     return bench_main(rest)
 

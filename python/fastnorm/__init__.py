@@ -14,11 +14,12 @@ from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm,
                                     instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
 from fastnorm.statistics import Moments, merge_moments, moments
+from fastnorm import diagnostics  # noqa: E402  (uses the functions above)
 
 __version__ = _C.build_info()["version"]
 
 _C.isa()  # applies FASTNORM_ISA now: an unsupported level is a clear ValueError at import, never SIGILL
 
-__all__ = ["layers", "init", "random", "preprocessing", "gradcheck", "numerical_gradient", "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "layer_norm",
+__all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradcheck", "numerical_gradient", "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "layer_norm",
            "layer_norm_backward", "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "fold_batch_norm", *_activation_names]

@@ -3,98 +3,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "fastnorm/channel_loops.h"
 #include "fastnorm/channels.h"
 #include "fastnorm/parallel.h"
 
 namespace fastnorm {
-namespace {
 
-// Per-channel constants in T, the mean as hi + lo.
-template <class T>
-struct ChannelConsts {
-  std::vector<T> mean_hi, mean_lo, a, b, c;
-  ChannelConsts(idx C, const double* mean, const double* a64, const double* b64, const double* c64)
-      : mean_hi(C), mean_lo(C), a(C), b(C), c(C, T(0)) {
-    for (idx i = 0; i < C; ++i) {
-      mean_hi[i] = static_cast<T>(mean[i]);
-      mean_lo[i] = static_cast<T>(mean[i] - static_cast<double>(mean_hi[i]));
-      a[i] = static_cast<T>(a64[i]);
-      b[i] = static_cast<T>(b64[i]);
-      if (c64) c[i] = static_cast<T>(c64[i]);
-    }
-  }
-};
-
-// (x - hi) is exact when x is near the mean (Sterbenz); lo then carries the rest of the mean.
-template <class T>
-FASTNORM_INLINE T centered(T x, T hi, T lo) {
-  return (x - hi) - lo;
-}
-
-template <class T>
-struct ApplyRun {  // one channel: y = (x - mean) * scale + shift
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, T hi, T lo, T scale, T shift) {
-#pragma omp simd
-    for (idx i = 0; i < n; ++i) y[i] = centered(x[i], hi, lo) * scale + shift;
-  }
-};
-
-template <class T>
-struct ApplyRow {  // a row of C channels
-  static FASTNORM_INLINE void run(const T* x, T* y, idx C, const T* hi, const T* lo, const T* scale,
-                                  const T* shift) {
-#pragma omp simd
-    for (idx c = 0; c < C; ++c) y[c] = centered(x[c], hi[c], lo[c]) * scale[c] + shift[c];
-  }
-};
-
-template <class T>
-struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, T hi, T lo, T k_dy, T k_xmu, T k_one) {
-#pragma omp simd
-    for (idx i = 0; i < n; ++i) dx[i] = k_dy * dy[i] + (k_xmu * centered(x[i], hi, lo) + k_one);
-  }
-};
-
-template <class T>
-struct GradRow {
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx C, const T* hi, const T* lo, const T* k_dy,
-                                  const T* k_xmu, const T* k_one) {
-#pragma omp simd
-    for (idx c = 0; c < C; ++c) dx[c] = k_dy[c] * dy[c] + (k_xmu[c] * centered(x[c], hi[c], lo[c]) + k_one[c]);
-  }
-};
-
-template <class T>
-struct SumsRun {  // sums of dy and dy (x - mean) over one channel's run, in double
-  static FASTNORM_INLINE void run(const T* dy, const T* x, idx n, double mean, double* s_dy, double* s_dyx) {
-    double a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-    for (idx i = 0; i < n; ++i) {
-      const double g = static_cast<double>(dy[i]);
-      a += g;
-      b += g * (static_cast<double>(x[i]) - mean);
-    }
-    *s_dy += a;
-    *s_dyx += b;
-  }
-};
-
-template <class T>
-struct SumsRow {
-  static FASTNORM_INLINE void run(const T* dy, const T* x, idx C, const double* mean, double* s_dy,
-                                  double* s_dyx) {
-#pragma omp simd
-    for (idx c = 0; c < C; ++c) {
-      const double g = static_cast<double>(dy[c]);
-      s_dy[c] += g;
-      s_dyx[c] += g * (static_cast<double>(x[c]) - mean[c]);
-    }
-  }
-};
-
-
-}  // namespace
+using namespace loops;
 
 template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,

@@ -13,6 +13,7 @@
 #include "fastnorm/activations.h"
 #include "fastnorm/batch_norm.h"
 #include "fastnorm/copy.h"
+#include "fastnorm/group_norm.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/layer_norm.h"
 #include "fastnorm/moments.h"
@@ -332,6 +333,71 @@ void check_rows(const py::array& x, const char* name, idx M, idx D) {
     throw py::value_error(std::string(name) + ": (M, D) does not match the array's size");
 }
 
+// Optional per-channel float64 parameters: None gives a null pointer (gamma 1, beta 0).
+const double* optional_values(const py::object& a, const char* name, idx C) {
+  if (a.is_none()) return nullptr;
+  return channel_values(a.cast<py::array>(), name, C);
+}
+
+fastnorm::GroupShape group_shape(const py::array& x, const char* name, idx N, idx P, idx C, idx Q, idx G) {
+  if (N < 0 || P < 0 || C < 0 || Q < 0 || G < 1 || C % G != 0) throw py::value_error("bad group layout");
+  check_layout(x, name, N * P, C, Q);
+  return {N, P, C, Q, G};
+}
+
+void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C, idx Q, idx G, double eps,
+                        const py::object& gamma, const py::object& beta, py::array& mean, py::array& rstd,
+                        int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  const fastnorm::GroupShape s = group_shape(x, "x", N, P, C, Q, G);
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  const double* g = optional_values(gamma, "gamma", C);
+  const double* b = optional_values(beta, "beta", C);
+  check_like(mean, "mean", Dtype::f64, N * G);
+  check_like(rstd, "rstd", Dtype::f64, N * G);
+  check_writeable(mean, "mean");
+  check_writeable(rstd, "rstd");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    double* mp = mptr<double>(mean);
+    double* rp = mptr<double>(rstd);
+    py::gil_scoped_release nogil;
+    fastnorm::group_norm_forward<T>(xp, yp, s, eps, g, b, mp, rp, num_threads);
+  });
+}
+
+void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx, idx N, idx P, idx C, idx Q, idx G,
+                         const py::array& mean, const py::array& rstd, const py::object& gamma, py::array& sum_dy,
+                         py::array& sum_dy_xmu, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  const fastnorm::GroupShape s = group_shape(x, "x", N, P, C, Q, G);
+  check_like(dy, "dy", dt, x.size());
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  const double* m = channel_values(mean, "mean", N * G);
+  const double* r = channel_values(rstd, "rstd", N * G);
+  const double* g = optional_values(gamma, "gamma", C);
+  check_like(sum_dy, "sum_dy", Dtype::f64, N * C);
+  check_like(sum_dy_xmu, "sum_dy_xmu", Dtype::f64, N * C);
+  check_writeable(sum_dy, "sum_dy");
+  check_writeable(sum_dy_xmu, "sum_dy_xmu");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    double* s1 = mptr<double>(sum_dy);
+    double* s2 = mptr<double>(sum_dy_xmu);
+    py::gil_scoped_release nogil;
+    fastnorm::group_norm_backward<T>(dyp, xp, dxp, s, m, r, g, s1, s2, num_threads);
+  });
+}
+
 void ln_apply(const py::array& x, py::array& out, idx M, idx D, const py::array& mean, const py::array& rstd,
               const py::array& gamma, const py::array& beta, int num_threads) {
   const Dtype dt = dtype_of(x, "x");
@@ -444,6 +510,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
         "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
         "num_threads"_a);
+  m.def("group_norm_forward", &group_norm_forward, "x"_a.noconvert(), "out"_a.noconvert(), "N"_a, "P"_a, "C"_a,
+        "Q"_a, "G"_a, "eps"_a, "gamma"_a, "beta"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a);
+  m.def("group_norm_backward", &group_norm_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
+        "N"_a, "P"_a, "C"_a, "Q"_a, "G"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a,
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
   m.def("ln_apply", &ln_apply, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "mean"_a.noconvert(),
         "rstd"_a.noconvert(), "gamma"_a.noconvert(), "beta"_a.noconvert(), "num_threads"_a);
   m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,

@@ -3,49 +3,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "fastnorm/channel_loops.h"
 #include "fastnorm/parallel.h"
 
 namespace fastnorm {
 namespace {
 
-// Sums of (x - shift) and (x - shift)^2 over a contiguous run, in double.
-template <class T>
-struct ShiftedSums {
-  static FASTNORM_INLINE void run(const T* x, idx n, double shift, double* s1, double* s2) {
-    double a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-    for (idx i = 0; i < n; ++i) {
-      const double d = static_cast<double>(x[i]) - shift;
-      a += d;
-      b += d * d;
-    }
-    *s1 = a;
-    *s2 = b;
-  }
-};
-
-// Per-channel shifted sums over rows of `channels` values (channels-last): s1[c] += x[r, c] - shift[c], etc.
-template <class T>
-struct ShiftedRowSums {
-  static FASTNORM_INLINE void run(const T* x, idx rows, idx channels, const double* shift, double* s1,
-                                  double* s2) {
-    for (idx r = 0; r < rows; ++r) {
-      const T* xr = x + r * channels;
-#pragma omp simd
-      for (idx c = 0; c < channels; ++c) {
-        const double d = static_cast<double>(xr[c]) - shift[c];
-        s1[c] += d;
-        s2[c] += d * d;
-      }
-    }
-  }
-};
-
-Moments from_shifted(double n, double shift, double s1, double s2) {
-  const double mean_shifted = s1 / n;
-  const double m2 = s2 - s1 * mean_shifted;
-  return {n, shift + mean_shifted, m2 < 0 ? 0.0 : m2};  // rounding can leave m2 just below 0; NaN stays NaN
-}
+using namespace loops;
 
 // Runs of B >= kMinRun values, cut into pieces of at most one grain so that a few long runs still use every
 // thread.  Units are (run a, piece k) in order; tasks are (channel, block of units), one partial per task, merged

@@ -28,13 +28,13 @@ def _layout(shape: tuple, axis, name: str = "axis"):
 
 
 def _channel_param(value, name: str, channels: int):
-    """gamma, beta, mean, rstd: None, or C values as float64."""
+    """gamma, beta, mean, rstd: None, or C contiguous values as float64."""
     if value is None:
         return None
     arr = as_array(value, name)
     if arr.shape != (channels,):
         raise ValueError(f"{name}: expected shape ({channels},) (one value per channel), got {arr.shape}")
-    return np.asarray(arr, dtype=np.float64)
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def _running(value, name: str, channels: int):
@@ -392,27 +392,6 @@ def _group_layout(shape: tuple, num_groups, axis):
     return shape[0], math.prod(shape[1:ax]), C, math.prod(shape[ax + 1:]), G
 
 
-def _samples(N, P, C, Q):
-    """(sample slice, flat element range, (A, C, B) view) for each kernel call."""
-    if P == 1:
-        return [(slice(0, N), slice(0, N * C * Q), (1, N * C, Q))]
-    per = P * C * Q
-    return [(slice(n, n + 1), slice(n * per, (n + 1) * per), (P, C, Q)) for n in range(N)]
-
-
-def _group_moments(flat, N, P, C, Q, G, threads):
-    """mean and m2 per (sample, group), float64 (N, G)."""
-    Cg = C // G
-    mean, m2 = np.empty((N, G)), np.empty((N, G))
-    if P == 1:
-        _C.channel_moments(flat, 1, N * G, Cg * Q, mean.reshape(-1), m2.reshape(-1), threads)
-    else:
-        per = P * C * Q
-        for n in range(N):
-            _C.channel_moments(flat[n * per:(n + 1) * per], P, G, Cg * Q, mean[n], m2[n], threads)
-    return mean, m2
-
-
 def _per_channel(per_group, C):
     """(N, G) -> (N, C): each group's value for each of its channels."""
     return np.repeat(per_group, C // per_group.shape[1], axis=1)
@@ -441,18 +420,10 @@ def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     xb = as_buffer(x, compute)
-    flat = xb.reshape(-1)
-    mean, m2 = _group_moments(flat, N, P, C, Q, G, threads)
-    count = (C // G) * P * Q
-    rstd = 1.0 / np.sqrt(m2 / max(count, 1) + eps)
-    mean_c, rstd_c = _per_channel(mean, C), _per_channel(rstd, C)
-    scale = rstd_c * (1.0 if g is None else g)
-    shift = np.broadcast_to(np.zeros(C) if b is None else b, (N, C))
     buf = kernel_output(out, x.shape, compute, (xb,))
-    out_flat = buf.reshape(-1)
-    for n, elems, (A, CC, B) in _samples(N, P, C, Q):
-        _C.bn_apply(flat[elems], out_flat[elems], A, CC, B, np.ascontiguousarray(mean_c[n]).reshape(-1),
-                    np.ascontiguousarray(scale[n]).reshape(-1), np.ascontiguousarray(shift[n]).reshape(-1), threads)
+    mean, rstd = np.empty((N, G)), np.empty((N, G))
+    _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
+                          rstd.reshape(-1), threads)
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
@@ -478,38 +449,22 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
-    dy_flat, x_flat = dyb.reshape(-1), xb.reshape(-1)
-    mean_c, rstd_c = _per_channel(mean, C), _per_channel(rstd, C)
-    g1 = np.ones(C) if g is None else g
-    # per (sample, channel): S1 = sum of dy, S2 = sum of dy (x - mean)
-    s1, s2 = np.empty((N, C)), np.empty((N, C))
-    for n, elems, (A, CC, B) in _samples(N, P, C, Q):
-        _C.bn_grad_sums(dy_flat[elems], x_flat[elems], A, CC, B, np.ascontiguousarray(mean_c[n]).reshape(-1),
-                        s1[n].reshape(-1), s2[n].reshape(-1), threads)
-    count = (C // G) * P * Q
-    sum_g = (g1 * s1).reshape(N, G, C // G).sum(axis=2)                 # sum over the group of dy gamma
-    sum_gx = (g1 * s2).reshape(N, G, C // G).sum(axis=2) * rstd          # ... of dy gamma xhat
-    k_dy = g1 * rstd_c
-    k_xmu = -_per_channel(rstd * rstd * sum_gx / count, C)
-    k_one = -_per_channel(rstd * sum_g / count, C)
     buf = kernel_output(out, x.shape, compute, (dyb, xb))
-    out_flat = buf.reshape(-1)
-    for n, elems, (A, CC, B) in _samples(N, P, C, Q):
-        _C.bn_input_grad(dy_flat[elems], x_flat[elems], out_flat[elems], A, CC, B,
-                         np.ascontiguousarray(mean_c[n]).reshape(-1), np.ascontiguousarray(k_dy[n]).reshape(-1),
-                         np.ascontiguousarray(k_xmu[n]).reshape(-1), np.ascontiguousarray(k_one[n]).reshape(-1),
-                         threads)
+    # per (sample, channel): s1 = sum of dy, s2 = sum of dy (x - mean)
+    s1, s2 = np.empty((N, C)), np.empty((N, C))
+    _C.group_norm_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, mean.reshape(-1),
+                           rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads)
     dx = deliver(buf, out, result)
     if g is None or dx_only:
         return dx, None, None
-    return dx, (s2 * rstd_c).sum(axis=0).astype(result), s1.sum(axis=0).astype(result)
+    return dx, (s2 * _per_channel(rstd, C)).sum(axis=0).astype(result), s1.sum(axis=0).astype(result)
 
 
 def _group_stats(value, name: str, N: int, G: int):
     arr = as_array(value, name)
     if arr.shape != (N, G):
         raise ValueError(f"{name}: expected shape ({N}, {G}) (one value per sample and group), got {arr.shape}")
-    return np.asarray(arr, dtype=np.float64)
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, running_mean=None, running_var=None,

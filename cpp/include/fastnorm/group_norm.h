@@ -1,0 +1,33 @@
+// Group normalization (and instance normalization, one channel per group) in one read of the input per pass.
+//
+// x is viewed as (N, P, C, Q): batch, the axes before the channel axis, channels, the axes after it (NCHW: P = 1,
+// Q = H*W; channels-last: P = H*W, Q = 1).  Channels form G groups of C / G consecutive channels; each (sample,
+// group) is normalized over its channels and all of P and Q.  A group of NCHW-style data is contiguous: it is
+// summed and then normalized while it is still in cache, one task per group.  Channels-last groups interleave, so
+// a whole sample is the unit: its per-channel sums in one pass, then the normalization while it is in cache.  Each
+// group or sample is the work of one thread, so results are bitwise the same for any thread count; statistics
+// are shifted float64 sums merged with Chan's formula, as in moments.h.
+#pragma once
+
+#include "fastnorm/isa.h"
+
+namespace fastnorm {
+
+struct GroupShape {
+  idx N, P, C, Q, G;
+};
+
+// y = (x - mean[n, g]) * rstd[n, g] * gamma[c] + beta[c], with mean and rstd = 1 / sqrt(var + eps) written to
+// mean[N * G] and rstd[N * G].  gamma and beta may be null (1 and 0).
+template <class T>
+void group_norm_forward(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
+                        double* mean, double* rstd, int num_threads);
+
+// dx from dy, x and the saved mean and rstd (N * G); sum_dy[n * C + c] and sum_dy_xmu[n * C + c] receive the
+// per-sample, per-channel sums of dy and dy (x - mean[n, g]) (for the parameter gradients).  gamma may be null.
+template <class T>
+void group_norm_backward(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean,
+                         const double* rstd, const double* gamma, double* sum_dy, double* sum_dy_xmu,
+                         int num_threads);
+
+}  // namespace fastnorm

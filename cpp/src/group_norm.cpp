@@ -1,0 +1,236 @@
+#include "fastnorm/group_norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fastnorm/channel_loops.h"
+#include "fastnorm/parallel.h"
+
+namespace fastnorm {
+namespace {
+
+using namespace loops;
+
+// Moments of one contiguous run: pieces of at most one grain, each summed around its first value, merged in order
+// (the same pieces as channel_moments, so a group's statistics equal moments() of it).
+template <class T>
+Moments run_moments(const T* x, idx n) {
+  Moments acc;
+  for (idx b = 0; b < n; b += kElementwiseGrain) {
+    const idx len = std::min(kElementwiseGrain, n - b);
+    const double shift = static_cast<double>(x[b]);
+    double s1, s2;
+    isa_call<ShiftedSums<T>>(x + b, len, shift, &s1, &s2);
+    acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+  }
+  return acc;
+}
+
+template <class T>
+void split(double v, T* hi, T* lo) {
+  *hi = static_cast<T>(v);
+  *lo = static_cast<T>(v - static_cast<double>(*hi));
+}
+
+// Per-channel constants of one sample, in T: the group's mean as hi + lo, and two or three coefficients.
+template <class T>
+struct SampleConsts {
+  std::vector<T> hi, lo, a, b, c;
+  explicit SampleConsts(idx C) : hi(C), lo(C), a(C), b(C), c(C) {}
+};
+
+// Walks a channels-last sample (P rows of C channels, each a run of Q values): row(p) when Q == 1, else run(p, c).
+template <class Row, class Run>
+FASTNORM_INLINE void for_each_row_or_run(idx P, idx C, idx Q, const Row& row, const Run& run) {
+  for (idx p = 0; p < P; ++p) {
+    if (Q == 1) {
+      row(p);
+    } else {
+      for (idx c = 0; c < C; ++c) run(p, c);
+    }
+  }
+}
+
+template <class T>
+void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
+                        double* mean, double* rstd, int num_threads) {
+  const idx Cg = s.C / s.G, len = Cg * s.Q;
+  const double count = static_cast<double>(std::max<idx>(len, 1));
+  parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
+               [&](idx t0, idx t1) {
+    for (idx t = t0; t < t1; ++t) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
+      const Moments m = run_moments(x + t * len, len);
+      const double r = 1.0 / std::sqrt(m.m2 / count + eps);
+      mean[t] = m.mean;
+      rstd[t] = r;
+      T hi, lo;
+      split(m.mean, &hi, &lo);
+      const idx c0 = (t % s.G) * Cg;
+      for (idx k = 0; k < Cg; ++k) {
+        const idx c = c0 + k, at = t * len + k * s.Q;
+        const T scale = static_cast<T>(gamma ? r * gamma[c] : r), shift = static_cast<T>(beta ? beta[c] : 0.0);
+        isa_call<ApplyRun<T>>(x + at, y + at, s.Q, hi, lo, scale, shift);
+      }
+    }
+  });
+}
+
+template <class T>
+void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
+                         double* mean, double* rstd, int num_threads) {
+  const idx C = s.C, Q = s.Q, L = C * Q, Cg = C / s.G, S = s.P * L;
+  const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
+  parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
+    std::vector<double> shift(L), s1(L), s2(L);
+    SampleConsts<T> k(C);
+    for (idx n = n0; n < n1; ++n) {
+      const T* xs = x + n * S;
+      T* ys = y + n * S;
+      for (idx j = 0; j < L; ++j) shift[j] = static_cast<double>(xs[j]);
+      std::fill(s1.begin(), s1.end(), 0.0);
+      std::fill(s2.begin(), s2.end(), 0.0);
+      isa_call<ShiftedRowSums<T>>(xs, s.P, L, shift.data(), s1.data(), s2.data());
+      for (idx g = 0; g < s.G; ++g) {
+        Moments acc;  // the group's columns j = c * Q + q are consecutive
+        for (idx j = g * Cg * Q; j < (g + 1) * Cg * Q; ++j)
+          acc = merge(acc, from_shifted(static_cast<double>(s.P), shift[j], s1[j], s2[j]));
+        const double r = 1.0 / std::sqrt(acc.m2 / count + eps);
+        mean[n * s.G + g] = acc.mean;
+        rstd[n * s.G + g] = r;
+        for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
+          split(acc.mean, &k.hi[c], &k.lo[c]);
+          k.a[c] = static_cast<T>(gamma ? r * gamma[c] : r);
+          k.b[c] = static_cast<T>(beta ? beta[c] : 0.0);
+        }
+      }
+      for_each_row_or_run(
+          s.P, C, Q,
+          [&](idx p) {
+            isa_call<ApplyRow<T>>(xs + p * C, ys + p * C, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data());
+          },
+          [&](idx p, idx c) {
+            const idx at = (p * C + c) * Q;
+            isa_call<ApplyRun<T>>(xs + at, ys + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c]);
+          });
+    }
+  });
+}
+
+// The input-gradient coefficients of group g of one sample from its per-channel sums:
+// dx = k_dy dy + k_xmu (x - mean) + k_one, with sums over the group of g = gamma dy and g xhat.
+template <class T>
+void group_grad_consts(idx g, idx Cg, double count, double mean, double r, const double* gamma, const double* sd,
+                       const double* sdx, SampleConsts<T>& k) {
+  double sum_g = 0, sum_gx = 0;
+  for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
+    const double w = gamma ? gamma[c] : 1.0;
+    sum_g += w * sd[c];
+    sum_gx += w * sdx[c];
+  }
+  sum_gx *= r;
+  const T k_xmu = static_cast<T>(-(r * r * sum_gx / count)), k_one = static_cast<T>(-(r * sum_g / count));
+  for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
+    split(mean, &k.hi[c], &k.lo[c]);
+    k.a[c] = static_cast<T>((gamma ? gamma[c] : 1.0) * r);
+    k.b[c] = k_xmu;
+    k.c[c] = k_one;
+  }
+}
+
+template <class T>
+void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean, const double* rstd,
+                         const double* gamma, double* sum_dy, double* sum_dy_xmu, int num_threads) {
+  const idx Cg = s.C / s.G, len = Cg * s.Q;
+  const double count = static_cast<double>(std::max<idx>(len, 1));
+  parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
+               [&](idx t0, idx t1) {
+    SampleConsts<T> k(s.C);
+    for (idx t = t0; t < t1; ++t) {
+      const idx n = t / s.G, g = t % s.G;
+      double* sd = sum_dy + n * s.C;
+      double* sdx = sum_dy_xmu + n * s.C;
+      for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
+        const idx at = (n * s.C + c) * s.Q;
+        sd[c] = sdx[c] = 0;
+        isa_call<SumsRun<T>>(dy + at, x + at, s.Q, mean[t], &sd[c], &sdx[c]);
+      }
+      group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
+      for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
+        const idx at = (n * s.C + c) * s.Q;
+        isa_call<GradRun<T>>(dy + at, x + at, dx + at, s.Q, k.hi[c], k.lo[c], k.a[c], k.b[c], k.c[c]);
+      }
+    }
+  });
+}
+
+template <class T>
+void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean, const double* rstd,
+                          const double* gamma, double* sum_dy, double* sum_dy_xmu, int num_threads) {
+  const idx C = s.C, Q = s.Q, Cg = C / s.G, S = s.P * C * Q;
+  const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
+  parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
+    std::vector<double> mean_c(C);
+    SampleConsts<T> k(C);
+    for (idx n = n0; n < n1; ++n) {
+      const T *dys = dy + n * S, *xs = x + n * S;
+      T* dxs = dx + n * S;
+      double* sd = sum_dy + n * C;
+      double* sdx = sum_dy_xmu + n * C;
+      for (idx c = 0; c < C; ++c) {
+        mean_c[c] = mean[n * s.G + c / Cg];
+        sd[c] = sdx[c] = 0;
+      }
+      for_each_row_or_run(
+          s.P, C, Q, [&](idx p) { isa_call<SumsRow<T>>(dys + p * C, xs + p * C, C, mean_c.data(), sd, sdx); },
+          [&](idx p, idx c) {
+            const idx at = (p * C + c) * Q;
+            isa_call<SumsRun<T>>(dys + at, xs + at, Q, mean_c[c], &sd[c], &sdx[c]);
+          });
+      for (idx g = 0; g < s.G; ++g)
+        group_grad_consts(g, Cg, count, mean[n * s.G + g], rstd[n * s.G + g], gamma, sd, sdx, k);
+      for_each_row_or_run(
+          s.P, C, Q,
+          [&](idx p) {
+            isa_call<GradRow<T>>(dys + p * C, xs + p * C, dxs + p * C, C, k.hi.data(), k.lo.data(), k.a.data(),
+                                 k.b.data(), k.c.data());
+          },
+          [&](idx p, idx c) {
+            const idx at = (p * C + c) * Q;
+            isa_call<GradRun<T>>(dys + at, xs + at, dxs + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c], k.c[c]);
+          });
+    }
+  });
+}
+
+}  // namespace
+
+template <class T>
+void group_norm_forward(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
+                        double* mean, double* rstd, int num_threads) {
+  if (s.P == 1)
+    forward_contiguous(x, y, s, eps, gamma, beta, mean, rstd, num_threads);
+  else
+    forward_interleaved(x, y, s, eps, gamma, beta, mean, rstd, num_threads);
+}
+
+template <class T>
+void group_norm_backward(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean,
+                         const double* rstd, const double* gamma, double* sum_dy, double* sum_dy_xmu,
+                         int num_threads) {
+  if (s.P == 1)
+    backward_contiguous(dy, x, dx, s, mean, rstd, gamma, sum_dy, sum_dy_xmu, num_threads);
+  else
+    backward_interleaved(dy, x, dx, s, mean, rstd, gamma, sum_dy, sum_dy_xmu, num_threads);
+}
+
+template void group_norm_forward<float>(const float*, float*, const GroupShape&, double, const double*,
+                                        const double*, double*, double*, int);
+template void group_norm_forward<double>(const double*, double*, const GroupShape&, double, const double*,
+                                         const double*, double*, double*, int);
+template void group_norm_backward<float>(const float*, const float*, float*, const GroupShape&, const double*,
+                                         const double*, const double*, double*, double*, int);
+template void group_norm_backward<double>(const double*, const double*, double*, const GroupShape&, const double*,
+                                          const double*, const double*, double*, double*, int);
+
+}  // namespace fastnorm

@@ -17,8 +17,8 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
   const ChannelConsts<T> k(C, mean, scale, shift, nullptr);
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-      for (idx r = r0; r < r1; ++r)
-        isa_call<ApplyRow<T>>(x + r * C, y + r * C, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data());
+      isa_call<ApplyRows<T>>(x + r0 * C, y + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
+                             k.b.data());
     });
     return;
   }
@@ -35,9 +35,8 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
   const ChannelConsts<T> k(C, mean, k_dy, k_xmu, k_one);
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-      for (idx r = r0; r < r1; ++r)
-        isa_call<GradRow<T>>(dy + r * C, x + r * C, dx + r * C, C, k.mean_hi.data(), k.mean_lo.data(),
-                             k.a.data(), k.b.data(), k.c.data());
+      isa_call<GradRows<T>>(dy + r0 * C, x + r0 * C, dx + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(),
+                            k.a.data(), k.b.data(), k.c.data());
     });
     return;
   }
@@ -60,14 +59,14 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
     for (idx t = t0; t < t1; ++t) {
       double* pd = part_dy.data() + t * C;
       double* px = part_dyx.data() + t * C;
-      for (idx r = t * task_rows; r < std::min(A, (t + 1) * task_rows); ++r) {
-        if (B == 1) {
-          isa_call<SumsRow<T>>(dy + r * row, x + r * row, C, mean, pd, px);
-        } else {
-          for (idx c = 0; c < C; ++c)
-            isa_call<SumsRun<T>>(dy + r * row + c * B, x + r * row + c * B, B, mean[c], pd + c, px + c);
-        }
+      const idx r0 = t * task_rows, r1 = std::min(A, (t + 1) * task_rows);
+      if (B == 1) {
+        isa_call<SumsRows<T>>(dy + r0 * row, x + r0 * row, r1 - r0, C, mean, pd, px);
+        continue;
       }
+      for (idx r = r0; r < r1; ++r)
+        for (idx c = 0; c < C; ++c)
+          isa_call<SumsRun<T>>(dy + r * row + c * B, x + r * row + c * B, B, mean[c], pd + c, px + c);
     }
   });
   for (idx c = 0; c < C; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;

@@ -40,16 +40,16 @@ struct SampleConsts {
   explicit SampleConsts(idx C) : hi(C), lo(C), a(C), b(C), c(C) {}
 };
 
-// Walks a channels-last sample (P rows of C channels, each a run of Q values): row(p) when Q == 1, else run(p, c).
-template <class Row, class Run>
-FASTNORM_INLINE void for_each_row_or_run(idx P, idx C, idx Q, const Row& row, const Run& run) {
-  for (idx p = 0; p < P; ++p) {
-    if (Q == 1) {
-      row(p);
-    } else {
-      for (idx c = 0; c < C; ++c) run(p, c);
-    }
+// Walks a channels-last sample of P rows of C channels, each a run of Q values: rows(all P) when Q == 1, else
+// run(p, c) for each run.
+template <class Rows, class Run>
+FASTNORM_INLINE void rows_or_runs(idx P, idx C, idx Q, const Rows& rows, const Run& run) {
+  if (Q == 1) {
+    rows();
+    return;
   }
+  for (idx p = 0; p < P; ++p)
+    for (idx c = 0; c < C; ++c) run(p, c);
 }
 
 template <class T>
@@ -104,11 +104,9 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
           k.b[c] = static_cast<T>(beta ? beta[c] : 0.0);
         }
       }
-      for_each_row_or_run(
+      rows_or_runs(
           s.P, C, Q,
-          [&](idx p) {
-            isa_call<ApplyRow<T>>(xs + p * C, ys + p * C, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data());
-          },
+          [&] { isa_call<ApplyRows<T>>(xs, ys, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data()); },
           [&](idx p, idx c) {
             const idx at = (p * C + c) * Q;
             isa_call<ApplyRun<T>>(xs + at, ys + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c]);
@@ -181,19 +179,19 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
         mean_c[c] = mean[n * s.G + c / Cg];
         sd[c] = sdx[c] = 0;
       }
-      for_each_row_or_run(
-          s.P, C, Q, [&](idx p) { isa_call<SumsRow<T>>(dys + p * C, xs + p * C, C, mean_c.data(), sd, sdx); },
+      rows_or_runs(
+          s.P, C, Q, [&] { isa_call<SumsRows<T>>(dys, xs, s.P, C, static_cast<const double*>(mean_c.data()), sd, sdx); },
           [&](idx p, idx c) {
             const idx at = (p * C + c) * Q;
             isa_call<SumsRun<T>>(dys + at, xs + at, Q, mean_c[c], &sd[c], &sdx[c]);
           });
       for (idx g = 0; g < s.G; ++g)
         group_grad_consts(g, Cg, count, mean[n * s.G + g], rstd[n * s.G + g], gamma, sd, sdx, k);
-      for_each_row_or_run(
+      rows_or_runs(
           s.P, C, Q,
-          [&](idx p) {
-            isa_call<GradRow<T>>(dys + p * C, xs + p * C, dxs + p * C, C, k.hi.data(), k.lo.data(), k.a.data(),
-                                 k.b.data(), k.c.data());
+          [&] {
+            isa_call<GradRows<T>>(dys, xs, dxs, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
+                                  k.c.data());
           },
           [&](idx p, idx c) {
             const idx at = (p * C + c) * Q;

@@ -46,38 +46,38 @@ void moments_by_runs(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
   }
 }
 
-// Short runs (B < kMinRun): rows of L = C * B values, per-channel accumulators across the row; tasks are blocks
-// of rows, one partial per channel and task, merged in row order.
+// Short runs (B < kMinRun): rows of L = C * B values, per-column sums across the rows.  Every task sums its rows
+// around the same shift, the array's first row, so the tasks' partial sums add up directly (in task order); a
+// merge per column and task would cost more than the sums themselves when rows are short.  Each of the B
+// positions of a channel is then its own shifted piece, merged in order.
 template <class T>
 void moments_by_rows(const T* x, idx A, idx C, idx B, double* mean, double* m2, int num_threads) {
   const idx L = C * B;
   const idx rows_per_task = std::max<idx>(1, kElementwiseGrain / L);
   const idx tasks = (A + rows_per_task - 1) / rows_per_task;
-  std::vector<Moments> partial(static_cast<size_t>(tasks * C));
+  std::vector<double> shift(static_cast<size_t>(L));
+  for (idx j = 0; j < L; ++j) shift[j] = static_cast<double>(x[j]);
+  std::vector<double> part1(static_cast<size_t>(tasks * L), 0.0), part2(static_cast<size_t>(tasks * L), 0.0);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
-    std::vector<double> shift(L), s1(L), s2(L);
     for (idx t = t0; t < t1; ++t) {
       const idx r0 = t * rows_per_task, r1 = std::min(A, r0 + rows_per_task);
-      const T* first = x + r0 * L;
-      for (idx j = 0; j < L; ++j) shift[j] = static_cast<double>(first[j]);
-      std::fill(s1.begin(), s1.end(), 0.0);
-      std::fill(s2.begin(), s2.end(), 0.0);
-      isa_call<ShiftedRowSums<T>>(first, r1 - r0, L, shift.data(), s1.data(), s2.data());
-      // Each of the B positions of a channel is its own shifted piece; merge them in order.
-      const double rows = static_cast<double>(r1 - r0);
-      for (idx c = 0; c < C; ++c) {
-        Moments acc;
-        for (idx b = 0; b < B; ++b) {
-          const idx j = c * B + b;
-          acc = merge(acc, from_shifted(rows, shift[j], s1[j], s2[j]));
-        }
-        partial[t * C + c] = acc;
-      }
+      isa_call<ShiftedRowSums<T>>(x + r0 * L, r1 - r0, L, static_cast<const double*>(shift.data()),
+                                  part1.data() + t * L, part2.data() + t * L);
     }
   });
+  std::vector<double> s1(part1.begin(), part1.begin() + L), s2(part2.begin(), part2.begin() + L);
+  for (idx t = 1; t < tasks; ++t)
+    for (idx j = 0; j < L; ++j) {
+      s1[j] += part1[t * L + j];
+      s2[j] += part2[t * L + j];
+    }
+  const double rows = static_cast<double>(A);
   for (idx c = 0; c < C; ++c) {
     Moments acc;
-    for (idx t = 0; t < tasks; ++t) acc = merge(acc, partial[t * C + c]);
+    for (idx b = 0; b < B; ++b) {
+      const idx j = c * B + b;
+      acc = merge(acc, from_shifted(rows, shift[j], s1[j], s2[j]));
+    }
     mean[c] = acc.mean;
     m2[c] = acc.m2;
   }

@@ -43,11 +43,15 @@ struct ApplyRun {  // one channel: y = (x - mean) * scale + shift
 };
 
 template <class T>
-struct ApplyRow {  // a row of C channels
-  static FASTNORM_INLINE void run(const T* x, T* y, idx C, const T* hi, const T* lo, const T* scale,
+struct ApplyRows {  // rows of C channels
+  static FASTNORM_INLINE void run(const T* x, T* y, idx rows, idx C, const T* hi, const T* lo, const T* scale,
                                   const T* shift) {
+    for (idx r = 0; r < rows; ++r) {
+      const T* xr = x + r * C;
+      T* yr = y + r * C;
 #pragma omp simd
-    for (idx c = 0; c < C; ++c) y[c] = centered(x[c], hi[c], lo[c]) * scale[c] + shift[c];
+      for (idx c = 0; c < C; ++c) yr[c] = centered(xr[c], hi[c], lo[c]) * scale[c] + shift[c];
+    }
   }
 };
 
@@ -60,11 +64,16 @@ struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one
 };
 
 template <class T>
-struct GradRow {
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx C, const T* hi, const T* lo, const T* k_dy,
-                                  const T* k_xmu, const T* k_one) {
+struct GradRows {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx rows, idx C, const T* hi, const T* lo,
+                                  const T* k_dy, const T* k_xmu, const T* k_one) {
+    for (idx r = 0; r < rows; ++r) {
+      const T *dyr = dy + r * C, *xr = x + r * C;
+      T* dxr = dx + r * C;
 #pragma omp simd
-    for (idx c = 0; c < C; ++c) dx[c] = k_dy[c] * dy[c] + (k_xmu[c] * centered(x[c], hi[c], lo[c]) + k_one[c]);
+      for (idx c = 0; c < C; ++c)
+        dxr[c] = k_dy[c] * dyr[c] + (k_xmu[c] * centered(xr[c], hi[c], lo[c]) + k_one[c]);
+    }
   }
 };
 
@@ -83,16 +92,76 @@ struct SumsRun {  // sums of dy and dy (x - mean) over one channel's run, in dou
   }
 };
 
-template <class T>
-struct SumsRow {
-  static FASTNORM_INLINE void run(const T* dy, const T* x, idx C, const double* mean, double* s_dy,
-                                  double* s_dyx) {
+// Per-column sums of two terms over rows of C values: s1[c] += first, s2[c] += second of each row's element c.
+// Tiles of kTile columns keep their accumulators in registers over kRowBlock rows (a row-by-row sweep of all
+// columns loads and stores them at every row); each column is still summed row after row, in order.
+template <class Term, class T>
+FASTNORM_INLINE void column_sums(const T* a, const T* b, idx rows, idx C, const double* k, double* s1, double* s2) {
+  constexpr idx kTile = 16, kRowBlock = 64;
+  const idx tiled = C - C % kTile;
+  for (idx r0 = 0; r0 < rows; r0 += kRowBlock) {
+    const idx r1 = std::min(rows, r0 + kRowBlock);
+    for (idx c0 = 0; c0 < tiled; c0 += kTile) {
+      double acc1[kTile], acc2[kTile], kk[kTile];
+      for (idx j = 0; j < kTile; ++j) {
+        acc1[j] = s1[c0 + j];
+        acc2[j] = s2[c0 + j];
+        kk[j] = k[c0 + j];
+      }
+      for (idx r = r0; r < r1; ++r) {
+        const T *ar = a + r * C + c0, *br = b + r * C + c0;
 #pragma omp simd
-    for (idx c = 0; c < C; ++c) {
-      const double g = static_cast<double>(dy[c]);
-      s_dy[c] += g;
-      s_dyx[c] += g * (static_cast<double>(x[c]) - mean[c]);
+        for (idx j = 0; j < kTile; ++j) {
+          acc1[j] += Term::first(ar[j], br[j], kk[j]);
+          acc2[j] += Term::second(ar[j], br[j], kk[j]);
+        }
+      }
+      for (idx j = 0; j < kTile; ++j) {
+        s1[c0 + j] = acc1[j];
+        s2[c0 + j] = acc2[j];
+      }
     }
+    for (idx r = r0; r < r1; ++r) {
+      const T *ar = a + r * C, *br = b + r * C;
+#pragma omp simd
+      for (idx c = tiled; c < C; ++c) {
+        s1[c] += Term::first(ar[c], br[c], k[c]);
+        s2[c] += Term::second(ar[c], br[c], k[c]);
+      }
+    }
+  }
+}
+
+// (x - shift) and (x - shift)^2, in double (a = x; b unused).
+struct ShiftedTerms {
+  template <class T>
+  static FASTNORM_INLINE double first(T x, T, double shift) {
+    return static_cast<double>(x) - shift;
+  }
+  template <class T>
+  static FASTNORM_INLINE double second(T x, T, double shift) {
+    const double d = static_cast<double>(x) - shift;
+    return d * d;
+  }
+};
+
+// dy and dy (x - mean), in double (a = dy, b = x).
+struct GradTerms {
+  template <class T>
+  static FASTNORM_INLINE double first(T dy, T, double) {
+    return static_cast<double>(dy);
+  }
+  template <class T>
+  static FASTNORM_INLINE double second(T dy, T x, double mean) {
+    return static_cast<double>(dy) * (static_cast<double>(x) - mean);
+  }
+};
+
+template <class T>
+struct SumsRows {  // per-channel sums of dy and dy (x - mean[c]) over rows of C channels, added to s_dy, s_dyx
+  static FASTNORM_INLINE void run(const T* dy, const T* x, idx rows, idx C, const double* mean, double* s_dy,
+                                  double* s_dyx) {
+    column_sums<GradTerms>(dy, x, rows, C, mean, s_dy, s_dyx);
   }
 };
 
@@ -114,47 +183,9 @@ struct ShiftedSums {
 
 // Per-channel shifted sums over rows of `channels` values (channels-last): s1[c] += x[r, c] - shift[c], etc.
 template <class T>
-struct ShiftedRowSums {
-  // Tiles of kTile columns keep their two accumulators in registers over kRowBlock rows (a row-by-row sweep of
-  // all columns loads and stores them at every row); each column is still summed row after row, so the result is
-  // the same as the plain loop's.
-  static constexpr idx kTile = 16, kRowBlock = 64;
-  static FASTNORM_INLINE void run(const T* x, idx rows, idx channels, const double* shift, double* s1,
-                                  double* s2) {
-    const idx tiled = channels - channels % kTile;
-    for (idx r0 = 0; r0 < rows; r0 += kRowBlock) {
-      const idx r1 = std::min(rows, r0 + kRowBlock);
-      for (idx c0 = 0; c0 < tiled; c0 += kTile) {
-        double a[kTile], b[kTile], sh[kTile];
-        for (idx j = 0; j < kTile; ++j) {
-          a[j] = s1[c0 + j];
-          b[j] = s2[c0 + j];
-          sh[j] = shift[c0 + j];
-        }
-        for (idx r = r0; r < r1; ++r) {
-          const T* xr = x + r * channels + c0;
-#pragma omp simd
-          for (idx j = 0; j < kTile; ++j) {
-            const double d = static_cast<double>(xr[j]) - sh[j];
-            a[j] += d;
-            b[j] += d * d;
-          }
-        }
-        for (idx j = 0; j < kTile; ++j) {
-          s1[c0 + j] = a[j];
-          s2[c0 + j] = b[j];
-        }
-      }
-      for (idx r = r0; r < r1; ++r) {
-        const T* xr = x + r * channels;
-#pragma omp simd
-        for (idx c = tiled; c < channels; ++c) {
-          const double d = static_cast<double>(xr[c]) - shift[c];
-          s1[c] += d;
-          s2[c] += d * d;
-        }
-      }
-    }
+struct ShiftedRowSums {  // per-column sums of x - shift[c] and its square over rows of C values, added to s1, s2
+  static FASTNORM_INLINE void run(const T* x, idx rows, idx C, const double* shift, double* s1, double* s2) {
+    column_sums<ShiftedTerms>(x, x, rows, C, shift, s1, s2);
   }
 };
 

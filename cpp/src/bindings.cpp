@@ -398,25 +398,29 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
   });
 }
 
-void ln_apply(const py::array& x, py::array& out, idx M, idx D, const py::array& mean, const py::array& rstd,
-              const py::array& gamma, const py::array& beta, int num_threads) {
+void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::array& gamma,
+                const py::array& beta, py::array& mean, py::array& rstd, int num_threads) {
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
   check_like(out, "out", dt, x.size());
   check_writeable(out, "out");
-  const double* m = channel_values(mean, "mean", M);
-  const double* r = channel_values(rstd, "rstd", M);
   check_like(gamma, "gamma", dt, D);
   check_like(beta, "beta", dt, D);
+  check_like(mean, "mean", Dtype::f64, M);
+  check_like(rstd, "rstd", Dtype::f64, M);
+  check_writeable(mean, "mean");
+  check_writeable(rstd, "rstd");
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     const T* gp = cptr<T>(gamma);
     const T* bp = cptr<T>(beta);
+    double* mp = mptr<double>(mean);
+    double* rp = mptr<double>(rstd);
     py::gil_scoped_release nogil;
-    fastnorm::ln_apply<T>(xp, yp, M, D, m, r, gp, bp, num_threads);
+    fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads);
   });
 }
 
@@ -515,8 +519,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("group_norm_backward", &group_norm_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
         "N"_a, "P"_a, "C"_a, "Q"_a, "G"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a,
         "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
-  m.def("ln_apply", &ln_apply, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "mean"_a.noconvert(),
-        "rstd"_a.noconvert(), "gamma"_a.noconvert(), "beta"_a.noconvert(), "num_threads"_a);
+  m.def("ln_forward", &ln_forward, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "eps"_a, "centered"_a,
+        "gamma"_a.noconvert(), "beta"_a.noconvert(), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a);
   m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,
         "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.noconvert(), "centered"_a, "dgamma"_a.noconvert(),
         "dbeta"_a.noconvert(), "param_grads"_a, "num_threads"_a);

@@ -12,21 +12,6 @@ namespace {
 
 using namespace loops;
 
-// Moments of one contiguous run: pieces of at most one grain, each summed around its first value, merged in order
-// (the same pieces as channel_moments, so a group's statistics equal moments() of it).
-template <class T>
-Moments run_moments(const T* x, idx n) {
-  Moments acc;
-  for (idx b = 0; b < n; b += kElementwiseGrain) {
-    const idx len = std::min(kElementwiseGrain, n - b);
-    const double shift = static_cast<double>(x[b]);
-    double s1, s2;
-    isa_call<ShiftedSums<T>>(x + b, len, shift, &s1, &s2);
-    acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
-  }
-  return acc;
-}
-
 template <class T>
 void split(double v, T* hi, T* lo) {
   *hi = static_cast<T>(v);

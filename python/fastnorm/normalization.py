@@ -282,16 +282,11 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     xb = as_buffer(x, compute)
-    mean, m2 = np.empty(M), np.empty(M)
-    _C.channel_moments(xb.reshape(-1), 1, M, D, mean, m2, threads)  # rows of no values: mean = m2 = 0
-    if centered:
-        var = m2 / max(D, 1)
-    else:  # mean of squares = variance + mean^2, no cancellation
-        var = m2 / max(D, 1) + mean * mean
-        mean = np.zeros(M)
-    rstd = 1.0 / np.sqrt(var + eps)
+    mean, rstd = np.empty(M), np.empty(M)
     buf = kernel_output(out, x.shape, compute, (xb,))
-    _C.ln_apply(xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, b, threads)
+    # each row's statistics (RMS: the mean of squares, as variance + mean^2, without cancellation), then the row
+    # normalized while it is in cache
+    _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads)
     y = deliver(buf, out, result)
     lead = x.shape[:len(x.shape) - len(shape)]
     if not return_stats:

@@ -8,6 +8,7 @@
 
 #include "fastnorm/isa.h"
 #include "fastnorm/moments.h"
+#include "fastnorm/parallel.h"
 
 namespace fastnorm {
 namespace loops {
@@ -193,6 +194,21 @@ inline Moments from_shifted(double n, double shift, double s1, double s2) {
   const double mean_shifted = s1 / n;
   const double m2 = s2 - s1 * mean_shifted;
   return {n, shift + mean_shifted, m2 < 0 ? 0.0 : m2};  // rounding can leave m2 just below 0; NaN stays NaN
+}
+
+// Moments of one contiguous run: pieces of at most one grain (parallel.h), each summed around its first value,
+// merged in order: the pieces channel_moments uses for a run, so the statistics equal moments() of it.
+template <class T>
+Moments run_moments(const T* x, idx n) {
+  Moments acc;
+  for (idx b = 0; b < n; b += kElementwiseGrain) {
+    const idx len = std::min(kElementwiseGrain, n - b);
+    const double shift = static_cast<double>(x[b]);
+    double s1, s2;
+    isa_call<ShiftedSums<T>>(x + b, len, shift, &s1, &s2);
+    acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+  }
+  return acc;
 }
 
 }  // namespace loops

@@ -1,5 +1,6 @@
 // Layer and RMS normalization kernels on x viewed as (M, D): each of the M rows is normalized over its D values,
-// gamma and beta are per feature d.  Statistics come from channel_moments (moments.h) with (A, C, B) = (1, M, D).
+// gamma and beta are per feature d.  A row's statistics are those of moments() over it (shifted float64 sums),
+// and it is normalized right after, while it is in cache: one read of x.
 //   layer norm: y = (x - mean[r]) * rstd[r] * gamma[d] + beta[d]
 //   RMS norm:   y = x * rstd[r] * gamma[d]            (mean = 0, beta = 0, rstd = 1 / sqrt(mean(x^2) + eps))
 #pragma once
@@ -8,9 +9,11 @@
 
 namespace fastnorm {
 
+// mean[r] (0 for RMS norm) and rstd[r] = 1 / sqrt(var + eps), var = m2 / D for layer norm and m2 / D + mean^2
+// (the mean of squares) for RMS norm, are written for each row.
 template <class T>
-void ln_apply(const T* x, T* y, idx M, idx D, const double* mean, const double* rstd, const T* gamma,
-              const T* beta, int num_threads);
+void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const T* gamma, const T* beta,
+                double* mean, double* rstd, int num_threads);
 
 // dx = rstd (g - [centered] mean(g) - xhat mean(g xhat)), g = dy gamma, xhat = (x - mean) rstd;
 // dgamma[d] = sum over rows of dy xhat, dbeta[d] = sum of dy (float64, fixed order); either may be null.

@@ -21,15 +21,22 @@ struct ApplyRow {
 
 // Sums over one row, in double: s_g = sum of g, s_gx = sum of g * xhat.
 template <class T>
-struct RowSums {
+struct RowSums {  // in T over pieces of kPiece values (16 per vector lane), the pieces added in double
+  static constexpr idx kPiece = 256;
   static FASTNORM_INLINE void run(const T* dy, const T* x, idx D, T hi, T lo, T rstd, const T* gamma, double* s_g,
                                   double* s_gx) {
     double a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-    for (idx d = 0; d < D; ++d) {
-      const double g = static_cast<double>(dy[d] * gamma[d]);
-      a += g;
-      b += g * static_cast<double>(((x[d] - hi) - lo) * rstd);
+    for (idx d0 = 0; d0 < D; d0 += kPiece) {
+      const idx d1 = std::min(D, d0 + kPiece);
+      T pa = 0, pb = 0;
+#pragma omp simd reduction(+ : pa, pb)
+      for (idx d = d0; d < d1; ++d) {
+        const T g = dy[d] * gamma[d];
+        pa += g;
+        pb += g * (((x[d] - hi) - lo) * rstd);
+      }
+      a += static_cast<double>(pa);
+      b += static_cast<double>(pb);
     }
     *s_g = a;
     *s_gx = b;
@@ -37,15 +44,29 @@ struct RowSums {
 };
 
 template <class T>
-struct RowGrad {  // dx = rstd * (g - k_g - xhat * k_gx); the parameter partials accumulate across rows
+struct RowGrad {  // dx = rstd * (g - k_g - xhat * k_gx); the parameter partials accumulate across rows, in T
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx D, T hi, T lo, T rstd, const T* gamma, T k_g,
-                                  T k_gx, double* pg, double* pb) {
+                                  T k_gx, T* pg, T* pb) {
 #pragma omp simd
     for (idx d = 0; d < D; ++d) {
       const T xhat = ((x[d] - hi) - lo) * rstd;
       dx[d] = rstd * ((dy[d] * gamma[d] - k_g) - xhat * k_gx);
-      pg[d] += static_cast<double>(dy[d]) * static_cast<double>(xhat);
-      pb[d] += static_cast<double>(dy[d]);
+      pg[d] += dy[d] * xhat;
+      pb[d] += dy[d];
+    }
+  }
+};
+
+// acc[d] += part[d] (in double), part[d] = 0.
+template <class T>
+struct Flush {
+  static FASTNORM_INLINE void run(T* part_g, T* part_b, double* acc_g, double* acc_b, idx D) {
+#pragma omp simd
+    for (idx d = 0; d < D; ++d) {
+      acc_g[d] += static_cast<double>(part_g[d]);
+      acc_b[d] += static_cast<double>(part_b[d]);
+      part_g[d] = T(0);
+      part_b[d] = T(0);
     }
   }
 };
@@ -86,11 +107,16 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column).
   std::vector<double> pg(static_cast<size_t>(params ? tasks * D : D), 0.0);
   std::vector<double> pb(pg.size(), 0.0);
+  // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
+  // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
+  constexpr idx kFlushRows = 16;
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
+    std::vector<T> fg(static_cast<size_t>(D), T(0)), fb(static_cast<size_t>(D), T(0));
     for (idx t = t0; t < t1; ++t) {
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
-      for (idx r = t * task_rows; r < std::min(M, (t + 1) * task_rows); ++r) {
+      const idx r_end = std::min(M, (t + 1) * task_rows);
+      for (idx r = t * task_rows; r < r_end; ++r) {
         T hi, lo;
         split(mean[r], &hi, &lo);
         const T rs = static_cast<T>(rstd[r]);
@@ -98,7 +124,10 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         isa_call<RowSums<T>>(dy + r * D, x + r * D, D, hi, lo, rs, gamma, &s_g, &s_gx);
         const T k_g = centered ? static_cast<T>(s_g / static_cast<double>(D)) : T(0);
         const T k_gx = static_cast<T>(s_gx / static_cast<double>(D));
-        isa_call<RowGrad<T>>(dy + r * D, x + r * D, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, g_part, b_part);
+        isa_call<RowGrad<T>>(dy + r * D, x + r * D, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(),
+                             fb.data());
+        if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
+          isa_call<Flush<T>>(fg.data(), fb.data(), g_part, b_part, D);
       }
     }
   });

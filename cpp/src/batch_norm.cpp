@@ -22,10 +22,8 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
     });
     return;
   }
-  parallel_for(A * C * B, kElementwiseGrain, num_threads, [&](idx b, idx e) {
-    for_each_channel_run(b, e, C, B, [&](idx i, idx len, idx c) {
-      isa_call<ApplyRun<T>>(x + i, y + i, len, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c]);
-    });
+  parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
+    isa_call<ApplyRuns<T>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data());
   });
 }
 
@@ -40,10 +38,9 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
     });
     return;
   }
-  parallel_for(A * C * B, kElementwiseGrain, num_threads, [&](idx b, idx e) {
-    for_each_channel_run(b, e, C, B, [&](idx i, idx len, idx c) {
-      isa_call<GradRun<T>>(dy + i, x + i, dx + i, len, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c], k.c[c]);
-    });
+  parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
+    isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                          k.c.data());
   });
 }
 
@@ -64,9 +61,7 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
         isa_call<SumsRows<T>>(dy + r0 * row, x + r0 * row, r1 - r0, C, mean, pd, px);
         continue;
       }
-      for (idx r = r0; r < r1; ++r)
-        for (idx c = 0; c < C; ++c)
-          isa_call<SumsRun<T>>(dy + r * row + c * B, x + r * row + c * B, B, mean[c], pd + c, px + c);
+      isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
     }
   });
   for (idx c = 0; c < C; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;

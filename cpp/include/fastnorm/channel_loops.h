@@ -44,6 +44,17 @@ struct ApplyRun {  // one channel: y = (x - mean) * scale + shift
 };
 
 template <class T>
+struct ApplyRuns {  // runs [r0, r1) of an (A, C, B) array, run r being channel r % C: one dispatch for many runs
+  static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const T* hi, const T* lo,
+                                  const T* scale, const T* shift) {
+    for (idx r = r0; r < r1; ++r) {
+      const idx c = r % C;
+      ApplyRun<T>::run(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c]);
+    }
+  }
+};
+
+template <class T>
 struct ApplyRows {  // rows of C channels
   static FASTNORM_INLINE void run(const T* x, T* y, idx rows, idx C, const T* hi, const T* lo, const T* scale,
                                   const T* shift) {
@@ -61,6 +72,17 @@ struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, T hi, T lo, T k_dy, T k_xmu, T k_one) {
 #pragma omp simd
     for (idx i = 0; i < n; ++i) dx[i] = k_dy * dy[i] + (k_xmu * centered(x[i], hi, lo) + k_one);
+  }
+};
+
+template <class T>
+struct GradRuns {  // runs [r0, r1), as ApplyRuns
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx r0, idx r1, idx C, idx B, const T* hi,
+                                  const T* lo, const T* k_dy, const T* k_xmu, const T* k_one) {
+    for (idx r = r0; r < r1; ++r) {
+      const idx c = r % C, at = r * B;
+      GradRun<T>::run(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c]);
+    }
   }
 };
 
@@ -155,6 +177,17 @@ struct GradTerms {
   template <class T>
   static FASTNORM_INLINE double second(T dy, T x, double mean) {
     return static_cast<double>(dy) * (static_cast<double>(x) - mean);
+  }
+};
+
+template <class T>
+struct SumsRuns {  // runs [r0, r1), as ApplyRuns: s_dy[c] and s_dyx[c] += the run's sums
+  static FASTNORM_INLINE void run(const T* dy, const T* x, idx r0, idx r1, idx C, idx B, const double* mean,
+                                  double* s_dy, double* s_dyx) {
+    for (idx r = r0; r < r1; ++r) {
+      const idx c = r % C, at = r * B;
+      SumsRun<T>::run(dy + at, x + at, B, mean[c], s_dy + c, s_dyx + c);
+    }
   }
 };
 

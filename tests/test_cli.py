@@ -1,4 +1,4 @@
-"""The command line: `python -m fastnorm info` and a tiny `bench` run (its numbers are not checked here)."""
+"""The command line: `python -m fastnorm info`, a tiny `bench` run and its report (numbers not checked here)."""
 import json
 import subprocess
 import sys
@@ -26,6 +26,27 @@ def test_bench_runs_a_filtered_quick_case_and_writes_json(tmp_path, capsys):
     names = {r["case"] for r in rows}
     assert {"relu fwd", "relu bwd"} <= names and all("relu" in name for name in names)
     assert all(r["fastnorm_out_ms"] > 0 and r["gbs"] > 0 for r in rows)
+
+
+def test_bench_report_writes_markdown_plots_and_results(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    report = tmp_path / "report"
+    args = ["bench", "--quick", "--size", "4096", "--repeats", "2", "--threads", "1,2", "--filter", "relu",
+            "--no-torch", "--report", str(report)]
+    assert main(args) == 0
+    text = (report / "README.md").read_text()
+    assert "## 1 thread" in text and "## 2 threads" in text and "## Thread scaling" in text
+    assert "| relu fwd |" in text and "--report" in text and "Copy bandwidth" in text
+    for name in ("speedup.png", "bandwidth.png", "scaling.png"):
+        assert (report / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
+    assert len(json.loads((report / "results.json").read_text())["rows"]) == 8  # relu, leaky_relu x fwd, bwd x 2
+
+
+def test_bench_report_refuses_an_unwritable_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        main(["bench", "--quick", "--filter", "relu", "--no-torch", "--report", str(blocker / "sub")])
 
 
 def test_bench_with_a_filter_that_matches_nothing_is_an_error():

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -481,7 +483,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 15)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write a Markdown report with plots (matplotlib) and the raw results into DIR")
     args = p.parse_args(argv)
+    if args.report:
+        try:
+            os.makedirs(args.report, exist_ok=True)
+            probe = os.path.join(args.report, ".fastnorm-write-test")
+            open(probe, "w").close()
+            os.remove(probe)
+        except OSError as e:
+            p.error(f"--report {args.report!r} cannot be written ({e.strerror or e})")
 
     n = args.size or (1 << 20 if args.quick else 1 << 24)
     repeats = args.repeats or (5 if args.quick else 15)
@@ -514,4 +526,11 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"info": info, "n": n, "repeats": repeats, "copy_gbs": copy, "rows": rows,
                        "small_call": small, "torch": getattr(torch_mod, "__version__", None)}, f, indent=1)
+    if args.report:
+        from fastnorm.report import write_report
+        command = "python -m fastnorm bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        path = write_report(args.report, rows=rows, copy=copy, info=info, n=n, repeats=repeats,
+                            torch_version=getattr(torch_mod, "__version__", None), small_call=small,
+                            command=command.strip())
+        print(f"report: {path}")
     return 0

@@ -13,24 +13,87 @@ using namespace loops;
 
 template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,
-              int num_threads) {
+              int num_threads, const PostOp& post) {
   const ChannelConsts<T> k(C, mean, scale, shift, nullptr);
-  if (B == 1) {
-    parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-      isa_call<ApplyRows<T>>(x + r0 * C, y + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
-                             k.b.data());
+  const act::Params<T> p = post.params<T>();
+  visit_post_op(post, [&](auto op) {
+    using Op = decltype(op);
+    if (B == 1) {
+      parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
+        isa_call<ApplyRows<T, Op>>(x + r0 * C, y + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(),
+                                   k.a.data(), k.b.data(), p);
+      });
+      return;
+    }
+    parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
+      isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                                 p);
     });
-    return;
-  }
-  parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-    isa_call<ApplyRuns<T>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data());
   });
 }
 
+namespace {
+
+// With a post-op, the backward works on dz = post'(z) dy, z as the forward had it, computed piece by piece into
+// an L1 scratch block just before use: one run of B values (B > 1), or a few rows of C (B == 1).
+template <class T>
+struct PostOpPieces {
+  const PostOp& post;
+  const ChannelConsts<T>& z;
+  idx C, B;
+  idx rows_per_piece() const { return std::max<idx>(1, 4096 / std::max<idx>(C, 1)); }
+  // dz for rows [a0, a1) (B == 1) into dz
+  void rows(const T* dy, const T* x, T* dz, idx a0, idx a1) const {
+    const act::Params<T> p = post.params<T>();
+    visit_post_op(post, [&](auto op) {
+      isa_call<PostOpGradRows<T, decltype(op)>>(dy + a0 * C, x + a0 * C, dz, a1 - a0, C, z.mean_hi.data(),
+                                                 z.mean_lo.data(), z.a.data(), z.b.data(), p);
+    });
+  }
+  // dz for run r (B > 1) into dz
+  void run(const T* dy, const T* x, T* dz, idx r) const {
+    const act::Params<T> p = post.params<T>();
+    visit_post_op(post, [&](auto op) {
+      isa_call<PostOpGradRuns<T, decltype(op)>>(dy, x, dz, r, r + 1, C, B, z.mean_hi.data(), z.mean_lo.data(),
+                                                 z.a.data(), z.b.data(), p);
+    });
+  }
+};
+
+}  // namespace
+
 template <class T>
 void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* k_dy,
-                   const double* k_xmu, const double* k_one, int num_threads) {
+                   const double* k_xmu, const double* k_one, int num_threads, const PostOp& post,
+                   const double* scale, const double* shift) {
   const ChannelConsts<T> k(C, mean, k_dy, k_xmu, k_one);
+  if (post.active()) {
+    const ChannelConsts<T> z(C, mean, scale, shift, nullptr);
+    const PostOpPieces<T> pieces{post, z, C, B};
+    if (B == 1) {
+      const idx step = pieces.rows_per_piece();
+      parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
+        T* dz = thread_scratch<T>(static_cast<size_t>(step * C));
+        for (idx a = r0; a < r1; a += step) {
+          const idx e = std::min(r1, a + step);
+          pieces.rows(dy, x, dz, a, e);
+          isa_call<GradRows<T>>(static_cast<const T*>(dz), x + a * C, dx + a * C, e - a, C, k.mean_hi.data(),
+                                k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data());
+        }
+      });
+      return;
+    }
+    parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
+      T* dz = thread_scratch<T>(static_cast<size_t>(B));
+      for (idx r = r0; r < r1; ++r) {
+        const idx c = r % C;
+        pieces.run(dy, x, dz, r);
+        isa_call<GradRun<T>>(static_cast<const T*>(dz), x + r * B, dx + r * B, B, k.mean_hi[c], k.mean_lo[c],
+                             k.a[c], k.b[c], k.c[c]);
+      }
+    });
+    return;
+  }
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
       isa_call<GradRows<T>>(dy + r0 * C, x + r0 * C, dx + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(),
@@ -46,22 +109,41 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
 
 template <class T>
 void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* mean, double* sum_dy,
-                  double* sum_dy_xmu, int num_threads) {
-  // Tasks of about one grain each keep per-channel partial sums; they are added in task order afterwards.
+                  double* sum_dy_xmu, int num_threads, const PostOp& post, const double* scale,
+                  const double* shift) {
+  // Tasks of about one grain each keep per-channel partial sums; they are added in task order afterwards.  With
+  // a post-op, the sums are of dz, piece by piece, instead of dy (same order).
   const idx row = C * B;
   const idx task_rows = rows_per_task(B == 1 ? C : B * C);
   const idx tasks = A == 0 ? 0 : (A + task_rows - 1) / task_rows;
   std::vector<double> part_dy(static_cast<size_t>(tasks * C), 0.0), part_dyx(static_cast<size_t>(tasks * C), 0.0);
+  const ChannelConsts<T> z(post.active() ? C : 0, mean, scale, shift, nullptr);
+  const PostOpPieces<T> pieces{post, z, C, B};
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
+    const idx step = pieces.rows_per_piece();
+    T* dz = post.active() ? thread_scratch<T>(static_cast<size_t>(B == 1 ? step * C : B)) : nullptr;
     for (idx t = t0; t < t1; ++t) {
       double* pd = part_dy.data() + t * C;
       double* px = part_dyx.data() + t * C;
       const idx r0 = t * task_rows, r1 = std::min(A, (t + 1) * task_rows);
-      if (B == 1) {
-        isa_call<SumsRows<T>>(dy + r0 * row, x + r0 * row, r1 - r0, C, mean, pd, px);
-        continue;
+      if (!post.active()) {
+        if (B == 1)
+          isa_call<SumsRows<T>>(dy + r0 * row, x + r0 * row, r1 - r0, C, mean, pd, px);
+        else
+          isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
+      } else if (B == 1) {
+        for (idx a = r0; a < r1; a += step) {
+          const idx e = std::min(r1, a + step);
+          pieces.rows(dy, x, dz, a, e);
+          isa_call<SumsRows<T>>(static_cast<const T*>(dz), x + a * C, e - a, C, mean, pd, px);
+        }
+      } else {
+        for (idx r = r0 * C; r < r1 * C; ++r) {
+          const idx c = r % C;
+          pieces.run(dy, x, dz, r);
+          isa_call<SumsRun<T>>(static_cast<const T*>(dz), x + r * B, B, mean[c], pd + c, px + c);
+        }
       }
-      isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
     }
   });
   for (idx c = 0; c < C; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;
@@ -73,10 +155,12 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                  \
-  template void bn_apply<T>(const T*, T*, idx, idx, idx, const double*, const double*, const double*, int);     \
-  template void bn_grad_sums<T>(const T*, const T*, idx, idx, idx, const double*, double*, double*, int);       \
+  template void bn_apply<T>(const T*, T*, idx, idx, idx, const double*, const double*, const double*, int,     \
+                            const PostOp&);                                                                      \
+  template void bn_grad_sums<T>(const T*, const T*, idx, idx, idx, const double*, double*, double*, int,       \
+                                const PostOp&, const double*, const double*);                                   \
   template void bn_input_grad<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,           \
-                                 const double*, const double*, int);
+                                 const double*, const double*, int, const PostOp&, const double*, const double*);
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
 #undef FASTNORM_INSTANTIATE

@@ -264,8 +264,21 @@ const double* channel_values(const py::array& a, const char* name, idx C) {
   return cptr<double>(a);
 }
 
+// The activation fused after a normalization: kind 0 none, 1 relu, 2 leaky_relu (slope), 3 silu, 4 gelu.
+fastnorm::PostOp post_op(int kind, double slope) {
+  if (kind < 0 || kind > 4) throw py::value_error("unknown post-op id " + std::to_string(kind));
+  return {static_cast<fastnorm::PostOpKind>(kind), slope};
+}
+
+// Optional per-channel float64 parameters: None gives a null pointer (gamma 1, beta 0).
+const double* optional_values(const py::object& a, const char* name, idx C) {
+  if (a.is_none()) return nullptr;
+  return channel_values(a.cast<py::array>(), name, C);
+}
+
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
-              const py::array& scale, const py::array& shift, int num_threads) {
+              const py::array& scale, const py::array& shift, int num_threads, int post, double slope) {
+  const fastnorm::PostOp op = post_op(post, slope);
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", A, C, B);
@@ -279,12 +292,18 @@ void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py:
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     py::gil_scoped_release nogil;
-    fastnorm::bn_apply<T>(xp, yp, A, C, B, m, sc, sh, num_threads);
+    fastnorm::bn_apply<T>(xp, yp, A, C, B, m, sc, sh, num_threads, op);
   });
 }
 
+// With a post-op, scale and shift (the forward's) give z; they are ignored otherwise.
 void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, const py::array& mean,
-                  py::array& sum_dy, py::array& sum_dy_xmu, int num_threads) {
+                  py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope,
+                  const py::object& scale, const py::object& shift) {
+  const fastnorm::PostOp op = post_op(post, slope);
+  const double* zs = op.active() ? optional_values(scale, "scale", C) : nullptr;
+  const double* zb = op.active() ? optional_values(shift, "shift", C) : nullptr;
+  if (op.active() && (!zs || !zb)) throw py::value_error("scale: a post-op needs the forward's scale and shift");
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", A, C, B);
@@ -301,13 +320,17 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
     double* s1 = mptr<double>(sum_dy);
     double* s2 = mptr<double>(sum_dy_xmu);
     py::gil_scoped_release nogil;
-    fastnorm::bn_grad_sums<T>(dyp, xp, A, C, B, m, s1, s2, num_threads);
+    fastnorm::bn_grad_sums<T>(dyp, xp, A, C, B, m, s1, s2, num_threads, op, zs, zb);
   });
 }
 
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
-                   int num_threads) {
+                   int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
+  const fastnorm::PostOp op = post_op(post, slope);
+  const double* zs = op.active() ? optional_values(scale, "scale", C) : nullptr;
+  const double* zb = op.active() ? optional_values(shift, "shift", C) : nullptr;
+  if (op.active() && (!zs || !zb)) throw py::value_error("scale: a post-op needs the forward's scale and shift");
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", A, C, B);
@@ -324,19 +347,13 @@ void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A
     const T* xp = cptr<T>(x);
     T* dxp = mptr<T>(dx);
     py::gil_scoped_release nogil;
-    fastnorm::bn_input_grad<T>(dyp, xp, dxp, A, C, B, m, a, b, c, num_threads);
+    fastnorm::bn_input_grad<T>(dyp, xp, dxp, A, C, B, m, a, b, c, num_threads, op, zs, zb);
   });
 }
 
 void check_rows(const py::array& x, const char* name, idx M, idx D) {
   if (M < 0 || D < 0 || M * D != static_cast<idx>(x.size()))
     throw py::value_error(std::string(name) + ": (M, D) does not match the array's size");
-}
-
-// Optional per-channel float64 parameters: None gives a null pointer (gamma 1, beta 0).
-const double* optional_values(const py::object& a, const char* name, idx C) {
-  if (a.is_none()) return nullptr;
-  return channel_values(a.cast<py::array>(), name, C);
 }
 
 fastnorm::GroupShape group_shape(const py::array& x, const char* name, idx N, idx P, idx C, idx Q, idx G) {
@@ -347,7 +364,8 @@ fastnorm::GroupShape group_shape(const py::array& x, const char* name, idx N, id
 
 void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C, idx Q, idx G, double eps,
                         const py::object& gamma, const py::object& beta, py::array& mean, py::array& rstd,
-                        int num_threads) {
+                        int num_threads, int post, double slope) {
+  const fastnorm::PostOp op = post_op(post, slope);
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   const fastnorm::GroupShape s = group_shape(x, "x", N, P, C, Q, G);
@@ -366,13 +384,14 @@ void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C,
     double* mp = mptr<double>(mean);
     double* rp = mptr<double>(rstd);
     py::gil_scoped_release nogil;
-    fastnorm::group_norm_forward<T>(xp, yp, s, eps, g, b, mp, rp, num_threads);
+    fastnorm::group_norm_forward<T>(xp, yp, s, eps, g, b, mp, rp, num_threads, op);
   });
 }
 
 void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx, idx N, idx P, idx C, idx Q, idx G,
                          const py::array& mean, const py::array& rstd, const py::object& gamma, py::array& sum_dy,
-                         py::array& sum_dy_xmu, int num_threads) {
+                         py::array& sum_dy_xmu, int num_threads, int post, double slope, const py::object& beta) {
+  const fastnorm::PostOp op = post_op(post, slope);
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   const fastnorm::GroupShape s = group_shape(x, "x", N, P, C, Q, G);
@@ -382,6 +401,7 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
   const double* m = channel_values(mean, "mean", N * G);
   const double* r = channel_values(rstd, "rstd", N * G);
   const double* g = optional_values(gamma, "gamma", C);
+  const double* b = optional_values(beta, "beta", C);
   check_like(sum_dy, "sum_dy", Dtype::f64, N * C);
   check_like(sum_dy_xmu, "sum_dy_xmu", Dtype::f64, N * C);
   check_writeable(sum_dy, "sum_dy");
@@ -394,12 +414,13 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
     double* s1 = mptr<double>(sum_dy);
     double* s2 = mptr<double>(sum_dy_xmu);
     py::gil_scoped_release nogil;
-    fastnorm::group_norm_backward<T>(dyp, xp, dxp, s, m, r, g, s1, s2, num_threads);
+    fastnorm::group_norm_backward<T>(dyp, xp, dxp, s, m, r, g, s1, s2, num_threads, op, b);
   });
 }
 
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::array& gamma,
-                const py::array& beta, py::array& mean, py::array& rstd, int num_threads) {
+                const py::array& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
+  const fastnorm::PostOp op = post_op(post, slope);
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
@@ -420,13 +441,14 @@ void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bo
     double* mp = mptr<double>(mean);
     double* rp = mptr<double>(rstd);
     py::gil_scoped_release nogil;
-    fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads);
+    fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads, op);
   });
 }
 
 void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, idx D, const py::array& mean,
                  const py::array& rstd, const py::array& gamma, bool centered, py::array& dgamma, py::array& dbeta,
-                 bool param_grads, int num_threads) {
+                 bool param_grads, int num_threads, int post, double slope, const py::array& beta) {
+  const fastnorm::PostOp op = post_op(post, slope);
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
@@ -436,6 +458,7 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
   const double* m = channel_values(mean, "mean", M);
   const double* r = channel_values(rstd, "rstd", M);
   check_like(gamma, "gamma", dt, D);
+  check_like(beta, "beta", dt, D);
   check_like(dgamma, "dgamma", Dtype::f64, D);
   check_like(dbeta, "dbeta", Dtype::f64, D);
   check_writeable(dgamma, "dgamma");
@@ -446,10 +469,11 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
     const T* xp = cptr<T>(x);
     T* dxp = mptr<T>(dx);
     const T* gp = cptr<T>(gamma);
+    const T* bp = cptr<T>(beta);
     double* dgp = param_grads ? mptr<double>(dgamma) : nullptr;
     double* dbp = param_grads ? mptr<double>(dbeta) : nullptr;
     py::gil_scoped_release nogil;
-    fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads);
+    fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads, op, bp);
   });
 }
 
@@ -508,22 +532,27 @@ PYBIND11_MODULE(_C, m) {
   m.def("channel_moments", &channel_moments, "x"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(),
         "m2"_a.noconvert(), "num_threads"_a);
   m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
-        "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a);
+        "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = 0,
+        "slope"_a = 0.01);
   m.def("bn_grad_sums", &bn_grad_sums, "dy"_a.noconvert(), "x"_a.noconvert(), "A"_a, "C"_a, "B"_a,
-        "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
+        "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0,
+        "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
   m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
         "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
-        "num_threads"_a);
+        "num_threads"_a, "post"_a = 0, "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
   m.def("group_norm_forward", &group_norm_forward, "x"_a.noconvert(), "out"_a.noconvert(), "N"_a, "P"_a, "C"_a,
-        "Q"_a, "G"_a, "eps"_a, "gamma"_a, "beta"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a);
+        "Q"_a, "G"_a, "eps"_a, "gamma"_a, "beta"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
+        "post"_a = 0, "slope"_a = 0.01);
   m.def("group_norm_backward", &group_norm_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
         "N"_a, "P"_a, "C"_a, "Q"_a, "G"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a,
-        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
+        "beta"_a = py::none());
   m.def("ln_forward", &ln_forward, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "eps"_a, "centered"_a,
-        "gamma"_a.noconvert(), "beta"_a.noconvert(), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a);
+        "gamma"_a.noconvert(), "beta"_a.noconvert(), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
+        "post"_a = 0, "slope"_a = 0.01);
   m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,
         "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.noconvert(), "centered"_a, "dgamma"_a.noconvert(),
-        "dbeta"_a.noconvert(), "param_grads"_a, "num_threads"_a);
+        "dbeta"_a.noconvert(), "param_grads"_a, "num_threads"_a, "post"_a, "slope"_a, "beta"_a.noconvert());
   py::class_<fastnorm::SampleParams>(m, "SampleParams")
       .def(py::init([](double loc, double scale, double low, double high, double a, double b) {
              return fastnorm::SampleParams{loc, scale, low, high, a, b};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "fastnorm/channel_loops.h"
@@ -37,9 +38,9 @@ FASTNORM_INLINE void rows_or_runs(idx P, idx C, idx Q, const Rows& rows, const R
     for (idx c = 0; c < C; ++c) run(p, c);
 }
 
-template <class T>
+template <class T, class Op>
 void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
-                        double* mean, double* rstd, int num_threads) {
+                        double* mean, double* rstd, act::Params<T> p, int num_threads) {
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
@@ -55,15 +56,15 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
       for (idx k = 0; k < Cg; ++k) {
         const idx c = c0 + k, at = t * len + k * s.Q;
         const T scale = static_cast<T>(gamma ? r * gamma[c] : r), shift = static_cast<T>(beta ? beta[c] : 0.0);
-        isa_call<ApplyRun<T>>(x + at, y + at, s.Q, hi, lo, scale, shift);
+        isa_call<ApplyRun<T, Op>>(x + at, y + at, s.Q, hi, lo, scale, shift, p);
       }
     }
   });
 }
 
-template <class T>
+template <class T, class Op>
 void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
-                         double* mean, double* rstd, int num_threads) {
+                         double* mean, double* rstd, act::Params<T> p, int num_threads) {
   const idx C = s.C, Q = s.Q, L = C * Q, Cg = C / s.G, S = s.P * L;
   const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
   parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
@@ -91,10 +92,10 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
       }
       rows_or_runs(
           s.P, C, Q,
-          [&] { isa_call<ApplyRows<T>>(xs, ys, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data()); },
-          [&](idx p, idx c) {
-            const idx at = (p * C + c) * Q;
-            isa_call<ApplyRun<T>>(xs + at, ys + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c]);
+          [&] { isa_call<ApplyRows<T, Op>>(xs, ys, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(), p); },
+          [&](idx row, idx c) {
+            const idx at = (row * C + c) * Q;
+            isa_call<ApplyRun<T, Op>>(xs + at, ys + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c], p);
           });
     }
   });
@@ -121,40 +122,59 @@ void group_grad_consts(idx g, idx Cg, double count, double mean, double r, const
   }
 }
 
-template <class T>
+template <class T, class Op>
 void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean, const double* rstd,
-                         const double* gamma, double* sum_dy, double* sum_dy_xmu, int num_threads) {
+                         const double* gamma, const double* beta, act::Params<T> p, double* sum_dy,
+                         double* sum_dy_xmu, int num_threads) {
+  constexpr bool post = !std::is_same_v<Op, act::Identity>;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
-    SampleConsts<T> k(s.C);
+    SampleConsts<T> k(s.C), z(post ? Cg : 0);
+    T* dz = post ? thread_scratch<T>(static_cast<size_t>(len)) : nullptr;
     for (idx t = t0; t < t1; ++t) {
       const idx n = t / s.G, g = t % s.G;
       double* sd = sum_dy + n * s.C;
       double* sdx = sum_dy_xmu + n * s.C;
-      for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
-        const idx at = (n * s.C + c) * s.Q;
+      const T* grad = dy + t * len;  // the group's gradient: dy, or dz = post'(z) dy in a scratch block
+      if constexpr (post) {
+        for (idx i = 0; i < Cg; ++i) {  // z as the forward computed it
+          const idx c = g * Cg + i;
+          split(mean[t], &z.hi[i], &z.lo[i]);
+          z.a[i] = static_cast<T>(gamma ? rstd[t] * gamma[c] : rstd[t]);
+          z.b[i] = static_cast<T>(beta ? beta[c] : 0.0);
+        }
+        isa_call<PostOpGradRuns<T, Op>>(dy + t * len, x + t * len, dz, idx(0), Cg, Cg, s.Q, z.hi.data(),
+                                        z.lo.data(), z.a.data(), z.b.data(), p);
+        grad = dz;
+      }
+      for (idx i = 0; i < Cg; ++i) {
+        const idx c = g * Cg + i;
         sd[c] = sdx[c] = 0;
-        isa_call<SumsRun<T>>(dy + at, x + at, s.Q, mean[t], &sd[c], &sdx[c]);
+        isa_call<SumsRun<T>>(grad + i * s.Q, x + t * len + i * s.Q, s.Q, mean[t], &sd[c], &sdx[c]);
       }
       group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
-      for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
-        const idx at = (n * s.C + c) * s.Q;
-        isa_call<GradRun<T>>(dy + at, x + at, dx + at, s.Q, k.hi[c], k.lo[c], k.a[c], k.b[c], k.c[c]);
+      for (idx i = 0; i < Cg; ++i) {
+        const idx c = g * Cg + i, at = t * len + i * s.Q;
+        isa_call<GradRun<T>>(grad + i * s.Q, x + at, dx + at, s.Q, k.hi[c], k.lo[c], k.a[c], k.b[c], k.c[c]);
       }
     }
   });
 }
 
-template <class T>
+template <class T, class Op>
 void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean, const double* rstd,
-                          const double* gamma, double* sum_dy, double* sum_dy_xmu, int num_threads) {
+                          const double* gamma, const double* beta, act::Params<T> p, double* sum_dy,
+                          double* sum_dy_xmu, int num_threads) {
+  constexpr bool post = !std::is_same_v<Op, act::Identity>;
   const idx C = s.C, Q = s.Q, Cg = C / s.G, S = s.P * C * Q;
   const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
   parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
     std::vector<double> mean_c(C);
-    SampleConsts<T> k(C);
+    SampleConsts<T> k(C), z(post ? C : 0);
+    const bool whole = Q != 1 || act::compute_bound<Op>::value;
+    T* dz = post ? thread_scratch<T>(static_cast<size_t>(whole ? S : std::max<idx>(1, 4096 / C) * C)) : nullptr;
     for (idx n = n0; n < n1; ++n) {
       const T *dys = dy + n * S, *xs = x + n * S;
       T* dxs = dx + n * S;
@@ -164,22 +184,65 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
         mean_c[c] = mean[n * s.G + c / Cg];
         sd[c] = sdx[c] = 0;
       }
-      rows_or_runs(
-          s.P, C, Q, [&] { isa_call<SumsRows<T>>(dys, xs, s.P, C, static_cast<const double*>(mean_c.data()), sd, sdx); },
-          [&](idx p, idx c) {
-            const idx at = (p * C + c) * Q;
-            isa_call<SumsRun<T>>(dys + at, xs + at, Q, mean_c[c], &sd[c], &sdx[c]);
-          });
+      if constexpr (post) {  // dz = post'(z) dy for the sample, z as the forward computed it
+        for (idx c = 0; c < C; ++c) {
+          const double r = rstd[n * s.G + c / Cg];
+          split(mean_c[c], &z.hi[c], &z.lo[c]);
+          z.a[c] = static_cast<T>(gamma ? r * gamma[c] : r);
+          z.b[c] = static_cast<T>(beta ? beta[c] : 0.0);
+        }
+        if (Q != 1) {  // the whole sample's dz, computed once (L2)
+          isa_call<PostOpGradRuns<T, Op>>(dys, xs, dz, idx(0), s.P * C, C, Q, z.hi.data(), z.lo.data(), z.a.data(),
+                                          z.b.data(), p);
+          dys = dz;
+        } else if (act::compute_bound<Op>::value) {
+          isa_call<PostOpGradRows<T, Op>>(dys, xs, dz, s.P, C, z.hi.data(), z.lo.data(), z.a.data(), z.b.data(), p);
+          dys = dz;
+        }
+      }
+      // rows (channels-last) and a cheap post-op: dz a few rows at a time into an L1 block just before each use
+      // (computed twice); an expensive one is computed once for the whole sample above
+      const bool pieces = post && Q == 1 && !act::compute_bound<Op>::value;
+      const idx step = std::max<idx>(1, 4096 / C);
+      const auto dz_rows = [&](idx p0, idx p1) {
+        isa_call<PostOpGradRows<T, Op>>(dys + p0 * C, xs + p0 * C, dz, p1 - p0, C, z.hi.data(), z.lo.data(),
+                                        z.a.data(), z.b.data(), p);
+      };
+      if (pieces) {
+        for (idx p0 = 0; p0 < s.P; p0 += step) {
+          const idx p1 = std::min(s.P, p0 + step);
+          dz_rows(p0, p1);
+          isa_call<SumsRows<T>>(static_cast<const T*>(dz), xs + p0 * C, p1 - p0, C,
+                                static_cast<const double*>(mean_c.data()), sd, sdx);
+        }
+      } else {
+        rows_or_runs(
+            s.P, C, Q,
+            [&] { isa_call<SumsRows<T>>(dys, xs, s.P, C, static_cast<const double*>(mean_c.data()), sd, sdx); },
+            [&](idx row, idx c) {
+              const idx at = (row * C + c) * Q;
+              isa_call<SumsRun<T>>(dys + at, xs + at, Q, mean_c[c], &sd[c], &sdx[c]);
+            });
+      }
       for (idx g = 0; g < s.G; ++g)
         group_grad_consts(g, Cg, count, mean[n * s.G + g], rstd[n * s.G + g], gamma, sd, sdx, k);
+      if (pieces) {
+        for (idx p0 = 0; p0 < s.P; p0 += step) {
+          const idx p1 = std::min(s.P, p0 + step);
+          dz_rows(p0, p1);
+          isa_call<GradRows<T>>(static_cast<const T*>(dz), xs + p0 * C, dxs + p0 * C, p1 - p0, C, k.hi.data(),
+                                k.lo.data(), k.a.data(), k.b.data(), k.c.data());
+        }
+        continue;
+      }
       rows_or_runs(
           s.P, C, Q,
           [&] {
             isa_call<GradRows<T>>(dys, xs, dxs, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
                                   k.c.data());
           },
-          [&](idx p, idx c) {
-            const idx at = (p * C + c) * Q;
+          [&](idx row, idx c) {
+            const idx at = (row * C + c) * Q;
             isa_call<GradRun<T>>(dys + at, xs + at, dxs + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c], k.c[c]);
           });
     }
@@ -190,30 +253,40 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
 
 template <class T>
 void group_norm_forward(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
-                        double* mean, double* rstd, int num_threads) {
-  if (s.P == 1)
-    forward_contiguous(x, y, s, eps, gamma, beta, mean, rstd, num_threads);
-  else
-    forward_interleaved(x, y, s, eps, gamma, beta, mean, rstd, num_threads);
+                        double* mean, double* rstd, int num_threads, const PostOp& post) {
+  const act::Params<T> p = post.params<T>();
+  visit_post_op(post, [&](auto op) {
+    using Op = decltype(op);
+    if (s.P == 1)
+      forward_contiguous<T, Op>(x, y, s, eps, gamma, beta, mean, rstd, p, num_threads);
+    else
+      forward_interleaved<T, Op>(x, y, s, eps, gamma, beta, mean, rstd, p, num_threads);
+  });
 }
 
 template <class T>
 void group_norm_backward(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean,
                          const double* rstd, const double* gamma, double* sum_dy, double* sum_dy_xmu,
-                         int num_threads) {
-  if (s.P == 1)
-    backward_contiguous(dy, x, dx, s, mean, rstd, gamma, sum_dy, sum_dy_xmu, num_threads);
-  else
-    backward_interleaved(dy, x, dx, s, mean, rstd, gamma, sum_dy, sum_dy_xmu, num_threads);
+                         int num_threads, const PostOp& post, const double* beta) {
+  const act::Params<T> p = post.params<T>();
+  visit_post_op(post, [&](auto op) {
+    using Op = decltype(op);
+    if (s.P == 1)
+      backward_contiguous<T, Op>(dy, x, dx, s, mean, rstd, gamma, beta, p, sum_dy, sum_dy_xmu, num_threads);
+    else
+      backward_interleaved<T, Op>(dy, x, dx, s, mean, rstd, gamma, beta, p, sum_dy, sum_dy_xmu, num_threads);
+  });
 }
 
 template void group_norm_forward<float>(const float*, float*, const GroupShape&, double, const double*,
-                                        const double*, double*, double*, int);
+                                        const double*, double*, double*, int, const PostOp&);
 template void group_norm_forward<double>(const double*, double*, const GroupShape&, double, const double*,
-                                         const double*, double*, double*, int);
+                                         const double*, double*, double*, int, const PostOp&);
 template void group_norm_backward<float>(const float*, const float*, float*, const GroupShape&, const double*,
-                                         const double*, const double*, double*, double*, int);
+                                         const double*, const double*, double*, double*, int, const PostOp&,
+                                         const double*);
 template void group_norm_backward<double>(const double*, const double*, double*, const GroupShape&, const double*,
-                                          const double*, const double*, double*, double*, int);
+                                          const double*, const double*, double*, double*, int, const PostOp&,
+                                          const double*);
 
 }  // namespace fastnorm

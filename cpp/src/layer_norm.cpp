@@ -11,11 +11,28 @@
 namespace fastnorm {
 namespace {
 
+// z = xhat * gamma + beta, xhat = (x - mean) * rstd: the normalized row, as the forward and the post-op's
+// backward both compute it.
 template <class T>
-struct ApplyRow {
-  static FASTNORM_INLINE void run(const T* x, T* y, idx D, T hi, T lo, T rstd, const T* gamma, const T* beta) {
+FASTNORM_INLINE T normalized(T x, T hi, T lo, T rstd, T gamma, T beta) {
+  return ((x - hi) - lo) * rstd * gamma + beta;
+}
+
+template <class T, class Op>
+struct ApplyRow {  // y = post(z)
+  static FASTNORM_INLINE void run(const T* x, T* y, idx D, T hi, T lo, T rstd, const T* gamma, const T* beta,
+                                  act::Params<T> p) {
 #pragma omp simd
-    for (idx d = 0; d < D; ++d) y[d] = ((x[d] - hi) - lo) * rstd * gamma[d] + beta[d];
+    for (idx d = 0; d < D; ++d) y[d] = Op::forward(normalized(x[d], hi, lo, rstd, gamma[d], beta[d]), p);
+  }
+};
+
+template <class T, class Op>
+struct PostOpGradRow {  // dz = post'(z) dy over one row
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx D, T hi, T lo, T rstd, const T* gamma,
+                                  const T* beta, act::Params<T> p) {
+#pragma omp simd
+    for (idx d = 0; d < D; ++d) dz[d] = Op::backward(dy[d], normalized(x[d], hi, lo, rstd, gamma[d], beta[d]), p);
   }
 };
 
@@ -72,6 +89,11 @@ struct Flush {
 };
 
 template <class T>
+void prefetch_row(const T* p, idx n) {
+  for (idx i = 0; i < n; i += 64 / static_cast<idx>(sizeof(T))) __builtin_prefetch(p + i);
+}
+
+template <class T>
 void split(double v, T* hi, T* lo) {
   *hi = static_cast<T>(v);
   *lo = static_cast<T>(v - static_cast<double>(*hi));
@@ -81,24 +103,30 @@ void split(double v, T* hi, T* lo) {
 
 template <class T>
 void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const T* gamma, const T* beta,
-                double* mean, double* rstd, int num_threads) {
+                double* mean, double* rstd, int num_threads, const PostOp& post) {
   const double n = static_cast<double>(std::max<idx>(D, 1));
-  parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
-    for (idx r = r0; r < r1; ++r) {
-      const Moments m = loops::run_moments(x + r * D, D);  // rows of no values: mean = m2 = 0
-      const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
-      mean[r] = centered ? m.mean : 0.0;
-      rstd[r] = 1.0 / std::sqrt(var + eps);
-      T hi, lo;
-      split(mean[r], &hi, &lo);
-      isa_call<ApplyRow<T>>(x + r * D, y + r * D, D, hi, lo, static_cast<T>(rstd[r]), gamma, beta);
-    }
+  const act::Params<T> p = post.params<T>();
+  visit_post_op(post, [&](auto op) {
+    using Op = decltype(op);
+    parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
+      for (idx r = r0; r < r1; ++r) {
+        const Moments m = loops::run_moments(x + r * D, D);  // rows of no values: mean = m2 = 0
+        const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
+        mean[r] = centered ? m.mean : 0.0;
+        rstd[r] = 1.0 / std::sqrt(var + eps);
+        T hi, lo;
+        split(mean[r], &hi, &lo);
+        if (r + 1 < r1) prefetch_row(x + (r + 1) * D, D);  // its loads overlap this row's arithmetic
+        isa_call<ApplyRow<T, Op>>(x + r * D, y + r * D, D, hi, lo, static_cast<T>(rstd[r]), gamma, beta, p);
+      }
+    });
   });
 }
 
 template <class T>
 void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
-                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads) {
+                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads, const PostOp& post,
+                 const T* beta) {
   // Tasks of 16 grains: each keeps a partial sum of the parameter gradients, 2 D doubles; one per grain made
   // these partials (8 MB at 8192 x 1024) cost more than the gradient itself, in page faults.
   const idx task_rows = 16 * rows_per_task(D);
@@ -110,8 +138,10 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = 16;
+  const act::Params<T> p = post.params<T>();
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<T> fg(static_cast<size_t>(D), T(0)), fb(static_cast<size_t>(D), T(0));
+    T* dz = post.active() ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;  // the row's post'(z) dy
     for (idx t = t0; t < t1; ++t) {
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
@@ -120,12 +150,22 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         T hi, lo;
         split(mean[r], &hi, &lo);
         const T rs = static_cast<T>(rstd[r]);
+        const T* g = dy + r * D;
+        if (r + 1 < r_end) {  // the next row's loads overlap this row's arithmetic
+          prefetch_row(dy + (r + 1) * D, D);
+          prefetch_row(x + (r + 1) * D, D);
+        }
+        if (post.active()) {
+          visit_post_op(post, [&](auto op) {
+            isa_call<PostOpGradRow<T, decltype(op)>>(g, x + r * D, dz, D, hi, lo, rs, gamma, beta, p);
+          });
+          g = dz;
+        }
         double s_g, s_gx;
-        isa_call<RowSums<T>>(dy + r * D, x + r * D, D, hi, lo, rs, gamma, &s_g, &s_gx);
+        isa_call<RowSums<T>>(g, x + r * D, D, hi, lo, rs, gamma, &s_g, &s_gx);
         const T k_g = centered ? static_cast<T>(s_g / static_cast<double>(D)) : T(0);
         const T k_gx = static_cast<T>(s_gx / static_cast<double>(D));
-        isa_call<RowGrad<T>>(dy + r * D, x + r * D, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(),
-                             fb.data());
+        isa_call<RowGrad<T>>(g, x + r * D, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(), fb.data());
         if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
           isa_call<Flush<T>>(fg.data(), fb.data(), g_part, b_part, D);
       }
@@ -150,9 +190,10 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                 \
-  template void ln_forward<T>(const T*, T*, idx, idx, double, bool, const T*, const T*, double*, double*, int); \
+  template void ln_forward<T>(const T*, T*, idx, idx, double, bool, const T*, const T*, double*, double*, int, \
+                              const PostOp&);                                                                 \
   template void ln_backward<T>(const T*, const T*, T*, idx, idx, const double*, const double*, const T*, bool, \
-                               double*, double*, int);
+                               double*, double*, int, const PostOp&, const T*);
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
 #undef FASTNORM_INSTANTIATE

@@ -308,6 +308,57 @@ def _register_group_and_instance_norm():
 _register_group_and_instance_norm()
 
 
+def _register_fused():
+    """Normalization + activation (issue 6): fused (one call, one pass each way) against the two separate calls,
+    and PyTorch's two calls; compulsory traffic as for the normalization alone."""
+    def torch_f():
+        import torch
+        return torch.nn.functional
+
+    specs = [
+        ("batch_norm+relu nchw 32x64x56x56", (32, 64, 56, 56), 64, "relu",
+         lambda x, g, b, **k: fastnorm.batch_norm(x, g, b, axis=1, **k),
+         lambda dy, x, m, r, g, **k: fastnorm.batch_norm_backward(dy, x, m, r, g, axis=1, **k),
+         lambda t: torch_f().relu(torch_f().batch_norm(t["x"], None, None, t["gamma"], t["beta"], training=True))),
+        ("layer_norm+gelu 8192x1024", (8192, 1024), 1024, "gelu",
+         lambda x, g, b, **k: fastnorm.layer_norm(x, g, b, **k),
+         lambda dy, x, m, r, g, **k: fastnorm.layer_norm_backward(dy, x, m, r, g, **k),
+         lambda t: torch_f().gelu(torch_f().layer_norm(t["x"], (1024,), t["gamma"], t["beta"]))),
+        ("group_norm+silu nhwc 32x56x56x64", (32, 56, 56, 64), 64, "silu",
+         lambda x, g, b, **k: fastnorm.group_norm(x, 32, g, b, axis=-1, **k),
+         lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 32, g, axis=-1, **k),
+         lambda t: torch_f().silu(torch_f().group_norm(t["x"].permute(0, 3, 1, 2), 32, t["gamma"], t["beta"]))),
+    ]
+    for label, shape, c, act, fwd, bwd, torch_fwd in specs:
+        def setup(n, rng, shape=shape, c=c, fwd=fwd):
+            inputs = _norm_inputs(rng, shape, c, lambda x, g, b: fwd(x, g, b, return_stats=True))
+            inputs["z"] = fwd(inputs["x"], inputs["gamma"], inputs["beta"])
+            return inputs
+
+        def fused_fwd(i, o, fwd=fwd, act=act):
+            return fwd(i["x"], i["gamma"], i["beta"], activation=act, out=o)
+
+        def two_fwd(i, o, fwd=fwd, act=act):
+            z = fwd(i["x"], i["gamma"], i["beta"], out=o)
+            return getattr(fastnorm, act)(z, out=z)
+
+        def fused_bwd(i, o, bwd=bwd, act=act):
+            return bwd(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"], beta=i["beta"], activation=act, out=o)
+
+        def two_bwd(i, o, bwd=bwd, act=act):
+            dz = getattr(fastnorm, act + "_backward")(i["dy"], i["z"], out=o)
+            return bwd(dz, i["x"], i["mean"], i["rstd"], i["gamma"], out=dz)
+
+        tf = (lambda t, o, f=torch_fwd: f(t))
+        register(Case(f"{label} fwd fused", setup, fused_fwd, 8, torch=tf, tags=("fused",), shape=shape))
+        register(Case(f"{label} fwd 2 calls", setup, two_fwd, 8, torch=tf, tags=("fused",), shape=shape))
+        register(Case(f"{label} bwd fused", setup, fused_bwd, 12, tags=("fused",), shape=shape))
+        register(Case(f"{label} bwd 2 calls", setup, two_bwd, 12, tags=("fused",), shape=shape))
+
+
+_register_fused()
+
+
 def _register_samplers():
     # Sampling a 4096x4096 weight (issue 4), float32 and float64: fastnorm's Philox samplers against NumPy's
     # default_rng() and PyTorch's randn / rand / trunc_normal_ (whose bounds are absolute: [-2, 2] at std 1 is the

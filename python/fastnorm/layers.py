@@ -9,11 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
+from fastnorm.normalization import _post_op  # noqa: F401  (validation of a fused activation)
 from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                                     instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
 
 __all__ = ["Layer", "BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "PReLU", "Maxout"]
+
+
+def _post_op_kwargs(activation, negative_slope) -> dict:
+    """The fused activation's keyword arguments, validated now (a bad name fails at construction)."""
+    _post_op(activation, negative_slope)
+    return {"activation": activation, "negative_slope": float(negative_slope)}
 
 
 class Layer:
@@ -69,17 +76,19 @@ class BatchNorm(Layer):
 
     gamma = 1, beta = 0 at start (``affine=False``: neither); running_mean = 0, running_var = 1.  In training mode
     the forward uses the batch's statistics and updates the running ones (see :func:`fastnorm.batch_norm`); in
-    eval mode it uses the running ones.
+    eval mode it uses the running ones.  ``activation`` ("relu", "leaky_relu", "silu", "gelu") is fused after the
+    normalization, forward and backward, as in :func:`fastnorm.batch_norm`.
     """
     _params = ("gamma", "beta")
     _buffers = ("running_mean", "running_var", "num_batches_tracked")
 
     def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum=0.1, affine: bool = True,
-                 dtype=np.float32):
+                 activation=None, negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
         if int(num_features) < 1:
             raise ValueError(f"num_features: expected a positive int, got {num_features}")
         self.num_features, self.axis, self.eps, self.momentum = int(num_features), axis, eps, momentum
+        self.post = _post_op_kwargs(activation, negative_slope)
         self.gamma = np.ones(num_features, dtype) if affine else None
         self.beta = np.zeros(num_features, dtype) if affine else None
         self.running_mean = np.zeros(num_features, dtype)
@@ -91,13 +100,14 @@ class BatchNorm(Layer):
                                    running_mean=self.running_mean, running_var=self.running_var,
                                    momentum=self.momentum, eps=self.eps,
                                    num_batches_tracked=self.num_batches_tracked if self.training else None,
-                                   return_stats=True)
+                                   return_stats=True, **self.post)
         self._saved = (np.asarray(x), mean, rstd, self.training)
         return y
 
     def backward(self, dy):
         x, mean, rstd, training = self._need_saved()
-        dx, dgamma, dbeta = batch_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis, training=training)
+        dx, dgamma, dbeta = batch_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis, training=training,
+                                                beta=self.beta, **self.post)
         self._set_affine_grads(dgamma, dbeta)
         return dx
 
@@ -111,12 +121,14 @@ class LayerNorm(Layer):
     beta = 0 at start (``affine=False``: neither).  Same in train and eval mode."""
     _params = ("gamma", "beta")
 
-    def __init__(self, normalized_shape, *, eps: float = 1e-5, affine: bool = True, dtype=np.float32):
+    def __init__(self, normalized_shape, *, eps: float = 1e-5, affine: bool = True, activation=None,
+                 negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
         shape = (int(normalized_shape),) if np.isscalar(normalized_shape) else tuple(map(int, normalized_shape))
         if not shape or min(shape) < 1:
             raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
         self.normalized_shape, self.eps = shape, eps
+        self.post = _post_op_kwargs(activation, negative_slope)
         self.gamma = np.ones(shape, dtype) if affine else None
         self.beta = np.zeros(shape, dtype) if affine else None
 
@@ -124,13 +136,15 @@ class LayerNorm(Layer):
         return tuple(range(-len(self.normalized_shape), 0))
 
     def forward(self, x):
-        y, mean, rstd = layer_norm(x, self.gamma, self.beta, axis=self._axis(), eps=self.eps, return_stats=True)
+        y, mean, rstd = layer_norm(x, self.gamma, self.beta, axis=self._axis(), eps=self.eps, return_stats=True,
+                                   **self.post)
         self._saved = (np.asarray(x), mean, rstd)
         return y
 
     def backward(self, dy):
         x, mean, rstd = self._need_saved()
-        dx, dgamma, dbeta = layer_norm_backward(dy, x, mean, rstd, self.gamma, axis=self._axis())
+        dx, dgamma, dbeta = layer_norm_backward(dy, x, mean, rstd, self.gamma, axis=self._axis(), beta=self.beta,
+                                                **self.post)
         self._set_affine_grads(dgamma, dbeta)
         return dx
 
@@ -175,23 +189,25 @@ class GroupNorm(Layer):
     _params = ("gamma", "beta")
 
     def __init__(self, num_groups: int, num_channels: int, *, axis: int = 1, eps: float = 1e-5,
-                 affine: bool = True, dtype=np.float32):
+                 affine: bool = True, activation=None, negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
         if int(num_channels) < 1 or int(num_groups) < 1 or int(num_channels) % int(num_groups):
             raise ValueError(f"num_groups: {num_groups} does not divide the {num_channels} channels")
         self.num_groups, self.num_channels, self.axis, self.eps = int(num_groups), int(num_channels), axis, eps
+        self.post = _post_op_kwargs(activation, negative_slope)
         self.gamma = np.ones(num_channels, dtype) if affine else None
         self.beta = np.zeros(num_channels, dtype) if affine else None
 
     def forward(self, x):
         y, mean, rstd = group_norm(x, self.num_groups, self.gamma, self.beta, axis=self.axis, eps=self.eps,
-                                   return_stats=True)
+                                   return_stats=True, **self.post)
         self._saved = (np.asarray(x), mean, rstd)
         return y
 
     def backward(self, dy):
         x, mean, rstd = self._need_saved()
-        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.gamma, axis=self.axis)
+        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.gamma, axis=self.axis,
+                                                beta=self.beta, **self.post)
         self._set_affine_grads(dgamma, dbeta)
         return dx
 

@@ -20,6 +20,23 @@ __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backwa
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
 
 
+# Activations that can follow a normalization in the same pass (oneDNN's post-ops): name -> kernel id.
+POST_OPS = {"relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
+
+
+def _post_op(activation, negative_slope) -> tuple:
+    """(kernel id, slope) for ``activation`` (None or one of POST_OPS), with a clear error otherwise."""
+    if activation is None:
+        return 0, 0.01
+    if activation not in POST_OPS:
+        raise ValueError(f"activation: unknown {activation!r}; valid: None, " +
+                         ", ".join(repr(k) for k in POST_OPS))
+    slope = float(negative_slope)
+    if not np.isfinite(slope):
+        raise ValueError(f"negative_slope: expected a finite number, got {negative_slope!r}")
+    return POST_OPS[activation], slope
+
+
 def _layout(shape: tuple, axis, name: str = "axis"):
     if len(shape) < 2:
         raise ValueError(f"x: batch norm needs an array of rank >= 2, got shape {shape}")
@@ -85,7 +102,7 @@ def _eps(eps) -> float:
 
 def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=None, running_var=None,
                momentum=0.1, eps=1e-5, num_batches_tracked=None, running_var_unbiased=True, return_stats=False,
-               out=None, num_threads=None):
+               activation=None, negative_slope=0.01, out=None, num_threads=None):
     """Batch normalization over every axis but the channel axis.
 
     y = (x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c]
@@ -118,6 +135,9 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     return_stats : bool
         Also return the mean and rstd = 1 / sqrt(var + eps) used, float64 arrays of shape (C,), for
         :func:`batch_norm_backward`.
+    activation : None, "relu", "leaky_relu", "silu" or "gelu"
+        Applied to the normalized value in the same pass (y = activation(batch_norm(x))), so the normalized
+        tensor is never written; ``negative_slope`` is leaky_relu's.  Give the same to the backward.
     out : ndarray, optional
         Where to write y (NumPy's out= rules).
     num_threads : int, optional
@@ -139,6 +159,7 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
     rm, rv = _running_pair(running_mean, running_var, C)
     momentum = _momentum(momentum, allow_none=True)
+    post = _post_op(activation, negative_slope)
     if num_batches_tracked is not None and not (isinstance(num_batches_tracked, np.ndarray)
                                                 and num_batches_tracked.shape == ()
                                                 and num_batches_tracked.dtype.kind in "iu"):
@@ -171,13 +192,14 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     scale = rstd if g is None else g * rstd
     shift = np.zeros(C) if b is None else b
     buf = kernel_output(out, x.shape, compute, (xb,))
-    _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean), scale, shift, threads)
+    _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean), scale, shift, threads,
+                *post)
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
 
-def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True, dx_only=False, out=None,
-                        num_threads=None):
+def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True, dx_only=False, beta=None,
+                        activation=None, negative_slope=0.01, out=None, num_threads=None):
     """Gradients of :func:`batch_norm` from the saved mean and rstd only.
 
     With x_hat = (x - mean) rstd and N values per channel:
@@ -200,6 +222,9 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
         Whether the forward normalized with batch statistics.
     dx_only : bool
         Skip dgamma and dbeta (frozen parameters): they are returned as None.
+    beta, activation, negative_slope :
+        For a forward with a fused ``activation``: dy is then the gradient of the activation's output, and the
+        normalized value it was applied to is recomputed from x, mean, rstd, gamma and ``beta``.
 
     Returns
     -------
@@ -212,17 +237,22 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     A, C, B = _layout(x.shape, axis)
     mean, rstd = _channel_param(mean, "mean", C), _channel_param(rstd, "rstd", C)
     g = _channel_param(gamma, "gamma", C)
+    post = _post_op(activation, negative_slope)
+    b = _channel_param(beta, "beta", C)
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
     param_grads = g is not None and not dx_only
     g1 = np.ones(C) if g is None else g
+    # the forward's scale and shift, from which a fused activation's input is recomputed
+    z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] else (None, None)
     count = A * B
     sum_dy = sum_dy_xmu = None
     if training or param_grads:
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
-        _C.bn_grad_sums(dyb.reshape(-1), xb.reshape(-1), A, C, B, mean, sum_dy, sum_dy_xmu, threads)
+        _C.bn_grad_sums(dyb.reshape(-1), xb.reshape(-1), A, C, B, mean, sum_dy, sum_dy_xmu, threads, *post,
+                        *z)
     k_dy = g1 * rstd
     if training and count > 0:
         k_xmu = -k_dy * rstd * rstd * sum_dy_xmu / count
@@ -231,7 +261,7 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
         k_xmu = k_one = np.zeros(C)
     buf = kernel_output(out, x.shape, compute, (dyb, xb))
     _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
-                     threads)
+                     threads, *post, *z)
     dx = deliver(buf, out, result)
     if not param_grads:
         return dx, None, None
@@ -272,7 +302,7 @@ def _row_stats(value, name: str, lead: tuple):
     return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
 
 
-def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads):
+def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads, post=(0, 0.01)):
     x = as_array(x, "x")
     compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
     M, D, shape = _trailing(x.shape, axis)
@@ -286,7 +316,7 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     buf = kernel_output(out, x.shape, compute, (xb,))
     # each row's statistics (RMS: the mean of squares, as variance + mean^2, without cancellation), then the row
     # normalized while it is in cache
-    _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads)
+    _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads, *post)
     y = deliver(buf, out, result)
     lead = x.shape[:len(x.shape) - len(shape)]
     if not return_stats:
@@ -294,7 +324,8 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     return (y, mean.reshape(lead), rstd.reshape(lead)) if centered else (y, rstd.reshape(lead))
 
 
-def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads):
+def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads, beta=None,
+                             post=(0, 0.01)):
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = np.result_type(dy.dtype, x.dtype)
@@ -304,6 +335,7 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     mean = _row_stats(mean, "mean", lead) if centered else np.zeros(M)
     rstd = _row_stats(rstd, "rstd", lead)
     g = _feature_param(gamma, "gamma", shape, compute, 1.0)
+    b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
         check_out(out, x.shape, result)
     dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
@@ -311,38 +343,45 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     dgamma, dbeta = np.empty(D), np.empty(D)
     buf = kernel_output(out, x.shape, compute, (dyb, xb))
     _C.ln_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, centered, dgamma, dbeta,
-                   param_grads, resolve(num_threads))
+                   param_grads, resolve(num_threads), *post, b)
     dx = deliver(buf, out, result)
     if not param_grads:
         return dx, None, None
     return dx, dgamma.reshape(shape).astype(result), dbeta.reshape(shape).astype(result)
 
 
-def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=False, out=None, num_threads=None):
+def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=False, activation=None,
+               negative_slope=0.01, out=None, num_threads=None):
     """Layer normalization over the trailing axes ``axis`` (an int or a tuple), per sample.
 
     y = (x - mean) / sqrt(var + eps) * gamma + beta, mean and (biased) var over the normalized axes of each row;
     gamma and beta have the normalized axes' shape.  Returns y, or (y, mean, rstd) with ``return_stats`` (float64,
-    one value per row, of x's leading shape).
+    one value per row, of x's leading shape).  ``activation`` (None, "relu", "leaky_relu", "silu", "gelu") is
+    applied in the same pass, as in :func:`batch_norm`.
 
     References
     ----------
     Ba, Kiros & Hinton, Layer normalization, arXiv:1607.06450, 2016.
     """
-    return _normalize_rows(x, gamma, beta, axis, _eps(eps), True, return_stats, out, num_threads)
+    return _normalize_rows(x, gamma, beta, axis, _eps(eps), True, return_stats, out, num_threads,
+                           _post_op(activation, negative_slope))
 
 
-def layer_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=-1, dx_only=False, out=None, num_threads=None):
+def layer_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=-1, dx_only=False, beta=None, activation=None,
+                        negative_slope=0.01, out=None, num_threads=None):
     """Gradients of :func:`layer_norm` from the saved mean and rstd only.
 
     With xhat = (x - mean) rstd and g = dy gamma, per row of D values:
       dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma = sum over rows of dy xhat,  dbeta = sum of dy
+    With a fused ``activation`` (give the forward's, and its ``beta``), dy is the activation output's gradient.
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
-    return _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, True, dx_only, out, num_threads)
+    return _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, True, dx_only, out, num_threads, beta,
+                                    _post_op(activation, negative_slope))
 
 
-def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, out=None, num_threads=None):
+def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, activation=None, negative_slope=0.01,
+             out=None, num_threads=None):
     """RMS normalization over the trailing axes ``axis``: y = x / sqrt(mean(x^2) + eps) * gamma.
 
     ``eps=None`` is the computation dtype's machine epsilon (PyTorch's default).  Returns y, or (y, rstd) with
@@ -354,13 +393,16 @@ def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, out=None, 
     """
     x_dtype = compute_dtype(as_array(x, "x").dtype, "x")
     eps = float(np.finfo(x_dtype).eps) if eps is None else _eps(eps)
-    return _normalize_rows(x, gamma, None, axis, eps, False, return_stats, out, num_threads)
+    return _normalize_rows(x, gamma, None, axis, eps, False, return_stats, out, num_threads,
+                           _post_op(activation, negative_slope))
 
 
-def rms_norm_backward(dy, x, rstd, gamma=None, *, axis=-1, dx_only=False, out=None, num_threads=None):
+def rms_norm_backward(dy, x, rstd, gamma=None, *, axis=-1, dx_only=False, activation=None, negative_slope=0.01,
+                      out=None, num_threads=None):
     """Gradients of :func:`rms_norm` from the saved rstd: with xhat = x rstd and g = dy gamma, per row,
     dx = rstd (g - xhat mean(g xhat)), dgamma = sum over rows of dy xhat.  Returns (dx, dgamma)."""
-    dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads)
+    dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads,
+                                             None, _post_op(activation, negative_slope))
     return dx, dgamma
 
 
@@ -392,15 +434,16 @@ def _per_channel(per_group, C):
     return np.repeat(per_group, C // per_group.shape[1], axis=1)
 
 
-def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return_stats=False, out=None,
-               num_threads=None):
+def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return_stats=False, activation=None,
+               negative_slope=0.01, out=None, num_threads=None):
     """Group normalization: per sample, the channels (along ``axis``) in ``num_groups`` groups of consecutive
     channels, each group normalized over its channels and all other non-batch axes.
 
     y = (x - mean[n, g]) / sqrt(var[n, g] + eps) * gamma[c] + beta[c]
 
     Batch axis 0; ``axis`` 1 for NCHW-style data, -1 for channels-last.  Returns y, or (y, mean, rstd) with
-    ``return_stats`` (float64, shape (N, num_groups)).
+    ``return_stats`` (float64, shape (N, num_groups)).  ``activation`` (None, "relu", "leaky_relu", "silu",
+    "gelu") is applied in the same pass, as in :func:`batch_norm`.
 
     References
     ----------
@@ -418,18 +461,19 @@ def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return
     buf = kernel_output(out, x.shape, compute, (xb,))
     mean, rstd = np.empty((N, G)), np.empty((N, G))
     _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
-                          rstd.reshape(-1), threads)
+                          rstd.reshape(-1), threads, *_post_op(activation, negative_slope))
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
 
-def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx_only=False, out=None,
-                        num_threads=None):
+def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx_only=False, beta=None,
+                        activation=None, negative_slope=0.01, out=None, num_threads=None):
     """Gradients of :func:`group_norm` from the saved mean and rstd, shape (N, num_groups).
 
     With xhat = (x - mean) rstd, g = dy gamma and M values per group:
       dx = rstd (g - sum_group(g) / M - xhat sum_group(g xhat) / M),
       dgamma[c] = sum of dy xhat over samples and positions, dbeta[c] = sum of dy.
+    With a fused ``activation`` (give the forward's, and its ``beta``), dy is the activation output's gradient.
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
     dy, x = as_array(dy, "dy"), as_array(x, "x")
@@ -447,8 +491,10 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
     buf = kernel_output(out, x.shape, compute, (dyb, xb))
     # per (sample, channel): s1 = sum of dy, s2 = sum of dy (x - mean)
     s1, s2 = np.empty((N, C)), np.empty((N, C))
+    post = _post_op(activation, negative_slope)
     _C.group_norm_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, mean.reshape(-1),
-                           rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads)
+                           rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads, *post,
+                           _channel_param(beta, "beta", C))
     dx = deliver(buf, out, result)
     if g is None or dx_only:
         return dx, None, None

@@ -6,22 +6,27 @@
 #pragma once
 
 #include "fastnorm/isa.h"
+#include "fastnorm/post_op.h"
 
 namespace fastnorm {
 
-// y = (x - mean[c]) * scale[c] + shift[c]   (scale = gamma * rstd, shift = beta)
+// y = post((x - mean[c]) * scale[c] + shift[c])   (scale = gamma * rstd, shift = beta; post: an activation)
 template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,
-              int num_threads);
+              int num_threads, const PostOp& post = {});
 
 // sum_dy[c] = sum of dy, sum_dy_xmu[c] = sum of dy * (x - mean[c]), over A and B, in double, in a fixed order.
+// With a post-op, dy is the gradient of its output, and the sums are of dz = post'(z) dy, z = (x - mean[c]) *
+// scale[c] + shift[c] recomputed (the forward's scale and shift).
 template <class T>
 void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* mean, double* sum_dy,
-                  double* sum_dy_xmu, int num_threads);
+                  double* sum_dy_xmu, int num_threads, const PostOp& post = {}, const double* scale = nullptr,
+                  const double* shift = nullptr);
 
 // dx = k_dy[c] * dy + k_xmu[c] * (x - mean[c]) + k_one[c]
 template <class T>
 void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* k_dy,
-                   const double* k_xmu, const double* k_one, int num_threads);
+                   const double* k_xmu, const double* k_one, int num_threads, const PostOp& post = {},
+                   const double* scale = nullptr, const double* shift = nullptr);
 
 }  // namespace fastnorm

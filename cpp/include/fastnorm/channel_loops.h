@@ -6,12 +6,22 @@
 #include <algorithm>
 #include <vector>
 
+#include "fastnorm/activation_ops.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
 
 namespace fastnorm {
 namespace loops {
+
+// A per-thread scratch block of at least n values, kept between calls: allocating one per task (hundreds of KB)
+// cost page faults on every call.
+template <class T>
+T* thread_scratch(std::size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
 
 // Per-channel constants in T, the mean as hi + lo.
 template <class T>
@@ -35,34 +45,66 @@ FASTNORM_INLINE T centered(T x, T hi, T lo) {
   return (x - hi) - lo;
 }
 
-template <class T>
-struct ApplyRun {  // one channel: y = (x - mean) * scale + shift
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, T hi, T lo, T scale, T shift) {
+// Forward bodies: y = Op((x - mean) * scale + shift), Op an activation of activation_ops.h (Identity: none).
+template <class T, class Op = act::Identity>
+struct ApplyRun {  // one channel
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, T hi, T lo, T scale, T shift, act::Params<T> p = {}) {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) y[i] = centered(x[i], hi, lo) * scale + shift;
+    for (idx i = 0; i < n; ++i) y[i] = Op::forward(centered(x[i], hi, lo) * scale + shift, p);
   }
 };
 
-template <class T>
+template <class T, class Op = act::Identity>
 struct ApplyRuns {  // runs [r0, r1) of an (A, C, B) array, run r being channel r % C: one dispatch for many runs
   static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const T* hi, const T* lo,
-                                  const T* scale, const T* shift) {
+                                  const T* scale, const T* shift, act::Params<T> p = {}) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      ApplyRun<T>::run(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c]);
+      ApplyRun<T, Op>::run(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c], p);
     }
   }
 };
 
-template <class T>
+template <class T, class Op = act::Identity>
 struct ApplyRows {  // rows of C channels
   static FASTNORM_INLINE void run(const T* x, T* y, idx rows, idx C, const T* hi, const T* lo, const T* scale,
-                                  const T* shift) {
+                                  const T* shift, act::Params<T> p = {}) {
     for (idx r = 0; r < rows; ++r) {
       const T* xr = x + r * C;
       T* yr = y + r * C;
 #pragma omp simd
-      for (idx c = 0; c < C; ++c) yr[c] = centered(xr[c], hi[c], lo[c]) * scale[c] + shift[c];
+      for (idx c = 0; c < C; ++c) yr[c] = Op::forward(centered(xr[c], hi[c], lo[c]) * scale[c] + shift[c], p);
+    }
+  }
+};
+
+// The post-op's backward: dz = Op'(z) dy with z = (x - mean) * scale + shift recomputed as the forward did, into
+// a scratch block that the normalization's backward then reads in place of dy.
+template <class T, class Op>
+struct PostOpGradRuns {  // runs [r0, r1) of an (A, C, B) array; dz holds (r1 - r0) * B values
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx r0, idx r1, idx C, idx B, const T* hi,
+                                  const T* lo, const T* scale, const T* shift, act::Params<T> p) {
+    for (idx r = r0; r < r1; ++r) {
+      const idx c = r % C;
+      const T *dyr = dy + r * B, *xr = x + r * B;
+      T* dzr = dz + (r - r0) * B;
+      const T h = hi[c], l = lo[c], a = scale[c], b = shift[c];
+#pragma omp simd
+      for (idx i = 0; i < B; ++i) dzr[i] = Op::backward(dyr[i], centered(xr[i], h, l) * a + b, p);
+    }
+  }
+};
+
+template <class T, class Op>
+struct PostOpGradRows {  // rows of C channels
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx rows, idx C, const T* hi, const T* lo,
+                                  const T* scale, const T* shift, act::Params<T> p) {
+    for (idx r = 0; r < rows; ++r) {
+      const T *dyr = dy + r * C, *xr = x + r * C;
+      T* dzr = dz + r * C;
+#pragma omp simd
+      for (idx c = 0; c < C; ++c)
+        dzr[c] = Op::backward(dyr[c], centered(xr[c], hi[c], lo[c]) * scale[c] + shift[c], p);
     }
   }
 };

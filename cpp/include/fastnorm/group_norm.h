@@ -10,6 +10,7 @@
 #pragma once
 
 #include "fastnorm/isa.h"
+#include "fastnorm/post_op.h"
 
 namespace fastnorm {
 
@@ -17,17 +18,19 @@ struct GroupShape {
   idx N, P, C, Q, G;
 };
 
-// y = (x - mean[n, g]) * rstd[n, g] * gamma[c] + beta[c], with mean and rstd = 1 / sqrt(var + eps) written to
-// mean[N * G] and rstd[N * G].  gamma and beta may be null (1 and 0).
+// y = post((x - mean[n, g]) * rstd[n, g] * gamma[c] + beta[c]), with mean and rstd = 1 / sqrt(var + eps)
+// written to mean[N * G] and rstd[N * G].  gamma and beta may be null (1 and 0).
 template <class T>
 void group_norm_forward(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
-                        double* mean, double* rstd, int num_threads);
+                        double* mean, double* rstd, int num_threads, const PostOp& post = {});
 
 // dx from dy, x and the saved mean and rstd (N * G); sum_dy[n * C + c] and sum_dy_xmu[n * C + c] receive the
 // per-sample, per-channel sums of dy and dy (x - mean[n, g]) (for the parameter gradients).  gamma may be null.
+// With a post-op, dy is the gradient of its output and the sums are of dz = post'(z) dy, z recomputed from x
+// (beta, may be null, is then needed).
 template <class T>
 void group_norm_backward(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean,
                          const double* rstd, const double* gamma, double* sum_dy, double* sum_dy_xmu,
-                         int num_threads);
+                         int num_threads, const PostOp& post = {}, const double* beta = nullptr);
 
 }  // namespace fastnorm

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "fastnorm/isa.h"
+#include "fastnorm/post_op.h"
 
 namespace fastnorm {
 
@@ -13,12 +14,15 @@ namespace fastnorm {
 // (the mean of squares) for RMS norm, are written for each row.
 template <class T>
 void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const T* gamma, const T* beta,
-                double* mean, double* rstd, int num_threads);
+                double* mean, double* rstd, int num_threads, const PostOp& post = {});
 
 // dx = rstd (g - [centered] mean(g) - xhat mean(g xhat)), g = dy gamma, xhat = (x - mean) rstd;
 // dgamma[d] = sum over rows of dy xhat, dbeta[d] = sum of dy (float64, fixed order); either may be null.
+// With a post-op (y = post(z), z = xhat gamma + beta), dy is the gradient of y and beta is needed: the
+// gradients are those of z's gradient post'(z) dy, computed row by row.
 template <class T>
 void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
-                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads);
+                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads,
+                 const PostOp& post = {}, const T* beta = nullptr);
 
 }  // namespace fastnorm

@@ -264,6 +264,13 @@ const double* channel_values(const py::array& a, const char* name, idx C) {
   return cptr<double>(a);
 }
 
+// A float64 output of n values, checked (contiguous, writeable): its data.
+double* f64_output(py::array& a, const char* name, idx n) {
+  check_like(a, name, Dtype::f64, n);
+  check_writeable(a, name);
+  return mptr<double>(a);
+}
+
 // The activation fused after a normalization: kind 0 none, 1 relu, 2 leaky_relu (slope), 3 silu, 4 gelu.
 fastnorm::PostOp post_op(int kind, double slope) {
   if (kind < 0 || kind > 4) throw py::value_error("unknown post-op id " + std::to_string(kind));
@@ -373,16 +380,12 @@ void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C,
   check_writeable(out, "out");
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
-  check_like(mean, "mean", Dtype::f64, N * G);
-  check_like(rstd, "rstd", Dtype::f64, N * G);
-  check_writeable(mean, "mean");
-  check_writeable(rstd, "rstd");
+  double* mp = f64_output(mean, "mean", N * G);
+  double* rp = f64_output(rstd, "rstd", N * G);
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
-    double* mp = mptr<double>(mean);
-    double* rp = mptr<double>(rstd);
     py::gil_scoped_release nogil;
     fastnorm::group_norm_forward<T>(xp, yp, s, eps, g, b, mp, rp, num_threads, op);
   });
@@ -402,17 +405,13 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
   const double* r = channel_values(rstd, "rstd", N * G);
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
-  check_like(sum_dy, "sum_dy", Dtype::f64, N * C);
-  check_like(sum_dy_xmu, "sum_dy_xmu", Dtype::f64, N * C);
-  check_writeable(sum_dy, "sum_dy");
-  check_writeable(sum_dy_xmu, "sum_dy_xmu");
+  double* s1 = f64_output(sum_dy, "sum_dy", N * C);
+  double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", N * C);
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
     T* dxp = mptr<T>(dx);
-    double* s1 = mptr<double>(sum_dy);
-    double* s2 = mptr<double>(sum_dy_xmu);
     py::gil_scoped_release nogil;
     fastnorm::group_norm_backward<T>(dyp, xp, dxp, s, m, r, g, s1, s2, num_threads, op, b);
   });
@@ -428,18 +427,14 @@ void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bo
   check_writeable(out, "out");
   check_like(gamma, "gamma", dt, D);
   check_like(beta, "beta", dt, D);
-  check_like(mean, "mean", Dtype::f64, M);
-  check_like(rstd, "rstd", Dtype::f64, M);
-  check_writeable(mean, "mean");
-  check_writeable(rstd, "rstd");
+  double* mp = f64_output(mean, "mean", M);
+  double* rp = f64_output(rstd, "rstd", M);
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     const T* gp = cptr<T>(gamma);
     const T* bp = cptr<T>(beta);
-    double* mp = mptr<double>(mean);
-    double* rp = mptr<double>(rstd);
     py::gil_scoped_release nogil;
     fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads, op);
   });

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "fastnorm/activations.h"
 #include "fastnorm/batch_norm.h"
@@ -283,6 +284,16 @@ const double* optional_values(const py::object& a, const char* name, idx C) {
   return channel_values(a.cast<py::array>(), name, C);
 }
 
+// The forward's per-channel scale and shift, from which a post-op's input is recomputed (null without one).
+std::pair<const double*, const double*> post_op_input(const fastnorm::PostOp& op, const py::object& scale,
+                                                      const py::object& shift, idx C) {
+  if (!op.active()) return {nullptr, nullptr};
+  const double* zs = optional_values(scale, "scale", C);
+  const double* zb = optional_values(shift, "shift", C);
+  if (!zs || !zb) throw py::value_error("scale: a post-op needs the forward's scale and shift");
+  return {zs, zb};
+}
+
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
               const py::array& scale, const py::array& shift, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
@@ -308,24 +319,19 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
                   py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope,
                   const py::object& scale, const py::object& shift) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const double* zs = op.active() ? optional_values(scale, "scale", C) : nullptr;
-  const double* zb = op.active() ? optional_values(shift, "shift", C) : nullptr;
-  if (op.active() && (!zs || !zb)) throw py::value_error("scale: a post-op needs the forward's scale and shift");
+  const std::pair<const double*, const double*> z = post_op_input(op, scale, shift, C);
+  const double *zs = z.first, *zb = z.second;  // (plain variables: lambdas capture them in C++17)
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", A, C, B);
   check_like(dy, "dy", dt, x.size());
   const double* m = channel_values(mean, "mean", C);
-  check_like(sum_dy, "sum_dy", Dtype::f64, C);
-  check_like(sum_dy_xmu, "sum_dy_xmu", Dtype::f64, C);
-  check_writeable(sum_dy, "sum_dy");
-  check_writeable(sum_dy_xmu, "sum_dy_xmu");
+  double* s1 = f64_output(sum_dy, "sum_dy", C);
+  double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
-    double* s1 = mptr<double>(sum_dy);
-    double* s2 = mptr<double>(sum_dy_xmu);
     py::gil_scoped_release nogil;
     fastnorm::bn_grad_sums<T>(dyp, xp, A, C, B, m, s1, s2, num_threads, op, zs, zb);
   });
@@ -335,9 +341,8 @@ void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
                    int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const double* zs = op.active() ? optional_values(scale, "scale", C) : nullptr;
-  const double* zb = op.active() ? optional_values(shift, "shift", C) : nullptr;
-  if (op.active() && (!zs || !zb)) throw py::value_error("scale: a post-op needs the forward's scale and shift");
+  const std::pair<const double*, const double*> z = post_op_input(op, scale, shift, C);
+  const double *zs = z.first, *zb = z.second;  // (plain variables: lambdas capture them in C++17)
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", A, C, B);
@@ -454,10 +459,9 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
   const double* r = channel_values(rstd, "rstd", M);
   check_like(gamma, "gamma", dt, D);
   check_like(beta, "beta", dt, D);
-  check_like(dgamma, "dgamma", Dtype::f64, D);
-  check_like(dbeta, "dbeta", Dtype::f64, D);
-  check_writeable(dgamma, "dgamma");
-  check_writeable(dbeta, "dbeta");
+  double* dgp = f64_output(dgamma, "dgamma", D);
+  double* dbp = f64_output(dbeta, "dbeta", D);
+  if (!param_grads) dgp = dbp = nullptr;
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
@@ -465,8 +469,6 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
     T* dxp = mptr<T>(dx);
     const T* gp = cptr<T>(gamma);
     const T* bp = cptr<T>(beta);
-    double* dgp = param_grads ? mptr<double>(dgamma) : nullptr;
-    double* dbp = param_grads ? mptr<double>(dbeta) : nullptr;
     py::gil_scoped_release nogil;
     fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads, op, bp);
   });

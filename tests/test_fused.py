@@ -15,6 +15,7 @@ NORMS = {
     "group nchw": (lambda x, g, b, **k: fastnorm.group_norm(x, 2, g, b, **k),
                    lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 2, g, **k),
                    (3, 6, 5, 4), (6,), {"axis": 1}),
+    "instance nchw": (fastnorm.instance_norm, fastnorm.instance_norm_backward, (3, 4, 5, 6), (4,), {"axis": 1}),
     "group nhwc": (lambda x, g, b, **k: fastnorm.group_norm(x, 3, g, b, **k),
                    lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 3, g, **k),
                    (3, 5, 4, 6), (6,), {"axis": -1}),

@@ -509,7 +509,8 @@ def _group_stats(value, name: str, N: int, G: int):
 
 
 def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, running_mean=None, running_var=None,
-                  momentum=0.1, eps=1e-5, return_stats=False, out=None, num_threads=None):
+                  momentum=0.1, eps=1e-5, return_stats=False, activation=None, negative_slope=0.01, out=None,
+                  num_threads=None):
     """Instance normalization: each (sample, channel) normalized over its other axes (group norm with one
     channel per group), batch axis 0, channel ``axis`` (1 for NCHW, -1 for channels-last).
 
@@ -526,14 +527,14 @@ def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, run
     x = as_array(x, "x")
     if not use_input_stats:
         return batch_norm(x, gamma, beta, axis=axis, training=False, running_mean=running_mean,
-                          running_var=running_var, eps=eps, return_stats=return_stats, out=out,
-                          num_threads=num_threads)
+                          running_var=running_var, eps=eps, return_stats=return_stats, activation=activation,
+                          negative_slope=negative_slope, out=out, num_threads=num_threads)
     N, P, C, Q, _ = _group_layout(x.shape, 1, axis)
     rm, rv = _running_pair(running_mean, running_var, C)
     if rm is not None:
         momentum = _momentum(momentum, allow_none=False)
-    y, mean, rstd = group_norm(x, C, gamma, beta, axis=axis, eps=eps, return_stats=True, out=out,
-                               num_threads=num_threads)
+    y, mean, rstd = group_norm(x, C, gamma, beta, axis=axis, eps=eps, return_stats=True, activation=activation,
+                               negative_slope=negative_slope, out=out, num_threads=num_threads)
     if rm is not None:
         count = P * Q
         if count <= 1:
@@ -544,12 +545,14 @@ def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, run
 
 
 def instance_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, use_input_stats=True, dx_only=False,
-                           out=None, num_threads=None):
+                           beta=None, activation=None, negative_slope=0.01, out=None, num_threads=None):
     """Gradients of :func:`instance_norm` from its saved mean and rstd: (dx, dgamma, dbeta)."""
     if not use_input_stats:
-        return batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis, training=False, dx_only=dx_only, out=out,
+        return batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis, training=False, dx_only=dx_only, beta=beta,
+                                   activation=activation, negative_slope=negative_slope, out=out,
                                    num_threads=num_threads)
     x = as_array(x, "x")
     C = _group_layout(x.shape, 1, axis)[2]
-    return group_norm_backward(dy, x, mean, rstd, C, gamma, axis=axis, dx_only=dx_only, out=out,
+    return group_norm_backward(dy, x, mean, rstd, C, gamma, axis=axis, dx_only=dx_only, beta=beta,
+                               activation=activation, negative_slope=negative_slope, out=out,
                                num_threads=num_threads)

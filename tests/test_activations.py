@@ -215,3 +215,22 @@ def test_maxout_gradient_check(rng):
         xm[i] -= h
         numeric[i] = ((dy * fastnorm.maxout(xp, 3)).sum() - (dy * fastnorm.maxout(xm, 3)).sum()) / (2 * h)
     np.testing.assert_allclose(dx, numeric, atol=1e-7)
+
+
+@pytest.mark.skipif(not fastnorm._C.native_float16, reason="this build has no native float16 kernels")
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "hardswish"])
+def test_native_float16_equals_float32_rounded_once(name, rng):
+    """float16 is read and written as half and computed in float32 inside the kernel: the same bits as computing
+    in float32 and rounding the result to half, forward and backward, for any thread count."""
+    x = (rng.standard_normal(70001) * 4).astype(np.float16)
+    dy = rng.standard_normal(70001).astype(np.float16)
+    f, fb = getattr(fastnorm, name), getattr(fastnorm, name + "_backward")
+    for threads in (1, 2):
+        y = f(x, num_threads=threads)
+        assert y.dtype == np.float16
+        np.testing.assert_array_equal(y, f(x.astype(np.float32)).astype(np.float16))
+        dx = fb(dy, x, num_threads=threads)
+        want = fb(dy.astype(np.float32), x.astype(np.float32)).astype(np.float16)
+        np.testing.assert_array_equal(dx, want)
+    out = np.empty_like(x)
+    assert f(x, out=out) is out

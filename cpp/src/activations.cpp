@@ -3,6 +3,7 @@
 // are shared below; nothing here knows about SIMD widths or threads.
 #include "fastnorm/activations.h"
 
+#include <algorithm>
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
@@ -57,40 +58,49 @@ void visit(Activation op, F&& f) {
 
 // Serial SIMD bodies, compiled once per ISA level by isa_call; run_blocked sends every element through the
 // vector loop (blocked.h), so results never depend on an element's position.
+// T is the storage type; values are computed in C = compute_t<T> (float for half: read and written as half, the
+// arithmetic and its accuracy those of float, rounded once to half at the end).
 template <class Op, class T>
 struct ForwardBody {
-  static FASTNORM_INLINE void loop(const std::array<const T*, 1>& in, T* y, idx n, Params<T> p) {
+  static constexpr std::size_t inputs = 1;
+  using C = compute_t<T>;
+  static FASTNORM_INLINE void loop(const std::array<const T*, 1>& in, T* y, idx n, Params<C> p) {
     const T* x = in[0];
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
+    for (idx i = 0; i < n; ++i) y[i] = static_cast<T>(Op::forward(static_cast<C>(x[i]), p));
   }
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<T> p, bool stream) {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<C> p, bool stream) {
     run_blocked<ForwardBody>(std::array<const T*, 1>{x}, y, n, p, stream);
   }
 };
 
 template <class Op, class T>
 struct BackwardBody {
-  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<T> p) {
+  static constexpr std::size_t inputs = 2;
+  using C = compute_t<T>;
+  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<C> p) {
     const T* dy = in[0];
     const T* x = in[1];
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) dx[i] = Op::backward(dy[i], x[i], p);
+    for (idx i = 0; i < n; ++i) dx[i] = static_cast<T>(Op::backward(static_cast<C>(dy[i]), static_cast<C>(x[i]), p));
   }
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<T> p, bool stream) {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<C> p, bool stream) {
     run_blocked<BackwardBody>(std::array<const T*, 2>{dy, x}, dx, n, p, stream);
   }
 };
 
 template <class Op, class T>
 struct OutputBackwardBody {
-  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<T> p) {
+  static constexpr std::size_t inputs = 2;
+  using C = compute_t<T>;
+  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<C> p) {
     const T* dy = in[0];
     const T* y = in[1];
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) dx[i] = Op::backward_from_output(dy[i], y[i], p);
+    for (idx i = 0; i < n; ++i)
+      dx[i] = static_cast<T>(Op::backward_from_output(static_cast<C>(dy[i]), static_cast<C>(y[i]), p));
   }
-  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<T> p, bool stream) {
+  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<C> p, bool stream) {
     run_blocked<OutputBackwardBody>(std::array<const T*, 2>{dy, y}, dx, n, p, stream);
   }
 };
@@ -211,7 +221,7 @@ bool activation_has_output_backward(Activation op) {
 template <class T>
 void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams p, int num_threads,
                         bool fresh_output) {
-  const Params<T> tp = to_params<T>(p);
+  const Params<compute_t<T>> tp = to_params<compute_t<T>>(p);
   visit(op, [&](auto o) {
     using Body = ForwardBody<decltype(o), T>;
     const bool stream = streams<decltype(o)>(n, sizeof(T), fresh_output);
@@ -222,7 +232,7 @@ void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams
 template <class T>
 void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, ActivationParams p,
                          bool from_output, int num_threads, bool fresh_output) {
-  const Params<T> tp = to_params<T>(p);
+  const Params<compute_t<T>> tp = to_params<compute_t<T>>(p);
   visit(op, [&](auto o) {
     using Op = decltype(o);
     const bool stream = streams<Op>(n, sizeof(T), fresh_output);
@@ -314,5 +324,70 @@ void maxout_backward(const T* dy, const T* x, T* dx, idx outer, idx groups, idx 
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
 #undef FASTNORM_INSTANTIATE
+#if FASTNORM_HAVE_HALF
+namespace {
+
+// float16 storage: each sub-block of kStreamStep values is converted to float in an L1 buffer (F16C), runs through
+// the float body's loop (padded to whole vector blocks, as run_blocked does, so every value takes the vector
+// path), and is rounded back to half: the bits of computing in float32 and rounding once.
+template <class Body>
+struct FloatLoop {
+  static FASTNORM_INLINE void run(const std::array<const float*, Body::inputs>& in, float* out, idx n,
+                                  Params<float> p) {
+    Body::loop(in, out, n, p);
+  }
+};
+
+template <class Body, std::size_t N>
+void run_half(const std::array<const half*, N>& in, half* out, idx n, Params<float> p) {
+  alignas(64) float buf[N][kStreamStep];
+  alignas(64) float res[kStreamStep];
+  for (idx b = 0; b < n; b += kStreamStep) {
+    const idx len = std::min(kStreamStep, n - b), padded = (len + kBlock - 1) / kBlock * kBlock;
+    std::array<const float*, N> f;
+    for (std::size_t k = 0; k < N; ++k) {
+      to_float(in[k] + b, buf[k], len);
+      std::fill(buf[k] + len, buf[k] + padded, 0.0f);
+      f[k] = buf[k];
+    }
+    isa_call<FloatLoop<Body>>(f, static_cast<float*>(res), padded, p);
+    to_half(res, out + b, len);
+  }
+}
+
+}  // namespace
+
+template <>
+void activation_forward<half>(Activation op, const half* x, half* y, idx n, ActivationParams p, int num_threads,
+                              bool) {
+  const Params<float> tp = to_params<float>(p);
+  visit(op, [&](auto o) {
+    parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+      run_half<ForwardBody<decltype(o), float>, 1>({x + b}, y + b, e - b, tp);
+    });
+  });
+}
+
+template <>
+void activation_backward<half>(Activation op, const half* dy, const half* xy, half* dx, idx n, ActivationParams p,
+                               bool from_output, int num_threads, bool) {
+  const Params<float> tp = to_params<float>(p);
+  visit(op, [&](auto o) {
+    using Op = decltype(o);
+    if (!from_output) {
+      parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+        run_half<BackwardBody<Op, float>, 2>({dy + b, xy + b}, dx + b, e - b, tp);
+      });
+    } else if constexpr (has_output_backward<Op>::value) {
+      parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+        run_half<OutputBackwardBody<Op, float>, 2>({dy + b, xy + b}, dx + b, e - b, tp);
+      });
+    } else {
+      throw std::invalid_argument(std::string(activation_names()[static_cast<int>(op)]) +
+                                  " has no backward from its output");
+    }
+  });
+}
+#endif
 
 }  // namespace fastnorm

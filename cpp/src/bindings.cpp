@@ -79,14 +79,40 @@ T* mptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
+// The activations also take float16 (read and written as half, computed in float) where the build has _Float16.
+enum class ActDtype { f16, f32, f64 };
+
+ActDtype act_dtype_of(const py::array& a, const char* name) {
+#if FASTNORM_HAVE_HALF
+  if (a.dtype().is(py::dtype("float16"))) return ActDtype::f16;
+#endif
+  return dtype_of(a, name) == Dtype::f32 ? ActDtype::f32 : ActDtype::f64;
+}
+
+void check_act_like(const py::array& a, const char* name, ActDtype dtype, idx size) {
+  if (act_dtype_of(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
+  check_contiguous(a, name);
+  if (static_cast<idx>(a.size()) != size)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
+                          std::to_string(a.size()));
+}
+
+template <class F>
+void with_act_type(ActDtype dtype, F&& f) {
+#if FASTNORM_HAVE_HALF
+  if (dtype == ActDtype::f16) return f(fastnorm::half{});
+#endif
+  with_type(dtype == ActDtype::f32 ? Dtype::f32 : Dtype::f64, f);
+}
+
 void activation_forward(int op, const py::array& x, py::array& out, double a, double b, int num_threads,
                         bool fresh_output) {
-  const Dtype dt = dtype_of(x, "x");
+  const ActDtype dt = act_dtype_of(x, "x");
   check_contiguous(x, "x");
-  check_like(out, "out", dt, x.size());
+  check_act_like(out, "out", dt, x.size());
   check_writeable(out, "out");
   const fastnorm::Activation act = activation_of(op);
-  with_type(dt, [&](auto t) {
+  with_act_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
@@ -97,15 +123,15 @@ void activation_forward(int op, const py::array& x, py::array& out, double a, do
 
 void activation_backward(int op, const py::array& dy, const py::array& xy, py::array& out, double a, double b,
                          bool from_output, int num_threads, bool fresh_output) {
-  const Dtype dt = dtype_of(dy, "dy");
+  const ActDtype dt = act_dtype_of(dy, "dy");
   check_contiguous(dy, "dy");
-  check_like(xy, from_output ? "y" : "x", dt, dy.size());
-  check_like(out, "out", dt, dy.size());
+  check_act_like(xy, from_output ? "y" : "x", dt, dy.size());
+  check_act_like(out, "out", dt, dy.size());
   check_writeable(out, "out");
   const fastnorm::Activation act = activation_of(op);
   if (from_output && !fastnorm::activation_has_output_backward(act))
     throw py::value_error(std::string(fastnorm::activation_names()[op]) + " has no backward from its output y");
-  with_type(dt, [&](auto t) {
+  with_act_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xyp = cptr<T>(xy);
@@ -495,6 +521,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fastnorm's compiled kernels: strict, contiguous, exact-dtype; use the fastnorm package instead";
 
   m.def("build_info", &build_info);
+  m.attr("native_float16") = py::bool_(FASTNORM_HAVE_HALF != 0);
   m.def("isa", [] { return std::string(fastnorm::isa_name(fastnorm::active_isa())); },
         "The ISA level kernels run at (first call applies FASTNORM_ISA and may raise ValueError).");
   m.def("set_isa", [](const std::string& name) { fastnorm::set_isa(fastnorm::parse_isa(name)); }, "name"_a);

@@ -33,6 +33,12 @@ constexpr idx kStreamStep = 256;  // elements per sub-block (a multiple of kBloc
 // whatever the thread does next, such as leaving the parallel region.
 void stream_copy(const float* src, float* dst, idx n);
 void stream_copy(const double* src, double* dst, idx n);
+#if FASTNORM_HAVE_HALF
+void stream_copy(const half* src, half* dst, idx n);
+// float16 <-> float32, n values, rounding to nearest even (stream.cpp: F16C where the ISA level has it).
+void to_float(const half* src, float* dst, idx n);
+void to_half(const float* src, half* dst, idx n);
+#endif
 #if FASTNORM_HAVE_STREAM
 FASTNORM_INLINE void stream_fence() { _mm_sfence(); }
 #endif

@@ -23,9 +23,34 @@
 #define FASTNORM_MULTI_ISA 0
 #endif
 
+// IEEE half precision as a storage type (computed in float): GCC 12+ and Clang 15+ on x86-64 have _Float16,
+// converted with F16C instructions at the v3 and v4 levels.
+#if defined(__x86_64__) && defined(__FLT16_MAX__)
+#define FASTNORM_HAVE_HALF 1
+#else
+#define FASTNORM_HAVE_HALF 0
+#endif
+
 namespace fastnorm {
 
 using idx = std::int64_t;
+#if FASTNORM_HAVE_HALF
+using half = _Float16;
+#endif
+
+// The type a kernel computes in for values stored as T: float for half, T otherwise.
+template <class T>
+struct compute_type {
+  using type = T;
+};
+#if FASTNORM_HAVE_HALF
+template <>
+struct compute_type<half> {
+  using type = float;
+};
+#endif
+template <class T>
+using compute_t = typename compute_type<T>::type;
 
 enum class Isa : int { baseline = 0, v3 = 1, v4 = 2 };
 

@@ -146,6 +146,36 @@ def _register_activations():
 _register_activations()
 
 
+def _register_float16():
+    """Memory-bound activations on float16 arrays (issue 6): half the bytes of float32, read and written natively."""
+    try:
+        import torch
+        F = torch.nn.functional
+    except ImportError:
+        F = None
+
+    def setup_x(n, rng):
+        return {"x": (rng.standard_normal(n) * 3).astype(np.float16)}
+
+    def setup_dy_x(n, rng):
+        return {"dy": rng.standard_normal(n).astype(np.float16), "x": (rng.standard_normal(n) * 3).astype(np.float16)}
+
+    for name, np_fwd, t_fwd in [("relu", lambda x: np.maximum(x, np.float16(0)), lambda x: F.relu(x)),
+                                ("leaky_relu", lambda x: np.where(x > 0, x, np.float16(0.01) * x),
+                                 lambda x: F.leaky_relu(x, 0.01)),
+                                ("hardtanh", lambda x: np.clip(x, np.float16(-1), np.float16(1)),
+                                 lambda x: F.hardtanh(x))]:
+        fwd, bwd = getattr(fastnorm, name), getattr(fastnorm, name + "_backward")
+        register(Case(f"{name} fwd f16", setup_x, (lambda i, o, f=fwd: f(i["x"], out=o)), 4,
+                      numpy=(lambda i, o, f=np_fwd: f(i["x"])), torch=(lambda i, o, f=t_fwd: f(i["x"])),
+                      tags=("activation", "float16"), dtype=np.float16))
+        register(Case(f"{name} bwd f16", setup_dy_x, (lambda i, o, f=bwd: f(i["dy"], i["x"], out=o)), 6,
+                      tags=("activation", "float16"), dtype=np.float16))
+
+
+_register_float16()
+
+
 def _register_moments():
     # The statistics pass of batch norm (NCHW, channels-last) and layer norm, on baselines.md's shapes.
     for label, shape, axis in [("nchw 32x64x56x56", (32, 64, 56, 56), (0, 2, 3)),

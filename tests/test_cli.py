@@ -24,7 +24,7 @@ def test_bench_runs_a_filtered_quick_case_and_writes_json(tmp_path, capsys):
     assert "relu bwd" in out and "copy bandwidth" in out
     rows = json.loads(path.read_text())["rows"]
     names = {r["case"] for r in rows}
-    assert names == {"relu bwd", "leaky_relu bwd"}
+    assert names == {"relu bwd", "leaky_relu bwd", "relu bwd f16", "leaky_relu bwd f16"}
     assert all(r["fastnorm_out_ms"] > 0 and r["gbs"] > 0 for r in rows)
 
 
@@ -39,7 +39,8 @@ def test_bench_report_writes_markdown_plots_and_results(tmp_path, capsys):
     assert "| relu fwd |" in text and "--report" in text and "Copy bandwidth" in text
     for name in ("speedup.png", "bandwidth.png", "scaling.png"):
         assert (report / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
-    assert len(json.loads((report / "results.json").read_text())["rows"]) == 4  # relu, leaky_relu fwd x 2 threads
+    rows = json.loads((report / "results.json").read_text())["rows"]
+    assert len(rows) == 8  # relu, leaky_relu fwd, float32 and float16, x 2 threads
 
 
 def test_bench_report_refuses_an_unwritable_folder(tmp_path):

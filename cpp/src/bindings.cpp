@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <utility>
 
 #include "fastnorm/activations.h"
 #include "fastnorm/batch_norm.h"
@@ -42,13 +41,19 @@ void check_contiguous(const py::array& a, const char* name) {
     throw py::value_error(std::string(name) + ": expected a C-contiguous array");
 }
 
-// Checks `a` against the dtype and size of the first array of a call.
-void check_like(const py::array& a, const char* name, Dtype dtype, idx size) {
-  if (dtype_of(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
+// Checks `a` against the dtype (as `kind` reads it) and size of the first array of a call.
+template <class K>
+void check_like_by(const py::array& a, const char* name, K (*kind)(const py::array&, const char*), K dtype,
+                   idx size) {
+  if (kind(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
   check_contiguous(a, name);
   if (static_cast<idx>(a.size()) != size)
     throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
                           std::to_string(a.size()));
+}
+
+void check_like(const py::array& a, const char* name, Dtype dtype, idx size) {
+  check_like_by(a, name, dtype_of, dtype, size);
 }
 
 void check_writeable(const py::array& a, const char* name) {
@@ -90,11 +95,7 @@ ActDtype act_dtype_of(const py::array& a, const char* name) {
 }
 
 void check_act_like(const py::array& a, const char* name, ActDtype dtype, idx size) {
-  if (act_dtype_of(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
-  check_contiguous(a, name);
-  if (static_cast<idx>(a.size()) != size)
-    throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
-                          std::to_string(a.size()));
+  check_like_by(a, name, act_dtype_of, dtype, size);
 }
 
 template <class F>
@@ -286,6 +287,14 @@ void check_layout(const py::array& x, const char* name, idx A, idx C, idx B) {
     throw py::value_error(std::string(name) + ": (A, C, B) does not match the array's size");
 }
 
+// x of a per-channel kernel: float32/float64, C-contiguous, viewed as (A, C, B); its dtype.
+Dtype channel_input(const py::array& x, idx A, idx C, idx B) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", A, C, B);
+  return dt;
+}
+
 const double* channel_values(const py::array& a, const char* name, idx C) {
   check_like(a, name, Dtype::f64, C);
   return cptr<double>(a);
@@ -310,22 +319,27 @@ const double* optional_values(const py::object& a, const char* name, idx C) {
   return channel_values(a.cast<py::array>(), name, C);
 }
 
-// The forward's per-channel scale and shift, from which a post-op's input is recomputed (null without one).
-std::pair<const double*, const double*> post_op_input(const fastnorm::PostOp& op, const py::object& scale,
-                                                      const py::object& shift, idx C) {
-  if (!op.active()) return {nullptr, nullptr};
+// A backward's post-op and the forward's per-channel scale and shift, from which the post-op's input is
+// recomputed (null without a post-op).
+struct PostOpInput {
+  fastnorm::PostOp op;
+  const double* scale;
+  const double* shift;
+};
+
+PostOpInput post_op_input(int post, double slope, const py::object& scale, const py::object& shift, idx C) {
+  const fastnorm::PostOp op = post_op(post, slope);
+  if (!op.active()) return {op, nullptr, nullptr};
   const double* zs = optional_values(scale, "scale", C);
   const double* zb = optional_values(shift, "shift", C);
   if (!zs || !zb) throw py::value_error("scale: a post-op needs the forward's scale and shift");
-  return {zs, zb};
+  return {op, zs, zb};
 }
 
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
               const py::array& scale, const py::array& shift, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", A, C, B);
+  const Dtype dt = channel_input(x, A, C, B);
   check_like(out, "out", dt, x.size());
   check_writeable(out, "out");
   const double* m = channel_values(mean, "mean", C);
@@ -344,12 +358,10 @@ void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py:
 void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, const py::array& mean,
                   py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope,
                   const py::object& scale, const py::object& shift) {
-  const fastnorm::PostOp op = post_op(post, slope);
-  const std::pair<const double*, const double*> z = post_op_input(op, scale, shift, C);
-  const double *zs = z.first, *zb = z.second;  // (plain variables: lambdas capture them in C++17)
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", A, C, B);
+  const PostOpInput z = post_op_input(post, slope, scale, shift, C);
+  const fastnorm::PostOp op = z.op;
+  const double *zs = z.scale, *zb = z.shift;
+  const Dtype dt = channel_input(x, A, C, B);
   check_like(dy, "dy", dt, x.size());
   const double* m = channel_values(mean, "mean", C);
   double* s1 = f64_output(sum_dy, "sum_dy", C);
@@ -366,12 +378,10 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
                    int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
-  const fastnorm::PostOp op = post_op(post, slope);
-  const std::pair<const double*, const double*> z = post_op_input(op, scale, shift, C);
-  const double *zs = z.first, *zb = z.second;  // (plain variables: lambdas capture them in C++17)
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", A, C, B);
+  const PostOpInput z = post_op_input(post, slope, scale, shift, C);
+  const fastnorm::PostOp op = z.op;
+  const double *zs = z.scale, *zb = z.shift;
+  const Dtype dt = channel_input(x, A, C, B);
   check_like(dy, "dy", dt, x.size());
   check_like(dx, "dx", dt, x.size());
   check_writeable(dx, "dx");

@@ -57,64 +57,57 @@ void stream_copy(const double* src, double* dst, idx n) { stream_any(src, dst, n
 namespace {
 
 // float16 <-> float32 conversions, vectorised with F16C at the v3 and v4 levels (compilers leave a loop of
-// _Float16 casts scalar); rounding to nearest even, as NumPy's astype.
-void to_float_scalar(const half* s, float* d, idx n) {
-  for (idx i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
-}
-void to_half_scalar(const float* s, half* d, idx n) {
-  for (idx i = 0; i < n; ++i) d[i] = static_cast<half>(s[i]);
+// _Float16 casts scalar); rounding to nearest even, as NumPy's astype.  One overload per direction and level,
+// one dispatch for both directions.
+template <class S, class D>
+void convert_scalar(const S* s, D* d, idx n) {
+  for (idx i = 0; i < n; ++i) d[i] = static_cast<D>(s[i]);
 }
 #if FASTNORM_MULTI_ISA
-FASTNORM_TARGET_V3 void to_float_v3(const half* s, float* d, idx n) {
+FASTNORM_TARGET_V3 void convert_v3(const half* s, float* d, idx n) {
   idx i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
-  to_float_scalar(s + i, d + i, n - i);
+  convert_scalar(s + i, d + i, n - i);
 }
-FASTNORM_TARGET_V3 void to_half_v3(const float* s, half* d, idx n) {
+FASTNORM_TARGET_V3 void convert_v3(const float* s, half* d, idx n) {
   idx i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
-  to_half_scalar(s + i, d + i, n - i);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+  convert_scalar(s + i, d + i, n - i);
 }
-FASTNORM_TARGET_V4 void to_float_v4(const half* s, float* d, idx n) {
+FASTNORM_TARGET_V4 void convert_v4(const half* s, float* d, idx n) {
   idx i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
-  to_float_scalar(s + i, d + i, n - i);
+  convert_scalar(s + i, d + i, n - i);
 }
-FASTNORM_TARGET_V4 void to_half_v4(const float* s, half* d, idx n) {
+FASTNORM_TARGET_V4 void convert_v4(const float* s, half* d, idx n) {
   idx i = 0;
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
                         _mm512_cvtps_ph(_mm512_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
-  to_half_scalar(s + i, d + i, n - i);
+  convert_scalar(s + i, d + i, n - i);
 }
 #endif
+
+template <class S, class D>
+void convert_any(const S* s, D* d, idx n) {
+#if FASTNORM_MULTI_ISA
+  switch (active_isa()) {
+    case Isa::v4: return convert_v4(s, d, n);
+    case Isa::v3: return convert_v3(s, d, n);
+    case Isa::baseline: break;
+  }
+#endif
+  convert_scalar(s, d, n);
+}
 
 }  // namespace
 
-void to_float(const half* src, float* dst, idx n) {
-#if FASTNORM_MULTI_ISA
-  switch (active_isa()) {
-    case Isa::v4: return to_float_v4(src, dst, n);
-    case Isa::v3: return to_float_v3(src, dst, n);
-    case Isa::baseline: break;
-  }
-#endif
-  to_float_scalar(src, dst, n);
-}
-
-void to_half(const float* src, half* dst, idx n) {
-#if FASTNORM_MULTI_ISA
-  switch (active_isa()) {
-    case Isa::v4: return to_half_v4(src, dst, n);
-    case Isa::v3: return to_half_v3(src, dst, n);
-    case Isa::baseline: break;
-  }
-#endif
-  to_half_scalar(src, dst, n);
-}
+void to_float(const half* src, float* dst, idx n) { convert_any(src, dst, n); }
+void to_half(const float* src, half* dst, idx n) { convert_any(src, dst, n); }
 
 // Half-precision values move as pairs: n is a multiple of kBlock, so n / 2 floats' worth of bytes.
 void stream_copy(const half* src, half* dst, idx n) {

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "fastnorm/activations.h"
 #include "fastnorm/batch_norm.h"
+#include "fastnorm/buffers.h"
 #include "fastnorm/copy.h"
 #include "fastnorm/group_norm.h"
 #include "fastnorm/isa.h"
@@ -525,6 +527,53 @@ py::dict build_info() {
   return info;
 }
 
+// An uninitialised C-ordered array whose memory comes from, and goes back to, the buffer cache (buffers.h).  Its
+// base is a capsule named kBufferCapsule that owns the buffer and says whether it was reused from the cache.
+constexpr const char* kBufferCapsule = "fastnorm.buffer";
+struct OwnedBuffer {
+  void* p;
+  std::size_t capacity;
+  bool reused;
+};
+
+py::array empty(const std::vector<py::ssize_t>& shape, const py::dtype& dtype) {
+  std::size_t bytes = static_cast<std::size_t>(dtype.itemsize());
+  for (py::ssize_t s : shape) {
+    if (s < 0) throw py::value_error("shape: negative dimension");
+    bytes *= static_cast<std::size_t>(s);
+  }
+  auto* owned = new OwnedBuffer{nullptr, 0, false};
+  owned->p = fastnorm::buffers::acquire(bytes, &owned->capacity, &owned->reused);
+  if (owned->p == nullptr) {
+    delete owned;
+    throw std::bad_alloc();
+  }
+  py::capsule base(owned, kBufferCapsule, [](PyObject* o) {
+    auto* b = static_cast<OwnedBuffer*>(PyCapsule_GetPointer(o, kBufferCapsule));
+    fastnorm::buffers::release(b->p, b->capacity);
+    delete b;
+  });
+  return py::array(dtype, shape, owned->p, base);
+}
+
+// True for an array from empty() whose buffer came from the cache (its pages are mapped already).
+bool buffer_reused(const py::array& a) {
+  const py::object base = a.base();
+  if (!PyCapsule_IsValid(base.ptr(), kBufferCapsule)) return false;
+  return static_cast<OwnedBuffer*>(PyCapsule_GetPointer(base.ptr(), kBufferCapsule))->reused;
+}
+
+py::dict buffer_cache_info() {
+  const fastnorm::buffers::Info i = fastnorm::buffers::info();
+  py::dict d;
+  d["limit"] = i.limit;
+  d["cached_bytes"] = i.cached_bytes;
+  d["cached_buffers"] = i.cached_buffers;
+  d["hits"] = i.hits;
+  d["misses"] = i.misses;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -599,5 +648,9 @@ PYBIND11_MODULE(_C, m) {
     fastnorm::philox4x32_10(ctr.data(), key.data(), out.data());
     return out;
   });
+  m.def("empty", &empty, "shape"_a, "dtype"_a, "An uninitialised array from the buffer cache");
+  m.def("buffer_reused", &buffer_reused, "a"_a.noconvert());
+  m.def("set_buffer_cache", &fastnorm::buffers::set_limit, "nbytes"_a);
+  m.def("buffer_cache_info", &buffer_cache_info);
   m.def("copy", &copy, "src"_a.noconvert(), "dst"_a.noconvert(), "num_threads"_a);
 }

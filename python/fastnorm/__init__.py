@@ -4,6 +4,7 @@ Activation functions (forward and backward) and mergeable statistics on NumPy ar
 and split over OpenMP threads, with results that are bitwise the same for any thread count.
 """
 from fastnorm import _C, init, layers, preprocessing, random
+from fastnorm._memory import buffer_cache_info, set_buffer_cache
 from fastnorm._threads import get_num_threads, set_num_threads
 from fastnorm.activations import *  # noqa: F401,F403  (the public functions are listed in activations.__all__)
 from fastnorm.activations import __all__ as _activation_names
@@ -20,6 +21,7 @@ __version__ = _C.build_info()["version"]
 
 _C.isa()  # applies FASTNORM_ISA now: an unsupported level is a clear ValueError at import, never SIGILL
 
-__all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradcheck", "numerical_gradient", "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "layer_norm",
+__all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradcheck", "numerical_gradient", "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "set_buffer_cache",
+           "buffer_cache_info", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "layer_norm",
            "layer_norm_backward", "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "fold_batch_norm", *_activation_names]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnorm._memory import empty
+
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _NATIVE = (_F32, _F64)
@@ -74,11 +76,11 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
 
 def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple) -> np.ndarray:
     """The buffer a kernel writes: ``out`` itself when it can (right dtype, C-contiguous, not partly overlapping
-    an input), else a fresh array; ``deliver`` then puts the result where it belongs."""
+    an input), else a fresh array (fastnorm._memory); ``deliver`` then puts the result where it belongs."""
     if out is not None and out.dtype is compute and out.flags.c_contiguous:
         if not any(_overlaps_partly(out, a) for a in inputs):
             return out
-    return np.empty(shape, dtype=compute)
+    return empty(shape, compute)
 
 
 def deliver(buf: np.ndarray, out, result: np.dtype):

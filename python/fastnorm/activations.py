@@ -16,6 +16,7 @@ import numpy as np
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver,
                              kernel_output, normalize_axis, result_dtype)
+from fastnorm._memory import fresh
 from fastnorm._threads import resolve
 
 __all__ = [
@@ -81,7 +82,7 @@ def _forward(op: str, x, out, num_threads, a: float = 0.0, b: float = 0.0):
         check_out(out, x.shape, result)
     xb = as_buffer(x, compute)
     buf = kernel_output(out, x.shape, compute, (xb,))
-    _C.activation_forward(_OP[op], xb, buf, a, b, resolve(num_threads), buf is not out)
+    _C.activation_forward(_OP[op], xb, buf, a, b, resolve(num_threads), fresh(buf, out))
     return deliver(buf, out, result)
 
 
@@ -99,7 +100,7 @@ def _backward(op: str, dy, x, y, out, num_threads, a: float = 0.0, b: float = 0.
         check_out(out, dy.shape, result)
     dyb, xyb = as_buffer(dy, compute), as_buffer(xy, compute)
     buf = kernel_output(out, dy.shape, compute, (dyb, xyb))
-    _C.activation_backward(_OP[op], dyb, xyb, buf, a, b, from_output, resolve(num_threads), buf is not out)
+    _C.activation_backward(_OP[op], dyb, xyb, buf, a, b, from_output, resolve(num_threads), fresh(buf, out))
     return deliver(buf, out, result)
 
 

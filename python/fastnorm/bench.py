@@ -559,7 +559,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastnorm bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1M elements, 5 repeats: a fast smoke run")
     p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and the maximum)")
-    p.add_argument("--filter", default="", help="only cases whose name contains this")
+    p.add_argument("--filter", default="",
+                   help="only cases whose name contains this (several, comma-separated: any of them)")
     p.add_argument("--size", type=int, default=None, help="elements per array (default 16M, --quick 1M)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 15)")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -580,7 +581,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (5 if args.quick else 15)
     maxt = fastnorm.get_num_threads()
     threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, maxt})
-    cases = [c for c in REGISTRY if args.filter in c.name]
+    wanted = [f.strip() for f in args.filter.split(",")]
+    cases = [c for c in REGISTRY if any(f in c.name for f in wanted)]
     if not cases:
         p.error(f"no benchmark case matches --filter {args.filter!r}")
     torch_mod = None

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from fastnorm import _C
+from fastnorm._memory import empty, fresh
 from fastnorm._threads import resolve
 
 _UNIFORM, _NORMAL, _TRUNCATED = 0, 1, 2
@@ -119,9 +120,9 @@ class Generator:
             shape, dt = _check_size(size), _check_dtype(dtype)
         work_dt = np.float32 if dt == np.float16 else dt
         direct = out is not None and out.dtype == work_dt and out.flags.c_contiguous
-        buf = out if direct else np.empty(shape, dtype=work_dt)
+        buf = out if direct else empty(shape, np.dtype(work_dt))
         self._counter = _C.sample(dist, self._key, self._counter, buf.reshape(-1), params,
-                                  resolve(num_threads), fresh_output=not direct) & _MASK64
+                                  resolve(num_threads), fresh_output=fresh(buf, out)) & _MASK64
         if out is not None:
             if not direct:
                 np.copyto(out, buf, casting="unsafe")

@@ -158,7 +158,9 @@ def test_channels_last_equals_channels_first(rng):
     np.testing.assert_allclose(np.moveaxis(yl, -1, 1), y, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape,axis", [((16, 32, 20, 20), 1), ((16, 20, 20, 32), -1), ((4000, 50), 1)])
+# (40, 2, 30, 30): two channels, so 3 threads take the two-pass backward and 1 or 2 the one-pass, by channel.
+@pytest.mark.parametrize("shape,axis", [((16, 32, 20, 20), 1), ((16, 20, 20, 32), -1), ((4000, 50), 1),
+                                        ((40, 2, 30, 30), 1)])
 def test_bitwise_identical_for_any_thread_count(shape, axis, rng):
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
@@ -170,6 +172,44 @@ def test_bitwise_identical_for_any_thread_count(shape, axis, rng):
         dx, dg, db = fastnorm.batch_norm_backward(dy, x, m, r, gamma, axis=axis, num_threads=t)
         runs.append(b"".join(a.tobytes() for a in (y, m, r, dx, dg, db)))
     assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
+@pytest.mark.parametrize("shape", [(64, 37, 7, 7), (3, 5, 1000), (9, 64, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
+    """The by-channel backward (one pass over memory) gives the two-pass backward's bits."""
+    from fastnorm import _C
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    A, C, B = shape[0], shape[1], int(np.prod(shape[2:]))
+    gamma = rng.uniform(0.5, 1.5, C)
+    _, mean, rstd = fastnorm.batch_norm(x, gamma, return_stats=True)
+    k_dy = gamma * rstd
+    dx1, s1, s2 = np.empty_like(x), np.empty(C), np.empty(C)
+    assert _C.bn_backward_by_channel(dy.reshape(-1), x.reshape(-1), dx1.reshape(-1), A, C, B, mean, rstd, k_dy,
+                                     s1, s2, threads)
+    none = fastnorm.normalization._post_op(None, 0.01)
+    t1, t2 = np.empty(C), np.empty(C)
+    _C.bn_grad_sums(dy.reshape(-1), x.reshape(-1), A, C, B, mean, t1, t2, threads, *none, None, None)
+    count = A * B
+    k_xmu, k_one = -k_dy * rstd * rstd * t2 / count, -k_dy * t1 / count
+    dx2 = np.empty_like(x)
+    _C.bn_input_grad(dy.reshape(-1), x.reshape(-1), dx2.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one, threads,
+                     *none, None, None)
+    assert s1.tobytes() == t1.tobytes() and s2.tobytes() == t2.tobytes()
+    assert dx1.tobytes() == dx2.tobytes()
+
+
+def test_one_pass_backward_declines_unsuited_shapes(rng):
+    from fastnorm import _C
+    for shape, threads in [((8, 2, 100), 3), ((100, 4, 1), 1), ((2000, 2, 200), 1)]:  # few channels, NHWC, L2
+        x = rng.standard_normal(shape).astype(np.float32)
+        A, C, B = shape
+        dx = np.full_like(x, 7)
+        assert not _C.bn_backward_by_channel(x.reshape(-1), x.reshape(-1), dx.reshape(-1), A, C, B, np.zeros(C),
+                                             np.ones(C), np.ones(C), np.empty(C), np.empty(C), threads)
+        assert (dx == 7).all()
 
 
 def test_nan_in_a_training_batch(rng):

@@ -154,13 +154,91 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
     }
 }
 
+namespace {
+
+// Channels [c0, c1) of the training backward, their runs strided by C * B: the sums of dy and dy (x - mean) first,
+// added as bn_grad_sums adds them (runs into a partial per task of task_rows rows, the partials in task order:
+// the same bits), then dx = k_dy dy + k_xmu (x - mean) + k_one with the constants batch_norm_backward computes.
+// A few neighbouring channels at a time make each row's piece a longer contiguous stream.
+template <class T>
+struct ChannelsBackward {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx A, idx C, idx B, idx c0, idx c1,
+                                  idx task_rows, const double* mean, const double* rstd, const double* k_dy,
+                                  double* sum_dy, double* sum_dy_xmu) {
+    const idx stride = C * B;
+    for (idx c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;
+    double part_dy[kMaxBlock], part_dyx[kMaxBlock];
+    for (idx a0 = 0; a0 < A; a0 += task_rows) {
+      for (idx c = c0; c < c1; ++c) part_dy[c - c0] = part_dyx[c - c0] = 0;
+      for (idx a = a0; a < std::min(A, a0 + task_rows); ++a) {
+        for (idx c = c0; c < c1; ++c) {
+          const idx at = a * stride + c * B;
+          SumsRun<T>::run(dy + at, x + at, B, mean[c], part_dy + (c - c0), part_dyx + (c - c0));
+        }
+      }
+      for (idx c = c0; c < c1; ++c) {
+        sum_dy[c] += part_dy[c - c0];
+        sum_dy_xmu[c] += part_dyx[c - c0];
+      }
+    }
+    const double count = static_cast<double>(A * B);
+    T hi[kMaxBlock], lo[kMaxBlock], kd[kMaxBlock], kx[kMaxBlock], k1[kMaxBlock];
+    for (idx c = c0; c < c1; ++c) {
+      const idx j = c - c0;
+      hi[j] = static_cast<T>(mean[c]);
+      lo[j] = static_cast<T>(mean[c] - static_cast<double>(hi[j]));
+      kd[j] = static_cast<T>(k_dy[c]);
+      kx[j] = static_cast<T>(-k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / count);
+      k1[j] = static_cast<T>(-k_dy[c] * sum_dy[c] / count);
+    }
+    for (idx a = 0; a < A; ++a) {
+      for (idx c = c0; c < c1; ++c) {
+        const idx at = a * stride + c * B, j = c - c0;
+        GradRun<T>::run(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j]);
+      }
+    }
+  }
+  static constexpr idx kMaxBlock = 8;
+};
+
+}  // namespace
+
+template <class T>
+bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean,
+                            const double* rstd, const double* k_dy, double* sum_dy, double* sum_dy_xmu,
+                            int num_threads) {
+  // The channels a task works on must stay in L2 (1 MiB of dy and x: any current x86 server core's L2) between
+  // its two loops, and every thread needs a channel.
+  constexpr idx kL2Bytes = idx(1) << 20;
+  const idx channel_bytes = A * B * 2 * static_cast<idx>(sizeof(T));
+  const idx threads = resolve_threads(num_threads);
+  if (B <= 1 || A <= 0 || channel_bytes > kL2Bytes || C < threads) return false;
+  const idx task_rows = rows_per_task(B * C);  // bn_grad_sums' tasks
+  // Neighbouring channels together (their pieces of each row adjacent in memory: longer streams), as many as fit
+  // while every thread still gets a block: 64 x 256 x 14 x 14 float32, 1 thread: 2.4 ms in two passes, 2.2 ms
+  // one channel at a time, 1.8 ms in blocks of 4 to 8.
+  const idx block = std::clamp<idx>(std::min(kL2Bytes / channel_bytes, C / threads), 1,
+                                    ChannelsBackward<T>::kMaxBlock);
+  const idx blocks = (C + block - 1) / block;
+  const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
+  parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
+    for (idx b = b0; b < b1; ++b) {
+      isa_call<ChannelsBackward<T>>(dy, x, dx, A, C, B, b * block, std::min(C, (b + 1) * block), task_rows,
+                                    mean, rstd, k_dy, sum_dy, sum_dy_xmu);
+    }
+  });
+  return true;
+}
+
 #define FASTNORM_INSTANTIATE(T)                                                                                  \
   template void bn_apply<T>(const T*, T*, idx, idx, idx, const double*, const double*, const double*, int,     \
                             const PostOp&);                                                                      \
   template void bn_grad_sums<T>(const T*, const T*, idx, idx, idx, const double*, double*, double*, int,       \
                                 const PostOp&, const double*, const double*);                                   \
   template void bn_input_grad<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,           \
-                                 const double*, const double*, int, const PostOp&, const double*, const double*);
+                                 const double*, const double*, int, const PostOp&, const double*, const double*); \
+  template bool bn_backward_by_channel<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,  \
+                                          const double*, double*, double*, int);
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
 #undef FASTNORM_INSTANTIATE

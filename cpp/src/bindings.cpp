@@ -377,6 +377,30 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
   });
 }
 
+bool bn_backward_by_channel(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
+                            const py::array& mean, const py::array& rstd, const py::array& k_dy, py::array& sum_dy,
+                            py::array& sum_dy_xmu, int num_threads) {
+  const Dtype dt = channel_input(x, A, C, B);
+  check_like(dy, "dy", dt, x.size());
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  const double* m = channel_values(mean, "mean", C);
+  const double* r = channel_values(rstd, "rstd", C);
+  const double* k = channel_values(k_dy, "k_dy", C);
+  double* s1 = f64_output(sum_dy, "sum_dy", C);
+  double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
+  bool done = false;
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    py::gil_scoped_release nogil;
+    done = fastnorm::bn_backward_by_channel<T>(dyp, xp, dxp, A, C, B, m, r, k, s1, s2, num_threads);
+  });
+  return done;
+}
+
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
                    int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
@@ -620,6 +644,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("bn_grad_sums", &bn_grad_sums, "dy"_a.noconvert(), "x"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0,
         "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
+  m.def("bn_backward_by_channel", &bn_backward_by_channel, "dy"_a.noconvert(), "x"_a.noconvert(),
+        "dx"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "k_dy"_a.noconvert(),
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
   m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
         "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
         "num_threads"_a, "post"_a = 0, "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());

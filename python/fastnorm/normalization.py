@@ -248,12 +248,21 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     # the forward's scale and shift, from which a fused activation's input is recomputed
     z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] else (None, None)
     count = A * B
+    k_dy = g1 * rstd
+    if training and not post[0] and count > 0:  # one pass over memory where a channel fits in L2
+        sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
+        buf = kernel_output(out, x.shape, compute, (dyb, xb))
+        if _C.bn_backward_by_channel(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, k_dy,
+                                     sum_dy, sum_dy_xmu, threads):
+            dx = deliver(buf, out, result)
+            if not param_grads:
+                return dx, None, None
+            return dx, (sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)
     sum_dy = sum_dy_xmu = None
     if training or param_grads:
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
         _C.bn_grad_sums(dyb.reshape(-1), xb.reshape(-1), A, C, B, mean, sum_dy, sum_dy_xmu, threads, *post,
                         *z)
-    k_dy = g1 * rstd
     if training and count > 0:
         k_xmu = -k_dy * rstd * rstd * sum_dy_xmu / count
         k_one = -k_dy * sum_dy / count

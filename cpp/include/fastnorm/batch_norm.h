@@ -29,4 +29,13 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
                    const double* k_xmu, const double* k_one, int num_threads, const PostOp& post = {},
                    const double* scale = nullptr, const double* shift = nullptr);
 
+// The whole training backward (no post-op) in one pass over memory where a channel's values fit in L2: channel
+// by channel, its sums and then its dx, with k_dy = gamma * rstd and k_xmu, k_one from the sums as
+// batch_norm_backward computes them.  The same bits as bn_grad_sums followed by bn_input_grad.  Returns false,
+// doing nothing, where the shape does not suit (channels-last, channels too large, fewer channels than threads).
+template <class T>
+bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean,
+                            const double* rstd, const double* k_dy, double* sum_dy, double* sum_dy_xmu,
+                            int num_threads);
+
 }  // namespace fastnorm

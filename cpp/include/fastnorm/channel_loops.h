@@ -142,15 +142,33 @@ struct GradRows {
   }
 };
 
+// Sums of dy and dy (x - mean) over one channel's run, added to *s_dy and *s_dyx.  double is summed in double;
+// float in pieces of kPiece values (16 per vector lane) in float, the pieces added in double: the pieces' rounding
+// is float's over 16 terms, the run's double's (all in double made the backward compute-bound).
 template <class T>
-struct SumsRun {  // sums of dy and dy (x - mean) over one channel's run, in double
+struct SumsRun {
+  static constexpr idx kPiece = 256;
   static FASTNORM_INLINE void run(const T* dy, const T* x, idx n, double mean, double* s_dy, double* s_dyx) {
     double a = 0, b = 0;
+    if constexpr (sizeof(T) == sizeof(double)) {
 #pragma omp simd reduction(+ : a, b)
-    for (idx i = 0; i < n; ++i) {
-      const double g = static_cast<double>(dy[i]);
-      a += g;
-      b += g * (static_cast<double>(x[i]) - mean);
+      for (idx i = 0; i < n; ++i) {
+        a += dy[i];
+        b += dy[i] * (x[i] - mean);
+      }
+    } else {
+      const T hi = static_cast<T>(mean), lo = static_cast<T>(mean - static_cast<double>(hi));
+      for (idx i0 = 0; i0 < n; i0 += kPiece) {
+        const idx i1 = std::min(n, i0 + kPiece);
+        T pa = 0, pb = 0;
+#pragma omp simd reduction(+ : pa, pb)
+        for (idx i = i0; i < i1; ++i) {
+          pa += dy[i];
+          pb += dy[i] * centered(x[i], hi, lo);
+        }
+        a += static_cast<double>(pa);
+        b += static_cast<double>(pb);
+      }
     }
     *s_dy += a;
     *s_dyx += b;

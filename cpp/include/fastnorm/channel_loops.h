@@ -251,11 +251,41 @@ struct SumsRuns {  // runs [r0, r1), as ApplyRuns: s_dy[c] and s_dyx[c] += the r
   }
 };
 
+// Per-channel sums of dy and dy (x - mean[c]) over rows of C channels, added to s_dy, s_dyx.  double: summed in
+// double.  float: as SumsRun, in float over kRowBlock rows (tiles of 16 columns in registers), those partial sums
+// added in double.
 template <class T>
-struct SumsRows {  // per-channel sums of dy and dy (x - mean[c]) over rows of C channels, added to s_dy, s_dyx
+struct SumsRows {
+  static constexpr idx kTile = 16, kRowBlock = 16;
   static FASTNORM_INLINE void run(const T* dy, const T* x, idx rows, idx C, const double* mean, double* s_dy,
                                   double* s_dyx) {
-    column_sums<GradTerms>(dy, x, rows, C, mean, s_dy, s_dyx);
+    if constexpr (sizeof(T) == sizeof(double)) {
+      column_sums<GradTerms>(dy, x, rows, C, mean, s_dy, s_dyx);
+    } else {
+      for (idx r0 = 0; r0 < rows; r0 += kRowBlock) {
+        const idx r1 = std::min(rows, r0 + kRowBlock);
+        for (idx c0 = 0; c0 < C; c0 += kTile) {
+          const idx w = std::min(kTile, C - c0);
+          T hi[kTile], lo[kTile], a[kTile] = {}, b[kTile] = {};
+          for (idx j = 0; j < w; ++j) {
+            hi[j] = static_cast<T>(mean[c0 + j]);
+            lo[j] = static_cast<T>(mean[c0 + j] - static_cast<double>(hi[j]));
+          }
+          for (idx r = r0; r < r1; ++r) {
+            const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
+#pragma omp simd
+            for (idx j = 0; j < w; ++j) {
+              a[j] += dr[j];
+              b[j] += dr[j] * centered(xr[j], hi[j], lo[j]);
+            }
+          }
+          for (idx j = 0; j < w; ++j) {
+            s_dy[c0 + j] += static_cast<double>(a[j]);
+            s_dyx[c0 + j] += static_cast<double>(b[j]);
+          }
+        }
+      }
+    }
   }
 };
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "fastnorm/blocked.h"
 #include "fastnorm/channel_loops.h"
 #include "fastnorm/channels.h"
 #include "fastnorm/parallel.h"
@@ -93,6 +94,16 @@ void prefetch_row(const T* p, idx n) {
   for (idx i = 0; i < n; i += 64 / static_cast<idx>(sizeof(T))) __builtin_prefetch(p + i);
 }
 
+// Whether rows of D values written to `out` (M D of them) go out with streaming stores, through an L1 row: for
+// outputs past the streaming threshold whose rows are whole cache lines, or long enough that the partial lines at
+// their ends (stored plainly) do not matter.
+template <class T>
+bool stream_rows(const T* out, idx M, idx D) {
+  const bool whole_lines = can_stream(out) && (D * static_cast<idx>(sizeof(T))) % 64 == 0;
+  return FASTNORM_HAVE_STREAM && stream_output(M * D * static_cast<idx>(sizeof(T))) &&
+         (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
+}
+
 template <class T>
 void split(double v, T* hi, T* lo) {
   *hi = static_cast<T>(v);
@@ -108,7 +119,10 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
   const act::Params<T> p = post.params<T>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
+    // (not behind a compute-bound activation: the row's extra trip through L1 then costs more than it saves)
+    const bool stream = !act::compute_bound<Op>::value && stream_rows(y, M, D);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
+      T* y_row = stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
       for (idx r = r0; r < r1; ++r) {
         const Moments m = loops::run_moments(x + r * D, D);  // rows of no values: mean = m2 = 0
         const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
@@ -117,8 +131,11 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
         T hi, lo;
         split(mean[r], &hi, &lo);
         if (r + 1 < r1) prefetch_row(x + (r + 1) * D, D);  // its loads overlap this row's arithmetic
-        isa_call<ApplyRow<T, Op>>(x + r * D, y + r * D, D, hi, lo, static_cast<T>(rstd[r]), gamma, beta, p);
+        isa_call<ApplyRow<T, Op>>(x + r * D, stream ? y_row : y + r * D, D, hi, lo, static_cast<T>(rstd[r]), gamma,
+                                  beta, p);
+        if (stream) stream_store(static_cast<const T*>(y_row), y + r * D, D);
       }
+      if (stream) stream_fence();
     });
   });
 }
@@ -139,9 +156,12 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = 16;
   const act::Params<T> p = post.params<T>();
+  const bool stream = stream_rows(dx, M, D);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<T> fg(static_cast<size_t>(D), T(0)), fb(static_cast<size_t>(D), T(0));
-    T* dz = post.active() ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;  // the row's post'(z) dy
+    // the row's post'(z) dy, and with streaming the row's dx before it is streamed out
+    T* dz = loops::thread_scratch<T>(static_cast<size_t>(2 * D));
+    T* dx_row = dz + D;
     for (idx t = t0; t < t1; ++t) {
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
@@ -165,11 +185,14 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         isa_call<RowSums<T>>(g, x + r * D, D, hi, lo, rs, gamma, &s_g, &s_gx);
         const T k_g = centered ? static_cast<T>(s_g / static_cast<double>(D)) : T(0);
         const T k_gx = static_cast<T>(s_gx / static_cast<double>(D));
-        isa_call<RowGrad<T>>(g, x + r * D, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(), fb.data());
+        isa_call<RowGrad<T>>(g, x + r * D, stream ? dx_row : dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(),
+                             fb.data());
+        if (stream) stream_store(static_cast<const T*>(dx_row), dx + r * D, D);
         if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
           isa_call<Flush<T>>(fg.data(), fb.data(), g_part, b_part, D);
       }
     }
+    if (stream) stream_fence();
   });
   if (!params) return;
   // Each column adds its partials in task order; blocks of columns walk the partial rows contiguously.

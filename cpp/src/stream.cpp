@@ -49,10 +49,24 @@ void stream_any(const T* s, T* d, idx n) {
 #endif
 }
 
+// Any n and alignment: dst's whole 64-byte lines streamed, the partial lines at either end stored plainly.
+template <class T>
+void stream_lines(const T* s, T* d, idx n) {
+  constexpr idx kLine = 64 / static_cast<idx>(sizeof(T));
+  const auto addr = reinterpret_cast<std::uintptr_t>(d);
+  const idx head = addr % sizeof(T) ? n : std::min(n, static_cast<idx>((64 - addr % 64) % 64 / sizeof(T)));
+  const idx body = (n - head) / kLine * kLine;
+  for (idx i = 0; i < head; ++i) d[i] = s[i];
+  stream_any(s + head, d + head, body);
+  for (idx i = head + body; i < n; ++i) d[i] = s[i];
+}
+
 }  // namespace
 
 void stream_copy(const float* src, float* dst, idx n) { stream_any(src, dst, n); }
 void stream_copy(const double* src, double* dst, idx n) { stream_any(src, dst, n); }
+void stream_store(const float* src, float* dst, idx n) { stream_lines(src, dst, n); }
+void stream_store(const double* src, double* dst, idx n) { stream_lines(src, dst, n); }
 #if FASTNORM_HAVE_HALF
 namespace {
 

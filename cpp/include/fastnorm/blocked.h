@@ -33,6 +33,10 @@ constexpr idx kStreamStep = 256;  // elements per sub-block (a multiple of kBloc
 // whatever the thread does next, such as leaving the parallel region.
 void stream_copy(const float* src, float* dst, idx n);
 void stream_copy(const double* src, double* dst, idx n);
+// The same for any n and any alignment of dst (NumPy's arrays are 16-byte aligned): its whole 64-byte lines
+// streamed, the partial lines at either end stored as usual.
+void stream_store(const float* src, float* dst, idx n);
+void stream_store(const double* src, double* dst, idx n);
 #if FASTNORM_HAVE_HALF
 void stream_copy(const half* src, half* dst, idx n);
 // float16 <-> float32, n values, rounding to nearest even (stream.cpp: F16C where the ISA level has it).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "fastnorm/blocked.h"
 #include "fastnorm/channel_loops.h"
 #include "fastnorm/channels.h"
 #include "fastnorm/parallel.h"
@@ -11,6 +12,50 @@ namespace fastnorm {
 
 using namespace loops;
 
+namespace {
+
+// Whether an output of n values of T goes out with streaming stores (blocked.h), piece by piece through L1: past
+// the streaming threshold, and not behind a compute-bound activation (the extra copy then costs more than it
+// saves).  32x64x56x56 float32 forward: 25-30% faster.
+template <class T>
+bool stream_out(idx n, bool compute_bound) {
+  return FASTNORM_HAVE_STREAM && !compute_bound && stream_output(n * static_cast<idx>(sizeof(T)));
+}
+
+// Rows [r0, r1) of C values written by rows_to(r, rows, dst) (rows r.. r + rows into dst): at once into out, or
+// with `stream` a few rows at a time into an L1 piece that is then streamed out.
+template <class T, class F>
+void write_rows(T* out, idx r0, idx r1, idx C, bool stream, const F& rows_to) {
+  if (!stream) return rows_to(r0, r1 - r0, out + r0 * C);
+  const idx step = std::max<idx>(1, kStreamPiece / std::max<idx>(C, 1));
+  T* piece = thread_scratch<T>(static_cast<size_t>(step * C));
+  for (idx r = r0; r < r1; r += step) {
+    const idx rows = std::min(step, r1 - r);
+    rows_to(r, rows, piece);
+    stream_store(static_cast<const T*>(piece), out + r * C, rows * C);
+  }
+  stream_fence();
+}
+
+// Run r's B values written by values_to(i, n, dst) (values i.. i + n of the run into dst): at once into out, or
+// with `stream` piece by piece through L1.
+template <class T, class F>
+void write_run(T* out, idx r, idx B, T* piece, const F& values_to) {
+  if (piece == nullptr) return values_to(0, B, out + r * B);
+  for (idx i = 0; i < B; i += kStreamPiece) {
+    const idx n = std::min(kStreamPiece, B - i);
+    values_to(i, n, piece);
+    stream_store(static_cast<const T*>(piece), out + r * B + i, n);
+  }
+}
+
+template <class T>
+T* stream_piece(bool stream, idx B) {
+  return stream ? thread_scratch<T>(static_cast<size_t>(std::min(B, kStreamPiece))) : nullptr;
+}
+
+}  // namespace
+
 template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,
               int num_threads, const PostOp& post) {
@@ -18,16 +63,30 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
   const act::Params<T> p = post.params<T>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
+    const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
     if (B == 1) {
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-        isa_call<ApplyRows<T, Op>>(x + r0 * C, y + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(),
-                                   k.a.data(), k.b.data(), p);
+        write_rows(y, r0, r1, C, stream, [&](idx r, idx rows, T* dst) {
+          isa_call<ApplyRows<T, Op>>(x + r * C, dst, rows, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
+                                     k.b.data(), p);
+        });
       });
       return;
     }
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-      isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                                 p);
+      if (!stream) {  // one dispatch for all the task's runs
+        isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
+                                   k.b.data(), p);
+        return;
+      }
+      T* piece = stream_piece<T>(stream, B);
+      for (idx r = r0; r < r1; ++r) {
+        const idx c = r % C;
+        write_run(y, r, B, piece, [&](idx i, idx n, T* dst) {
+          isa_call<ApplyRun<T, Op>>(x + r * B + i, dst, n, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c], p);
+        });
+      }
+      stream_fence();
     });
   });
 }
@@ -94,16 +153,31 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
     });
     return;
   }
+  const bool stream = stream_out<T>(A * C * B, false);
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-      isa_call<GradRows<T>>(dy + r0 * C, x + r0 * C, dx + r0 * C, r1 - r0, C, k.mean_hi.data(), k.mean_lo.data(),
-                            k.a.data(), k.b.data(), k.c.data());
+      write_rows(dx, r0, r1, C, stream, [&](idx r, idx rows, T* dst) {
+        isa_call<GradRows<T>>(dy + r * C, x + r * C, dst, rows, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
+                              k.b.data(), k.c.data());
+      });
     });
     return;
   }
   parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-    isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                          k.c.data());
+    if (!stream) {  // one dispatch for all the task's runs
+      isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                            k.c.data());
+      return;
+    }
+    T* piece = stream_piece<T>(stream, B);
+    for (idx r = r0; r < r1; ++r) {
+      const idx c = r % C;
+      write_run(dx, r, B, piece, [&](idx i, idx n, T* dst) {
+        isa_call<GradRun<T>>(dy + r * B + i, x + r * B + i, dst, n, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c],
+                             k.c[c]);
+      });
+    }
+    stream_fence();
   });
 }
 
@@ -164,7 +238,7 @@ template <class T>
 struct ChannelsBackward {
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx A, idx C, idx B, idx c0, idx c1,
                                   idx task_rows, const double* mean, const double* rstd, const double* k_dy,
-                                  double* sum_dy, double* sum_dy_xmu) {
+                                  double* sum_dy, double* sum_dy_xmu, T* piece) {
     const idx stride = C * B;
     for (idx c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;
     double part_dy[kMaxBlock], part_dyx[kMaxBlock];
@@ -194,7 +268,15 @@ struct ChannelsBackward {
     for (idx a = 0; a < A; ++a) {
       for (idx c = c0; c < c1; ++c) {
         const idx at = a * stride + c * B, j = c - c0;
-        GradRun<T>::run(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j]);
+        if (piece == nullptr) {
+          GradRun<T>::run(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j]);
+          continue;
+        }
+        for (idx i = 0; i < B; i += kStreamPiece) {  // streamed out through an L1 piece (write_run)
+          const idx n = std::min(kStreamPiece, B - i);
+          GradRun<T>::run(dy + at + i, x + at + i, piece, n, hi[j], lo[j], kd[j], kx[j], k1[j]);
+          stream_store(static_cast<const T*>(piece), dx + at + i, n);
+        }
       }
     }
   }
@@ -221,11 +303,14 @@ bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B,
                                     ChannelsBackward<T>::kMaxBlock);
   const idx blocks = (C + block - 1) / block;
   const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
+  const bool stream = stream_out<T>(A * C * B, false);
   parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
+    T* piece = stream_piece<T>(stream, B);
     for (idx b = b0; b < b1; ++b) {
       isa_call<ChannelsBackward<T>>(dy, x, dx, A, C, B, b * block, std::min(C, (b + 1) * block), task_rows,
-                                    mean, rstd, k_dy, sum_dy, sum_dy_xmu);
+                                    mean, rstd, k_dy, sum_dy, sum_dy_xmu, piece);
     }
+    if (stream) stream_fence();
   });
   return true;
 }

@@ -27,6 +27,7 @@ namespace fastnorm {
 
 constexpr idx kBlock = 64;  // a multiple of every vector width (16 floats, 8 doubles per AVX-512 register)
 constexpr idx kStreamStep = 256;  // elements per sub-block (a multiple of kBlock): 1-2 KiB, stays in L1
+constexpr idx kStreamPiece = 2048;  // elements per L1 piece of the normalization kernels' streamed outputs
 
 // dst[i] = src[i] for n a multiple of kBlock and dst 64-byte aligned, with streaming stores as wide as the active
 // ISA level has (stream.cpp: intrinsics live there, compiled per level).  stream_fence() orders them before
@@ -45,6 +46,8 @@ void to_half(const float* src, half* dst, idx n);
 #endif
 #if FASTNORM_HAVE_STREAM
 FASTNORM_INLINE void stream_fence() { _mm_sfence(); }
+#else
+FASTNORM_INLINE void stream_fence() {}
 #endif
 
 template <class T>

@@ -48,8 +48,10 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
                         double* mean, double* rstd, act::Params<T> p, int num_threads) {
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
+  const bool stream = stream_out<T>(s.N * s.G * len, act::compute_bound<Op>::value);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
+    T* piece = stream_piece<T>(stream, s.Q);
     for (idx t = t0; t < t1; ++t) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
       const Moments m = run_moments(x + t * len, len);
       if (t + 1 < t1) prefetch(x + (t + 1) * len, len);  // the next group's loads overlap this one's arithmetic
@@ -60,11 +62,14 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
       split(m.mean, &hi, &lo);
       const idx c0 = (t % s.G) * Cg;
       for (idx k = 0; k < Cg; ++k) {
-        const idx c = c0 + k, at = t * len + k * s.Q;
+        const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
         const T scale = static_cast<T>(gamma ? r * gamma[c] : r), shift = static_cast<T>(beta ? beta[c] : 0.0);
-        isa_call<ApplyRun<T, Op>>(x + at, y + at, s.Q, hi, lo, scale, shift, p);
+        write_run(y, run, s.Q, piece, [&](idx i, idx n, T* dst) {
+          isa_call<ApplyRun<T, Op>>(x + run * s.Q + i, dst, n, hi, lo, scale, shift, p);
+        });
       }
     }
+    if (stream) stream_fence();
   });
 }
 
@@ -135,10 +140,15 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
   constexpr bool post = !std::is_same_v<Op, act::Identity>;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
+  const bool stream = stream_out<T>(s.N * s.G * len, false);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
     SampleConsts<T> k(s.C), z(post ? Cg : 0);
-    T* dz = post ? thread_scratch<T>(static_cast<size_t>(len)) : nullptr;
+    // the group's post'(z) dy, and after it the piece that dx is streamed out through
+    const idx piece_len = stream ? std::min(s.Q, kStreamPiece) : 0;
+    T* scratch = post || stream ? thread_scratch<T>(static_cast<size_t>((post ? len : 0) + piece_len)) : nullptr;
+    T* dz = post ? scratch : nullptr;
+    T* piece = stream ? scratch + (post ? len : 0) : nullptr;
     for (idx t = t0; t < t1; ++t) {
       const idx n = t / s.G, g = t % s.G;
       double* sd = sum_dy + n * s.C;
@@ -166,10 +176,14 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
       }
       group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
       for (idx i = 0; i < Cg; ++i) {
-        const idx c = g * Cg + i, at = t * len + i * s.Q;
-        isa_call<GradRun<T>>(grad + i * s.Q, x + at, dx + at, s.Q, k.hi[c], k.lo[c], k.a[c], k.b[c], k.c[c]);
+        const idx c = g * Cg + i, run = t * Cg + i;  // channel c's run of Q values
+        write_run(dx, run, s.Q, piece, [&](idx j, idx n, T* dst) {
+          isa_call<GradRun<T>>(grad + i * s.Q + j, x + run * s.Q + j, dst, n, k.hi[c], k.lo[c], k.a[c], k.b[c],
+                               k.c[c]);
+        });
       }
     }
+    if (stream) stream_fence();
   });
 }
 

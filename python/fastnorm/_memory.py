@@ -12,12 +12,12 @@ suffixes K, M, G), the oldest freed first, and only what is not in use: it never
 from __future__ import annotations
 
 import math
-import operator
 import os
 
 import numpy as np
 
 from fastnorm import _C
+from fastnorm._threads import check_int
 
 # Smaller results come from NumPy: the C library reuses freed memory of that size without new page faults.
 _MIN_BYTES = 1 << 20
@@ -40,12 +40,7 @@ def fresh(buf: np.ndarray, out) -> bool:
 def set_buffer_cache(nbytes: int) -> None:
     """Let the cache of freed result buffers hold up to ``nbytes`` (0 turns it off and frees what it holds)."""
     global _limit
-    try:
-        value = operator.index(nbytes)
-    except TypeError:
-        raise TypeError(f"nbytes: expected an int, got {type(nbytes).__name__}") from None
-    if value < 0:
-        raise ValueError(f"nbytes: expected a size >= 0, got {value}")
+    value = check_int(nbytes, "nbytes", 0, "a size >= 0")
     _C.set_buffer_cache(value)
     _limit = value
 

@@ -27,14 +27,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_mark_forked_child)
 
 
-def _validate(n, name: str) -> int:
+def check_int(n, name: str, minimum: int, expected: str) -> int:
+    """``n`` as an int of at least ``minimum``: TypeError or ValueError naming ``name`` otherwise."""
     try:
         value = operator.index(n)
     except TypeError:
         raise TypeError(f"{name}: expected an int, got {type(n).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive thread count, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected {expected}, got {value}")
     return value
+
+
+def _validate(n, name: str) -> int:
+    return check_int(n, name, 1, "a positive thread count")
 
 
 def set_num_threads(n: int | None) -> None:

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fastnorm/activation_ops.h"
+#include "fastnorm/blocked.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
@@ -332,6 +333,46 @@ Moments run_moments(const T* x, idx n) {
     acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
   }
   return acc;
+}
+
+// Whether an output of n values of T goes out with streaming stores (blocked.h), piece by piece through L1: past
+// the streaming threshold, and not behind a compute-bound activation (the extra copy then costs more than it
+// saves).  32x64x56x56 float32 forward: 25-30% faster.
+template <class T>
+bool stream_out(idx n, bool compute_bound) {
+  return FASTNORM_HAVE_STREAM && !compute_bound && stream_output(n * static_cast<idx>(sizeof(T)));
+}
+
+// Rows [r0, r1) of C values written by rows_to(r, rows, dst) (rows r.. r + rows into dst): at once into out, or
+// with `stream` a few rows at a time into an L1 piece that is then streamed out.
+template <class T, class F>
+void write_rows(T* out, idx r0, idx r1, idx C, bool stream, const F& rows_to) {
+  if (!stream) return rows_to(r0, r1 - r0, out + r0 * C);
+  const idx step = std::max<idx>(1, kStreamPiece / std::max<idx>(C, 1));
+  T* piece = thread_scratch<T>(static_cast<size_t>(step * C));
+  for (idx r = r0; r < r1; r += step) {
+    const idx rows = std::min(step, r1 - r);
+    rows_to(r, rows, piece);
+    stream_store(static_cast<const T*>(piece), out + r * C, rows * C);
+  }
+  stream_fence();
+}
+
+// Run r's B values written by values_to(i, n, dst) (values i.. i + n of the run into dst): at once into out, or
+// with `stream` piece by piece through L1.
+template <class T, class F>
+void write_run(T* out, idx r, idx B, T* piece, const F& values_to) {
+  if (piece == nullptr) return values_to(0, B, out + r * B);
+  for (idx i = 0; i < B; i += kStreamPiece) {
+    const idx n = std::min(kStreamPiece, B - i);
+    values_to(i, n, piece);
+    stream_store(static_cast<const T*>(piece), out + r * B + i, n);
+  }
+}
+
+template <class T>
+T* stream_piece(bool stream, idx B) {
+  return stream ? thread_scratch<T>(static_cast<size_t>(std::min(B, kStreamPiece))) : nullptr;
 }
 
 }  // namespace loops

@@ -42,3 +42,10 @@ def numeric_partial(loss, arr, index, h=1e-6):
     plus[index] += h
     minus[index] -= h
     return (loss(plus) - loss(minus)) / (2 * h)
+
+
+def empty_at(shape, dtype, offset):
+    """An uninitialised C-contiguous array whose data starts ``offset`` elements past a NumPy allocation (so not
+    64-byte aligned for offset 1)."""
+    return np.empty(int(np.prod(shape)) + offset, dtype)[offset:].reshape(shape)
+

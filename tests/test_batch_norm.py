@@ -212,30 +212,6 @@ def test_one_pass_backward_declines_unsuited_shapes(rng):
         assert (dx == 7).all()
 
 
-@pytest.mark.parametrize("shape,axis", [((6, 5, 40, 50), 1), ((6, 40, 50, 5), -1), ((3, 4, 5000), 1)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("offset", [0, 1])  # output 64-byte aligned, or not
-@pytest.mark.parametrize("activation", [None, "relu"])
-def test_streaming_stores_give_the_same_bits(shape, axis, dtype, offset, activation, rng, stream_threshold):
-    """Outputs written through L1 pieces and streamed out equal plain stores (forward, both backward paths)."""
-    x = rng.standard_normal(shape).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    C = shape[axis]
-    gamma, beta = rng.uniform(0.5, 1.5, C), rng.uniform(-1, 1, C)
-    results = []
-    for threshold in (-1, 0):
-        stream_threshold(threshold)
-        y = np.empty(x.size + offset, dtype)[offset:].reshape(shape)
-        outs = [np.empty(x.size + offset, dtype)[offset:].reshape(shape) for _ in range(2)]
-        _, m, r = fastnorm.batch_norm(x, gamma, beta, axis=axis, activation=activation, return_stats=True, out=y,
-                                      num_threads=2)
-        for threads, dx in zip((2, 8), outs):  # 8 threads > channels: the two-pass backward
-            fastnorm.batch_norm_backward(dy, x, m, r, gamma, axis=axis, beta=beta, activation=activation, out=dx,
-                                         num_threads=threads)
-        results.append(b"".join(a.tobytes() for a in (y, *outs)))
-    assert results[0] == results[1]
-
-
 def test_nan_in_a_training_batch(rng):
     x = rng.standard_normal((6, 3))
     x[2, 1] = np.nan

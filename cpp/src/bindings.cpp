@@ -297,6 +297,15 @@ Dtype channel_input(const py::array& x, idx A, idx C, idx B) {
   return dt;
 }
 
+// x as channel_input, dy like it, and the output dx like it and writeable: their dtype.
+Dtype grad_inputs(const py::array& dy, const py::array& x, const py::array& dx, idx A, idx C, idx B) {
+  const Dtype dt = channel_input(x, A, C, B);
+  check_like(dy, "dy", dt, x.size());
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  return dt;
+}
+
 const double* channel_values(const py::array& a, const char* name, idx C) {
   check_like(a, name, Dtype::f64, C);
   return cptr<double>(a);
@@ -380,10 +389,7 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
 bool bn_backward_by_channel(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                             const py::array& mean, const py::array& rstd, const py::array& k_dy, py::array& sum_dy,
                             py::array& sum_dy_xmu, int num_threads) {
-  const Dtype dt = channel_input(x, A, C, B);
-  check_like(dy, "dy", dt, x.size());
-  check_like(dx, "dx", dt, x.size());
-  check_writeable(dx, "dx");
+  const Dtype dt = grad_inputs(dy, x, dx, A, C, B);
   const double* m = channel_values(mean, "mean", C);
   const double* r = channel_values(rstd, "rstd", C);
   const double* k = channel_values(k_dy, "k_dy", C);
@@ -407,10 +413,7 @@ void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
   const fastnorm::PostOp op = z.op;
   const double *zs = z.scale, *zb = z.shift;
-  const Dtype dt = channel_input(x, A, C, B);
-  check_like(dy, "dy", dt, x.size());
-  check_like(dx, "dx", dt, x.size());
-  check_writeable(dx, "dx");
+  const Dtype dt = grad_inputs(dy, x, dx, A, C, B);
   const double* m = channel_values(mean, "mean", C);
   const double* a = channel_values(k_dy, "k_dy", C);
   const double* b = channel_values(k_xmu, "k_xmu", C);

@@ -249,9 +249,9 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] else (None, None)
     count = A * B
     k_dy = g1 * rstd
+    buf = kernel_output(out, x.shape, compute, (dyb, xb))
     if training and not post[0] and count > 0:  # one pass over memory where a channel fits in L2
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
-        buf = kernel_output(out, x.shape, compute, (dyb, xb))
         if _C.bn_backward_by_channel(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, k_dy,
                                      sum_dy, sum_dy_xmu, threads):
             dx = deliver(buf, out, result)
@@ -268,7 +268,6 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
         k_one = -k_dy * sum_dy / count
     else:
         k_xmu = k_one = np.zeros(C)
-    buf = kernel_output(out, x.shape, compute, (dyb, xb))
     _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
                      threads, *post, *z)
     dx = deliver(buf, out, result)

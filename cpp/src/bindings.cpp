@@ -433,9 +433,16 @@ void check_rows(const py::array& x, const char* name, idx M, idx D) {
     throw py::value_error(std::string(name) + ": (M, D) does not match the array's size");
 }
 
-fastnorm::GroupShape group_shape(const py::array& x, const char* name, idx N, idx P, idx C, idx Q, idx G) {
+// x (contiguous, laid out as N samples of P rows of C channels of Q values, G groups) and the output `out` like it
+// and writeable: the group shape, and x's dtype in *dt.
+fastnorm::GroupShape group_io(const py::array& x, const py::array& out, const char* out_name, idx N, idx P, idx C,
+                              idx Q, idx G, Dtype* dt) {
   if (N < 0 || P < 0 || C < 0 || Q < 0 || G < 1 || C % G != 0) throw py::value_error("bad group layout");
-  check_layout(x, name, N * P, C, Q);
+  *dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", N * P, C, Q);
+  check_like(out, out_name, *dt, x.size());
+  check_writeable(out, out_name);
   return {N, P, C, Q, G};
 }
 
@@ -443,11 +450,8 @@ void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C,
                         const py::object& gamma, const py::object& beta, py::array& mean, py::array& rstd,
                         int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  const fastnorm::GroupShape s = group_shape(x, "x", N, P, C, Q, G);
-  check_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
+  Dtype dt;
+  const fastnorm::GroupShape s = group_io(x, out, "out", N, P, C, Q, G, &dt);
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* mp = f64_output(mean, "mean", N * G);
@@ -465,12 +469,9 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
                          const py::array& mean, const py::array& rstd, const py::object& gamma, py::array& sum_dy,
                          py::array& sum_dy_xmu, int num_threads, int post, double slope, const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  const fastnorm::GroupShape s = group_shape(x, "x", N, P, C, Q, G);
+  Dtype dt;
+  const fastnorm::GroupShape s = group_io(x, dx, "dx", N, P, C, Q, G, &dt);
   check_like(dy, "dy", dt, x.size());
-  check_like(dx, "dx", dt, x.size());
-  check_writeable(dx, "dx");
   const double* m = channel_values(mean, "mean", N * G);
   const double* r = channel_values(rstd, "rstd", N * G);
   const double* g = optional_values(gamma, "gamma", C);

@@ -96,12 +96,11 @@ void prefetch_row(const T* p, idx n) {
 
 // Whether rows of D values written to `out` (M D of them) go out with streaming stores, through an L1 row: for
 // outputs past the streaming threshold whose rows are whole cache lines, or long enough that the partial lines at
-// their ends (stored plainly) do not matter.
+// their ends (stored plainly) do not matter; never behind a compute-bound activation (loops::stream_out).
 template <class T>
-bool stream_rows(const T* out, idx M, idx D) {
+bool stream_rows(const T* out, idx M, idx D, bool compute_bound) {
   const bool whole_lines = can_stream(out) && (D * static_cast<idx>(sizeof(T))) % 64 == 0;
-  return FASTNORM_HAVE_STREAM && stream_output(M * D * static_cast<idx>(sizeof(T))) &&
-         (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
+  return loops::stream_out<T>(M * D, compute_bound) && (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
 }
 
 template <class T>
@@ -119,8 +118,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
   const act::Params<T> p = post.params<T>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
-    // (not behind a compute-bound activation: the row's extra trip through L1 then costs more than it saves)
-    const bool stream = !act::compute_bound<Op>::value && stream_rows(y, M, D);
+    const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
       T* y_row = stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
       for (idx r = r0; r < r1; ++r) {
@@ -156,7 +154,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = 16;
   const act::Params<T> p = post.params<T>();
-  const bool stream = stream_rows(dx, M, D);
+  const bool stream = stream_rows(dx, M, D, false);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<T> fg(static_cast<size_t>(D), T(0)), fb(static_cast<size_t>(D), T(0));
     // the row's post'(z) dy, and with streaming the row's dx before it is streamed out

@@ -14,11 +14,6 @@ namespace {
 using namespace loops;
 
 template <class T>
-void prefetch(const T* p, idx n) {
-  for (idx i = 0; i < n; i += 64 / static_cast<idx>(sizeof(T))) __builtin_prefetch(p + i);
-}
-
-template <class T>
 void split(double v, T* hi, T* lo) {
   *hi = static_cast<T>(v);
   *lo = static_cast<T>(v - static_cast<double>(*hi));
@@ -54,7 +49,6 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
     T* piece = stream_piece<T>(stream, s.Q);
     for (idx t = t0; t < t1; ++t) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
       const Moments m = run_moments(x + t * len, len);
-      if (t + 1 < t1) prefetch(x + (t + 1) * len, len);  // the next group's loads overlap this one's arithmetic
       const double r = 1.0 / std::sqrt(m.m2 / count + eps);
       mean[t] = m.mean;
       rstd[t] = r;
@@ -154,10 +148,6 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
       double* sd = sum_dy + n * s.C;
       double* sdx = sum_dy_xmu + n * s.C;
       const T* grad = dy + t * len;  // the group's gradient: dy, or dz = post'(z) dy in a scratch block
-      if (t + 1 < t1) {  // the next group's loads overlap this one's arithmetic
-        prefetch(dy + (t + 1) * len, len);
-        prefetch(x + (t + 1) * len, len);
-      }
       if constexpr (post) {
         for (idx i = 0; i < Cg; ++i) {  // z as the forward computed it
           const idx c = g * Cg + i;

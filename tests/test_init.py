@@ -55,6 +55,36 @@ def test_orthogonal(shape):
     assert np.allclose(init.orthogonal(shape, gain=2.0, rng=1).reshape(shape[0], -1), 2 * w, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+def test_orthogonal_large_in_each_precision(dtype, tol):
+    w = init.orthogonal((512, 512), dtype=dtype, rng=2).astype(np.float64)
+    assert np.abs(w @ w.T - np.eye(512)).max() < tol
+
+
+def test_orthogonal_is_haar_distributed():
+    """Under the Haar law on O(3) every entry is uniform on [-1, 1], the trace has mean 0 and mean square 1, and
+    the determinant is +1 or -1 with probability 1/2 (the Q of QR without the sign fix fails these)."""
+    rng = fastnorm.random.Generator(7)
+    n = 4000
+    q = np.array([init.orthogonal((3, 3), dtype=np.float64, rng=rng) for _ in range(n)])
+    crit = 1.63 / math.sqrt(n)  # Kolmogorov-Smirnov at the 1% level
+    for i, j in [(0, 0), (1, 2), (2, 2)]:
+        x = np.sort(q[:, i, j])
+        u = (x + 1) / 2
+        k = np.arange(1, n + 1) / n
+        assert max(np.max(k - u), np.max(u - (k - 1 / n))) < crit, (i, j)
+    tr = np.trace(q, axis1=1, axis2=2)
+    assert abs(tr.mean()) < 4 / math.sqrt(n) and abs((tr ** 2).mean() - 1) < 6 * math.sqrt(2 / n)
+    assert abs((np.linalg.det(q) > 0).mean() - 0.5) < 4 * 0.5 / math.sqrt(n)
+
+
+def test_orthogonal_columns_with_no_reflection():
+    """A Gaussian column of zeros has no reflection (probability 0, but 2**-24 for a float32 1x1 tail)."""
+    for g in (np.zeros((3, 3)), np.array([[1.0, 2, 3], [0, 0, 0], [0, 0, 0]]), np.zeros((4, 2), np.float32)):
+        q = init._haar_columns(g)
+        np.testing.assert_allclose(q.T @ q, np.eye(q.shape[1]), atol=1e-6)
+
+
 def test_identity_dirac_sparse_constant():
     assert np.array_equal(init.identity((3, 4)), np.eye(3, 4, dtype=np.float32))
     d = init.dirac((4, 2, 3, 3), groups=2)

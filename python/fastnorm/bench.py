@@ -11,6 +11,7 @@ Later families register more cases with :func:`register`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -481,7 +482,22 @@ def _try(fn):
         return None
 
 
+def _blas_threads(threads: int):
+    """NumPy's BLAS limited to ``threads`` (orthogonal init and the NumPy formulas use it) when threadpoolctl is
+    installed; else left as it is."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(threads, user_api="blas")
+
+
 def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
+    with _blas_threads(threads):
+        return _run_case(case, n, threads, repeats, copy_gbs, torch_mod)
+
+
+def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
     rng = np.random.default_rng(0)
     if case.shape is not None:
         n = int(np.prod(case.shape))

@@ -45,7 +45,7 @@ struct SampleParams {
 // known-answer vectors.
 void philox4x32_10(const std::uint32_t ctr[4], const std::uint32_t key[2], std::uint32_t out[4]);
 
-// With `stream`, out (when 64-byte aligned) is written with streaming stores (blocked.h); the values are the same.
+// With `stream`, out is written with streaming stores (blocked.h), at any alignment; the values are the same.
 template <class T>
 void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, idx n, const SampleParams& p,
             int num_threads, bool stream);

@@ -209,26 +209,26 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
           isa_call<PostOpGradRuns<T, Op>>(dys, xs, dz, idx(0), s.P * C, C, Q, z.hi.data(), z.lo.data(), z.a.data(),
                                           z.b.data(), p);
           dys = dz;
-        } else if (act::compute_bound<Op>::value) {
-          isa_call<PostOpGradRows<T, Op>>(dys, xs, dz, s.P, C, z.hi.data(), z.lo.data(), z.a.data(), z.b.data(), p);
-          dys = dz;
         }
       }
-      // rows (channels-last) and a cheap post-op: dz a few rows at a time into an L1 block just before each use
-      // (computed twice); an expensive one is computed once for the whole sample above
-      const bool pieces = post && Q == 1 && !act::compute_bound<Op>::value;
+      // Rows (channels-last) with a post-op: dz a few rows at a time, summed while in L1.  An expensive post-op
+      // keeps each block in place in the sample's dz for the second pass; a cheap one writes them all to one L1
+      // block and computes them again there (a second full-size stream costs more than the arithmetic).
+      const bool rows_post = post && Q == 1, keep = act::compute_bound<Op>::value;
       const idx step = std::max<idx>(1, 4096 / C);
       const auto dz_rows = [&](idx p0, idx p1) {
-        isa_call<PostOpGradRows<T, Op>>(dys + p0 * C, xs + p0 * C, dz, p1 - p0, C, z.hi.data(), z.lo.data(),
+        T* block = keep ? dz + p0 * C : dz;
+        isa_call<PostOpGradRows<T, Op>>(dys + p0 * C, xs + p0 * C, block, p1 - p0, C, z.hi.data(), z.lo.data(),
                                         z.a.data(), z.b.data(), p);
+        return static_cast<const T*>(block);
       };
-      if (pieces) {
+      if (rows_post) {
         for (idx p0 = 0; p0 < s.P; p0 += step) {
           const idx p1 = std::min(s.P, p0 + step);
-          dz_rows(p0, p1);
-          isa_call<SumsRows<T>>(static_cast<const T*>(dz), xs + p0 * C, p1 - p0, C,
-                                static_cast<const double*>(mean_c.data()), sd, sdx);
+          isa_call<SumsRows<T>>(dz_rows(p0, p1), xs + p0 * C, p1 - p0, C, static_cast<const double*>(mean_c.data()),
+                                sd, sdx);
         }
+        if (keep) dys = dz;
       } else {
         rows_or_runs(
             s.P, C, Q,
@@ -240,12 +240,11 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
       }
       for (idx g = 0; g < s.G; ++g)
         group_grad_consts(g, Cg, count, mean[n * s.G + g], rstd[n * s.G + g], gamma, sd, sdx, k);
-      if (pieces) {
+      if (rows_post && !keep) {
         for (idx p0 = 0; p0 < s.P; p0 += step) {
           const idx p1 = std::min(s.P, p0 + step);
-          dz_rows(p0, p1);
-          isa_call<GradRows<T>>(static_cast<const T*>(dz), xs + p0 * C, dxs + p0 * C, p1 - p0, C, k.hi.data(),
-                                k.lo.data(), k.a.data(), k.b.data(), k.c.data());
+          isa_call<GradRows<T>>(dz_rows(p0, p1), xs + p0 * C, dxs + p0 * C, p1 - p0, C, k.hi.data(), k.lo.data(),
+                                k.a.data(), k.b.data(), k.c.data());
         }
         continue;
       }

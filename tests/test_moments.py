@@ -88,13 +88,26 @@ def test_float32_with_mean_far_above_std_is_accurate(layout, rng):
 
 
 @pytest.mark.parametrize("shape,axis", [((32, 16, 40, 40), (0, 2, 3)), ((200000, 7), 0), ((300, 5000), 1),
-                                        ((4000, 6, 3), (0, 2))])
+                                        ((4000, 6, 3), (0, 2)), ((6, 40, 40, 16), (1, 2))])
 def test_bitwise_identical_for_any_thread_count(shape, axis, rng):
     x = rng.standard_normal(shape).astype(np.float32)
     results = [fastnorm.moments(x, axis=axis, num_threads=t) for t in (1, 2, 3)]
     for r in results[1:]:
         assert r.mean.tobytes() == results[0].mean.tobytes()
         assert r.m2.tobytes() == results[0].m2.tobytes()
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 48, 48, 8), (1, 2)), ((3, 4, 70, 60, 5), (2, 3)), ((3, 60, 70, 5), 1)])
+def test_kept_axes_in_two_blocks(shape, axis, rng):
+    """Per sample and channel on channels-last data: the kept axes (leading ones, then the last) are not one block;
+    computed slice by slice along the leading axes (no transposing copy), the same statistics."""
+    x = (rng.standard_normal(shape) * 3 + 100).astype(np.float32)
+    m = fastnorm.moments(x, axis=axis)
+    x64 = x.astype(np.float64)
+    assert m.mean.shape == tuple(np.delete(shape, axis))
+    np.testing.assert_allclose(m.mean, x64.mean(axis=axis), rtol=1e-12)
+    np.testing.assert_allclose(m.var(), x64.var(axis=axis), rtol=1e-10)
+    assert int(m.count) == x.size // m.mean.size
 
 
 def test_input_is_not_modified_and_var_ddof(rng):

@@ -34,6 +34,9 @@ class Moments(NamedTuple):
             return self.m2 / (self.count - ddof)
 
 
+_MIN_SLICE = 16384  # values per leading index below which moments() transposes instead of going slice by slice
+
+
 def moments(x, axis=None, *, num_threads=None) -> Moments:
     """Count, mean and m2 of ``x`` over ``axis`` (an int, a tuple of ints, or None for all), in float64.
 
@@ -67,7 +70,16 @@ def moments(x, axis=None, *, num_threads=None) -> Moments:
     kept_shape = tuple(x.shape[a] for a in kept)
     count = math.prod(x.shape[a] for a in reduced)
     if kept and kept != tuple(range(kept[0], kept[-1] + 1)):
-        # kept axes are not one block: bring them to the front (a copy) so they are
+        lead = next(i for i, a in enumerate(kept) if a != i) if kept[0] == 0 else 0
+        rest = kept[lead:]
+        if lead and rest == tuple(range(rest[0], rest[-1] + 1)) and x.size >= _MIN_SLICE * math.prod(x.shape[:lead]):
+            # leading axes, then one more block (per sample and channel on channels-last data): each leading
+            # index's slice has its kept axes in one block; a slice at a time costs no transposing copy
+            xb = as_buffer(x, compute).reshape(-1, *x.shape[lead:])
+            parts = [moments(xs, tuple(a - lead for a in reduced), num_threads=num_threads) for xs in xb]
+            return Moments(np.array(count, dtype=np.int64), np.stack([p.mean for p in parts]).reshape(kept_shape),
+                           np.stack([p.m2 for p in parts]).reshape(kept_shape))
+        # otherwise bring the kept axes to the front (a copy) so they are one block
         x = np.moveaxis(x, kept, tuple(range(len(kept))))
         kept = tuple(range(len(kept)))
     xb = as_buffer(x, compute)

@@ -155,6 +155,10 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   constexpr idx kFlushRows = 16;
   const act::Params<T> p = post.params<T>();
   const bool stream = stream_rows(dx, M, D, false);
+  // The next row's two inputs are prefetched while this one is computed, for rows of up to 16 cache lines: for
+  // longer rows the burst of prefetches held the fill buffers the current row's loads needed (8192 x 1024 float32,
+  // 1 thread: 8.5 -> 7.4 ms without; 65536 x 128 gains 3-5% with).
+  const bool prefetch_next = D * static_cast<idx>(sizeof(T)) <= 1024;
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<T> fg(static_cast<size_t>(D), T(0)), fb(static_cast<size_t>(D), T(0));
     // the row's post'(z) dy, and with streaming the row's dx before it is streamed out
@@ -169,7 +173,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         split(mean[r], &hi, &lo);
         const T rs = static_cast<T>(rstd[r]);
         const T* g = dy + r * D;
-        if (r + 1 < r_end) {  // the next row's loads overlap this row's arithmetic
+        if (prefetch_next && r + 1 < r_end) {  // the next row's loads overlap this row's arithmetic
           prefetch_row(dy + (r + 1) * D, D);
           prefetch_row(x + (r + 1) * D, D);
         }

@@ -251,10 +251,11 @@ def _haar_columns(g, block=64):
     so the work is matrix products, about 4/3 m k^2 flops, half of a QR factorisation and its Q."""
     m, k = g.shape
     dt = g.dtype
-    s = np.where(np.diagonal(g) >= 0, 1.0, -1.0)
+    first = np.diagonal(g)  # each x's first value
+    s = np.where(first >= 0, 1.0, -1.0)
     v = np.tril(g)  # column j: x below the diagonal, the reflection's vector once its head is replaced
     norm = np.sqrt(np.einsum("ij,ij->j", v, v, dtype=np.float64))
-    head = np.diagonal(g) + s * norm  # v's first value, |head| >= ||x||; 0 only when x is all zeros
+    head = first + s * norm  # v's first value, |head| >= ||x||; 0 only when x is all zeros
     reflect = head != 0
     v /= np.where(reflect, head, 1.0).astype(dt)  # scaled so that v[j, j] = 1
     v[np.arange(k), np.arange(k)] = 1

@@ -217,20 +217,45 @@ def test_maxout_gradient_check(rng):
     np.testing.assert_allclose(dx, numeric, atol=1e-7)
 
 
-@pytest.mark.skipif(not fastnorm._C.native_float16, reason="this build has no native float16 kernels")
+def _half_dtype(name):
+    """float16, or ml_dtypes' bfloat16: the storage types the activation kernels read and write natively."""
+    if name == "float16":
+        if not fastnorm._C.native_float16:
+            pytest.skip("this build has no native float16 kernels")
+        return np.dtype(np.float16)
+    return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "hardswish"])
-def test_native_float16_equals_float32_rounded_once(name, rng):
-    """float16 is read and written as half and computed in float32 inside the kernel: the same bits as computing
-    in float32 and rounding the result to half, forward and backward, for any thread count."""
-    x = (rng.standard_normal(70001) * 4).astype(np.float16)
-    dy = rng.standard_normal(70001).astype(np.float16)
+def test_native_half_equals_float32_rounded_once(name, half, rng):
+    """float16 and bfloat16 are read and written as such and computed in float32 inside the kernel: the same bits
+    as computing in float32 and rounding the result once, forward and backward, for any thread count."""
+    dt = _half_dtype(half)
+    x = (rng.standard_normal(70001) * 4).astype(dt)
+    dy = rng.standard_normal(70001).astype(dt)
     f, fb = getattr(fastnorm, name), getattr(fastnorm, name + "_backward")
     for threads in (1, 2):
         y = f(x, num_threads=threads)
-        assert y.dtype == np.float16
-        np.testing.assert_array_equal(y, f(x.astype(np.float32)).astype(np.float16))
+        assert y.dtype == dt
+        np.testing.assert_array_equal(y.view(np.uint16), f(x.astype(np.float32)).astype(dt).view(np.uint16))
         dx = fb(dy, x, num_threads=threads)
-        want = fb(dy.astype(np.float32), x.astype(np.float32)).astype(np.float16)
-        np.testing.assert_array_equal(dx, want)
+        want = fb(dy.astype(np.float32), x.astype(np.float32)).astype(dt)
+        np.testing.assert_array_equal(dx.view(np.uint16), want.view(np.uint16))
     out = np.empty_like(x)
     assert f(x, out=out) is out
+
+
+def test_bfloat16_rounds_every_value_as_ml_dtypes():
+    """Every bfloat16 bit pattern (zeros, denormals, infinities, NaNs) through leaky_relu with slope 0.3, whose
+    float32 results need rounding: the same bits as ml_dtypes' astype, ties to even, NaN quiet with its sign."""
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    x = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(bf16)
+    y = fastnorm.leaky_relu(x, 0.3)
+    want = fastnorm.leaky_relu(x.astype(np.float32), 0.3).astype(bf16)
+    np.testing.assert_array_equal(y.view(np.uint16), want.view(np.uint16))
+    # Ties to even, above a tie, and overflow to infinity: dx = dy * slope with dy = 1 and x < 0 is the slope.
+    one = np.ones(1, bf16)
+    for bits, rounded in [(0x3F808000, 0x3F80), (0x3F818000, 0x3F82), (0x3F808001, 0x3F81), (0x7F7FFFFF, 0x7F80)]:
+        slope = float(np.uint32(bits).view(np.float32))
+        assert fastnorm.leaky_relu_backward(one, -one, negative_slope=slope).view(np.uint16)[0] == rounded

@@ -324,12 +324,13 @@ void maxout_backward(const T* dy, const T* x, T* dx, idx outer, idx groups, idx 
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
 #undef FASTNORM_INSTANTIATE
-#if FASTNORM_HAVE_HALF
 namespace {
 
-// float16 storage: each sub-block of kStreamStep values is converted to float in an L1 buffer (F16C), runs through
-// the float body's loop (padded to whole vector blocks, as run_blocked does, so every value takes the vector
-// path), and is rounded back to half: the bits of computing in float32 and rounding once.
+// float16 and bfloat16 storage: each sub-block of kStreamStep values is converted to float in an L1 buffer (F16C for
+// float16; integer shifts for bfloat16), runs through the float body's loop (padded to whole vector blocks, as
+// run_blocked does, so every value takes the vector path), and is rounded back: the bits of computing in float32
+// and rounding once.  With `stream` (out 64-byte aligned), the rounded values go out through streaming stores, as
+// run_blocked does: sub-blocks are whole lines then.
 template <class Body>
 struct FloatLoop {
   static FASTNORM_INLINE void run(const std::array<const float*, Body::inputs>& in, float* out, idx n,
@@ -338,10 +339,11 @@ struct FloatLoop {
   }
 };
 
-template <class Body, std::size_t N>
-void run_half(const std::array<const half*, N>& in, half* out, idx n, Params<float> p) {
+template <class Body, class S, std::size_t N>
+void run_narrow(const std::array<const S*, N>& in, S* out, idx n, Params<float> p, bool stream) {
   alignas(64) float buf[N][kStreamStep];
   alignas(64) float res[kStreamStep];
+  alignas(64) S narrow[kStreamStep];
   for (idx b = 0; b < n; b += kStreamStep) {
     const idx len = std::min(kStreamStep, n - b), padded = (len + kBlock - 1) / kBlock * kBlock;
     std::array<const float*, N> f;
@@ -351,36 +353,41 @@ void run_half(const std::array<const half*, N>& in, half* out, idx n, Params<flo
       f[k] = buf[k];
     }
     isa_call<FloatLoop<Body>>(f, static_cast<float*>(res), padded, p);
-    to_half(res, out + b, len);
+    if (stream) {
+      from_float(res, narrow, len);
+      stream_store(static_cast<const S*>(narrow), out + b, len);
+    } else {
+      from_float(res, out + b, len);
+    }
   }
+  if (stream) stream_fence();
 }
 
-}  // namespace
-
-template <>
-void activation_forward<half>(Activation op, const half* x, half* y, idx n, ActivationParams p, int num_threads,
-                              bool) {
+template <class S>
+void narrow_forward(Activation op, const S* x, S* y, idx n, ActivationParams p, int num_threads, bool fresh_output) {
   const Params<float> tp = to_params<float>(p);
   visit(op, [&](auto o) {
+    const bool stream = streams<decltype(o)>(n, sizeof(S), fresh_output) && can_stream(y);
     parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
-      run_half<ForwardBody<decltype(o), float>, 1>({x + b}, y + b, e - b, tp);
+      run_narrow<ForwardBody<decltype(o), float>, S, 1>({x + b}, y + b, e - b, tp, stream);
     });
   });
 }
 
-template <>
-void activation_backward<half>(Activation op, const half* dy, const half* xy, half* dx, idx n, ActivationParams p,
-                               bool from_output, int num_threads, bool) {
+template <class S>
+void narrow_backward(Activation op, const S* dy, const S* xy, S* dx, idx n, ActivationParams p, bool from_output,
+                     int num_threads, bool fresh_output) {
   const Params<float> tp = to_params<float>(p);
   visit(op, [&](auto o) {
     using Op = decltype(o);
+    const bool stream = streams<Op>(n, sizeof(S), fresh_output) && can_stream(dx);
     if (!from_output) {
       parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
-        run_half<BackwardBody<Op, float>, 2>({dy + b, xy + b}, dx + b, e - b, tp);
+        run_narrow<BackwardBody<Op, float>, S, 2>({dy + b, xy + b}, dx + b, e - b, tp, stream);
       });
     } else if constexpr (has_output_backward<Op>::value) {
       parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
-        run_half<OutputBackwardBody<Op, float>, 2>({dy + b, xy + b}, dx + b, e - b, tp);
+        run_narrow<OutputBackwardBody<Op, float>, S, 2>({dy + b, xy + b}, dx + b, e - b, tp, stream);
       });
     } else {
       throw std::invalid_argument(std::string(activation_names()[static_cast<int>(op)]) +
@@ -388,6 +395,33 @@ void activation_backward<half>(Activation op, const half* dy, const half* xy, ha
     }
   });
 }
+
+}  // namespace
+
+#if FASTNORM_HAVE_HALF
+template <>
+void activation_forward<half>(Activation op, const half* x, half* y, idx n, ActivationParams p, int num_threads,
+                              bool fresh_output) {
+  narrow_forward(op, x, y, n, p, num_threads, fresh_output);
+}
+
+template <>
+void activation_backward<half>(Activation op, const half* dy, const half* xy, half* dx, idx n, ActivationParams p,
+                               bool from_output, int num_threads, bool fresh_output) {
+  narrow_backward(op, dy, xy, dx, n, p, from_output, num_threads, fresh_output);
+}
 #endif
+
+template <>
+void activation_forward<bf16>(Activation op, const bf16* x, bf16* y, idx n, ActivationParams p, int num_threads,
+                              bool fresh_output) {
+  narrow_forward(op, x, y, n, p, num_threads, fresh_output);
+}
+
+template <>
+void activation_backward<bf16>(Activation op, const bf16* dy, const bf16* xy, bf16* dx, idx n, ActivationParams p,
+                               bool from_output, int num_threads, bool fresh_output) {
+  narrow_backward(op, dy, xy, dx, n, p, from_output, num_threads, fresh_output);
+}
 
 }  // namespace fastnorm

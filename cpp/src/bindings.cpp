@@ -86,13 +86,19 @@ T* mptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
-// The activations also take float16 (read and written as half, computed in float) where the build has _Float16.
-enum class ActDtype { f16, f32, f64 };
+// The activations also take float16 (read and written as half, computed in float) where the build has _Float16,
+// and ml_dtypes' bfloat16 (a user dtype of kind 'V', its 2 bytes the high half of a float32).
+enum class ActDtype { f16, bf16, f32, f64 };
+
+bool is_bfloat16(const py::dtype& d) {
+  return d.kind() == 'V' && d.itemsize() == 2 && py::str(d.attr("name")).cast<std::string>() == "bfloat16";
+}
 
 ActDtype act_dtype_of(const py::array& a, const char* name) {
 #if FASTNORM_HAVE_HALF
   if (a.dtype().is(py::dtype("float16"))) return ActDtype::f16;
 #endif
+  if (is_bfloat16(a.dtype())) return ActDtype::bf16;
   return dtype_of(a, name) == Dtype::f32 ? ActDtype::f32 : ActDtype::f64;
 }
 
@@ -105,6 +111,7 @@ void with_act_type(ActDtype dtype, F&& f) {
 #if FASTNORM_HAVE_HALF
   if (dtype == ActDtype::f16) return f(fastnorm::half{});
 #endif
+  if (dtype == ActDtype::bf16) return f(fastnorm::bf16{});
   with_type(dtype == ActDtype::f32 ? Dtype::f32 : Dtype::f64, f);
 }
 
@@ -609,6 +616,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("build_info", &build_info);
   m.attr("native_float16") = py::bool_(FASTNORM_HAVE_HALF != 0);
+  m.attr("native_bfloat16") = py::bool_(true);
   m.def("isa", [] { return std::string(fastnorm::isa_name(fastnorm::active_isa())); },
         "The ISA level kernels run at (first call applies FASTNORM_ISA and may raise ValueError).");
   m.def("set_isa", [](const std::string& name) { fastnorm::set_isa(fastnorm::parse_isa(name)); }, "name"_a);

@@ -1,6 +1,7 @@
 // Streaming (non-temporal) stores for blocked.h, as wide as the active ISA level allows.  A store that misses the
 // cache otherwise first reads the line it writes (write-allocate); these write whole lines and skip that read.
 #include "fastnorm/blocked.h"
+#include "fastnorm/simd_math.h"
 
 #if FASTNORM_HAVE_STREAM
 #include <immintrin.h>
@@ -57,7 +58,11 @@ void stream_lines(const T* s, T* d, idx n) {
   const idx head = addr % sizeof(T) ? n : std::min(n, static_cast<idx>((64 - addr % 64) % 64 / sizeof(T)));
   const idx body = (n - head) / kLine * kLine;
   for (idx i = 0; i < head; ++i) d[i] = s[i];
-  stream_any(s + head, d + head, body);
+  if constexpr (sizeof(T) == 2) {  // half and bfloat16 move as pairs: whole lines are whole floats
+    stream_any(reinterpret_cast<const float*>(s + head), reinterpret_cast<float*>(d + head), body / 2);
+  } else {
+    stream_any(s + head, d + head, body);
+  }
   for (idx i = head + body; i < n; ++i) d[i] = s[i];
 }
 
@@ -121,12 +126,45 @@ void convert_any(const S* s, D* d, idx n) {
 }  // namespace
 
 void to_float(const half* src, float* dst, idx n) { convert_any(src, dst, n); }
-void to_half(const float* src, half* dst, idx n) { convert_any(src, dst, n); }
+void from_float(const float* src, half* dst, idx n) { convert_any(src, dst, n); }
+void stream_store(const half* src, half* dst, idx n) { stream_lines(src, dst, n); }
 
 // Half-precision values move as pairs: n is a multiple of kBlock, so n / 2 floats' worth of bytes.
 void stream_copy(const half* src, half* dst, idx n) {
   stream_any(reinterpret_cast<const float*>(src), reinterpret_cast<float*>(dst), n / 2);
 }
 #endif
+
+namespace {
+
+// bfloat16: integer operations that every ISA level vectorises; compiled per level through isa_call.
+struct WidenBf16 {
+  static FASTNORM_INLINE void run(const std::uint16_t* s, float* d, idx n) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) d[i] = math::bit_cast<float>(static_cast<std::uint32_t>(s[i]) << 16);
+  }
+};
+
+struct NarrowBf16 {
+  static FASTNORM_INLINE void run(const float* s, std::uint16_t* d, idx n) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) {
+      const std::uint32_t b = math::bit_cast<std::uint32_t>(s[i]);
+      const std::uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;  // to nearest, ties to even
+      const std::uint32_t quiet_nan = (b >> 16 & 0x8000u) | 0x7fc0u;
+      d[i] = static_cast<std::uint16_t>((b & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+    }
+  }
+};
+
+}  // namespace
+
+void stream_store(const bf16* src, bf16* dst, idx n) { stream_lines(src, dst, n); }
+void to_float(const bf16* src, float* dst, idx n) {
+  isa_call<WidenBf16>(reinterpret_cast<const std::uint16_t*>(src), dst, n);
+}
+void from_float(const float* src, bf16* dst, idx n) {
+  isa_call<NarrowBf16>(src, reinterpret_cast<std::uint16_t*>(dst), n);
+}
 
 }  // namespace fastnorm

@@ -1,7 +1,8 @@
 """The NumPy contract every public function follows: how inputs become kernel buffers and results go back.
 
 - Anything array_like is accepted.  float32 and float64 are computed natively; float16 (and bfloat16 when
-  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype; integers and bools are
+  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype (the activations read and
+  write both natively, the other kernels through a float32 copy); integers and bools are
   computed and returned in float64; long double is computed in float64 and returned as long double.  Complex,
   object, string and other dtypes raise TypeError naming the argument and the dtype.
 - Any strides and memory order: inputs are copied to C order only when they are not already.

@@ -68,10 +68,11 @@ _F16 = np.dtype(np.float16)
 
 
 def _storage(dtype, name: str) -> np.dtype:
-    """The dtype the activation kernels read and write for input of ``dtype``: float16 natively (computed in float32
-    inside the kernel, half the memory traffic) where the build supports it, else as compute_dtype says."""
-    if dtype == _F16 and _C.native_float16:
-        return _F16
+    """The dtype the activation kernels read and write for input of ``dtype``: float16 (where the build supports it)
+    and ml_dtypes' bfloat16 natively, computed in float32 inside the kernel with half the memory traffic; else as
+    compute_dtype says."""
+    if (dtype == _F16 and _C.native_float16) or dtype.name == "bfloat16":
+        return dtype
     return compute_dtype(dtype, name)
 
 

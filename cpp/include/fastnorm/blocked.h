@@ -42,8 +42,14 @@ void stream_store(const double* src, double* dst, idx n);
 void stream_copy(const half* src, half* dst, idx n);
 // float16 <-> float32, n values, rounding to nearest even (stream.cpp: F16C where the ISA level has it).
 void to_float(const half* src, float* dst, idx n);
-void to_half(const float* src, half* dst, idx n);
+void from_float(const float* src, half* dst, idx n);
+void stream_store(const half* src, half* dst, idx n);
 #endif
+// bfloat16 <-> float32, n values: widening is exact; narrowing rounds to nearest even and turns NaN into the quiet
+// NaN of its sign (0x7fc0 / 0xffc0), as ml_dtypes does.
+void to_float(const bf16* src, float* dst, idx n);
+void from_float(const float* src, bf16* dst, idx n);
+void stream_store(const bf16* src, bf16* dst, idx n);
 #if FASTNORM_HAVE_STREAM
 FASTNORM_INLINE void stream_fence() { _mm_sfence(); }
 #else

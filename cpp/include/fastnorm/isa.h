@@ -37,6 +37,10 @@ using idx = std::int64_t;
 #if FASTNORM_HAVE_HALF
 using half = _Float16;
 #endif
+// bfloat16 as a storage type (computed in float): the high 16 bits of a float32, as ml_dtypes.bfloat16 stores it.
+struct bf16 {
+  std::uint16_t bits;
+};
 
 // The type a kernel computes in for values stored as T: float for half, T otherwise.
 template <class T>
@@ -49,6 +53,10 @@ struct compute_type<half> {
   using type = float;
 };
 #endif
+template <>
+struct compute_type<bf16> {
+  using type = float;
+};
 template <class T>
 using compute_t = typename compute_type<T>::type;
 

@@ -110,6 +110,13 @@ def test_kept_axes_in_two_blocks(shape, axis, rng):
     assert int(m.count) == x.size // m.mean.size
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 4, 2), (2, 3, 0, 2), (2, 0, 4, 0)])
+def test_kept_axes_in_two_blocks_empty(shape):
+    m = fastnorm.moments(np.zeros(shape, np.float32), axis=(1, 2))
+    assert m.mean.shape == m.m2.shape == (shape[0], shape[3]) and int(m.count) == shape[1] * shape[2]
+    assert not m.mean.any() and not m.m2.any()
+
+
 def test_input_is_not_modified_and_var_ddof(rng):
     x = rng.standard_normal((5, 4))
     x0 = x.copy()

@@ -72,7 +72,8 @@ def moments(x, axis=None, *, num_threads=None) -> Moments:
     if kept and kept != tuple(range(kept[0], kept[-1] + 1)):
         lead = next(i for i, a in enumerate(kept) if a != i) if kept[0] == 0 else 0
         rest = kept[lead:]
-        if lead and rest == tuple(range(rest[0], rest[-1] + 1)) and x.size >= _MIN_SLICE * math.prod(x.shape[:lead]):
+        if (lead and rest == tuple(range(rest[0], rest[-1] + 1)) and x.size
+                and x.size >= _MIN_SLICE * math.prod(x.shape[:lead])):
             # leading axes, then one more block (per sample and channel on channels-last data): each leading
             # index's slice has its kept axes in one block; a slice at a time costs no transposing copy
             xb = as_buffer(x, compute).reshape(-1, *x.shape[lead:])

@@ -329,8 +329,8 @@ namespace {
 // float16 and bfloat16 storage: each sub-block of kStreamStep values is converted to float in an L1 buffer (F16C for
 // float16; integer shifts for bfloat16), runs through the float body's loop (padded to whole vector blocks, as
 // run_blocked does, so every value takes the vector path), and is rounded back: the bits of computing in float32
-// and rounding once.  With `stream` (out 64-byte aligned), the rounded values go out through streaming stores, as
-// run_blocked does: sub-blocks are whole lines then.
+// and rounding once.  With `stream`, the rounded values go out through streaming stores, as run_blocked does
+// (parallel_for_aligned starts the pieces at whole lines of the output, but for a short head).
 template <class Body>
 struct FloatLoop {
   static FASTNORM_INLINE void run(const std::array<const float*, Body::inputs>& in, float* out, idx n,
@@ -367,8 +367,8 @@ template <class S>
 void narrow_forward(Activation op, const S* x, S* y, idx n, ActivationParams p, int num_threads, bool fresh_output) {
   const Params<float> tp = to_params<float>(p);
   visit(op, [&](auto o) {
-    const bool stream = streams<decltype(o)>(n, sizeof(S), fresh_output) && can_stream(y);
-    parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+    const bool stream = streams<decltype(o)>(n, sizeof(S), fresh_output);
+    parallel_for_aligned(y, n, num_threads, [&](idx b, idx e) {
       run_narrow<ForwardBody<decltype(o), float>, S, 1>({x + b}, y + b, e - b, tp, stream);
     });
   });
@@ -380,13 +380,13 @@ void narrow_backward(Activation op, const S* dy, const S* xy, S* dx, idx n, Acti
   const Params<float> tp = to_params<float>(p);
   visit(op, [&](auto o) {
     using Op = decltype(o);
-    const bool stream = streams<Op>(n, sizeof(S), fresh_output) && can_stream(dx);
+    const bool stream = streams<Op>(n, sizeof(S), fresh_output);
     if (!from_output) {
-      parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+      parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
         run_narrow<BackwardBody<Op, float>, S, 2>({dy + b, xy + b}, dx + b, e - b, tp, stream);
       });
     } else if constexpr (has_output_backward<Op>::value) {
-      parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
+      parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
         run_narrow<OutputBackwardBody<Op, float>, S, 2>({dy + b, xy + b}, dx + b, e - b, tp, stream);
       });
     } else {

@@ -47,18 +47,18 @@ void parallel_for(idx n, idx grain, int num_threads, const F& f) {
   for (idx c = 0; c < chunks; ++c) f(c * grain, std::min(n, (c + 1) * grain));
 }
 
-// Elementwise work over [0, n) with `out` as the output: chunks as in parallel_for, each cut in two so that the
-// second (main) piece starts where `out` is 64-byte aligned.  NumPy's buffers are 16-byte aligned, and an
-// AVX-512 access from there straddles two cache lines every time.  f(begin, end) is called for each piece.
+// Elementwise work over [0, n) with `out` as the output: a head up to where `out` is 64-byte aligned, then chunks
+// as in parallel_for from there, so that every chunk starts and ends on whole cache lines of `out` (but the last).
+// NumPy's large buffers are 16-byte aligned: an AVX-512 access from there straddles two cache lines every time,
+// and streamed outputs would have partial lines at every chunk's ends (stored plainly: float16 relu 5.9 -> 3.9 ms
+// at 16M values, 1 thread, once the chunks ended on whole lines too).  f(begin, end) is called for each piece.
 template <class T, class F>
 void parallel_for_aligned(const T* out, idx n, int num_threads, const F& f) {
   const auto misalign = static_cast<idx>(reinterpret_cast<std::uintptr_t>(out) % 64);
-  const idx head = misalign % static_cast<idx>(sizeof(T)) ? 0 : ((64 - misalign) % 64) / static_cast<idx>(sizeof(T));
-  parallel_for(n, kElementwiseGrain, num_threads, [&](idx b, idx e) {
-    const idx mid = std::min(e, b + head);
-    if (mid > b) f(b, mid);
-    if (e > mid) f(mid, e);
-  });
+  const idx size = static_cast<idx>(sizeof(T));
+  const idx head = std::min(n, misalign % size ? 0 : (64 - misalign) % 64 / size);
+  if (head > 0) f(0, head);
+  parallel_for(n - head, kElementwiseGrain, num_threads, [&](idx b, idx e) { f(head + b, head + e); });
 }
 
 // Reduction in a fixed order: partial(begin, end) -> R for every chunk, in parallel, then

@@ -159,3 +159,35 @@ def test_matches_pytorch():
     if hasattr(torch.nn.functional, "rms_norm"):
         ry = torch.nn.functional.rms_norm(torch.from_numpy(x), (8,), torch.from_numpy(w[0]))
         np.testing.assert_allclose(fastnorm.rms_norm(x, w[0]), ry.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape", [(300, 64), (40, 1000), (7, 3)])
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_half_storage_equals_float32_rounded_once(half, shape, activation, rng, stream_threshold):
+    """float16 and bfloat16 rows are read and written as such and computed in float32 (gamma and beta too): y and
+    dx have the bits of the float32 computation on the same values rounded once, mean and rstd are the float32
+    computation's, for any thread count and with or without streaming stores."""
+    if half == "float16" and not fastnorm._C.native_float16:
+        pytest.skip("this build has no native float16 kernels")
+    dt = np.dtype(np.float16) if half == "float16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dt)
+    dy = rng.standard_normal(shape).astype(dt)
+    g, b = rng.standard_normal(shape[-1]).astype(np.float32), rng.standard_normal(shape[-1]).astype(np.float32)
+    x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
+    for norm, stats in [("layer_norm", 2), ("rms_norm", 1)]:
+        f, fb = getattr(fastnorm, norm), getattr(fastnorm, norm + "_backward")
+        params = (g, b) if norm == "layer_norm" else (g,)
+        want_y, *want_stats = f(x32, *params, return_stats=True, activation=activation)
+        saved = dict(beta=b) if norm == "layer_norm" else {}
+        want_dx = fb(dy32, x32, *want_stats, g, activation=activation, **saved)[0]
+        for threads, threshold in [(1, -1), (2, -1), (2, 0)]:
+            stream_threshold(threshold)
+            y, *st = f(x, *params, return_stats=True, activation=activation, num_threads=threads)
+            assert y.dtype == dt and len(st) == stats
+            np.testing.assert_array_equal(y.view(np.uint16), want_y.astype(dt).view(np.uint16))
+            for s, w in zip(st, want_stats):
+                np.testing.assert_array_equal(s, w)
+            dx, dgamma = fb(dy, x, *st, g, activation=activation, num_threads=threads, **saved)[:2]
+            assert dx.dtype == dgamma.dtype == dt
+            np.testing.assert_array_equal(dx.view(np.uint16), want_dx.astype(dt).view(np.uint16))

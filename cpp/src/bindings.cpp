@@ -495,24 +495,29 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
   });
 }
 
+// Layer and RMS norm store x, dy, y and dx as float, double, float16 or bfloat16 (act_dtype_of); gamma and beta are
+// in the type computed in (float for the half types).
+Dtype compute_of(ActDtype storage) { return storage == ActDtype::f64 ? Dtype::f64 : Dtype::f32; }
+
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::array& gamma,
                 const py::array& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Dtype dt = dtype_of(x, "x");
+  const ActDtype st = act_dtype_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
-  check_like(out, "out", dt, x.size());
+  check_act_like(out, "out", st, x.size());
   check_writeable(out, "out");
-  check_like(gamma, "gamma", dt, D);
-  check_like(beta, "beta", dt, D);
+  check_like(gamma, "gamma", compute_of(st), D);
+  check_like(beta, "beta", compute_of(st), D);
   double* mp = f64_output(mean, "mean", M);
   double* rp = f64_output(rstd, "rstd", M);
-  with_type(dt, [&](auto t) {
+  with_act_type(st, [&](auto t) {
     using T = decltype(t);
+    using C = fastnorm::compute_t<T>;
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
-    const T* gp = cptr<T>(gamma);
-    const T* bp = cptr<T>(beta);
+    const C* gp = cptr<C>(gamma);
+    const C* bp = cptr<C>(beta);
     py::gil_scoped_release nogil;
     fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads, op);
   });
@@ -522,26 +527,27 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
                  const py::array& rstd, const py::array& gamma, bool centered, py::array& dgamma, py::array& dbeta,
                  bool param_grads, int num_threads, int post, double slope, const py::array& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Dtype dt = dtype_of(x, "x");
+  const ActDtype st = act_dtype_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
-  check_like(dy, "dy", dt, x.size());
-  check_like(dx, "dx", dt, x.size());
+  check_act_like(dy, "dy", st, x.size());
+  check_act_like(dx, "dx", st, x.size());
   check_writeable(dx, "dx");
   const double* m = channel_values(mean, "mean", M);
   const double* r = channel_values(rstd, "rstd", M);
-  check_like(gamma, "gamma", dt, D);
-  check_like(beta, "beta", dt, D);
+  check_like(gamma, "gamma", compute_of(st), D);
+  check_like(beta, "beta", compute_of(st), D);
   double* dgp = f64_output(dgamma, "dgamma", D);
   double* dbp = f64_output(dbeta, "dbeta", D);
   if (!param_grads) dgp = dbp = nullptr;
-  with_type(dt, [&](auto t) {
+  with_act_type(st, [&](auto t) {
     using T = decltype(t);
+    using C = fastnorm::compute_t<T>;
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
     T* dxp = mptr<T>(dx);
-    const T* gp = cptr<T>(gamma);
-    const T* bp = cptr<T>(beta);
+    const C* gp = cptr<C>(gamma);
+    const C* bp = cptr<C>(beta);
     py::gil_scoped_release nogil;
     fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads, op, bp);
   });

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "fastnorm/blocked.h"
@@ -103,6 +104,46 @@ bool stream_rows(const T* out, idx M, idx D, bool compute_bound) {
   return loops::stream_out<T>(M * D, compute_bound) && (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
 }
 
+// Rows of narrow storage (float16, bfloat16) are computed in float: widened into an L1 row first, and rounded
+// back from one after.
+template <class T>
+constexpr bool is_narrow = !std::is_same_v<T, compute_t<T>>;
+
+// Row x (n values) as compute_t<T> values: x itself, or widened into `scratch`.
+template <class T>
+const compute_t<T>* widen_row(const T* x, compute_t<T>* scratch, idx n) {
+  if constexpr (is_narrow<T>) {
+    to_float(x, scratch, n);
+    return scratch;
+  } else {
+    return x;
+  }
+}
+
+// Where a row of results is computed: `row` (an L1 row) when there is one, else in place at `dst`; always `row`
+// for narrow storage.
+template <class T>
+compute_t<T>* row_target(compute_t<T>* row, T* dst) {
+  if constexpr (is_narrow<T>) {
+    return row;
+  } else {
+    return row ? row : dst;
+  }
+}
+
+// A row computed in `row` to its place `dst`: rounded to narrow storage, streamed out with `stream` (narrow rows
+// through `narrow`, an L1 row of T).  Wide rows that do not stream were computed in place.
+template <class T>
+void store_row(const compute_t<T>* row, T* dst, idx n, bool stream, T* narrow) {
+  if constexpr (is_narrow<T>) {
+    if (!stream) return from_float(row, dst, n);
+    from_float(row, narrow, n);
+    stream_store(static_cast<const T*>(narrow), dst, n);
+  } else {
+    if (stream) stream_store(row, dst, n);
+  }
+}
+
 template <class T>
 void split(double v, T* hi, T* lo) {
   *hi = static_cast<T>(v);
@@ -112,26 +153,31 @@ void split(double v, T* hi, T* lo) {
 }  // namespace
 
 template <class T>
-void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const T* gamma, const T* beta,
-                double* mean, double* rstd, int num_threads, const PostOp& post) {
+void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const compute_t<T>* gamma,
+                const compute_t<T>* beta, double* mean, double* rstd, int num_threads, const PostOp& post) {
+  using C = compute_t<T>;
   const double n = static_cast<double>(std::max<idx>(D, 1));
-  const act::Params<T> p = post.params<T>();
+  const act::Params<C> p = post.params<C>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
     const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
-      T* y_row = stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
+      // L1 rows: narrow storage's x and y in C (and y rounded, to stream), or y to stream
+      const size_t rows = is_narrow<T> ? 2 : (stream ? 1 : 0);
+      C* y_row = rows ? loops::thread_scratch<C>(rows * static_cast<size_t>(D)) : nullptr;
+      C* x_row = is_narrow<T> ? y_row + D : nullptr;
+      T* narrow = is_narrow<T> && stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
       for (idx r = r0; r < r1; ++r) {
-        const Moments m = loops::run_moments(x + r * D, D);  // rows of no values: mean = m2 = 0
+        const C* xr = widen_row(x + r * D, x_row, D);
+        const Moments m = loops::run_moments(xr, D);  // rows of no values: mean = m2 = 0
         const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
         mean[r] = centered ? m.mean : 0.0;
         rstd[r] = 1.0 / std::sqrt(var + eps);
-        T hi, lo;
+        C hi, lo;
         split(mean[r], &hi, &lo);
         if (r + 1 < r1) prefetch_row(x + (r + 1) * D, D);  // its loads overlap this row's arithmetic
-        isa_call<ApplyRow<T, Op>>(x + r * D, stream ? y_row : y + r * D, D, hi, lo, static_cast<T>(rstd[r]), gamma,
-                                  beta, p);
-        if (stream) stream_store(static_cast<const T*>(y_row), y + r * D, D);
+        isa_call<ApplyRow<C, Op>>(xr, row_target(y_row, y + r * D), D, hi, lo, static_cast<C>(rstd[r]), gamma, beta, p);
+        if (y_row) store_row(static_cast<const C*>(y_row), y + r * D, D, stream, narrow);
       }
       if (stream) stream_fence();
     });
@@ -140,8 +186,9 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
 
 template <class T>
 void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
-                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads, const PostOp& post,
-                 const T* beta) {
+                 const compute_t<T>* gamma, bool centered, double* dgamma, double* dbeta, int num_threads,
+                 const PostOp& post, const compute_t<T>* beta) {
+  using C = compute_t<T>;
   // Tasks of 16 grains: each keeps a partial sum of the parameter gradients, 2 D doubles; one per grain made
   // these partials (8 MB at 8192 x 1024) cost more than the gradient itself, in page faults.
   const idx task_rows = 16 * rows_per_task(D);
@@ -153,45 +200,50 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = 16;
-  const act::Params<T> p = post.params<T>();
+  const act::Params<C> p = post.params<C>();
   const bool stream = stream_rows(dx, M, D, false);
   // The next row's two inputs are prefetched while this one is computed, for rows of up to 16 cache lines: for
   // longer rows the burst of prefetches held the fill buffers the current row's loads needed (8192 x 1024 float32,
   // 1 thread: 8.5 -> 7.4 ms without; 65536 x 128 gains 3-5% with).
   const bool prefetch_next = D * static_cast<idx>(sizeof(T)) <= 1024;
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
-    std::vector<T> fg(static_cast<size_t>(D), T(0)), fb(static_cast<size_t>(D), T(0));
-    // the row's post'(z) dy, and with streaming the row's dx before it is streamed out
-    T* dz = loops::thread_scratch<T>(static_cast<size_t>(2 * D));
-    T* dx_row = dz + D;
+    std::vector<C> fg(static_cast<size_t>(D), C(0)), fb(static_cast<size_t>(D), C(0));
+    // L1 rows: the row's post'(z) dy; its dx (to stream or round); narrow storage's dy and x in C
+    C* dz = loops::thread_scratch<C>((is_narrow<T> ? 4 : 2) * static_cast<size_t>(D));
+    C* dx_row = dz + D;
+    C* dy_row = is_narrow<T> ? dz + 2 * D : nullptr;
+    C* x_row = is_narrow<T> ? dz + 3 * D : nullptr;
+    T* narrow = is_narrow<T> && stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
+    const bool via_row = is_narrow<T> || stream;
     for (idx t = t0; t < t1; ++t) {
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
       const idx r_end = std::min(M, (t + 1) * task_rows);
       for (idx r = t * task_rows; r < r_end; ++r) {
-        T hi, lo;
+        C hi, lo;
         split(mean[r], &hi, &lo);
-        const T rs = static_cast<T>(rstd[r]);
-        const T* g = dy + r * D;
+        const C rs = static_cast<C>(rstd[r]);
+        const C* g = widen_row(dy + r * D, dy_row, D);
+        const C* xr = widen_row(x + r * D, x_row, D);
         if (prefetch_next && r + 1 < r_end) {  // the next row's loads overlap this row's arithmetic
           prefetch_row(dy + (r + 1) * D, D);
           prefetch_row(x + (r + 1) * D, D);
         }
         if (post.active()) {
           visit_post_op(post, [&](auto op) {
-            isa_call<PostOpGradRow<T, decltype(op)>>(g, x + r * D, dz, D, hi, lo, rs, gamma, beta, p);
+            isa_call<PostOpGradRow<C, decltype(op)>>(g, xr, dz, D, hi, lo, rs, gamma, beta, p);
           });
           g = dz;
         }
         double s_g, s_gx;
-        isa_call<RowSums<T>>(g, x + r * D, D, hi, lo, rs, gamma, &s_g, &s_gx);
-        const T k_g = centered ? static_cast<T>(s_g / static_cast<double>(D)) : T(0);
-        const T k_gx = static_cast<T>(s_gx / static_cast<double>(D));
-        isa_call<RowGrad<T>>(g, x + r * D, stream ? dx_row : dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(),
+        isa_call<RowSums<C>>(g, xr, D, hi, lo, rs, gamma, &s_g, &s_gx);
+        const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
+        const C k_gx = static_cast<C>(s_gx / static_cast<double>(D));
+        isa_call<RowGrad<C>>(g, xr, row_target(via_row ? dx_row : nullptr, dx + r * D), D, hi, lo, rs, gamma, k_g, k_gx, fg.data(),
                              fb.data());
-        if (stream) stream_store(static_cast<const T*>(dx_row), dx + r * D, D);
+        if (via_row) store_row(static_cast<const C*>(dx_row), dx + r * D, D, stream, narrow);
         if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
-          isa_call<Flush<T>>(fg.data(), fb.data(), g_part, b_part, D);
+          isa_call<Flush<C>>(fg.data(), fb.data(), g_part, b_part, D);
       }
     }
     if (stream) stream_fence();
@@ -215,12 +267,17 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                 \
-  template void ln_forward<T>(const T*, T*, idx, idx, double, bool, const T*, const T*, double*, double*, int, \
-                              const PostOp&);                                                                 \
-  template void ln_backward<T>(const T*, const T*, T*, idx, idx, const double*, const double*, const T*, bool, \
-                               double*, double*, int, const PostOp&, const T*);
+  template void ln_forward<T>(const T*, T*, idx, idx, double, bool, const compute_t<T>*, const compute_t<T>*,   \
+                              double*, double*, int, const PostOp&);                                          \
+  template void ln_backward<T>(const T*, const T*, T*, idx, idx, const double*, const double*,                 \
+                               const compute_t<T>*, bool, double*, double*, int, const PostOp&,                \
+                               const compute_t<T>*);
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
+FASTNORM_INSTANTIATE(bf16)
+#if FASTNORM_HAVE_HALF
+FASTNORM_INSTANTIATE(half)
+#endif
 #undef FASTNORM_INSTANTIATE
 
 }  // namespace fastnorm

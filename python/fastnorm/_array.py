@@ -1,8 +1,8 @@
 """The NumPy contract every public function follows: how inputs become kernel buffers and results go back.
 
 - Anything array_like is accepted.  float32 and float64 are computed natively; float16 (and bfloat16 when
-  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype (the activations read and
-  write both natively, the other kernels through a float32 copy); integers and bools are
+  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype (the activations and layer
+  and RMS norm read and write both natively, the other kernels go through a float32 copy); integers and bools are
   computed and returned in float64; long double is computed in float64 and returned as long double.  Complex,
   object, string and other dtypes raise TypeError naming the argument and the dtype.
 - Any strides and memory order: inputs are copied to C order only when they are not already.
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnorm import _C
 from fastnorm._memory import empty
 
+_F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _NATIVE = (_F32, _F64)
@@ -34,6 +36,15 @@ def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
     if dtype.name == "bfloat16":  # ml_dtypes.bfloat16, a user dtype of kind 'V'
         return _F32
     raise TypeError(f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool array")
+
+
+def storage_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The dtype the kernels that take half types natively (activations, layer and RMS norm) read and write for
+    input of ``dtype``: float16 (where the build supports it) and ml_dtypes' bfloat16 as they are, computed in
+    float32 inside the kernel with half the memory traffic; else as compute_dtype says."""
+    if (dtype == _F16 and _C.native_float16) or dtype.name == "bfloat16":
+        return dtype
+    return compute_dtype(dtype, name)
 
 
 def result_dtype(dtype: np.dtype) -> np.dtype:

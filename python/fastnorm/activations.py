@@ -15,7 +15,7 @@ import numpy as np
 
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver,
-                             kernel_output, normalize_axis, result_dtype)
+                             kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._memory import fresh
 from fastnorm._threads import resolve
 
@@ -64,21 +64,9 @@ def _real(value, name: str) -> float:
     return v
 
 
-_F16 = np.dtype(np.float16)
-
-
-def _storage(dtype, name: str) -> np.dtype:
-    """The dtype the activation kernels read and write for input of ``dtype``: float16 (where the build supports it)
-    and ml_dtypes' bfloat16 natively, computed in float32 inside the kernel with half the memory traffic; else as
-    compute_dtype says."""
-    if (dtype == _F16 and _C.native_float16) or dtype.name == "bfloat16":
-        return dtype
-    return compute_dtype(dtype, name)
-
-
 def _forward(op: str, x, out, num_threads, a: float = 0.0, b: float = 0.0):
     x = as_array(x, "x")
-    compute, result = _storage(x.dtype, "x"), result_dtype(x.dtype)
+    compute, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)
     if out is not None:
         check_out(out, x.shape, result)
     xb = as_buffer(x, compute)
@@ -96,7 +84,7 @@ def _backward(op: str, dy, x, y, out, num_threads, a: float = 0.0, b: float = 0.
     xy = as_array(y if from_output else x, name)
     check_same_shape(dy, xy, "dy", name)
     common = np.result_type(dy.dtype, xy.dtype)
-    compute, result = _storage(common, name), result_dtype(common)
+    compute, result = storage_dtype(common, name), result_dtype(common)
     if out is not None:
         check_out(out, dy.shape, result)
     dyb, xyb = as_buffer(dy, compute), as_buffer(xy, compute)

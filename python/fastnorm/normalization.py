@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver,
+from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver, storage_dtype,
                              kernel_output, normalize_axis, result_dtype)
 from fastnorm._threads import resolve
 
@@ -312,16 +312,17 @@ def _row_stats(value, name: str, lead: tuple):
 
 def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads, post=(0, 0.01)):
     x = as_array(x, "x")
-    compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
+    # float16 and bfloat16 rows are read and written as such, computed in float32 (gamma and beta too)
+    storage, compute, result = storage_dtype(x.dtype, "x"), compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
     M, D, shape = _trailing(x.shape, axis)
     g = _feature_param(gamma, "gamma", shape, compute, 1.0)
     b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
-    xb = as_buffer(x, compute)
+    xb = as_buffer(x, storage)
     mean, rstd = np.empty(M), np.empty(M)
-    buf = kernel_output(out, x.shape, compute, (xb,))
+    buf = kernel_output(out, x.shape, storage, (xb,))
     # each row's statistics (RMS: the mean of squares, as variance + mean^2, without cancellation), then the row
     # normalized while it is in cache
     _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads, *post)
@@ -337,7 +338,7 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = np.result_type(dy.dtype, x.dtype)
-    compute, result = compute_dtype(common, "x"), result_dtype(common)
+    storage, compute, result = storage_dtype(common, "x"), compute_dtype(common, "x"), result_dtype(common)
     M, D, shape = _trailing(x.shape, axis)
     lead = x.shape[:len(x.shape) - len(shape)]
     mean = _row_stats(mean, "mean", lead) if centered else np.zeros(M)
@@ -346,10 +347,10 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
         check_out(out, x.shape, result)
-    dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
+    dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     param_grads = gamma is not None and not dx_only
     dgamma, dbeta = np.empty(D), np.empty(D)
-    buf = kernel_output(out, x.shape, compute, (dyb, xb))
+    buf = kernel_output(out, x.shape, storage, (dyb, xb))
     _C.ln_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, centered, dgamma, dbeta,
                    param_grads, resolve(num_threads), *post, b)
     dx = deliver(buf, out, result)

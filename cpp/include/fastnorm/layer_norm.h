@@ -12,9 +12,10 @@ namespace fastnorm {
 
 // mean[r] (0 for RMS norm) and rstd[r] = 1 / sqrt(var + eps), var = m2 / D for layer norm and m2 / D + mean^2
 // (the mean of squares) for RMS norm, are written for each row.
+// T is the storage type: float, double, or half / bf16 computed in float (gamma and beta in the compute type).
 template <class T>
-void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const T* gamma, const T* beta,
-                double* mean, double* rstd, int num_threads, const PostOp& post = {});
+void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const compute_t<T>* gamma,
+                const compute_t<T>* beta, double* mean, double* rstd, int num_threads, const PostOp& post = {});
 
 // dx = rstd (g - [centered] mean(g) - xhat mean(g xhat)), g = dy gamma, xhat = (x - mean) rstd;
 // dgamma[d] = sum over rows of dy xhat, dbeta[d] = sum of dy (float64, fixed order); either may be null.
@@ -22,7 +23,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
 // gradients are those of z's gradient post'(z) dy, computed row by row.
 template <class T>
 void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
-                 const T* gamma, bool centered, double* dgamma, double* dbeta, int num_threads,
-                 const PostOp& post = {}, const T* beta = nullptr);
+                 const compute_t<T>* gamma, bool centered, double* dgamma, double* dbeta, int num_threads,
+                 const PostOp& post = {}, const compute_t<T>* beta = nullptr);
 
 }  // namespace fastnorm

@@ -147,34 +147,74 @@ def _register_activations():
 _register_activations()
 
 
-def _register_float16():
-    """Memory-bound activations on float16 arrays (issue 6): half the bytes of float32, read and written natively."""
+def _half_dtypes():
+    """(label, dtype) of the half types read and written natively: float16, and bfloat16 with ml_dtypes."""
+    out = [("f16", np.dtype(np.float16))]
+    try:
+        import ml_dtypes
+        out.append(("bf16", np.dtype(ml_dtypes.bfloat16)))
+    except ImportError:
+        pass
+    return out
+
+
+def _register_half():
+    """Memory-bound activations and layer norm on float16 and bfloat16 arrays (issue 6): half the bytes of
+    float32, read and written natively."""
     try:
         import torch
         F = torch.nn.functional
     except ImportError:
         F = None
+    for tag, dt in _half_dtypes():
+        def setup_x(n, rng, dt=dt):
+            return {"x": (rng.standard_normal(n) * 3).astype(dt)}
 
-    def setup_x(n, rng):
-        return {"x": (rng.standard_normal(n) * 3).astype(np.float16)}
+        def setup_dy_x(n, rng, dt=dt):
+            return {"dy": rng.standard_normal(n).astype(dt), "x": (rng.standard_normal(n) * 3).astype(dt)}
 
-    def setup_dy_x(n, rng):
-        return {"dy": rng.standard_normal(n).astype(np.float16), "x": (rng.standard_normal(n) * 3).astype(np.float16)}
+        zero = dt.type(0)
+        for name, np_fwd, t_fwd in [("relu", lambda x, z=zero: np.maximum(x, z), lambda x: F.relu(x)),
+                                    ("leaky_relu", lambda x, z=zero: np.where(x > z, x, dt.type(0.01) * x),
+                                     lambda x: F.leaky_relu(x, 0.01)),
+                                    ("hardtanh", lambda x: np.clip(x, dt.type(-1), dt.type(1)),
+                                     lambda x: F.hardtanh(x))]:
+            fwd, bwd = getattr(fastnorm, name), getattr(fastnorm, name + "_backward")
+            register(Case(f"{name} fwd {tag}", setup_x, (lambda i, o, f=fwd: f(i["x"], out=o)), 4,
+                          numpy=(lambda i, o, f=np_fwd: f(i["x"])), torch=(lambda i, o, f=t_fwd: f(i["x"])),
+                          tags=("activation", "half"), dtype=dt))
+            register(Case(f"{name} bwd {tag}", setup_dy_x, (lambda i, o, f=bwd: f(i["dy"], i["x"], out=o)), 6,
+                          tags=("activation", "half"), dtype=dt))
+        shape = (8192, 1024)
 
-    for name, np_fwd, t_fwd in [("relu", lambda x: np.maximum(x, np.float16(0)), lambda x: F.relu(x)),
-                                ("leaky_relu", lambda x: np.where(x > 0, x, np.float16(0.01) * x),
-                                 lambda x: F.leaky_relu(x, 0.01)),
-                                ("hardtanh", lambda x: np.clip(x, np.float16(-1), np.float16(1)),
-                                 lambda x: F.hardtanh(x))]:
-        fwd, bwd = getattr(fastnorm, name), getattr(fastnorm, name + "_backward")
-        register(Case(f"{name} fwd f16", setup_x, (lambda i, o, f=fwd: f(i["x"], out=o)), 4,
-                      numpy=(lambda i, o, f=np_fwd: f(i["x"])), torch=(lambda i, o, f=t_fwd: f(i["x"])),
-                      tags=("activation", "float16"), dtype=np.float16))
-        register(Case(f"{name} bwd f16", setup_dy_x, (lambda i, o, f=bwd: f(i["dy"], i["x"], out=o)), 6,
-                      tags=("activation", "float16"), dtype=np.float16))
+        def setup_ln(n, rng, dt=dt, shape=shape):
+            ln = lambda x, g, b: fastnorm.layer_norm(x, g, b, return_stats=True)  # noqa: E731
+            inputs = _norm_inputs(rng, shape, shape[-1], ln)
+            for k in ("x", "dy"):
+                inputs[k] = inputs[k].astype(dt)
+            return inputs
+
+        def torch_ln_fwd(t, o, d=shape[-1]):
+            return F.layer_norm(t["x"], (d,), t["gamma"].to(t["x"].dtype), t["beta"].to(t["x"].dtype), 1e-5)
+
+        def torch_ln_bwd(t, o, d=shape[-1]):  # PyTorch keeps half inputs' statistics in their dtype
+            import torch
+            h = t["x"].dtype
+            return torch.ops.aten.native_layer_norm_backward(
+                t["dy"], t["x"], [d], t["mean"].to(h).unsqueeze(-1), t["rstd"].to(h).unsqueeze(-1),
+                t["gamma"].to(h), t["beta"].to(h), [True, True, True])
+
+        label = "x".join(map(str, shape))
+        register(Case(f"layer_norm fwd {label} {tag}", setup_ln,
+                      lambda i, o: fastnorm.layer_norm(i["x"], i["gamma"], i["beta"], out=o), 4,
+                      torch=torch_ln_fwd, tags=("normalization", "half"), shape=shape, dtype=dt))
+        register(Case(f"layer_norm bwd {label} {tag}", setup_ln,
+                      lambda i, o: fastnorm.layer_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"],
+                                                                out=o), 6,
+                      torch=torch_ln_bwd, tags=("normalization", "half"), shape=shape, dtype=dt))
 
 
-_register_float16()
+_register_half()
 
 
 def _register_moments():
@@ -497,6 +537,13 @@ def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, to
         return _run_case(case, n, threads, repeats, copy_gbs, torch_mod)
 
 
+def _to_torch(torch_mod, a: np.ndarray):
+    """A tensor sharing ``a``'s memory; ml_dtypes' bfloat16 becomes torch.bfloat16 (from_numpy cannot read it)."""
+    if a.dtype.name == "bfloat16":
+        return torch_mod.from_numpy(a.view(np.uint16)).view(torch_mod.bfloat16)
+    return torch_mod.from_numpy(a)
+
+
 def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
     rng = np.random.default_rng(0)
     if case.shape is not None:
@@ -519,8 +566,8 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
         record("numpy_ms", _try(lambda: case.numpy(inputs, None)))
     if torch_mod is not None and case.torch is not None:
         torch_mod.set_num_threads(threads)
-        tin = {k: torch_mod.from_numpy(v) for k, v in inputs.items()}
-        tout = torch_mod.from_numpy(np.empty(case.shape or n, dtype=case.dtype))
+        tin = {k: _to_torch(torch_mod, v) for k, v in inputs.items()}
+        tout = _to_torch(torch_mod, np.empty(case.shape or n, dtype=case.dtype))
         record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
         # PyTorch's out= overloads: activation forwards and the samplers
         with_out = case.has_out and (("fwd" in case.name and case.shape is None) or "random" in case.tags)

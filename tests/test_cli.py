@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from fastnorm.__main__ import main
+from fastnorm.bench import _half_dtypes
 
 
 def test_info_prints_the_build(capsys):
@@ -24,7 +25,8 @@ def test_bench_runs_a_filtered_quick_case_and_writes_json(tmp_path, capsys):
     assert "relu bwd" in out and "copy bandwidth" in out
     rows = json.loads(path.read_text())["rows"]
     names = {r["case"] for r in rows}
-    assert names == {"relu bwd", "leaky_relu bwd", "relu bwd f16", "leaky_relu bwd f16"}
+    halves = [tag for tag, _ in _half_dtypes()]  # f16, and bf16 with ml_dtypes
+    assert names == {f"{op} bwd{suffix}" for op in ("relu", "leaky_relu") for suffix in ["", *(" " + h for h in halves)]}
     assert all(r["fastnorm_out_ms"] > 0 and r["gbs"] > 0 for r in rows)
 
 
@@ -40,7 +42,7 @@ def test_bench_report_writes_markdown_plots_and_results(tmp_path, capsys):
     for name in ("speedup.png", "bandwidth.png", "scaling.png"):
         assert (report / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
     rows = json.loads((report / "results.json").read_text())["rows"]
-    assert len(rows) == 8  # relu, leaky_relu fwd, float32 and float16, x 2 threads
+    assert len(rows) == 2 * 2 * (1 + len(_half_dtypes()))  # relu, leaky_relu fwd; float32 and halves; 2 threads
 
 
 def test_bench_report_refuses_an_unwritable_folder(tmp_path):

@@ -343,7 +343,7 @@ template <class Body, class S, std::size_t N>
 void run_narrow(const std::array<const S*, N>& in, S* out, idx n, Params<float> p, bool stream) {
   alignas(64) float buf[N][kStreamStep];
   alignas(64) float res[kStreamStep];
-  alignas(64) S narrow[kStreamStep];
+  alignas(64) S narrow[kStreamStep];  // the rounded values, to stream
   for (idx b = 0; b < n; b += kStreamStep) {
     const idx len = std::min(kStreamStep, n - b), padded = (len + kBlock - 1) / kBlock * kBlock;
     std::array<const float*, N> f;
@@ -353,12 +353,7 @@ void run_narrow(const std::array<const S*, N>& in, S* out, idx n, Params<float> 
       f[k] = buf[k];
     }
     isa_call<FloatLoop<Body>>(f, static_cast<float*>(res), padded, p);
-    if (stream) {
-      from_float(res, narrow, len);
-      stream_store(static_cast<const S*>(narrow), out + b, len);
-    } else {
-      from_float(res, out + b, len);
-    }
+    store_row(static_cast<const float*>(res), out + b, len, stream, static_cast<S*>(narrow));
   }
   if (stream) stream_fence();
 }

@@ -86,43 +86,42 @@ T* mptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
-// The activations also take float16 (read and written as half, computed in float) where the build has _Float16,
-// and ml_dtypes' bfloat16 (a user dtype of kind 'V', its 2 bytes the high half of a float32).
-enum class ActDtype { f16, bf16, f32, f64 };
+// The storage types of the kernels that read and write half types natively (activations, layer and RMS norm):
+// float16 where the build has _Float16, and ml_dtypes' bfloat16 (a user dtype of kind 'V', its 2 bytes the high
+// half of a float32), both computed in float; float32 and float64 as they are.
+enum class Storage { f16, bf16, f32, f64 };
 
-bool is_bfloat16(const py::dtype& d) {
-  return d.kind() == 'V' && d.itemsize() == 2 && py::str(d.attr("name")).cast<std::string>() == "bfloat16";
-}
-
-ActDtype act_dtype_of(const py::array& a, const char* name) {
+Storage storage_of(const py::array& a, const char* name) {
+  const py::dtype d = a.dtype();
 #if FASTNORM_HAVE_HALF
-  if (a.dtype().is(py::dtype("float16"))) return ActDtype::f16;
+  if (d.kind() == 'f' && d.itemsize() == 2 && d.is(py::dtype("float16"))) return Storage::f16;  // native order
 #endif
-  if (is_bfloat16(a.dtype())) return ActDtype::bf16;
-  return dtype_of(a, name) == Dtype::f32 ? ActDtype::f32 : ActDtype::f64;
+  if (d.kind() == 'V' && d.itemsize() == 2 && py::str(d.attr("name")).cast<std::string>() == "bfloat16")
+    return Storage::bf16;
+  return dtype_of(a, name) == Dtype::f32 ? Storage::f32 : Storage::f64;
 }
 
-void check_act_like(const py::array& a, const char* name, ActDtype dtype, idx size) {
-  check_like_by(a, name, act_dtype_of, dtype, size);
+void check_storage_like(const py::array& a, const char* name, Storage dtype, idx size) {
+  check_like_by(a, name, storage_of, dtype, size);
 }
 
 template <class F>
-void with_act_type(ActDtype dtype, F&& f) {
+void with_storage(Storage dtype, F&& f) {
 #if FASTNORM_HAVE_HALF
-  if (dtype == ActDtype::f16) return f(fastnorm::half{});
+  if (dtype == Storage::f16) return f(fastnorm::half{});
 #endif
-  if (dtype == ActDtype::bf16) return f(fastnorm::bf16{});
-  with_type(dtype == ActDtype::f32 ? Dtype::f32 : Dtype::f64, f);
+  if (dtype == Storage::bf16) return f(fastnorm::bf16{});
+  with_type(dtype == Storage::f32 ? Dtype::f32 : Dtype::f64, f);
 }
 
 void activation_forward(int op, const py::array& x, py::array& out, double a, double b, int num_threads,
                         bool fresh_output) {
-  const ActDtype dt = act_dtype_of(x, "x");
+  const Storage dt = storage_of(x, "x");
   check_contiguous(x, "x");
-  check_act_like(out, "out", dt, x.size());
+  check_storage_like(out, "out", dt, x.size());
   check_writeable(out, "out");
   const fastnorm::Activation act = activation_of(op);
-  with_act_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
@@ -133,15 +132,15 @@ void activation_forward(int op, const py::array& x, py::array& out, double a, do
 
 void activation_backward(int op, const py::array& dy, const py::array& xy, py::array& out, double a, double b,
                          bool from_output, int num_threads, bool fresh_output) {
-  const ActDtype dt = act_dtype_of(dy, "dy");
+  const Storage dt = storage_of(dy, "dy");
   check_contiguous(dy, "dy");
-  check_act_like(xy, from_output ? "y" : "x", dt, dy.size());
-  check_act_like(out, "out", dt, dy.size());
+  check_storage_like(xy, from_output ? "y" : "x", dt, dy.size());
+  check_storage_like(out, "out", dt, dy.size());
   check_writeable(out, "out");
   const fastnorm::Activation act = activation_of(op);
   if (from_output && !fastnorm::activation_has_output_backward(act))
     throw py::value_error(std::string(fastnorm::activation_names()[op]) + " has no backward from its output y");
-  with_act_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xyp = cptr<T>(xy);
@@ -495,23 +494,23 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
   });
 }
 
-// Layer and RMS norm store x, dy, y and dx as float, double, float16 or bfloat16 (act_dtype_of); gamma and beta are
-// in the type computed in (float for the half types).
-Dtype compute_of(ActDtype storage) { return storage == ActDtype::f64 ? Dtype::f64 : Dtype::f32; }
+// Layer and RMS norm store x, dy, y and dx in any Storage; gamma and beta are in the type computed in (float for
+// the half types).
+Dtype compute_of(Storage storage) { return storage == Storage::f64 ? Dtype::f64 : Dtype::f32; }
 
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::array& gamma,
                 const py::array& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const ActDtype st = act_dtype_of(x, "x");
+  const Storage st = storage_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
-  check_act_like(out, "out", st, x.size());
+  check_storage_like(out, "out", st, x.size());
   check_writeable(out, "out");
   check_like(gamma, "gamma", compute_of(st), D);
   check_like(beta, "beta", compute_of(st), D);
   double* mp = f64_output(mean, "mean", M);
   double* rp = f64_output(rstd, "rstd", M);
-  with_act_type(st, [&](auto t) {
+  with_storage(st, [&](auto t) {
     using T = decltype(t);
     using C = fastnorm::compute_t<T>;
     const T* xp = cptr<T>(x);
@@ -527,11 +526,11 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
                  const py::array& rstd, const py::array& gamma, bool centered, py::array& dgamma, py::array& dbeta,
                  bool param_grads, int num_threads, int post, double slope, const py::array& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const ActDtype st = act_dtype_of(x, "x");
+  const Storage st = storage_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
-  check_act_like(dy, "dy", st, x.size());
-  check_act_like(dx, "dx", st, x.size());
+  check_storage_like(dy, "dy", st, x.size());
+  check_storage_like(dx, "dx", st, x.size());
   check_writeable(dx, "dx");
   const double* m = channel_values(mean, "mean", M);
   const double* r = channel_values(rstd, "rstd", M);
@@ -540,7 +539,7 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
   double* dgp = f64_output(dgamma, "dgamma", D);
   double* dbp = f64_output(dbeta, "dbeta", D);
   if (!param_grads) dgp = dbp = nullptr;
-  with_act_type(st, [&](auto t) {
+  with_storage(st, [&](auto t) {
     using T = decltype(t);
     using C = fastnorm::compute_t<T>;
     const T* dyp = cptr<T>(dy);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "fastnorm/blocked.h"
@@ -104,22 +103,6 @@ bool stream_rows(const T* out, idx M, idx D, bool compute_bound) {
   return loops::stream_out<T>(M * D, compute_bound) && (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
 }
 
-// Rows of narrow storage (float16, bfloat16) are computed in float: widened into an L1 row first, and rounded
-// back from one after.
-template <class T>
-constexpr bool is_narrow = !std::is_same_v<T, compute_t<T>>;
-
-// Row x (n values) as compute_t<T> values: x itself, or widened into `scratch`.
-template <class T>
-const compute_t<T>* widen_row(const T* x, compute_t<T>* scratch, idx n) {
-  if constexpr (is_narrow<T>) {
-    to_float(x, scratch, n);
-    return scratch;
-  } else {
-    return x;
-  }
-}
-
 // Where a row of results is computed: `row` (an L1 row) when there is one, else in place at `dst`; always `row`
 // for narrow storage.
 template <class T>
@@ -128,19 +111,6 @@ compute_t<T>* row_target(compute_t<T>* row, T* dst) {
     return row;
   } else {
     return row ? row : dst;
-  }
-}
-
-// A row computed in `row` to its place `dst`: rounded to narrow storage, streamed out with `stream` (narrow rows
-// through `narrow`, an L1 row of T).  Wide rows that do not stream were computed in place.
-template <class T>
-void store_row(const compute_t<T>* row, T* dst, idx n, bool stream, T* narrow) {
-  if constexpr (is_narrow<T>) {
-    if (!stream) return from_float(row, dst, n);
-    from_float(row, narrow, n);
-    stream_store(static_cast<const T*>(narrow), dst, n);
-  } else {
-    if (stream) stream_store(row, dst, n);
   }
 }
 

@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <type_traits>
+
 #include "fastnorm/isa.h"
 
 #if defined(__SSE2__)
@@ -60,6 +62,36 @@ template <class T>
 FASTNORM_INLINE bool can_stream(const T* out) {
   return FASTNORM_HAVE_STREAM && reinterpret_cast<std::uintptr_t>(out) % 64 == 0;
 }
+
+// Values of narrow storage (float16, bfloat16) are computed in float: widened into an L1 row first, and rounded
+// back from one after (the activations' sub-blocks, the normalizations' rows).
+template <class T>
+constexpr bool is_narrow = !std::is_same_v<T, compute_t<T>>;
+
+// Row x (n values) as compute_t<T> values: x itself, or widened into `scratch`.
+template <class T>
+const compute_t<T>* widen_row(const T* x, compute_t<T>* scratch, idx n) {
+  if constexpr (is_narrow<T>) {
+    to_float(x, scratch, n);
+    return scratch;
+  } else {
+    return x;
+  }
+}
+
+// A row computed in `row` to its place `dst`: rounded to narrow storage, streamed out with `stream` (narrow rows
+// through `narrow`, an L1 row of T).  Wide rows that do not stream were computed in place.
+template <class T>
+void store_row(const compute_t<T>* row, T* dst, idx n, bool stream, T* narrow) {
+  if constexpr (is_narrow<T>) {
+    if (!stream) return from_float(row, dst, n);
+    from_float(row, narrow, n);
+    stream_store(static_cast<const T*>(narrow), dst, n);
+  } else {
+    if (stream) stream_store(row, dst, n);
+  }
+}
+
 
 // Loop::loop(in, out, n, params) with n a multiple of kBlock; in = N input pointers.
 // The loop runs on sub-blocks of kStep elements, prefetching its inputs kAhead elements ahead: loops with much

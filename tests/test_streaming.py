@@ -36,6 +36,7 @@ CASES = [  # (op, shape, axis, activation, threads)
     (_batch, (6, 6, 40, 50), 1, "relu", 2), (_batch, (6, 6, 40, 50), 1, None, 8), (_batch, (3, 6, 5000), 1, None, 2),
     (_batch, (6, 40, 50, 6), -1, None, 2), (_batch, (6, 40, 50, 6), -1, "relu", 2),
     (_group, (4, 6, 50, 60), 1, None, 2), (_group, (4, 6, 3000), 1, "silu", 2), (_group, (4, 50, 60, 6), -1, None, 2),
+    (_group, (4, 50, 60, 6), -1, "gelu", 2), (_group, (3, 40, 6, 30), 2, None, 2),
     (_layer, (64, 1024), -1, None, 2), (_layer, (200, 100), -1, "relu", 2), (_layer, (30, 1300), -1, "gelu", 2),
 ]
 

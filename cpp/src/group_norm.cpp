@@ -72,6 +72,7 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
                          double* mean, double* rstd, act::Params<T> p, int num_threads) {
   const idx C = s.C, Q = s.Q, L = C * Q, Cg = C / s.G, S = s.P * L;
   const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
+  const bool stream = stream_out<T>(s.N * S, act::compute_bound<Op>::value);
   parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
     std::vector<double> shift(L), s1(L), s2(L);
     SampleConsts<T> k(C);
@@ -97,7 +98,12 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
       }
       rows_or_runs(
           s.P, C, Q,
-          [&] { isa_call<ApplyRows<T, Op>>(xs, ys, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(), p); },
+          [&] {
+            write_rows(ys, 0, s.P, C, stream, [&](idx r, idx rows, T* dst) {
+              isa_call<ApplyRows<T, Op>>(xs + r * C, dst, rows, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
+                                         p);
+            });
+          },
           [&](idx row, idx c) {
             const idx at = (row * C + c) * Q;
             isa_call<ApplyRun<T, Op>>(xs + at, ys + at, Q, k.hi[c], k.lo[c], k.a[c], k.b[c], p);
@@ -184,6 +190,7 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
   constexpr bool post = !std::is_same_v<Op, act::Identity>;
   const idx C = s.C, Q = s.Q, Cg = C / s.G, S = s.P * C * Q;
   const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
+  const bool stream = stream_out<T>(s.N * S, false);
   parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
     std::vector<double> mean_c(C);
     SampleConsts<T> k(C), z(post ? C : 0);
@@ -251,8 +258,10 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
       rows_or_runs(
           s.P, C, Q,
           [&] {
-            isa_call<GradRows<T>>(dys, xs, dxs, s.P, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
-                                  k.c.data());
+            write_rows(dxs, 0, s.P, C, stream, [&](idx r, idx rows, T* dst) {
+              isa_call<GradRows<T>>(dys + r * C, xs + r * C, dst, rows, C, k.hi.data(), k.lo.data(), k.a.data(),
+                                    k.b.data(), k.c.data());
+            });
           },
           [&](idx row, idx c) {
             const idx at = (row * C + c) * Q;

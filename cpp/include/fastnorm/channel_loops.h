@@ -194,6 +194,8 @@ FASTNORM_INLINE void column_sums(const T* a, const T* b, idx rows, idx C, const 
       }
       for (idx r = r0; r < r1; ++r) {
         const T *ar = a + r * C + c0, *br = b + r * C + c0;
+        __builtin_prefetch(ar + kRowBlock * C);
+        if (a != b) __builtin_prefetch(br + kRowBlock * C);
 #pragma omp simd
         for (idx j = 0; j < kTile; ++j) {
           acc1[j] += Term::first(ar[j], br[j], kk[j]);
@@ -274,6 +276,8 @@ struct SumsRows {
           }
           for (idx r = r0; r < r1; ++r) {
             const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
+            __builtin_prefetch(dr + kRowBlock * C);
+            __builtin_prefetch(xr + kRowBlock * C);
 #pragma omp simd
             for (idx j = 0; j < w; ++j) {
               a[j] += dr[j];

@@ -194,6 +194,9 @@ FASTNORM_INLINE void column_sums(const T* a, const T* b, idx rows, idx C, const 
       }
       for (idx r = r0; r < r1; ++r) {
         const T *ar = a + r * C + c0, *br = b + r * C + c0;
+        // this tile's line one row block ahead: the tiles walk rows C values apart, and without it kept too few
+        // loads in flight (group norm channels-last, 32x64x56x56: 4.0 -> 3.3 ms).  A hint, never a fault, past the
+        // array's end.
         __builtin_prefetch(ar + kRowBlock * C);
         if (a != b) __builtin_prefetch(br + kRowBlock * C);
 #pragma omp simd
@@ -276,7 +279,7 @@ struct SumsRows {
           }
           for (idx r = r0; r < r1; ++r) {
             const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
-            __builtin_prefetch(dr + kRowBlock * C);
+            __builtin_prefetch(dr + kRowBlock * C);  // as in column_sums
             __builtin_prefetch(xr + kRowBlock * C);
 #pragma omp simd
             for (idx j = 0; j < w; ++j) {

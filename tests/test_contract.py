@@ -166,8 +166,10 @@ def test_bindings_are_strict():
         _C.activation_forward(op, np.ones(6)[::2], np.ones(3), 0, 0, 1)
     with pytest.raises(TypeError, match="float32 or float64"):
         _C.activation_forward(op, np.ones(3, np.int32), np.ones(3, np.int32), 0, 0, 1)
-    with pytest.raises(TypeError, match="float32 or float64"):  # float16 natively in the activations only
-        _C.bn_apply(np.ones(3, np.float16), np.ones(3, np.float16), 1, 3, 1, np.zeros(3), np.ones(3), np.zeros(3), 1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _C.bn_apply(np.ones(3, np.int16), np.ones(3, np.int16), 1, 3, 1, np.zeros(3), np.ones(3), np.zeros(3), 1)
+    with pytest.raises(TypeError, match="dtype differs"):  # half storage, but not mixed with float32
+        _C.bn_apply(np.ones(3, np.float16), np.ones(3, np.float32), 1, 3, 1, np.zeros(3), np.ones(3), np.zeros(3), 1)
     with pytest.raises(ValueError, match="expected 3 elements"):
         _C.activation_forward(op, np.ones(3), np.ones(4), 0, 0, 1)
 

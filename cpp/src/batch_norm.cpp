@@ -12,37 +12,48 @@ namespace fastnorm {
 
 using namespace loops;
 
+// Narrow storage (float16, bfloat16) goes through the float bodies a piece at a time (channel_loops.h: widened,
+// compute_target, narrow_into): rows of a task, or runs (in pieces when streamed).  V is the type computed in.
+
 template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,
               int num_threads, const PostOp& post) {
-  const ChannelConsts<T> k(C, mean, scale, shift, nullptr);
-  const act::Params<T> p = post.params<T>();
+  using V = compute_t<T>;
+  const ChannelConsts<V> k(C, mean, scale, shift, nullptr);
+  const act::Params<V> p = post.params<V>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
     const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
     if (B == 1) {
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
         write_rows(y, r0, r1, C, stream, [&](idx r, idx rows, T* dst) {
-          isa_call<ApplyRows<T, Op>>(x + r * C, dst, rows, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
-                                     k.b.data(), p);
+          V* out = compute_target(dst, rows * C);
+          isa_call<ApplyRows<V, Op>>(widened<Scratch::x>(x + r * C, rows * C), out, rows, C, k.mean_hi.data(),
+                                     k.mean_lo.data(), k.a.data(), k.b.data(), p);
+          narrow_into(out, dst, rows * C);
         });
       });
       return;
     }
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-      if (!stream) {  // one dispatch for all the task's runs
-        isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
-                                   k.b.data(), p);
-        return;
+      if constexpr (!is_narrow<T>) {
+        if (!stream) {  // one dispatch for all the task's runs
+          isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
+                                     k.b.data(), p);
+          return;
+        }
       }
       T* piece = stream_piece<T>(stream, B);
       for (idx r = r0; r < r1; ++r) {
         const idx c = r % C;
         write_run(y, r, B, piece, [&](idx i, idx n, T* dst) {
-          isa_call<ApplyRun<T, Op>>(x + r * B + i, dst, n, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c], p);
+          V* out = compute_target(dst, n);
+          isa_call<ApplyRun<V, Op>>(widened<Scratch::x>(x + r * B + i, n), out, n, k.mean_hi[c], k.mean_lo[c],
+                                    k.a[c], k.b[c], p);
+          narrow_into(out, dst, n);
         });
       }
-      stream_fence();
+      if (stream) stream_fence();
     });
   });
 }
@@ -50,27 +61,26 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
 namespace {
 
 // With a post-op, the backward works on dz = post'(z) dy, z as the forward had it, computed piece by piece into
-// an L1 scratch block just before use: one run of B values (B > 1), or a few rows of C (B == 1).
-template <class T>
+// an L1 scratch block just before use: one run of B values (B > 1), or a few rows of C (B == 1).  dy and x are
+// the piece's (widened) values.
+template <class V>
 struct PostOpPieces {
   const PostOp& post;
-  const ChannelConsts<T>& z;
+  const ChannelConsts<V>& z;
   idx C, B;
-  idx rows_per_piece() const { return std::max<idx>(1, 4096 / std::max<idx>(C, 1)); }
-  // dz for rows [a0, a1) (B == 1) into dz
-  void rows(const T* dy, const T* x, T* dz, idx a0, idx a1) const {
-    const act::Params<T> p = post.params<T>();
+  // dz for `rows` rows (B == 1) into dz
+  void rows(const V* dy, const V* x, V* dz, idx rows) const {
+    const act::Params<V> p = post.params<V>();
     visit_post_op(post, [&](auto op) {
-      isa_call<PostOpGradRows<T, decltype(op)>>(dy + a0 * C, x + a0 * C, dz, a1 - a0, C, z.mean_hi.data(),
-                                                 z.mean_lo.data(), z.a.data(), z.b.data(), p);
+      isa_call<PostOpGradRows<V, decltype(op)>>(dy, x, dz, rows, C, z.mean_hi.data(), z.mean_lo.data(), z.a.data(),
+                                                 z.b.data(), p);
     });
   }
-  // dz for run r (B > 1) into dz
-  void run(const T* dy, const T* x, T* dz, idx r) const {
-    const act::Params<T> p = post.params<T>();
+  // dz for one run of channel c (B > 1) into dz
+  void run(const V* dy, const V* x, V* dz, idx c) const {
+    const act::Params<V> p = post.params<V>();
     visit_post_op(post, [&](auto op) {
-      isa_call<PostOpGradRuns<T, decltype(op)>>(dy, x, dz, r, r + 1, C, B, z.mean_hi.data(), z.mean_lo.data(),
-                                                 z.a.data(), z.b.data(), p);
+      isa_call<PostOpGradRun<V, decltype(op)>>(dy, x, dz, B, z.mean_hi[c], z.mean_lo[c], z.a[c], z.b[c], p);
     });
   }
 };
@@ -81,30 +91,37 @@ template <class T>
 void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* k_dy,
                    const double* k_xmu, const double* k_one, int num_threads, const PostOp& post,
                    const double* scale, const double* shift) {
-  const ChannelConsts<T> k(C, mean, k_dy, k_xmu, k_one);
+  using V = compute_t<T>;
+  const ChannelConsts<V> k(C, mean, k_dy, k_xmu, k_one);
   if (post.active()) {
-    const ChannelConsts<T> z(C, mean, scale, shift, nullptr);
-    const PostOpPieces<T> pieces{post, z, C, B};
+    const ChannelConsts<V> z(C, mean, scale, shift, nullptr);
+    const PostOpPieces<V> pieces{post, z, C, B};
     if (B == 1) {
-      const idx step = pieces.rows_per_piece();
+      const idx step = piece_rows(C);
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-        T* dz = thread_scratch<T>(static_cast<size_t>(step * C));
+        V* dz = thread_scratch<V>(static_cast<size_t>(step * C));
         for (idx a = r0; a < r1; a += step) {
-          const idx e = std::min(r1, a + step);
-          pieces.rows(dy, x, dz, a, e);
-          isa_call<GradRows<T>>(static_cast<const T*>(dz), x + a * C, dx + a * C, e - a, C, k.mean_hi.data(),
-                                k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data());
+          const idx rows = std::min(r1, a + step) - a, n = rows * C;
+          const V* xw = widened<Scratch::x>(x + a * C, n);
+          pieces.rows(widened<Scratch::dy>(dy + a * C, n), xw, dz, rows);
+          V* out = compute_target(dx + a * C, n);
+          isa_call<GradRows<V>>(static_cast<const V*>(dz), xw, out, rows, C, k.mean_hi.data(), k.mean_lo.data(),
+                                k.a.data(), k.b.data(), k.c.data());
+          narrow_into(out, dx + a * C, n);
         }
       });
       return;
     }
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-      T* dz = thread_scratch<T>(static_cast<size_t>(B));
+      V* dz = thread_scratch<V>(static_cast<size_t>(B));
       for (idx r = r0; r < r1; ++r) {
         const idx c = r % C;
-        pieces.run(dy, x, dz, r);
-        isa_call<GradRun<T>>(static_cast<const T*>(dz), x + r * B, dx + r * B, B, k.mean_hi[c], k.mean_lo[c],
-                             k.a[c], k.b[c], k.c[c]);
+        const V* xw = widened<Scratch::x>(x + r * B, B);
+        pieces.run(widened<Scratch::dy>(dy + r * B, B), xw, dz, c);
+        V* out = compute_target(dx + r * B, B);
+        isa_call<GradRun<V>>(static_cast<const V*>(dz), xw, out, B, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c],
+                             k.c[c]);
+        narrow_into(out, dx + r * B, B);
       }
     });
     return;
@@ -113,27 +130,34 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
       write_rows(dx, r0, r1, C, stream, [&](idx r, idx rows, T* dst) {
-        isa_call<GradRows<T>>(dy + r * C, x + r * C, dst, rows, C, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
-                              k.b.data(), k.c.data());
+        const idx n = rows * C;
+        V* out = compute_target(dst, n);
+        isa_call<GradRows<V>>(widened<Scratch::dy>(dy + r * C, n), widened<Scratch::x>(x + r * C, n), out, rows, C,
+                              k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data());
+        narrow_into(out, dst, n);
       });
     });
     return;
   }
   parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-    if (!stream) {  // one dispatch for all the task's runs
-      isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                            k.c.data());
-      return;
+    if constexpr (!is_narrow<T>) {
+      if (!stream) {  // one dispatch for all the task's runs
+        isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                              k.c.data());
+        return;
+      }
     }
     T* piece = stream_piece<T>(stream, B);
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
       write_run(dx, r, B, piece, [&](idx i, idx n, T* dst) {
-        isa_call<GradRun<T>>(dy + r * B + i, x + r * B + i, dst, n, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c],
-                             k.c[c]);
+        V* out = compute_target(dst, n);
+        isa_call<GradRun<V>>(widened<Scratch::dy>(dy + r * B + i, n), widened<Scratch::x>(x + r * B + i, n), out, n,
+                             k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c], k.c[c]);
+        narrow_into(out, dst, n);
       });
     }
-    stream_fence();
+    if (stream) stream_fence();
   });
 }
 
@@ -141,38 +165,50 @@ template <class T>
 void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* mean, double* sum_dy,
                   double* sum_dy_xmu, int num_threads, const PostOp& post, const double* scale,
                   const double* shift) {
+  using V = compute_t<T>;
   // Tasks of about one grain each keep per-channel partial sums; they are added in task order afterwards.  With
   // a post-op, the sums are of dz, piece by piece, instead of dy (same order).
   const idx row = C * B;
   const idx task_rows = rows_per_task(B == 1 ? C : B * C);
   const idx tasks = A == 0 ? 0 : (A + task_rows - 1) / task_rows;
   std::vector<double> part_dy(static_cast<size_t>(tasks * C), 0.0), part_dyx(static_cast<size_t>(tasks * C), 0.0);
-  const ChannelConsts<T> z(post.active() ? C : 0, mean, scale, shift, nullptr);
-  const PostOpPieces<T> pieces{post, z, C, B};
+  const ChannelConsts<V> z(post.active() ? C : 0, mean, scale, shift, nullptr);
+  const PostOpPieces<V> pieces{post, z, C, B};
+  const idx step = sum_rows(C);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
-    const idx step = pieces.rows_per_piece();
-    T* dz = post.active() ? thread_scratch<T>(static_cast<size_t>(B == 1 ? step * C : B)) : nullptr;
+    V* dz = post.active() ? thread_scratch<V>(static_cast<size_t>(B == 1 ? step * C : B)) : nullptr;
     for (idx t = t0; t < t1; ++t) {
       double* pd = part_dy.data() + t * C;
       double* px = part_dyx.data() + t * C;
       const idx r0 = t * task_rows, r1 = std::min(A, (t + 1) * task_rows);
-      if (!post.active()) {
-        if (B == 1)
-          isa_call<SumsRows<T>>(dy + r0 * row, x + r0 * row, r1 - r0, C, mean, pd, px);
-        else
-          isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
-      } else if (B == 1) {
+      if (B == 1) {  // rows, a piece at a time
         for (idx a = r0; a < r1; a += step) {
-          const idx e = std::min(r1, a + step);
-          pieces.rows(dy, x, dz, a, e);
-          isa_call<SumsRows<T>>(static_cast<const T*>(dz), x + a * C, e - a, C, mean, pd, px);
+          const idx rows = std::min(r1, a + step) - a, n = rows * C;
+          const V* g = widened<Scratch::dy>(dy + a * row, n);
+          const V* xw = widened<Scratch::x>(x + a * row, n);
+          if (post.active()) {
+            pieces.rows(g, xw, dz, rows);
+            g = dz;
+          }
+          isa_call<SumsRows<V>>(g, xw, rows, C, mean, pd, px);
         }
-      } else {
-        for (idx r = r0 * C; r < r1 * C; ++r) {
-          const idx c = r % C;
-          pieces.run(dy, x, dz, r);
-          isa_call<SumsRun<T>>(static_cast<const T*>(dz), x + r * B, B, mean[c], pd + c, px + c);
+        continue;
+      }
+      if constexpr (!is_narrow<T>) {
+        if (!post.active()) {  // one dispatch for all the task's runs
+          isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
+          continue;
         }
+      }
+      for (idx r = r0 * C; r < r1 * C; ++r) {
+        const idx c = r % C;
+        const V* g = widened<Scratch::dy>(dy + r * B, B);
+        const V* xw = widened<Scratch::x>(x + r * B, B);
+        if (post.active()) {
+          pieces.run(g, xw, dz, c);
+          g = dz;
+        }
+        isa_call<SumsRun<V>>(g, xw, B, mean[c], pd + c, px + c);
       }
     }
   });
@@ -245,30 +281,37 @@ template <class T>
 bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean,
                             const double* rstd, const double* k_dy, double* sum_dy, double* sum_dy_xmu,
                             int num_threads) {
-  // The channels a task works on must stay in L2 (1 MiB of dy and x: any current x86 server core's L2) between
-  // its two loops, and every thread needs a channel.
-  constexpr idx kL2Bytes = idx(1) << 20;
-  const idx channel_bytes = A * B * 2 * static_cast<idx>(sizeof(T));
-  const idx threads = resolve_threads(num_threads);
-  if (B <= 1 || A <= 0 || channel_bytes > kL2Bytes || C < threads) return false;
-  const idx task_rows = rows_per_task(B * C);  // bn_grad_sums' tasks
-  // Neighbouring channels together (their pieces of each row adjacent in memory: longer streams), as many as fit
-  // while every thread still gets a block: 64 x 256 x 14 x 14 float32, 1 thread: 2.4 ms in two passes, 2.2 ms
-  // one channel at a time, 1.8 ms in blocks of 4 to 8.
-  const idx block = std::clamp<idx>(std::min(kL2Bytes / channel_bytes, C / threads), 1,
-                                    ChannelsBackward<T>::kMaxBlock);
-  const idx blocks = (C + block - 1) / block;
-  const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
-  const bool stream = stream_out<T>(A * C * B, false);
-  parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
-    T* piece = stream_piece<T>(stream, B);
-    for (idx b = b0; b < b1; ++b) {
-      isa_call<ChannelsBackward<T>>(dy, x, dx, A, C, B, b * block, std::min(C, (b + 1) * block), task_rows,
-                                    mean, rstd, k_dy, sum_dy, sum_dy_xmu, piece);
-    }
-    if (stream) stream_fence();
-  });
-  return true;
+  if constexpr (is_narrow<T>) {
+    // Narrow storage takes the two passes (bn_grad_sums, bn_input_grad): widening each run twice here, once from
+    // memory and once from L2, made float16 slower than the two passes (32x64x56x56, 1 thread: 5.4-5.9 ms against
+    // 4.3-4.7 ms).
+    return false;
+  } else {
+    // The channels a task works on must stay in L2 (1 MiB of dy and x: any current x86 server core's L2) between
+    // its two loops, and every thread needs a channel.
+    constexpr idx kL2Bytes = idx(1) << 20;
+    const idx channel_bytes = A * B * 2 * static_cast<idx>(sizeof(T));
+    const idx threads = resolve_threads(num_threads);
+    if (B <= 1 || A <= 0 || channel_bytes > kL2Bytes || C < threads) return false;
+    const idx task_rows = rows_per_task(B * C);  // bn_grad_sums' tasks
+    // Neighbouring channels together (their pieces of each row adjacent in memory: longer streams), as many as fit
+    // while every thread still gets a block: 64 x 256 x 14 x 14 float32, 1 thread: 2.4 ms in two passes, 2.2 ms
+    // one channel at a time, 1.8 ms in blocks of 4 to 8.
+    const idx block = std::clamp<idx>(std::min(kL2Bytes / channel_bytes, C / threads), 1,
+                                      ChannelsBackward<T>::kMaxBlock);
+    const idx blocks = (C + block - 1) / block;
+    const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
+    const bool stream = stream_out<T>(A * C * B, false);
+    parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
+      T* piece = stream_piece<T>(stream, B);
+      for (idx b = b0; b < b1; ++b) {
+        isa_call<ChannelsBackward<T>>(dy, x, dx, A, C, B, b * block, std::min(C, (b + 1) * block), task_rows,
+                                      mean, rstd, k_dy, sum_dy, sum_dy_xmu, piece);
+      }
+      if (stream) stream_fence();
+    });
+    return true;
+  }
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                  \
@@ -282,6 +325,10 @@ bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B,
                                           const double*, double*, double*, int);
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
+FASTNORM_INSTANTIATE(bf16)
+#if FASTNORM_HAVE_HALF
+FASTNORM_INSTANTIATE(half)
+#endif
 #undef FASTNORM_INSTANTIATE
 
 }  // namespace fastnorm

@@ -86,7 +86,7 @@ T* mptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
-// The storage types of the kernels that read and write half types natively (activations, layer and RMS norm):
+// The storage types of the kernels that read and write half types natively (activations, normalizations, moments):
 // float16 where the build has _Float16, and ml_dtypes' bfloat16 (a user dtype of kind 'V', its 2 bytes the high
 // half of a float32), both computed in float; float32 and float64 as they are.
 enum class Storage { f16, bf16, f32, f64 };
@@ -272,7 +272,7 @@ void copy(const py::array& src, py::array& dst, int num_threads) {
 }
 
 void channel_moments(const py::array& x, idx A, idx C, idx B, py::array& mean, py::array& m2, int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
+  const Storage dt = storage_of(x, "x");
   check_contiguous(x, "x");
   if (A < 0 || C < 0 || B < 0 || A * C * B != static_cast<idx>(x.size()))
     throw py::value_error("x: (A, C, B) does not match the array's size");
@@ -280,7 +280,7 @@ void channel_moments(const py::array& x, idx A, idx C, idx B, py::array& mean, p
   check_like(m2, "m2", Dtype::f64, C);
   check_writeable(mean, "mean");
   check_writeable(m2, "m2");
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     double* mp = mptr<double>(mean);
@@ -295,19 +295,19 @@ void check_layout(const py::array& x, const char* name, idx A, idx C, idx B) {
     throw py::value_error(std::string(name) + ": (A, C, B) does not match the array's size");
 }
 
-// x of a per-channel kernel: float32/float64, C-contiguous, viewed as (A, C, B); its dtype.
-Dtype channel_input(const py::array& x, idx A, idx C, idx B) {
-  const Dtype dt = dtype_of(x, "x");
+// x of a per-channel kernel: any Storage, C-contiguous, viewed as (A, C, B); its dtype.
+Storage channel_input(const py::array& x, idx A, idx C, idx B) {
+  const Storage dt = storage_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", A, C, B);
   return dt;
 }
 
 // x as channel_input, dy like it, and the output dx like it and writeable: their dtype.
-Dtype grad_inputs(const py::array& dy, const py::array& x, const py::array& dx, idx A, idx C, idx B) {
-  const Dtype dt = channel_input(x, A, C, B);
-  check_like(dy, "dy", dt, x.size());
-  check_like(dx, "dx", dt, x.size());
+Storage grad_inputs(const py::array& dy, const py::array& x, const py::array& dx, idx A, idx C, idx B) {
+  const Storage dt = channel_input(x, A, C, B);
+  check_storage_like(dy, "dy", dt, x.size());
+  check_storage_like(dx, "dx", dt, x.size());
   check_writeable(dx, "dx");
   return dt;
 }
@@ -356,13 +356,13 @@ PostOpInput post_op_input(int post, double slope, const py::object& scale, const
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
               const py::array& scale, const py::array& shift, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Dtype dt = channel_input(x, A, C, B);
-  check_like(out, "out", dt, x.size());
+  const Storage dt = channel_input(x, A, C, B);
+  check_storage_like(out, "out", dt, x.size());
   check_writeable(out, "out");
   const double* m = channel_values(mean, "mean", C);
   const double* sc = channel_values(scale, "scale", C);
   const double* sh = channel_values(shift, "shift", C);
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
@@ -378,12 +378,12 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
   const fastnorm::PostOp op = z.op;
   const double *zs = z.scale, *zb = z.shift;
-  const Dtype dt = channel_input(x, A, C, B);
-  check_like(dy, "dy", dt, x.size());
+  const Storage dt = channel_input(x, A, C, B);
+  check_storage_like(dy, "dy", dt, x.size());
   const double* m = channel_values(mean, "mean", C);
   double* s1 = f64_output(sum_dy, "sum_dy", C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
@@ -395,14 +395,14 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
 bool bn_backward_by_channel(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                             const py::array& mean, const py::array& rstd, const py::array& k_dy, py::array& sum_dy,
                             py::array& sum_dy_xmu, int num_threads) {
-  const Dtype dt = grad_inputs(dy, x, dx, A, C, B);
+  const Storage dt = grad_inputs(dy, x, dx, A, C, B);
   const double* m = channel_values(mean, "mean", C);
   const double* r = channel_values(rstd, "rstd", C);
   const double* k = channel_values(k_dy, "k_dy", C);
   double* s1 = f64_output(sum_dy, "sum_dy", C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
   bool done = false;
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
@@ -419,12 +419,12 @@ void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
   const fastnorm::PostOp op = z.op;
   const double *zs = z.scale, *zb = z.shift;
-  const Dtype dt = grad_inputs(dy, x, dx, A, C, B);
+  const Storage dt = grad_inputs(dy, x, dx, A, C, B);
   const double* m = channel_values(mean, "mean", C);
   const double* a = channel_values(k_dy, "k_dy", C);
   const double* b = channel_values(k_xmu, "k_xmu", C);
   const double* c = channel_values(k_one, "k_one", C);
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
@@ -442,12 +442,12 @@ void check_rows(const py::array& x, const char* name, idx M, idx D) {
 // x (contiguous, laid out as N samples of P rows of C channels of Q values, G groups) and the output `out` like it
 // and writeable: the group shape, and x's dtype in *dt.
 fastnorm::GroupShape group_io(const py::array& x, const py::array& out, const char* out_name, idx N, idx P, idx C,
-                              idx Q, idx G, Dtype* dt) {
+                              idx Q, idx G, Storage* dt) {
   if (N < 0 || P < 0 || C < 0 || Q < 0 || G < 1 || C % G != 0) throw py::value_error("bad group layout");
-  *dt = dtype_of(x, "x");
+  *dt = storage_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", N * P, C, Q);
-  check_like(out, out_name, *dt, x.size());
+  check_storage_like(out, out_name, *dt, x.size());
   check_writeable(out, out_name);
   return {N, P, C, Q, G};
 }
@@ -456,13 +456,13 @@ void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C,
                         const py::object& gamma, const py::object& beta, py::array& mean, py::array& rstd,
                         int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  Dtype dt;
+  Storage dt;
   const fastnorm::GroupShape s = group_io(x, out, "out", N, P, C, Q, G, &dt);
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* mp = f64_output(mean, "mean", N * G);
   double* rp = f64_output(rstd, "rstd", N * G);
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
@@ -475,16 +475,16 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
                          const py::array& mean, const py::array& rstd, const py::object& gamma, py::array& sum_dy,
                          py::array& sum_dy_xmu, int num_threads, int post, double slope, const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
-  Dtype dt;
+  Storage dt;
   const fastnorm::GroupShape s = group_io(x, dx, "dx", N, P, C, Q, G, &dt);
-  check_like(dy, "dy", dt, x.size());
+  check_storage_like(dy, "dy", dt, x.size());
   const double* m = channel_values(mean, "mean", N * G);
   const double* r = channel_values(rstd, "rstd", N * G);
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* s1 = f64_output(sum_dy, "sum_dy", N * C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", N * C);
-  with_type(dt, [&](auto t) {
+  with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);

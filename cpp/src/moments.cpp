@@ -29,10 +29,10 @@ void moments_by_runs(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
       for (idx u = blk * units_per_task; u < std::min(units, (blk + 1) * units_per_task); ++u) {
         const idx a = u / pieces_per_run, k = u % pieces_per_run;
         const idx b0 = k * piece, len = std::min(B, b0 + piece) - b0;
-        const T* run = x + (a * C + c) * B + b0;
+        const compute_t<T>* run = widened<Scratch::x>(x + (a * C + c) * B + b0, len);
         double s1, s2;
         const double shift = static_cast<double>(run[0]);
-        isa_call<ShiftedSums<T>>(run, len, shift, &s1, &s2);
+        isa_call<ShiftedSums<compute_t<T>>>(run, len, shift, &s1, &s2);
         acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
       }
       partial[t] = acc;
@@ -56,13 +56,18 @@ void moments_by_rows(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
   const idx rows_per_task = std::max<idx>(1, kElementwiseGrain / L);
   const idx tasks = (A + rows_per_task - 1) / rows_per_task;
   std::vector<double> shift(static_cast<size_t>(L));
-  for (idx j = 0; j < L; ++j) shift[j] = static_cast<double>(x[j]);
+  const compute_t<T>* first = widened<Scratch::x>(x, L);
+  for (idx j = 0; j < L; ++j) shift[j] = static_cast<double>(first[j]);
   std::vector<double> part1(static_cast<size_t>(tasks * L), 0.0), part2(static_cast<size_t>(tasks * L), 0.0);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     for (idx t = t0; t < t1; ++t) {
       const idx r0 = t * rows_per_task, r1 = std::min(A, r0 + rows_per_task);
-      isa_call<ShiftedRowSums<T>>(x + r0 * L, r1 - r0, L, static_cast<const double*>(shift.data()),
-                                  part1.data() + t * L, part2.data() + t * L);
+      for (idx r = r0; r < r1; r += sum_rows(L)) {  // a piece at a time (narrow storage widened in L1)
+        const idx rows = std::min(r1 - r, sum_rows(L));
+        isa_call<ShiftedRowSums<compute_t<T>>>(widened<Scratch::x>(x + r * L, rows * L), rows, L,
+                                               static_cast<const double*>(shift.data()), part1.data() + t * L,
+                                               part2.data() + t * L);
+      }
     }
   });
   std::vector<double> s1(part1.begin(), part1.begin() + L), s2(part2.begin(), part2.begin() + L);
@@ -104,5 +109,9 @@ void channel_moments(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
 
 template void channel_moments<float>(const float*, idx, idx, idx, double*, double*, int);
 template void channel_moments<double>(const double*, idx, idx, idx, double*, double*, int);
+template void channel_moments<bf16>(const bf16*, idx, idx, idx, double*, double*, int);
+#if FASTNORM_HAVE_HALF
+template void channel_moments<half>(const half*, idx, idx, idx, double*, double*, int);
+#endif
 
 }  // namespace fastnorm

@@ -1,8 +1,9 @@
 """The NumPy contract every public function follows: how inputs become kernel buffers and results go back.
 
 - Anything array_like is accepted.  float32 and float64 are computed natively; float16 (and bfloat16 when
-  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype (the activations and layer
-  and RMS norm read and write both natively, the other kernels go through a float32 copy); integers and bools are
+  ``ml_dtypes`` is installed) are computed in float32 and returned in their own dtype (the activations, the
+  normalizations and ``moments`` read and write both natively; PReLU, Maxout and the rest go through a float32
+  copy); integers and bools are
   computed and returned in float64; long double is computed in float64 and returned as long double.  Complex,
   object, string and other dtypes raise TypeError naming the argument and the dtype.
 - Any strides and memory order: inputs are copied to C order only when they are not already.
@@ -39,7 +40,7 @@ def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
 
 
 def storage_dtype(dtype: np.dtype, name: str) -> np.dtype:
-    """The dtype the kernels that take half types natively (activations, layer and RMS norm) read and write for
+    """The dtype the kernels that take half types natively (activations, normalizations, moments) read and write for
     input of ``dtype``: float16 (where the build supports it) and ml_dtypes' bfloat16 as they are, computed in
     float32 inside the kernel with half the memory traffic; else as compute_dtype says."""
     if dtype is _F32 or dtype is _F64:

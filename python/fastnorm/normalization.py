@@ -153,7 +153,7 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     shift, ICML 2015.
     """
     x = as_array(x, "x")
-    compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
+    storage, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)  # float16, bfloat16 read natively
     A, C, B = _layout(x.shape, axis)
     eps = _eps(eps)
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
@@ -167,7 +167,7 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
-    xb = as_buffer(x, compute)
+    xb = as_buffer(x, storage)
 
     if training:
         count = A * B
@@ -191,7 +191,7 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     rstd = 1.0 / np.sqrt(var + eps)
     scale = rstd if g is None else g * rstd
     shift = np.zeros(C) if b is None else b
-    buf = kernel_output(out, x.shape, compute, (xb,))
+    buf = kernel_output(out, x.shape, storage, (xb,))
     _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean), scale, shift, threads,
                 *post)
     y = deliver(buf, out, result)
@@ -233,7 +233,7 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = np.result_type(dy.dtype, x.dtype)
-    compute, result = compute_dtype(common, "x"), result_dtype(common)
+    storage, result = storage_dtype(common, "x"), result_dtype(common)
     A, C, B = _layout(x.shape, axis)
     mean, rstd = _channel_param(mean, "mean", C), _channel_param(rstd, "rstd", C)
     g = _channel_param(gamma, "gamma", C)
@@ -242,14 +242,14 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
-    dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
+    dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     param_grads = g is not None and not dx_only
     g1 = np.ones(C) if g is None else g
     # the forward's scale and shift, from which a fused activation's input is recomputed
     z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] else (None, None)
     count = A * B
     k_dy = g1 * rstd
-    buf = kernel_output(out, x.shape, compute, (dyb, xb))
+    buf = kernel_output(out, x.shape, storage, (dyb, xb))
     if training and not post[0] and count > 0:  # one pass over memory where a channel fits in L2
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
         if _C.bn_backward_by_channel(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, k_dy,
@@ -459,15 +459,15 @@ def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return
     Wu & He, Group normalization, ECCV 2018.
     """
     x = as_array(x, "x")
-    compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
+    storage, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)
     N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
     eps = _eps(eps)
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
-    xb = as_buffer(x, compute)
-    buf = kernel_output(out, x.shape, compute, (xb,))
+    xb = as_buffer(x, storage)
+    buf = kernel_output(out, x.shape, storage, (xb,))
     mean, rstd = np.empty((N, G)), np.empty((N, G))
     _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
                           rstd.reshape(-1), threads, *_post_op(activation, negative_slope))
@@ -488,7 +488,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = np.result_type(dy.dtype, x.dtype)
-    compute, result = compute_dtype(common, "x"), result_dtype(common)
+    storage, result = storage_dtype(common, "x"), result_dtype(common)
     N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
     mean = _group_stats(mean, "mean", N, G)
     rstd = _group_stats(rstd, "rstd", N, G)
@@ -496,8 +496,8 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
-    dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
-    buf = kernel_output(out, x.shape, compute, (dyb, xb))
+    dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
+    buf = kernel_output(out, x.shape, storage, (dyb, xb))
     # per (sample, channel): s1 = sum of dy, s2 = sum of dy (x - mean)
     s1, s2 = np.empty((N, C)), np.empty((N, C))
     post = _post_op(activation, negative_slope)

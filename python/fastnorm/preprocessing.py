@@ -20,7 +20,7 @@ import numpy as np
 
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axes,
-                             result_dtype)
+                             result_dtype, storage_dtype)
 from fastnorm._threads import resolve
 from fastnorm.statistics import Moments, merge_moments, moments
 
@@ -154,17 +154,19 @@ class Standardizer:
         if out is not None:
             check_out(out, x.shape, result)
         kept = self._kept
-        xb = as_buffer(x, compute)
         if not kept or kept == tuple(range(kept[0], kept[-1] + 1)):
             # kept axes are one block: x is (A, C, B) around it, the batch-norm apply kernel's layout
+            storage = storage_dtype(x.dtype, "x")
+            xb = as_buffer(x, storage)
             C = math.prod(x.shape[a] for a in kept)
             A = math.prod(x.shape[:kept[0]]) if kept else 1
             B = x.size // (A * C) if A * C else 0
-            buf = kernel_output(out, x.shape, compute, (xb,))
+            buf = kernel_output(out, x.shape, storage, (xb,))
             _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean).reshape(-1),
                         np.ascontiguousarray(scale).reshape(-1), np.ascontiguousarray(shift).reshape(-1),
                         resolve(self.num_threads))
             return deliver(buf, out, result)
+        xb = as_buffer(x, compute)
         shape = [x.shape[a] if a in kept else 1 for a in range(x.ndim)]
         m, s, b = (np.reshape(v, shape).astype(compute) for v in (mean, scale, shift))
         return deliver(((xb - m) * s + b).astype(compute, copy=False), out, result)

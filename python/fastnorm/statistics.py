@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._array import as_array, as_buffer, compute_dtype, normalize_axes
+from fastnorm._array import as_array, as_buffer, normalize_axes, storage_dtype
 from fastnorm._threads import resolve
 
 __all__ = ["Moments", "moments", "merge_moments"]
@@ -64,7 +64,7 @@ def moments(x, axis=None, *, num_threads=None) -> Moments:
     Chan, Golub & LeVeque, Updating formulae and a pairwise algorithm for computing sample variances, 1979.
     """
     x = as_array(x, "x")
-    compute = compute_dtype(x.dtype, "x")
+    compute = storage_dtype(x.dtype, "x")  # float16 and bfloat16 are read as they are
     reduced = normalize_axes(axis, x.ndim)
     kept = tuple(a for a in range(x.ndim) if a not in reduced)
     kept_shape = tuple(x.shape[a] for a in kept)

@@ -15,13 +15,43 @@
 namespace fastnorm {
 namespace loops {
 
-// A per-thread scratch block of at least n values, kept between calls: allocating one per task (hundreds of KB)
-// cost page faults on every call.
-template <class T>
+// Per-thread scratch blocks of at least n values, one per use (so that a kernel can hold several at once), kept
+// between calls: allocating one per task (hundreds of KB) cost page faults on every call.
+enum class Scratch { work, piece, x, dy, out };
+
+template <class T, Scratch S = Scratch::work>
 T* thread_scratch(std::size_t n) {
   thread_local std::vector<T> buf;
   if (buf.size() < n) buf.resize(n);
   return buf.data();
+}
+
+// Narrow storage (float16, bfloat16) is computed in float, piece by piece: widened<S>(p, n) is p itself for wide
+// types, else its n values widened into the thread's scratch S; a result computed at compute_target(dst, n) (dst
+// itself, or scratch) is rounded into dst by narrow_into.  The float bodies see the values of the float32 array
+// in the same pieces as for float32 input, so results are float32's, rounded once.
+template <Scratch S, class T>
+const compute_t<T>* widened(const T* p, idx n) {
+  if constexpr (is_narrow<T>) {
+    compute_t<T>* w = thread_scratch<compute_t<T>, S>(static_cast<std::size_t>(n));
+    to_float(p, w, n);
+    return w;
+  } else {
+    return p;
+  }
+}
+
+template <class T>
+compute_t<T>* compute_target(T* dst, idx n) {
+  if constexpr (is_narrow<T>)
+    return thread_scratch<compute_t<T>, Scratch::out>(static_cast<std::size_t>(n));
+  else
+    return dst;
+}
+
+template <class T>
+void narrow_into(const compute_t<T>* v, T* dst, idx n) {
+  if constexpr (is_narrow<T>) from_float(v, dst, n);
 }
 
 // Per-channel constants in T, the mean as hi + lo.
@@ -82,16 +112,21 @@ struct ApplyRows {  // rows of C channels
 // The post-op's backward: dz = Op'(z) dy with z = (x - mean) * scale + shift recomputed as the forward did, into
 // a scratch block that the normalization's backward then reads in place of dy.
 template <class T, class Op>
+struct PostOpGradRun {  // one channel's run of n values
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx n, T hi, T lo, T scale, T shift,
+                                  act::Params<T> p) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) dz[i] = Op::backward(dy[i], centered(x[i], hi, lo) * scale + shift, p);
+  }
+};
+
+template <class T, class Op>
 struct PostOpGradRuns {  // runs [r0, r1) of an (A, C, B) array; dz holds (r1 - r0) * B values
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx r0, idx r1, idx C, idx B, const T* hi,
                                   const T* lo, const T* scale, const T* shift, act::Params<T> p) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      const T *dyr = dy + r * B, *xr = x + r * B;
-      T* dzr = dz + (r - r0) * B;
-      const T h = hi[c], l = lo[c], a = scale[c], b = shift[c];
-#pragma omp simd
-      for (idx i = 0; i < B; ++i) dzr[i] = Op::backward(dyr[i], centered(xr[i], h, l) * a + b, p);
+      PostOpGradRun<T, Op>::run(dy + r * B, x + r * B, dz + (r - r0) * B, B, hi[c], lo[c], scale[c], shift[c], p);
     }
   }
 };
@@ -350,28 +385,42 @@ bool stream_out(idx n, bool compute_bound) {
   return FASTNORM_HAVE_STREAM && !compute_bound && stream_output(n * static_cast<idx>(sizeof(T)));
 }
 
-// Rows [r0, r1) of C values written by rows_to(r, rows, dst) (rows r.. r + rows into dst): at once into out, or
-// with `stream` a few rows at a time into an L1 piece that is then streamed out.
+// Rows of C values per piece of the elementwise passes: kStreamPiece values (an L1 block), at least one row.
+inline idx piece_rows(idx C) { return std::max<idx>(1, kStreamPiece / std::max<idx>(C, 1)); }
+
+// Rows of L values per piece of the per-column sums (column_sums, SumsRows): about 4096 values, in whole row
+// blocks of both (64 rows), so that summing piece by piece gives the bits of one call over all the rows.
+inline idx sum_rows(idx L) { return std::max<idx>(64, 4096 / std::max<idx>(L, 1) / 64 * 64); }
+
+// Rows [r0, r1) of C values written by rows_to(r, rows, dst) (rows r.. r + rows into dst), piece_rows(C) at a
+// time: in place, or with `stream` into an L1 piece that is then streamed out.
 template <class T, class F>
 void write_rows(T* out, idx r0, idx r1, idx C, bool stream, const F& rows_to) {
-  if (!stream) return rows_to(r0, r1 - r0, out + r0 * C);
-  const idx step = std::max<idx>(1, kStreamPiece / std::max<idx>(C, 1));
-  T* piece = thread_scratch<T>(static_cast<size_t>(step * C));
+  const idx step = piece_rows(C);
+  T* piece = stream ? thread_scratch<T, Scratch::piece>(static_cast<size_t>(step * C)) : nullptr;
   for (idx r = r0; r < r1; r += step) {
     const idx rows = std::min(step, r1 - r);
+    if (piece == nullptr) {
+      rows_to(r, rows, out + r * C);
+      continue;
+    }
     rows_to(r, rows, piece);
     stream_store(static_cast<const T*>(piece), out + r * C, rows * C);
   }
-  stream_fence();
+  if (stream) stream_fence();
 }
 
-// Run r's B values written by values_to(i, n, dst) (values i.. i + n of the run into dst): at once into out, or
-// with `stream` piece by piece through L1.
+// Run r's B values written by values_to(i, n, dst) (values i.. i + n of the run into dst): at once in place, or
+// piece by piece (kStreamPiece values) in place for narrow storage or through `piece` (an L1 block) streamed out.
 template <class T, class F>
 void write_run(T* out, idx r, idx B, T* piece, const F& values_to) {
-  if (piece == nullptr) return values_to(0, B, out + r * B);
+  if (piece == nullptr && !is_narrow<T>) return values_to(0, B, out + r * B);
   for (idx i = 0; i < B; i += kStreamPiece) {
     const idx n = std::min(kStreamPiece, B - i);
+    if (piece == nullptr) {
+      values_to(i, n, out + r * B + i);
+      continue;
+    }
     values_to(i, n, piece);
     stream_store(static_cast<const T*>(piece), out + r * B + i, n);
   }
@@ -379,7 +428,7 @@ void write_run(T* out, idx r, idx B, T* piece, const F& values_to) {
 
 template <class T>
 T* stream_piece(bool stream, idx B) {
-  return stream ? thread_scratch<T>(static_cast<size_t>(std::min(B, kStreamPiece))) : nullptr;
+  return stream ? thread_scratch<T, Scratch::piece>(static_cast<size_t>(std::min(B, kStreamPiece))) : nullptr;
 }
 
 }  // namespace loops

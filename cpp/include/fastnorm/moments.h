@@ -24,7 +24,9 @@ inline Moments merge(const Moments& a, const Moments& b) {
   return {n, a.mean + delta * (b.count / n), a.m2 + b.m2 + delta * delta * (a.count * b.count / n)};
 }
 
-// mean[c] and m2[c] of x viewed as (A, C, B), reduced over A and B; every channel has A * B values.
+// mean[c] and m2[c] of x viewed as (A, C, B), reduced over A and B; every channel has A * B values.  T is the
+// storage type: float, double, or half / bf16, widened to float a piece at a time (the statistics of the float32
+// array of the same values).
 template <class T>
 void channel_moments(const T* x, idx A, idx C, idx B, double* mean, double* m2, int num_threads);
 

@@ -13,6 +13,17 @@ TOL = {
 }
 
 
+def half_dtype(name):
+    """float16 (skipped where the build has no native float16 kernels) or ml_dtypes' bfloat16 (skipped without
+    ml_dtypes): the half storage types the kernels read and write natively."""
+    import pytest
+    if name == "float16":
+        if not fastnorm._C.native_float16:
+            pytest.skip("this build has no native float16 kernels")
+        return np.dtype(np.float16)
+    return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+
+
 def public_name(name):
     return "gelu" if name == "gelu_tanh" else name
 

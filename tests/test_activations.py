@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastnorm
 import reference as ref
-from helpers import assert_close, call_backward, call_forward, central_difference
+from helpers import assert_close, call_backward, call_forward, central_difference, half_dtype
 
 NAMES = sorted(ref.ELEMENTWISE)
 DTYPES = [np.float16, np.float32, np.float64]
@@ -217,21 +217,12 @@ def test_maxout_gradient_check(rng):
     np.testing.assert_allclose(dx, numeric, atol=1e-7)
 
 
-def _half_dtype(name):
-    """float16, or ml_dtypes' bfloat16: the storage types the activation kernels read and write natively."""
-    if name == "float16":
-        if not fastnorm._C.native_float16:
-            pytest.skip("this build has no native float16 kernels")
-        return np.dtype(np.float16)
-    return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
-
-
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "hardswish"])
 def test_native_half_equals_float32_rounded_once(name, half, rng):
     """float16 and bfloat16 are read and written as such and computed in float32 inside the kernel: the same bits
     as computing in float32 and rounding the result once, forward and backward, for any thread count."""
-    dt = _half_dtype(half)
+    dt = half_dtype(half)
     x = (rng.standard_normal(70001) * 4).astype(dt)
     dy = rng.standard_normal(70001).astype(dt)
     f, fb = getattr(fastnorm, name), getattr(fastnorm, name + "_backward")

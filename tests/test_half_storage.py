@@ -7,14 +7,7 @@ import numpy as np
 import pytest
 
 import fastnorm
-
-
-def half_dtype(name):
-    if name == "float16":
-        if not fastnorm._C.native_float16:
-            pytest.skip("this build has no native float16 kernels")
-        return np.dtype(np.float16)
-    return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+from helpers import half_dtype
 
 
 def assert_rounded_from(actual, want32, dt):

@@ -323,12 +323,7 @@ bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B,
                                  const double*, const double*, int, const PostOp&, const double*, const double*); \
   template bool bn_backward_by_channel<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,  \
                                           const double*, double*, double*, int);
-FASTNORM_INSTANTIATE(float)
-FASTNORM_INSTANTIATE(double)
-FASTNORM_INSTANTIATE(bf16)
-#if FASTNORM_HAVE_HALF
-FASTNORM_INSTANTIATE(half)
-#endif
+FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
 #undef FASTNORM_INSTANTIATE
 
 }  // namespace fastnorm

@@ -321,12 +321,7 @@ void group_norm_backward(const T* dy, const T* x, T* dx, const GroupShape& s, co
                                       double*, double*, int, const PostOp&);                                    \
   template void group_norm_backward<T>(const T*, const T*, T*, const GroupShape&, const double*, const double*,   \
                                        const double*, double*, double*, int, const PostOp&, const double*);
-FASTNORM_INSTANTIATE(float)
-FASTNORM_INSTANTIATE(double)
-FASTNORM_INSTANTIATE(bf16)
-#if FASTNORM_HAVE_HALF
-FASTNORM_INSTANTIATE(half)
-#endif
+FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
 #undef FASTNORM_INSTANTIATE
 
 }  // namespace fastnorm

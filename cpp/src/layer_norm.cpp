@@ -254,12 +254,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   template void ln_backward<T>(const T*, const T*, T*, idx, idx, const double*, const double*,                 \
                                const compute_t<T>*, bool, double*, double*, int, const PostOp&,                \
                                const compute_t<T>*);
-FASTNORM_INSTANTIATE(float)
-FASTNORM_INSTANTIATE(double)
-FASTNORM_INSTANTIATE(bf16)
-#if FASTNORM_HAVE_HALF
-FASTNORM_INSTANTIATE(half)
-#endif
+FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
 #undef FASTNORM_INSTANTIATE
 
 }  // namespace fastnorm

@@ -107,11 +107,8 @@ void channel_moments(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
     moments_by_rows(x, A, C, B, mean, m2, num_threads);
 }
 
-template void channel_moments<float>(const float*, idx, idx, idx, double*, double*, int);
-template void channel_moments<double>(const double*, idx, idx, idx, double*, double*, int);
-template void channel_moments<bf16>(const bf16*, idx, idx, idx, double*, double*, int);
-#if FASTNORM_HAVE_HALF
-template void channel_moments<half>(const half*, idx, idx, idx, double*, double*, int);
-#endif
+#define FASTNORM_INSTANTIATE(T) template void channel_moments<T>(const T*, idx, idx, idx, double*, double*, int);
+FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
+#undef FASTNORM_INSTANTIATE
 
 }  // namespace fastnorm

@@ -60,6 +60,14 @@ struct compute_type<bf16> {
 template <class T>
 using compute_t = typename compute_type<T>::type;
 
+// M(T) for every storage type of the normalization kernels: float, double, bf16, and half where the build has it
+// (explicit instantiations).
+#if FASTNORM_HAVE_HALF
+#define FASTNORM_FOR_EACH_STORAGE(M) M(float) M(double) M(bf16) M(half)
+#else
+#define FASTNORM_FOR_EACH_STORAGE(M) M(float) M(double) M(bf16)
+#endif
+
 enum class Isa : int { baseline = 0, v3 = 1, v4 = 2 };
 
 // The level kernels run at.  Chosen on first use (CPU and FASTNORM_ISA); set_isa changes it.

@@ -26,11 +26,9 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
     const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
     if (B == 1) {
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-        write_rows(y, r0, r1, C, stream, [&](idx r, idx rows, T* dst) {
-          V* out = compute_target(dst, rows * C);
+        write_rows(y, r0, r1, C, stream, [&](idx r, idx rows, V* out) {
           isa_call<ApplyRows<V, Op>>(widened<Scratch::x>(x + r * C, rows * C), out, rows, C, k.mean_hi.data(),
                                      k.mean_lo.data(), k.a.data(), k.b.data(), p);
-          narrow_into(out, dst, rows * C);
         });
       });
       return;
@@ -46,11 +44,9 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
       T* piece = stream_piece<T>(stream, B);
       for (idx r = r0; r < r1; ++r) {
         const idx c = r % C;
-        write_run(y, r, B, piece, [&](idx i, idx n, T* dst) {
-          V* out = compute_target(dst, n);
+        write_run(y, r, B, piece, [&](idx i, idx n, V* out) {
           isa_call<ApplyRun<V, Op>>(widened<Scratch::x>(x + r * B + i, n), out, n, k.mean_hi[c], k.mean_lo[c],
                                     k.a[c], k.b[c], p);
-          narrow_into(out, dst, n);
         });
       }
       if (stream) stream_fence();
@@ -129,12 +125,10 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
   const bool stream = stream_out<T>(A * C * B, false);
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-      write_rows(dx, r0, r1, C, stream, [&](idx r, idx rows, T* dst) {
+      write_rows(dx, r0, r1, C, stream, [&](idx r, idx rows, V* out) {
         const idx n = rows * C;
-        V* out = compute_target(dst, n);
         isa_call<GradRows<V>>(widened<Scratch::dy>(dy + r * C, n), widened<Scratch::x>(x + r * C, n), out, rows, C,
                               k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data());
-        narrow_into(out, dst, n);
       });
     });
     return;
@@ -150,11 +144,9 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
     T* piece = stream_piece<T>(stream, B);
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      write_run(dx, r, B, piece, [&](idx i, idx n, T* dst) {
-        V* out = compute_target(dst, n);
+      write_run(dx, r, B, piece, [&](idx i, idx n, V* out) {
         isa_call<GradRun<V>>(widened<Scratch::dy>(dy + r * B + i, n), widened<Scratch::x>(x + r * B + i, n), out, n,
                              k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c], k.c[c]);
-        narrow_into(out, dst, n);
       });
     }
     if (stream) stream_fence();

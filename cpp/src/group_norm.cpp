@@ -60,10 +60,8 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
       for (idx k = 0; k < Cg; ++k) {
         const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
         const V scale = static_cast<V>(gamma ? r * gamma[c] : r), shift = static_cast<V>(beta ? beta[c] : 0.0);
-        write_run(y, run, s.Q, piece, [&](idx i, idx n, T* dst) {
-          V* out = compute_target(dst, n);
+        write_run(y, run, s.Q, piece, [&](idx i, idx n, V* out) {
           isa_call<ApplyRun<V, Op>>(xg + k * s.Q + i, out, n, hi, lo, scale, shift, p);
-          narrow_into(out, dst, n);
         });
       }
     }
@@ -109,11 +107,9 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
       rows_or_runs(
           s.P, C, Q,
           [&] {
-            write_rows(ys, 0, s.P, C, stream, [&](idx r, idx rows, T* dst) {
-              V* out = compute_target(dst, rows * C);
+            write_rows(ys, 0, s.P, C, stream, [&](idx r, idx rows, V* out) {
               isa_call<ApplyRows<V, Op>>(widened<Scratch::x>(xs + r * C, rows * C), out, rows, C, k.hi.data(),
                                          k.lo.data(), k.a.data(), k.b.data(), p);
-              narrow_into(out, dst, rows * C);
             });
           },
           [&](idx row, idx c) {
@@ -186,11 +182,9 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
       group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
       for (idx i = 0; i < Cg; ++i) {
         const idx c = g * Cg + i, run = t * Cg + i;  // channel c's run of Q values
-        write_run(dx, run, s.Q, piece, [&](idx j, idx n, T* dst) {
-          V* out = compute_target(dst, n);
+        write_run(dx, run, s.Q, piece, [&](idx j, idx n, V* out) {
           isa_call<GradRun<V>>(grad + i * s.Q + j, xg + i * s.Q + j, out, n, k.hi[c], k.lo[c], k.a[c], k.b[c],
                                k.c[c]);
-          narrow_into(out, dst, n);
         });
       }
     }
@@ -260,7 +254,7 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
       rows_or_runs(
           s.P, C, Q,
           [&] {
-            write_rows(dxs, 0, s.P, C, stream, [&](idx r, idx rows, T* dst) {
+            write_rows(dxs, 0, s.P, C, stream, [&](idx r, idx rows, V* out) {
               const idx m = rows * C;
               const V* xw = widened<Scratch::x>(xs + r * C, m);
               const V* g = keep ? dz + r * C : widened<Scratch::dy>(dys + r * C, m);
@@ -269,10 +263,8 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
                                                 z.b.data(), p);
                 g = dz;
               }
-              V* out = compute_target(dst, m);
               isa_call<GradRows<V>>(g, xw, out, rows, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
                                     k.c.data());
-              narrow_into(out, dst, m);
             });
           },
           [&](idx row, idx c) {  // keep holds dz with a post-op

@@ -392,37 +392,39 @@ inline idx piece_rows(idx C) { return std::max<idx>(1, kStreamPiece / std::max<i
 // blocks of both (64 rows), so that summing piece by piece gives the bits of one call over all the rows.
 inline idx sum_rows(idx L) { return std::max<idx>(64, 4096 / std::max<idx>(L, 1) / 64 * 64); }
 
-// Rows [r0, r1) of C values written by rows_to(r, rows, dst) (rows r.. r + rows into dst), piece_rows(C) at a
-// time: in place, or with `stream` into an L1 piece that is then streamed out.
+// Rows [r0, r1) of C values computed by rows_to(r, rows, dst) (rows r.. r + rows into dst, compute_t<T> values),
+// piece_rows(C) at a time: in place, or for narrow storage into L1 scratch rounded into place; with `stream` into
+// an L1 piece that is then streamed out.
 template <class T, class F>
 void write_rows(T* out, idx r0, idx r1, idx C, bool stream, const F& rows_to) {
   const idx step = piece_rows(C);
   T* piece = stream ? thread_scratch<T, Scratch::piece>(static_cast<size_t>(step * C)) : nullptr;
   for (idx r = r0; r < r1; r += step) {
-    const idx rows = std::min(step, r1 - r);
-    if (piece == nullptr) {
-      rows_to(r, rows, out + r * C);
-      continue;
-    }
-    rows_to(r, rows, piece);
-    stream_store(static_cast<const T*>(piece), out + r * C, rows * C);
+    const idx rows = std::min(step, r1 - r), n = rows * C;
+    T* dst = piece ? piece : out + r * C;
+    compute_t<T>* target = compute_target(dst, n);
+    rows_to(r, rows, target);
+    narrow_into(static_cast<const compute_t<T>*>(target), dst, n);
+    if (piece) stream_store(static_cast<const T*>(piece), out + r * C, n);
   }
   if (stream) stream_fence();
 }
 
-// Run r's B values written by values_to(i, n, dst) (values i.. i + n of the run into dst): at once in place, or
-// piece by piece (kStreamPiece values) in place for narrow storage or through `piece` (an L1 block) streamed out.
+// Run r's B values computed by values_to(i, n, dst) (values i.. i + n of the run into dst, compute_t<T> values): at
+// once in place, or piece by piece (kStreamPiece values) for narrow storage (through L1 scratch, rounded into
+// place) or through `piece` (an L1 block) streamed out.
 template <class T, class F>
 void write_run(T* out, idx r, idx B, T* piece, const F& values_to) {
-  if (piece == nullptr && !is_narrow<T>) return values_to(0, B, out + r * B);
+  if constexpr (!is_narrow<T>) {
+    if (piece == nullptr) return values_to(0, B, out + r * B);
+  }
   for (idx i = 0; i < B; i += kStreamPiece) {
     const idx n = std::min(kStreamPiece, B - i);
-    if (piece == nullptr) {
-      values_to(i, n, out + r * B + i);
-      continue;
-    }
-    values_to(i, n, piece);
-    stream_store(static_cast<const T*>(piece), out + r * B + i, n);
+    T* dst = piece ? piece : out + r * B + i;
+    compute_t<T>* target = compute_target(dst, n);
+    values_to(i, n, target);
+    narrow_into(static_cast<const compute_t<T>*>(target), dst, n);
+    if (piece) stream_store(static_cast<const T*>(piece), out + r * B + i, n);
   }
 }
 

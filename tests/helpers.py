@@ -24,6 +24,25 @@ def half_dtype(name):
     return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
 
 
+def assert_within_one_ulp(actual, want32, dt):
+    """actual (dtype dt) is want32 rounded to dt, or one of its neighbours: statistics a few float32 ulps apart move
+    each value by a few float32 ulps of the array's scale (more than a unit of dt where values cancel to near 0)."""
+    assert actual.dtype == dt
+    want32 = np.asarray(want32, dtype=np.float64)
+    want, got = want32.astype(dt).astype(np.float64), actual.astype(np.float64)
+    bits = 11 if np.dtype(dt) == np.float16 else 8
+    smallest = float(np.array(1, np.uint16).view(dt))  # the spacing of the subnormals
+    ulp = np.maximum(np.maximum(np.abs(want), np.abs(got)) * 2.0 ** (1 - bits), smallest)
+    scale = float(np.max(np.abs(want32), initial=0.0))
+    np.testing.assert_array_less(np.abs(got - want), ulp * 1.0001 + 2.0 ** -20 * scale)
+
+
+def assert_stats_close(mean, rstd, want_mean, want_rstd):
+    """Statistics of narrow data (float32 sums) against the float32 array's (float64 sums)."""
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-6, atol=1e-6 / np.min(want_rstd))
+    np.testing.assert_allclose(rstd, want_rstd, rtol=2e-6)
+
+
 def public_name(name):
     return "gelu" if name == "gelu_tanh" else name
 

@@ -50,7 +50,7 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
     T* piece = stream_piece<T>(stream, s.Q);
     for (idx t = t0; t < t1; ++t) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
       const V* xg = widened<Scratch::x>(x + t * len, len);
-      const Moments m = run_moments(xg, len);
+      const Moments m = run_moments<T>(xg, len);
       const double r = 1.0 / std::sqrt(m.m2 / count + eps);
       mean[t] = m.mean;
       rstd[t] = r;

@@ -139,7 +139,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
       T* narrow = is_narrow<T> && stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
       for (idx r = r0; r < r1; ++r) {
         const C* xr = widen_row(x + r * D, x_row, D);
-        const Moments m = loops::run_moments(xr, D);  // rows of no values: mean = m2 = 0
+        const Moments m = loops::run_moments<T>(xr, D);  // rows of no values: mean = m2 = 0
         const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
         mean[r] = centered ? m.mean : 0.0;
         rstd[r] = 1.0 / std::sqrt(var + eps);

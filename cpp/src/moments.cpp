@@ -29,11 +29,18 @@ void moments_by_runs(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
       for (idx u = blk * units_per_task; u < std::min(units, (blk + 1) * units_per_task); ++u) {
         const idx a = u / pieces_per_run, k = u % pieces_per_run;
         const idx b0 = k * piece, len = std::min(B, b0 + piece) - b0;
-        const compute_t<T>* run = widened<Scratch::x>(x + (a * C + c) * B + b0, len);
-        double s1, s2;
-        const double shift = static_cast<double>(run[0]);
-        isa_call<ShiftedSums<compute_t<T>>>(run, len, shift, &s1, &s2);
-        acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+        const T* run = x + (a * C + c) * B + b0;
+        if constexpr (is_narrow<T>) {  // widened and summed a kNarrowPiece at a time, in L1
+          for (idx i = 0; i < len; i += kNarrowPiece) {
+            const idx n = std::min(kNarrowPiece, len - i);
+            acc = merge(acc, narrow_piece_moments(widened<Scratch::x>(run + i, n), n));
+          }
+        } else {
+          double s1, s2;
+          const double shift = static_cast<double>(run[0]);
+          isa_call<ShiftedSums<T>>(run, len, shift, &s1, &s2);
+          acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+        }
       }
       partial[t] = acc;
     }

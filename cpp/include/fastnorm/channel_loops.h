@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "fastnorm/activation_ops.h"
@@ -362,17 +363,88 @@ inline Moments from_shifted(double n, double shift, double s1, double s2) {
   return {n, shift + mean_shifted, m2 < 0 ? 0.0 : m2};  // rounding can leave m2 just below 0; NaN stays NaN
 }
 
-// Moments of one contiguous run: pieces of at most one grain (parallel.h), each summed around its first value,
-// merged in order: the pieces channel_moments uses for a run, so the statistics equal moments() of it.
-template <class T>
-Moments run_moments(const T* x, idx n) {
+// Statistics of values stored narrow (float16: 11 significant bits, bfloat16: 8) are summed in float32 around a
+// piece-local shift (DESIGN.md, Numerics), the float64 sums above being the slow part once the bytes halve: a piece
+// of at most kNarrowPiece widened values (8 KiB, in L1) is summed once for its mean m, then for x - m and (x - m)^2.
+// Around its own mean a piece's sum of squares does not cancel, and float32's rounding over 32 terms per partial
+// sum (kLanes of them, added pairwise) stays near 2^-19, far below the storage's 2^-11.  Pieces whose sums
+// overflow, see NaN, or whose spread is so small that squares may underflow (b < 2^-100) are summed again as
+// float32 data are (ShiftedSums, in double).
+constexpr idx kNarrowPiece = 2048;
+
+struct NarrowPieceSums {
+  static constexpr idx kLanes = 64;  // partial sums: four AVX-512 vectors, independent chains
+  template <idx W>
+  static FASTNORM_INLINE void halve(float* acc) {  // compile-time widths: a loop over a variable one ran scalar
+#pragma omp simd
+    for (idx j = 0; j < W; ++j) acc[j] += acc[j + W];
+  }
+  static FASTNORM_INLINE float fold(float* acc) {
+    halve<32>(acc);
+    halve<16>(acc);
+    halve<8>(acc);
+    halve<4>(acc);
+    halve<2>(acc);
+    return acc[0] + acc[1];
+  }
+  // m = the mean of x[0, n), a = sum of (x - m), b = sum of (x - m)^2; n <= kNarrowPiece
+  static FASTNORM_INLINE void run(const float* x, idx n, float* m, float* a, float* b) {
+    const idx whole = n - n % kLanes;
+    float s[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {};
+    for (idx i = 0; i < whole; i += kLanes) {
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) s[j] += x[i + j];
+    }
+    for (idx j = 0; whole + j < n; ++j) s[j] += x[whole + j];
+    const float mean = fold(s) / static_cast<float>(n);
+    for (idx i = 0; i < whole; i += kLanes) {
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) {
+        const float d = x[i + j] - mean;
+        s1[j] += d;
+        s2[j] += d * d;
+      }
+    }
+    for (idx j = 0; whole + j < n; ++j) {
+      const float d = x[whole + j] - mean;
+      s1[j] += d;
+      s2[j] += d * d;
+    }
+    *m = mean;
+    *a = fold(s1);
+    *b = fold(s2);
+  }
+};
+
+// Moments of one piece of widened narrow values (n <= kNarrowPiece), as described above.
+inline Moments narrow_piece_moments(const float* x, idx n) {
+  float m, a, b;
+  isa_call<NarrowPieceSums>(x, n, &m, &a, &b);
+  const double count = static_cast<double>(n);
+  if (std::isfinite(a) && std::isfinite(b) && b >= 0x1p-100f)
+    return from_shifted(count, static_cast<double>(m), static_cast<double>(a), static_cast<double>(b));
+  const double shift = static_cast<double>(x[0]);
+  double s1, s2;
+  isa_call<ShiftedSums<float>>(x, n, shift, &s1, &s2);
+  return from_shifted(count, shift, s1, s2);
+}
+
+// Moments of one contiguous run of values stored as S (x: the values, widened for narrow S), in pieces merged in
+// order: at most one grain (parallel.h) each summed around its first value, the pieces channel_moments uses for a
+// run, so that the statistics equal moments() of it; kNarrowPiece values for narrow S, as above.
+template <class S>
+Moments run_moments(const compute_t<S>* x, idx n) {
   Moments acc;
-  for (idx b = 0; b < n; b += kElementwiseGrain) {
-    const idx len = std::min(kElementwiseGrain, n - b);
-    const double shift = static_cast<double>(x[b]);
-    double s1, s2;
-    isa_call<ShiftedSums<T>>(x + b, len, shift, &s1, &s2);
-    acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+  for (idx b = 0; b < n; b += is_narrow<S> ? kNarrowPiece : kElementwiseGrain) {
+    if constexpr (is_narrow<S>) {
+      acc = merge(acc, narrow_piece_moments(x + b, std::min(kNarrowPiece, n - b)));
+    } else {
+      const idx len = std::min(kElementwiseGrain, n - b);
+      const double shift = static_cast<double>(x[b]);
+      double s1, s2;
+      isa_call<ShiftedSums<S>>(x + b, len, shift, &s1, &s2);
+      acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+    }
   }
   return acc;
 }

@@ -149,10 +149,10 @@ struct NarrowBf16 {
   static FASTNORM_INLINE void run(const float* s, std::uint16_t* d, idx n) {
 #pragma omp simd
     for (idx i = 0; i < n; ++i) {
-      const std::uint32_t b = math::bit_cast<std::uint32_t>(s[i]);
-      const std::uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;  // to nearest, ties to even
-      const std::uint32_t quiet_nan = (b >> 16 & 0x8000u) | 0x7fc0u;
-      d[i] = static_cast<std::uint16_t>((b & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+      const std::uint32_t b = math::bit_cast<std::uint32_t>(s[i]), high = b >> 16;
+      const std::uint32_t rounded = (b + (0x7fffu + (high & 1u))) >> 16;  // to nearest, ties to even
+      const std::uint32_t quiet_nan = (high & 0x8000u) | 0x7fc0u;
+      d[i] = static_cast<std::uint16_t>(s[i] != s[i] ? quiet_nan : rounded);  // an unordered compare: one instruction
     }
   }
 };

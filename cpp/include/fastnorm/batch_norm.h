@@ -2,7 +2,8 @@
 //   (N, C, H*W) for NCHW-style data, (N*H*W, C, 1) for channels-last, any channel axis in general.
 // Statistics come from channel_moments (moments.h); these are the per-channel maps and reductions around them.
 // Per-channel constants arrive in double and are rounded once to the type computed in here.  T is the storage type:
-// float, double, or half / bf16, computed in float a piece at a time (results: float32's, rounded once).  The mean is split into hi + lo (both
+// float, double, or half / bf16, computed in float a piece at a time (results from given statistics: float32's,
+// rounded once; statistics of narrow data: moments.h).  The mean is split into hi + lo (both
 // T) so that x - mean is exact to T's rounding even when |mean| is far above the spread of x.
 #pragma once
 

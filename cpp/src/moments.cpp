@@ -36,10 +36,7 @@ void moments_by_runs(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
             acc = merge(acc, narrow_piece_moments(widened<Scratch::x>(run + i, n), n));
           }
         } else {
-          double s1, s2;
-          const double shift = static_cast<double>(run[0]);
-          isa_call<ShiftedSums<T>>(run, len, shift, &s1, &s2);
-          acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+          acc = merge(acc, shifted_moments(run, len));
         }
       }
       partial[t] = acc;

@@ -363,6 +363,15 @@ inline Moments from_shifted(double n, double shift, double s1, double s2) {
   return {n, shift + mean_shifted, m2 < 0 ? 0.0 : m2};  // rounding can leave m2 just below 0; NaN stays NaN
 }
 
+// Moments of n contiguous values summed in double around the first (ShiftedSums).
+template <class T>
+Moments shifted_moments(const T* x, idx n) {
+  const double shift = static_cast<double>(x[0]);
+  double s1, s2;
+  isa_call<ShiftedSums<T>>(x, n, shift, &s1, &s2);
+  return from_shifted(static_cast<double>(n), shift, s1, s2);
+}
+
 // Statistics of values stored narrow (float16: 11 significant bits, bfloat16: 8) are summed in float32 around a
 // piece-local shift (DESIGN.md, Numerics), the float64 sums above being the slow part once the bytes halve: a piece
 // of at most kNarrowPiece widened values (8 KiB, in L1) is summed once for its mean m, then for x - m and (x - m)^2.
@@ -423,10 +432,7 @@ inline Moments narrow_piece_moments(const float* x, idx n) {
   const double count = static_cast<double>(n);
   if (std::isfinite(a) && std::isfinite(b) && b >= 0x1p-100f)
     return from_shifted(count, static_cast<double>(m), static_cast<double>(a), static_cast<double>(b));
-  const double shift = static_cast<double>(x[0]);
-  double s1, s2;
-  isa_call<ShiftedSums<float>>(x, n, shift, &s1, &s2);
-  return from_shifted(count, shift, s1, s2);
+  return shifted_moments(x, n);
 }
 
 // Moments of one contiguous run of values stored as S (x: the values, widened for narrow S), in pieces merged in
@@ -439,11 +445,7 @@ Moments run_moments(const compute_t<S>* x, idx n) {
     if constexpr (is_narrow<S>) {
       acc = merge(acc, narrow_piece_moments(x + b, std::min(kNarrowPiece, n - b)));
     } else {
-      const idx len = std::min(kElementwiseGrain, n - b);
-      const double shift = static_cast<double>(x[b]);
-      double s1, s2;
-      isa_call<ShiftedSums<S>>(x + b, len, shift, &s1, &s2);
-      acc = merge(acc, from_shifted(static_cast<double>(len), shift, s1, s2));
+      acc = merge(acc, shifted_moments(x + b, std::min(kElementwiseGrain, n - b)));
     }
   }
   return acc;

@@ -10,6 +10,7 @@
 
 #include "fastnorm/blocked.h"
 #include "fastnorm/channels.h"
+#include "fastnorm/narrow.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/activation_ops.h"
 #include "fastnorm/simd_math.h"
@@ -58,50 +59,61 @@ void visit(Activation op, F&& f) {
 
 // Serial SIMD bodies, compiled once per ISA level by isa_call; run_blocked sends every element through the
 // vector loop (blocked.h), so results never depend on an element's position.
-// T is the storage type; values are computed in C = compute_t<T> (float for half: read and written as half, the
-// arithmetic and its accuracy those of float, rounded once to half at the end).
+// T is the storage type; values are computed in C = compute_t<T>.  Narrow storage (float16, bfloat16) is widened
+// and rounded in registers (narrow.h): the arithmetic and its accuracy are those of float, rounded once to T.
 template <class Op, class T>
 struct ForwardBody {
-  static constexpr std::size_t inputs = 1;
+  static constexpr bool takes_isa = true;
   using C = compute_t<T>;
+  struct F {
+    Params<C> p;
+    FASTNORM_INLINE C operator()(C x) const { return Op::forward(x, p); }
+  };
+  template <Isa I>
   static FASTNORM_INLINE void loop(const std::array<const T*, 1>& in, T* y, idx n, Params<C> p) {
     const T* x = in[0];
+    if constexpr (is_narrow<T>) {
+      narrow_map<I>(in, y, n, F{p});
+    } else {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) y[i] = static_cast<T>(Op::forward(static_cast<C>(x[i]), p));
+      for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
+    }
   }
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* x, T* y, idx n, Params<C> p, bool stream) {
-    run_blocked<ForwardBody>(std::array<const T*, 1>{x}, y, n, p, stream);
+    run_blocked<ForwardBody, I>(std::array<const T*, 1>{x}, y, n, p, stream);
   }
 };
 
-template <class Op, class T>
+// dx = f'(x) dy, or from the output y where Op has backward_from_output (FromOutput).
+template <class Op, class T, bool FromOutput>
 struct BackwardBody {
-  static constexpr std::size_t inputs = 2;
+  static constexpr bool takes_isa = true;
   using C = compute_t<T>;
+  struct F {
+    Params<C> p;
+    FASTNORM_INLINE C operator()(C dy, C xy) const {
+      if constexpr (FromOutput)
+        return Op::backward_from_output(dy, xy, p);
+      else
+        return Op::backward(dy, xy, p);
+    }
+  };
+  template <Isa I>
   static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<C> p) {
-    const T* dy = in[0];
-    const T* x = in[1];
+    if constexpr (is_narrow<T>) {
+      narrow_map<I>(in, dx, n, F{p});
+    } else {
+      const T* dy = in[0];
+      const T* xy = in[1];
+      const F f{p};
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) dx[i] = static_cast<T>(Op::backward(static_cast<C>(dy[i]), static_cast<C>(x[i]), p));
+      for (idx i = 0; i < n; ++i) dx[i] = f(dy[i], xy[i]);
+    }
   }
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, Params<C> p, bool stream) {
-    run_blocked<BackwardBody>(std::array<const T*, 2>{dy, x}, dx, n, p, stream);
-  }
-};
-
-template <class Op, class T>
-struct OutputBackwardBody {
-  static constexpr std::size_t inputs = 2;
-  using C = compute_t<T>;
-  static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<C> p) {
-    const T* dy = in[0];
-    const T* y = in[1];
-#pragma omp simd
-    for (idx i = 0; i < n; ++i)
-      dx[i] = static_cast<T>(Op::backward_from_output(static_cast<C>(dy[i]), static_cast<C>(y[i]), p));
-  }
-  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, Params<C> p, bool stream) {
-    run_blocked<OutputBackwardBody>(std::array<const T*, 2>{dy, y}, dx, n, p, stream);
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* dy, const T* xy, T* dx, idx n, Params<C> p, bool stream) {
+    run_blocked<BackwardBody, I>(std::array<const T*, 2>{dy, xy}, dx, n, p, stream);
   }
 };
 
@@ -238,11 +250,11 @@ void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, 
     const bool stream = streams<Op>(n, sizeof(T), fresh_output);
     if (!from_output) {
       parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
-        isa_call<BackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp, stream);
+        isa_call<BackwardBody<Op, T, false>>(dy + b, xy + b, dx + b, e - b, tp, stream);
       });
     } else if constexpr (has_output_backward<Op>::value) {
       parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
-        isa_call<OutputBackwardBody<Op, T>>(dy + b, xy + b, dx + b, e - b, tp, stream);
+        isa_call<BackwardBody<Op, T, true>>(dy + b, xy + b, dx + b, e - b, tp, stream);
       });
     } else {
       throw std::invalid_argument(std::string(activation_names()[static_cast<int>(op)]) +
@@ -313,102 +325,23 @@ void maxout_backward(const T* dy, const T* x, T* dx, idx outer, idx groups, idx 
   });
 }
 
-#define FASTNORM_INSTANTIATE(T)                                                                                 \
+#define FASTNORM_INSTANTIATE_ACTIVATIONS(T)                                                                     \
   template void activation_forward<T>(Activation, const T*, T*, idx, ActivationParams, int, bool);            \
   template void activation_backward<T>(Activation, const T*, const T*, T*, idx, ActivationParams, bool, int,  \
-                                       bool);                                                                 \
+                                       bool);
+#define FASTNORM_INSTANTIATE(T)                                                                                 \
+  FASTNORM_INSTANTIATE_ACTIVATIONS(T)                                                                         \
   template void prelu_forward<T>(const T*, const T*, T*, idx, idx, idx, int);                                  \
   template void prelu_backward<T>(const T*, const T*, const T*, T*, double*, idx, idx, idx, int);              \
   template void maxout_forward<T>(const T*, T*, idx, idx, idx, idx, int);                                      \
   template void maxout_backward<T>(const T*, const T*, T*, idx, idx, idx, idx, int);
 FASTNORM_INSTANTIATE(float)
 FASTNORM_INSTANTIATE(double)
-#undef FASTNORM_INSTANTIATE
-namespace {
-
-// float16 and bfloat16 storage: each sub-block of kStreamStep values is converted to float in an L1 buffer (F16C for
-// float16; integer shifts for bfloat16), runs through the float body's loop (padded to whole vector blocks, as
-// run_blocked does, so every value takes the vector path), and is rounded back: the bits of computing in float32
-// and rounding once.  With `stream`, the rounded values go out through streaming stores, as run_blocked does
-// (parallel_for_aligned starts the pieces at whole lines of the output, but for a short head).
-template <class Body>
-struct FloatLoop {
-  static FASTNORM_INLINE void run(const std::array<const float*, Body::inputs>& in, float* out, idx n,
-                                  Params<float> p) {
-    Body::loop(in, out, n, p);
-  }
-};
-
-template <class Body, class S, std::size_t N>
-void run_narrow(const std::array<const S*, N>& in, S* out, idx n, Params<float> p, bool stream) {
-  alignas(64) float buf[N][kStreamStep];
-  alignas(64) float res[kStreamStep];
-  alignas(64) S narrow[kStreamStep];  // the rounded values, to stream
-  for (idx b = 0; b < n; b += kStreamStep) {
-    const idx len = std::min(kStreamStep, n - b), padded = (len + kBlock - 1) / kBlock * kBlock;
-    std::array<const float*, N> f;
-    for (std::size_t k = 0; k < N; ++k) {
-      to_float(in[k] + b, buf[k], len);
-      std::fill(buf[k] + len, buf[k] + padded, 0.0f);
-      f[k] = buf[k];
-    }
-    isa_call<FloatLoop<Body>>(f, static_cast<float*>(res), padded, p);
-    store_row(static_cast<const float*>(res), out + b, len, stream, static_cast<S*>(narrow));
-  }
-  if (stream) stream_fence();
-}
-
-template <class S>
-void narrow_forward(Activation op, const S* x, S* y, idx n, ActivationParams p, int num_threads, bool fresh_output) {
-  const Params<float> tp = to_params<float>(p);
-  visit(op, [&](auto o) {
-    const bool stream = streams<decltype(o)>(n, sizeof(S), fresh_output);
-    parallel_for_aligned(y, n, num_threads, [&](idx b, idx e) {
-      run_narrow<ForwardBody<decltype(o), float>, S, 1>({x + b}, y + b, e - b, tp, stream);
-    });
-  });
-}
-
-template <class S>
-void narrow_backward(Activation op, const S* dy, const S* xy, S* dx, idx n, ActivationParams p, bool from_output,
-                     int num_threads, bool fresh_output) {
-  const Params<float> tp = to_params<float>(p);
-  visit(op, [&](auto o) {
-    using Op = decltype(o);
-    const bool stream = streams<Op>(n, sizeof(S), fresh_output);
-    if (!from_output) {
-      parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
-        run_narrow<BackwardBody<Op, float>, S, 2>({dy + b, xy + b}, dx + b, e - b, tp, stream);
-      });
-    } else if constexpr (has_output_backward<Op>::value) {
-      parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
-        run_narrow<OutputBackwardBody<Op, float>, S, 2>({dy + b, xy + b}, dx + b, e - b, tp, stream);
-      });
-    } else {
-      throw std::invalid_argument(std::string(activation_names()[static_cast<int>(op)]) +
-                                  " has no backward from its output");
-    }
-  });
-}
-
-}  // namespace
-
-// The half types' entry points: the narrow path above.
-#define FASTNORM_NARROW(S)                                                                                      \
-  template <>                                                                                                   \
-  void activation_forward<S>(Activation op, const S* x, S* y, idx n, ActivationParams p, int num_threads,      \
-                             bool fresh_output) {                                                               \
-    narrow_forward(op, x, y, n, p, num_threads, fresh_output);                                                  \
-  }                                                                                                             \
-  template <>                                                                                                   \
-  void activation_backward<S>(Activation op, const S* dy, const S* xy, S* dx, idx n, ActivationParams p,       \
-                              bool from_output, int num_threads, bool fresh_output) {                           \
-    narrow_backward(op, dy, xy, dx, n, p, from_output, num_threads, fresh_output);                              \
-  }
 #if FASTNORM_HAVE_HALF
-FASTNORM_NARROW(half)
+FASTNORM_INSTANTIATE_ACTIVATIONS(half)  // narrow storage: activations only
 #endif
-FASTNORM_NARROW(bf16)
-#undef FASTNORM_NARROW
+FASTNORM_INSTANTIATE_ACTIVATIONS(bf16)
+#undef FASTNORM_INSTANTIATE
+#undef FASTNORM_INSTANTIATE_ACTIVATIONS
 
 }  // namespace fastnorm

@@ -1,6 +1,7 @@
 // Streaming (non-temporal) stores for blocked.h, as wide as the active ISA level allows.  A store that misses the
 // cache otherwise first reads the line it writes (write-allocate); these write whole lines and skip that read.
 #include "fastnorm/blocked.h"
+#include "fastnorm/narrow.h"
 #include "fastnorm/simd_math.h"
 
 #if FASTNORM_HAVE_STREAM
@@ -141,25 +142,23 @@ namespace {
 struct WidenBf16 {
   static FASTNORM_INLINE void run(const std::uint16_t* s, float* d, idx n) {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) d[i] = math::bit_cast<float>(static_cast<std::uint32_t>(s[i]) << 16);
+    for (idx i = 0; i < n; ++i) d[i] = bf16_to_float(s[i]);
   }
 };
 
 struct NarrowBf16 {
   static FASTNORM_INLINE void run(const float* s, std::uint16_t* d, idx n) {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) {
-      const std::uint32_t b = math::bit_cast<std::uint32_t>(s[i]), high = b >> 16;
-      const std::uint32_t rounded = (b + (0x7fffu + (high & 1u))) >> 16;  // to nearest, ties to even
-      const std::uint32_t quiet_nan = (high & 0x8000u) | 0x7fc0u;
-      d[i] = static_cast<std::uint16_t>(s[i] != s[i] ? quiet_nan : rounded);  // an unordered compare: one instruction
-    }
+    for (idx i = 0; i < n; ++i) d[i] = float_to_bf16(s[i]);
   }
 };
 
 }  // namespace
 
 void stream_store(const bf16* src, bf16* dst, idx n) { stream_lines(src, dst, n); }
+void stream_copy(const bf16* src, bf16* dst, idx n) {
+  stream_any(reinterpret_cast<const float*>(src), reinterpret_cast<float*>(dst), n / 2);
+}
 void to_float(const bf16* src, float* dst, idx n) {
   isa_call<WidenBf16>(reinterpret_cast<const std::uint16_t*>(src), dst, n);
 }

@@ -52,6 +52,7 @@ void stream_store(const half* src, half* dst, idx n);
 void to_float(const bf16* src, float* dst, idx n);
 void from_float(const float* src, bf16* dst, idx n);
 void stream_store(const bf16* src, bf16* dst, idx n);
+void stream_copy(const bf16* src, bf16* dst, idx n);
 #if FASTNORM_HAVE_STREAM
 FASTNORM_INLINE void stream_fence() { _mm_sfence(); }
 #else
@@ -101,7 +102,15 @@ void store_row(const compute_t<T>* row, T* dst, idx n, bool stream, T* narrow) {
 // With `stream` (and out 64-byte aligned) each sub-block goes through an L1 buffer and streaming stores.
 // (Helpers are always-inline functions, not lambdas: a lambda that GCC declines to inline would be compiled for the
 // default ISA, not the caller's.)
-template <class Loop, class T, std::size_t N, class P>
+template <class Loop, Isa I, class T, std::size_t N, class P>
+FASTNORM_INLINE void run_loop(const std::array<const T*, N>& in, T* out, idx n, const P& params) {
+  if constexpr (takes_isa<Loop>::value)
+    Loop::template loop<I>(in, out, n, params);
+  else
+    Loop::loop(in, out, n, params);
+}
+
+template <class Loop, Isa I, class T, std::size_t N, class P>
 FASTNORM_INLINE void run_sub_block(const std::array<const T*, N>& in, T* out, idx b, idx len, const P& params,
                                    bool stream) {
   std::array<const T*, N> at;
@@ -109,15 +118,17 @@ FASTNORM_INLINE void run_sub_block(const std::array<const T*, N>& in, T* out, id
 #if FASTNORM_HAVE_STREAM
   if (stream) {
     alignas(64) T buf[kStreamStep];
-    Loop::loop(at, buf, len, params);
-    stream_copy(buf, out + b, len);
+    run_loop<Loop, I>(at, static_cast<T*>(buf), len, params);
+    stream_copy(static_cast<const T*>(buf), out + b, len);
     return;
   }
 #endif
-  Loop::loop(at, out + b, len, params);
+  run_loop<Loop, I>(at, out + b, len, params);
 }
 
-template <class Loop, class T, std::size_t N, class P>
+// Loop::loop(in, out, n, params), or Loop::loop<I>(...) for a Loop that takes its ISA level (I is the level of
+// the body this runs in).
+template <class Loop, Isa I = Isa::baseline, class T, std::size_t N, class P>
 FASTNORM_INLINE void run_blocked(const std::array<const T*, N>& in, T* out, idx n, const P& params,
                                  bool stream = false) {
   const idx full = n - n % kBlock;
@@ -127,9 +138,9 @@ FASTNORM_INLINE void run_blocked(const std::array<const T*, N>& in, T* out, idx 
   for (; b + kStep <= full; b += kStep) {
     for (std::size_t k = 0; k < N; ++k)
       for (idx i = kAhead; i < kAhead + kStep; i += kLine) __builtin_prefetch(in[k] + b + i);
-    run_sub_block<Loop>(in, out, b, kStep, params, stream);
+    run_sub_block<Loop, I>(in, out, b, kStep, params, stream);
   }
-  if (b < full) run_sub_block<Loop>(in, out, b, full - b, params, stream);
+  if (b < full) run_sub_block<Loop, I>(in, out, b, full - b, params, stream);
 #if FASTNORM_HAVE_STREAM
   if (stream) stream_fence();
 #endif
@@ -139,10 +150,10 @@ FASTNORM_INLINE void run_blocked(const std::array<const T*, N>& in, T* out, idx 
   alignas(64) T result[kBlock];
   std::array<const T*, N> pin;
   for (std::size_t k = 0; k < N; ++k) {
-    for (idx i = 0; i < kBlock; ++i) padded[k][i] = i < rest ? in[k][full + i] : T(0);
+    for (idx i = 0; i < kBlock; ++i) padded[k][i] = i < rest ? in[k][full + i] : T{};
     pin[k] = padded[k];
   }
-  Loop::loop(pin, result, kBlock, params);
+  run_loop<Loop, I>(pin, static_cast<T*>(result), kBlock, params);
   for (idx i = 0; i < rest; ++i) out[full + i] = result[i];
 }
 

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #define FASTNORM_INLINE inline __attribute__((always_inline))
 
@@ -81,15 +82,30 @@ const char* isa_name(Isa isa);
 // Parses "baseline", "v3", "v4"; throws std::invalid_argument naming the valid values otherwise.
 Isa parse_isa(const std::string& name);
 
+// A body that needs to know the level it is compiled for (narrow.h's conversions) declares
+// `static constexpr bool takes_isa = true;` and has `template <Isa I> static void run(...)` instead of `run`.
+template <class Body, class = void>
+struct takes_isa : std::false_type {};
+template <class Body>
+struct takes_isa<Body, std::void_t<decltype(Body::takes_isa)>> : std::bool_constant<Body::takes_isa> {};
+
+template <Isa I, class Body, class... A>
+FASTNORM_INLINE void run_body(A... a) {
+  if constexpr (takes_isa<Body>::value)
+    Body::template run<I>(a...);
+  else
+    Body::run(a...);
+}
+
 template <class Body>
 struct isa_variants {
   template <class... A>
-  static void baseline(A... a) { Body::run(a...); }
+  static void baseline(A... a) { run_body<Isa::baseline, Body>(a...); }
 #if FASTNORM_MULTI_ISA
   template <class... A>
-  FASTNORM_TARGET_V3 static void v3(A... a) { Body::run(a...); }
+  FASTNORM_TARGET_V3 static void v3(A... a) { run_body<Isa::v3, Body>(a...); }
   template <class... A>
-  FASTNORM_TARGET_V4 static void v4(A... a) { Body::run(a...); }
+  FASTNORM_TARGET_V4 static void v4(A... a) { run_body<Isa::v4, Body>(a...); }
 #endif
 };
 

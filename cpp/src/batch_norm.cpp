@@ -34,12 +34,10 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
       return;
     }
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-      if constexpr (!is_narrow<T>) {
-        if (!stream) {  // one dispatch for all the task's runs
-          isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(),
-                                     k.b.data(), p);
-          return;
-        }
+      if (!stream) {  // one dispatch for all the task's runs
+        isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                                   p);
+        return;
       }
       T* piece = stream_piece<T>(stream, B);
       for (idx r = r0; r < r1; ++r) {
@@ -134,12 +132,10 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
     return;
   }
   parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-    if constexpr (!is_narrow<T>) {
-      if (!stream) {  // one dispatch for all the task's runs
-        isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                              k.c.data());
-        return;
-      }
+    if (!stream) {  // one dispatch for all the task's runs
+      isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                            k.c.data());
+      return;
     }
     T* piece = stream_piece<T>(stream, B);
     for (idx r = r0; r < r1; ++r) {
@@ -220,6 +216,8 @@ namespace {
 // A few neighbouring channels at a time make each row's piece a longer contiguous stream.
 template <class T>
 struct ChannelsBackward {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx A, idx C, idx B, idx c0, idx c1,
                                   idx task_rows, const double* mean, const double* rstd, const double* k_dy,
                                   double* sum_dy, double* sum_dy_xmu, T* piece) {
@@ -253,12 +251,12 @@ struct ChannelsBackward {
       for (idx c = c0; c < c1; ++c) {
         const idx at = a * stride + c * B, j = c - c0;
         if (piece == nullptr) {
-          GradRun<T>::run(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j]);
+          GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j]);
           continue;
         }
         for (idx i = 0; i < B; i += kStreamPiece) {  // streamed out through an L1 piece (write_run)
           const idx n = std::min(kStreamPiece, B - i);
-          GradRun<T>::run(dy + at + i, x + at + i, piece, n, hi[j], lo[j], kd[j], kx[j], k1[j]);
+          GradRun<T>::template run<I>(dy + at + i, x + at + i, piece, n, hi[j], lo[j], kd[j], kx[j], k1[j]);
           stream_store(static_cast<const T*>(piece), dx + at + i, n);
         }
       }

@@ -26,14 +26,15 @@ void moments_by_runs(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
     for (idx t = t0; t < t1; ++t) {
       const idx c = t / blocks, blk = t % blocks;
       Moments acc;
-      for (idx u = blk * units_per_task; u < std::min(units, (blk + 1) * units_per_task); ++u) {
-        const idx a = u / pieces_per_run, k = u % pieces_per_run;
-        const idx b0 = k * piece, len = std::min(B, b0 + piece) - b0;
-        const T* run = x + (a * C + c) * B + b0;
-        if constexpr (is_narrow<T>) {  // widened and summed a kNarrowPiece at a time, in L1
+      const idx u_end = std::min(units, (blk + 1) * units_per_task);
+      const auto start = [&](idx u) { return x + ((u / pieces_per_run) * C + c) * B + (u % pieces_per_run) * piece; };
+      for (idx u = blk * units_per_task; u < u_end; ++u) {
+        const idx b0 = (u % pieces_per_run) * piece, len = std::min(B, b0 + piece) - b0;
+        const T* run = start(u);
+        if constexpr (is_narrow<T>) {  // summed a kNarrowPiece at a time, widened in registers
           for (idx i = 0; i < len; i += kNarrowPiece) {
-            const idx n = std::min(kNarrowPiece, len - i);
-            acc = merge(acc, narrow_piece_moments(widened<Scratch::x>(run + i, n), n));
+            const T* next = i + kNarrowPiece < len ? run + i + kNarrowPiece : u + 1 < u_end ? start(u + 1) : nullptr;
+            acc = merge(acc, narrow_piece_moments(run + i, std::min(kNarrowPiece, len - i), next));
           }
         } else {
           acc = merge(acc, shifted_moments(run, len));

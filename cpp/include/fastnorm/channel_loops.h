@@ -11,6 +11,7 @@
 #include "fastnorm/blocked.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/moments.h"
+#include "fastnorm/narrow.h"
 #include "fastnorm/parallel.h"
 
 namespace fastnorm {
@@ -78,21 +79,40 @@ FASTNORM_INLINE T centered(T x, T hi, T lo) {
 }
 
 // Forward bodies: y = Op((x - mean) * scale + shift), Op an activation of activation_ops.h (Identity: none).
+// T is the storage type: narrow storage is widened and rounded in registers (narrow.h).
+template <class V, class Op>
+struct Affine {
+  V hi, lo, scale, shift;
+  act::Params<V> p;
+  FASTNORM_INLINE V operator()(V x) const { return Op::forward(centered(x, hi, lo) * scale + shift, p); }
+};
+
 template <class T, class Op = act::Identity>
 struct ApplyRun {  // one channel
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, T hi, T lo, T scale, T shift, act::Params<T> p = {}) {
+  static constexpr bool takes_isa = true;
+  using V = compute_t<T>;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, V hi, V lo, V scale, V shift, act::Params<V> p = {}) {
+    const Affine<V, Op> f{hi, lo, scale, shift, p};
+    if constexpr (is_narrow<T>) {
+      narrow_map<I>(std::array<const T*, 1>{x}, y, n, f);
+    } else {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) y[i] = Op::forward(centered(x[i], hi, lo) * scale + shift, p);
+      for (idx i = 0; i < n; ++i) y[i] = f(x[i]);
+    }
   }
 };
 
 template <class T, class Op = act::Identity>
 struct ApplyRuns {  // runs [r0, r1) of an (A, C, B) array, run r being channel r % C: one dispatch for many runs
-  static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const T* hi, const T* lo,
-                                  const T* scale, const T* shift, act::Params<T> p = {}) {
+  static constexpr bool takes_isa = true;
+  using V = compute_t<T>;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const V* hi, const V* lo,
+                                  const V* scale, const V* shift, act::Params<V> p = {}) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      ApplyRun<T, Op>::run(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c], p);
+      ApplyRun<T, Op>::template run<I>(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c], p);
     }
   }
 };
@@ -147,20 +167,35 @@ struct PostOpGradRows {  // rows of C channels
 };
 
 template <class T>
-struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, T hi, T lo, T k_dy, T k_xmu, T k_one) {
+struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one; T the storage type, as ApplyRun
+  static constexpr bool takes_isa = true;
+  using V = compute_t<T>;
+  struct F {
+    V hi, lo, k_dy, k_xmu, k_one;
+    FASTNORM_INLINE V operator()(V dy, V x) const { return k_dy * dy + (k_xmu * centered(x, hi, lo) + k_one); }
+  };
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, V hi, V lo, V k_dy, V k_xmu, V k_one) {
+    const F f{hi, lo, k_dy, k_xmu, k_one};
+    if constexpr (is_narrow<T>) {
+      narrow_map<I>(std::array<const T*, 2>{dy, x}, dx, n, f);
+    } else {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) dx[i] = k_dy * dy[i] + (k_xmu * centered(x[i], hi, lo) + k_one);
+      for (idx i = 0; i < n; ++i) dx[i] = f(dy[i], x[i]);
+    }
   }
 };
 
 template <class T>
 struct GradRuns {  // runs [r0, r1), as ApplyRuns
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx r0, idx r1, idx C, idx B, const T* hi,
-                                  const T* lo, const T* k_dy, const T* k_xmu, const T* k_one) {
+  static constexpr bool takes_isa = true;
+  using V = compute_t<T>;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx r0, idx r1, idx C, idx B, const V* hi,
+                                  const V* lo, const V* k_dy, const V* k_xmu, const V* k_one) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C, at = r * B;
-      GradRun<T>::run(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c]);
+      GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c]);
     }
   }
 };
@@ -381,8 +416,10 @@ Moments shifted_moments(const T* x, idx n) {
 // float32 data are (ShiftedSums, in double).
 constexpr idx kNarrowPiece = 2048;
 
-struct NarrowPieceSums {
-  static constexpr idx kLanes = 64;  // partial sums: four AVX-512 vectors, independent chains
+template <class S>
+struct NarrowPieceSums {  // S: the narrow storage type, or float for values already widened
+  static constexpr bool takes_isa = true;
+  static constexpr idx kWidth = 64;  // partial sums: four AVX-512 vectors, independent chains
   template <idx W>
   static FASTNORM_INLINE void halve(float* acc) {  // compile-time widths: a loop over a variable one ran scalar
 #pragma omp simd
@@ -396,26 +433,48 @@ struct NarrowPieceSums {
     halve<2>(acc);
     return acc[0] + acc[1];
   }
-  // m = the mean of x[0, n), a = sum of (x - m), b = sum of (x - m)^2; n <= kNarrowPiece
-  static FASTNORM_INLINE void run(const float* x, idx n, float* m, float* a, float* b) {
-    const idx whole = n - n % kLanes;
-    float s[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {};
-    for (idx i = 0; i < whole; i += kLanes) {
-#pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) s[j] += x[i + j];
+  // kWidth values from x as float: x itself, or widened into v (in registers, narrow.h)
+  template <Isa I>
+  static FASTNORM_INLINE const float* values(const S* x, float* v) {
+    if constexpr (is_narrow<S>) {
+      for (idx q = 0; q < kWidth; q += kLanes) NarrowIO<I, S>::load(x + q, v + q);
+      return v;
+    } else {
+      return x;
     }
-    for (idx j = 0; whole + j < n; ++j) s[j] += x[whole + j];
-    const float mean = fold(s) / static_cast<float>(n);
-    for (idx i = 0; i < whole; i += kLanes) {
+  }
+  // m = the mean of x[0, n), a = sum of (x - m), b = sum of (x - m)^2; n <= kNarrowPiece.  The second pass, from
+  // L1, prefetches the next piece (`next`, when there is one) a line or two per step, so that memory keeps
+  // streaming while this piece is summed again.
+  template <Isa I>
+  static FASTNORM_INLINE void run(const S* x, idx n, const S* next, float* m, float* a, float* b) {
+    const idx whole = n - n % kWidth;
+    float s[kWidth] = {}, s1[kWidth] = {}, s2[kWidth] = {}, v[kWidth];
+    S padded[kWidth] = {};  // the last n % kWidth values
+    for (idx j = 0; whole + j < n; ++j) padded[j] = x[whole + j];
+    float rest[kWidth];
+    const float* r = values<I>(padded, rest);
+    for (idx i = 0; i < whole; i += kWidth) {
+      const float* w = values<I>(x + i, v);
 #pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) {
-        const float d = x[i + j] - mean;
+      for (idx j = 0; j < kWidth; ++j) s[j] += w[j];
+    }
+    for (idx j = 0; whole + j < n; ++j) s[j] += r[j];
+    const float mean = fold(s) / static_cast<float>(n);
+    constexpr idx kLine = 64 / static_cast<idx>(sizeof(S));
+    for (idx i = 0; i < whole; i += kWidth) {
+      if (next)
+        for (idx q = 0; q < kWidth; q += kLine) __builtin_prefetch(next + i + q);
+      const float* w = values<I>(x + i, v);
+#pragma omp simd
+      for (idx j = 0; j < kWidth; ++j) {
+        const float d = w[j] - mean;
         s1[j] += d;
         s2[j] += d * d;
       }
     }
     for (idx j = 0; whole + j < n; ++j) {
-      const float d = x[whole + j] - mean;
+      const float d = r[j] - mean;
       s1[j] += d;
       s2[j] += d * d;
     }
@@ -425,14 +484,22 @@ struct NarrowPieceSums {
   }
 };
 
-// Moments of one piece of widened narrow values (n <= kNarrowPiece), as described above.
-inline Moments narrow_piece_moments(const float* x, idx n) {
+// Moments of one piece of n <= kNarrowPiece narrow values (S narrow, or float for values already widened), as
+// described above.
+template <class S>
+Moments narrow_piece_moments(const S* x, idx n, const S* next = nullptr) {
   float m, a, b;
-  isa_call<NarrowPieceSums>(x, n, &m, &a, &b);
+  isa_call<NarrowPieceSums<S>>(x, n, next, &m, &a, &b);
   const double count = static_cast<double>(n);
   if (std::isfinite(a) && std::isfinite(b) && b >= 0x1p-100f)
     return from_shifted(count, static_cast<double>(m), static_cast<double>(a), static_cast<double>(b));
-  return shifted_moments(x, n);
+  if constexpr (is_narrow<S>) {
+    float w[kNarrowPiece];
+    to_float(x, w, n);
+    return shifted_moments(static_cast<const float*>(w), n);
+  } else {
+    return shifted_moments(x, n);
+  }
 }
 
 // Moments of one contiguous run of values stored as S (x: the values, widened for narrow S), in pieces merged in
@@ -443,7 +510,7 @@ Moments run_moments(const compute_t<S>* x, idx n) {
   Moments acc;
   for (idx b = 0; b < n; b += is_narrow<S> ? kNarrowPiece : kElementwiseGrain) {
     if constexpr (is_narrow<S>) {
-      acc = merge(acc, narrow_piece_moments(x + b, std::min(kNarrowPiece, n - b)));
+      acc = merge(acc, narrow_piece_moments<float>(x + b, std::min(kNarrowPiece, n - b)));
     } else {
       acc = merge(acc, shifted_moments(x + b, std::min(kElementwiseGrain, n - b)));
     }

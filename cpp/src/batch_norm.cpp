@@ -12,8 +12,9 @@ namespace fastnorm {
 
 using namespace loops;
 
-// Narrow storage (float16, bfloat16) goes through the float bodies a piece at a time (channel_loops.h: widened,
-// compute_target, narrow_into): rows of a task, or runs (in pieces when streamed).  V is the type computed in.
+// Narrow storage (float16, bfloat16): runs that are not streamed are read and written in registers by ApplyRun /
+// GradRun (narrow.h); the rest goes through the float bodies a piece at a time (channel_loops.h: widened,
+// compute_target, narrow_into): rows of a task, streamed runs, the gradient sums.  V is the type computed in.
 
 template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,

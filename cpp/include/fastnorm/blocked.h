@@ -64,8 +64,9 @@ FASTNORM_INLINE bool can_stream(const T* out) {
   return FASTNORM_HAVE_STREAM && reinterpret_cast<std::uintptr_t>(out) % 64 == 0;
 }
 
-// Values of narrow storage (float16, bfloat16) are computed in float: widened into an L1 row first, and rounded
-// back from one after (the activations' sub-blocks, the normalizations' rows).
+// Values of narrow storage (float16, bfloat16) are computed in float: widened and rounded in registers by the
+// loops that take their ISA level (narrow.h: the activations, batch norm's apply and dx passes, the statistics'
+// pieces), else widened into an L1 row first and rounded back from one after (the other normalizations' rows).
 template <class T>
 constexpr bool is_narrow = !std::is_same_v<T, compute_t<T>>;
 

@@ -28,10 +28,11 @@ T* thread_scratch(std::size_t n) {
   return buf.data();
 }
 
-// Narrow storage (float16, bfloat16) is computed in float, piece by piece: widened<S>(p, n) is p itself for wide
-// types, else its n values widened into the thread's scratch S; a result computed at compute_target(dst, n) (dst
-// itself, or scratch) is rounded into dst by narrow_into.  The float bodies see the values of the float32 array
-// in the same pieces as for float32 input, so results are float32's, rounded once.
+// Narrow storage (float16, bfloat16) is computed in float.  Bodies templated on the storage type (ApplyRun,
+// GradRun, NarrowPieceSums) widen and round in registers (narrow.h); the others go piece by piece through L1:
+// widened<S>(p, n) is p itself for wide types, else its n values widened into the thread's scratch S; a result
+// computed at compute_target(dst, n) (dst itself, or scratch) is rounded into dst by narrow_into.  Either way the
+// float arithmetic sees the values of the float32 array, so results are float32's, rounded once.
 template <Scratch S, class T>
 const compute_t<T>* widened(const T* p, idx n) {
   if constexpr (is_narrow<T>) {
@@ -409,9 +410,10 @@ Moments shifted_moments(const T* x, idx n) {
 
 // Statistics of values stored narrow (float16: 11 significant bits, bfloat16: 8) are summed in float32 around a
 // piece-local shift (DESIGN.md, Numerics), the float64 sums above being the slow part once the bytes halve: a piece
-// of at most kNarrowPiece widened values (8 KiB, in L1) is summed once for its mean m, then for x - m and (x - m)^2.
+// of at most kNarrowPiece values (4 KiB of float16, in L1; widened in registers) is summed once for its mean m, then
+// for x - m and (x - m)^2.
 // Around its own mean a piece's sum of squares does not cancel, and float32's rounding over 32 terms per partial
-// sum (kLanes of them, added pairwise) stays near 2^-19, far below the storage's 2^-11.  Pieces whose sums
+// sum (kWidth of them, added pairwise) stays near 2^-19, far below the storage's 2^-11.  Pieces whose sums
 // overflow, see NaN, or whose spread is so small that squares may underflow (b < 2^-100) are summed again as
 // float32 data are (ShiftedSums, in double).
 constexpr idx kNarrowPiece = 2048;

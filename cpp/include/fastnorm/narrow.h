@@ -41,18 +41,31 @@ FASTNORM_INLINE std::uint16_t float_to_bf16(float v) {
   return static_cast<std::uint16_t>(v != v ? quiet_nan : rounded);  // an unordered compare: one instruction
 }
 
-template <Isa I, class S>
-struct NarrowIO;
-
+// One value of narrow storage to float and back, for any S (the baseline level and ragged ends).
+FASTNORM_INLINE float widen_value(bf16 v) { return bf16_to_float(v.bits); }
+template <class S>
+FASTNORM_INLINE S round_value(float v);
 template <>
-struct NarrowIO<Isa::baseline, bf16> {
-  static FASTNORM_INLINE void load(const bf16* s, float* d) {
+FASTNORM_INLINE bf16 round_value<bf16>(float v) {
+  return bf16{float_to_bf16(v)};
+}
+#if FASTNORM_HAVE_HALF
+FASTNORM_INLINE float widen_value(half v) { return static_cast<float>(v); }
+template <>
+FASTNORM_INLINE half round_value<half>(float v) {
+  return static_cast<half>(v);  // to nearest even
+}
+#endif
+
+template <Isa I, class S>
+struct NarrowIO {  // baseline: value by value (float16 converted in software; bfloat16 vectorises)
+  static FASTNORM_INLINE void load(const S* s, float* d) {
 #pragma omp simd
-    for (idx j = 0; j < kLanes; ++j) d[j] = bf16_to_float(s[j].bits);
+    for (idx j = 0; j < kLanes; ++j) d[j] = widen_value(s[j]);
   }
-  static FASTNORM_INLINE void store(const float* s, bf16* d) {
+  static FASTNORM_INLINE void store(const float* s, S* d) {
 #pragma omp simd
-    for (idx j = 0; j < kLanes; ++j) d[j].bits = float_to_bf16(s[j]);
+    for (idx j = 0; j < kLanes; ++j) d[j] = round_value<S>(s[j]);
   }
 };
 
@@ -98,15 +111,6 @@ struct NarrowIO<Isa::v4, bf16> {
 #endif
 
 #if FASTNORM_HAVE_HALF
-template <>
-struct NarrowIO<Isa::baseline, half> {
-  static FASTNORM_INLINE void load(const half* s, float* d) {
-    for (idx j = 0; j < kLanes; ++j) d[j] = static_cast<float>(s[j]);
-  }
-  static FASTNORM_INLINE void store(const float* s, half* d) {
-    for (idx j = 0; j < kLanes; ++j) d[j] = static_cast<half>(s[j]);
-  }
-};
 #if FASTNORM_MULTI_ISA
 template <>
 struct NarrowIO<Isa::v3, half> {
@@ -131,6 +135,29 @@ struct NarrowIO<Isa::v4, half> {
 };
 #endif
 #endif
+
+// n values widened / rounded: whole blocks through NarrowIO, the rest value by value (to_float / from_float,
+// blocked.h, run these through isa_call).
+template <class S>
+struct WidenValues {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const S* s, float* d, idx n) {
+    idx i = 0;
+    for (; i + kLanes <= n; i += kLanes) NarrowIO<I, S>::load(s + i, d + i);
+    for (; i < n; ++i) d[i] = widen_value(s[i]);
+  }
+};
+template <class S>
+struct RoundValues {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const float* s, S* d, idx n) {
+    idx i = 0;
+    for (; i + kLanes <= n; i += kLanes) NarrowIO<I, S>::store(s + i, d + i);
+    for (; i < n; ++i) d[i] = round_value<S>(s[i]);
+  }
+};
 
 // out[i] = f(in[0][i], ..., in[N - 1][i]) for i < n, N = 1 or 2: values widened and results rounded a block of
 // kLanes at a time (the last n % kLanes values through a zero-padded block, so every value takes the vector

@@ -8,6 +8,7 @@
 #include "fastnorm/channel_loops.h"
 #include "fastnorm/channels.h"
 #include "fastnorm/parallel.h"
+#include "fastnorm/row_blocks.h"
 
 namespace fastnorm {
 namespace {
@@ -19,12 +20,29 @@ FASTNORM_INLINE T normalized(T x, T hi, T lo, T rstd, T gamma, T beta) {
   return ((x - hi) - lo) * rstd * gamma + beta;
 }
 
-template <class T, class Op>
-struct ApplyRow {  // y = post(z)
-  static FASTNORM_INLINE void run(const T* x, T* y, idx D, T hi, T lo, T rstd, const T* gamma, const T* beta,
-                                  act::Params<T> p) {
+template <class C, class Op>
+struct ApplyBlock {  // y = post(z) for one block of a row
+  const C *x, *gamma, *beta;
+  C hi, lo, rstd;
+  act::Params<C> p;
+  FASTNORM_INLINE void operator()(idx d, idx count, C* y) const {
+    C px[kLanes], pg[kLanes], pb[kLanes];
+    const C* xb = block_at(x, d, count, px);
+    const C* gb = block_at(gamma, d, count, pg);
+    const C* bb = block_at(beta, d, count, pb);
 #pragma omp simd
-    for (idx d = 0; d < D; ++d) y[d] = Op::forward(normalized(x[d], hi, lo, rstd, gamma[d], beta[d]), p);
+    for (idx j = 0; j < kLanes; ++j) y[j] = Op::forward(normalized(xb[j], hi, lo, rstd, gb[j], bb[j]), p);
+  }
+};
+
+template <class T, class Op>
+struct ApplyRow {  // a row of y = post(z), stored to T
+  static constexpr bool takes_isa = true;
+  using C = compute_t<T>;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const C* x, T* y, idx D, C hi, C lo, C rstd, const C* gamma, const C* beta,
+                                  act::Params<C> p, bool stream) {
+    map_blocks<I>(y, D, stream, ApplyBlock<C, Op>{x, gamma, beta, hi, lo, rstd, p});
   }
 };
 
@@ -61,17 +79,44 @@ struct RowSums {  // in T over pieces of kPiece values (16 per vector lane), the
   }
 };
 
-template <class T>
-struct RowGrad {  // dx = rstd * (g - k_g - xhat * k_gx); the parameter partials accumulate across rows, in T
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx D, T hi, T lo, T rstd, const T* gamma, T k_g,
-                                  T k_gx, T* pg, T* pb) {
+// dx = rstd * (g - k_g - xhat * k_gx) for one block of a row; the parameter partials pg += g xhat, pb += g
+// accumulate across rows, in C.
+template <class C>
+struct GradBlock {
+  const C *g, *x, *gamma;
+  C *pg, *pb;
+  C hi, lo, rstd, k_g, k_gx;
+  FASTNORM_INLINE void operator()(idx d, idx count, C* dx) const {
+    C p_g[kLanes], p_x[kLanes], p_gamma[kLanes], p_pg[kLanes], p_pb[kLanes];
+    const C* gb = block_at(g, d, count, p_g);
+    const C* xb = block_at(x, d, count, p_x);
+    const C* gammab = block_at(gamma, d, count, p_gamma);
+    C* pgb = count == kLanes ? pg + d : const_cast<C*>(block_at(pg, d, count, p_pg));
+    C* pbb = count == kLanes ? pb + d : const_cast<C*>(block_at(pb, d, count, p_pb));
 #pragma omp simd
-    for (idx d = 0; d < D; ++d) {
-      const T xhat = ((x[d] - hi) - lo) * rstd;
-      dx[d] = rstd * ((dy[d] * gamma[d] - k_g) - xhat * k_gx);
-      pg[d] += dy[d] * xhat;
-      pb[d] += dy[d];
+    for (idx j = 0; j < kLanes; ++j) {
+      const C xhat = ((xb[j] - hi) - lo) * rstd;
+      dx[j] = rstd * ((gb[j] * gammab[j] - k_g) - xhat * k_gx);
+      pgb[j] += gb[j] * xhat;
+      pbb[j] += gb[j];
     }
+    if (count < kLanes) {
+      for (idx j = 0; j < count; ++j) {
+        pg[d + j] = pgb[j];
+        pb[d + j] = pbb[j];
+      }
+    }
+  }
+};
+
+template <class T>
+struct RowGrad {  // a row of dx, stored to T
+  static constexpr bool takes_isa = true;
+  using C = compute_t<T>;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const C* g, const C* x, T* dx, idx D, C hi, C lo, C rstd, const C* gamma, C k_g,
+                                  C k_gx, C* pg, C* pb, bool stream) {
+    map_blocks<I>(dx, D, stream, GradBlock<C>{g, x, gamma, pg, pb, hi, lo, rstd, k_g, k_gx});
   }
 };
 
@@ -94,24 +139,13 @@ void prefetch_row(const T* p, idx n) {
   for (idx i = 0; i < n; i += 64 / static_cast<idx>(sizeof(T))) __builtin_prefetch(p + i);
 }
 
-// Whether rows of D values written to `out` (M D of them) go out with streaming stores, through an L1 row: for
+// Whether rows of D values written to `out` (M D of them) go out with streaming stores (row_blocks.h): for
 // outputs past the streaming threshold whose rows are whole cache lines, or long enough that the partial lines at
 // their ends (stored plainly) do not matter; never behind a compute-bound activation (loops::stream_out).
 template <class T>
 bool stream_rows(const T* out, idx M, idx D, bool compute_bound) {
   const bool whole_lines = can_stream(out) && (D * static_cast<idx>(sizeof(T))) % 64 == 0;
   return loops::stream_out<T>(M * D, compute_bound) && (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
-}
-
-// Where a row of results is computed: `row` (an L1 row) when there is one, else in place at `dst`; always `row`
-// for narrow storage.
-template <class T>
-compute_t<T>* row_target(compute_t<T>* row, T* dst) {
-  if constexpr (is_narrow<T>) {
-    return row;
-  } else {
-    return row ? row : dst;
-  }
 }
 
 template <class T>
@@ -132,11 +166,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
     using Op = decltype(op);
     const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
-      // L1 rows: narrow storage's x and y in C (and y rounded, to stream), or y to stream
-      const size_t rows = is_narrow<T> ? 2 : (stream ? 1 : 0);
-      C* y_row = rows ? loops::thread_scratch<C>(rows * static_cast<size_t>(D)) : nullptr;
-      C* x_row = is_narrow<T> ? y_row + D : nullptr;
-      T* narrow = is_narrow<T> && stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
+      C* x_row = is_narrow<T> ? loops::thread_scratch<C>(static_cast<size_t>(D)) : nullptr;  // narrow x in C
       for (idx r = r0; r < r1; ++r) {
         const C* xr = widen_row(x + r * D, x_row, D);
         const Moments m = loops::run_moments<T>(xr, D);  // rows of no values: mean = m2 = 0
@@ -146,8 +176,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
         C hi, lo;
         split(mean[r], &hi, &lo);
         if (r + 1 < r1) prefetch_row(x + (r + 1) * D, D);  // its loads overlap this row's arithmetic
-        isa_call<ApplyRow<C, Op>>(xr, row_target(y_row, y + r * D), D, hi, lo, static_cast<C>(rstd[r]), gamma, beta, p);
-        if (y_row) store_row(static_cast<const C*>(y_row), y + r * D, D, stream, narrow);
+        isa_call<ApplyRow<T, Op>>(xr, y + r * D, D, hi, lo, static_cast<C>(rstd[r]), gamma, beta, p, stream);
       }
       if (stream) stream_fence();
     });
@@ -172,7 +201,8 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   constexpr idx kFlushRows = 16;
   const act::Params<C> p = post.params<C>();
   const bool stream = stream_rows(dx, M, D, false);
-  // Each row takes two passes: its sums, which read it from memory, then its gradient, from L1.  The first goes
+  // Each row takes two passes: its sums, which read it from memory, then its gradient, from L1 (and written out
+  // from registers, row_blocks.h).  The first goes
   // a piece at a time, prefetching the inputs kAhead values ahead as one stream across rows (the hardware
   // prefetcher stops at each 4 KiB page, and a row of 1024 float32 is one): 8192 x 1024 float32, 1 / 2 threads,
   // 6.7-6.9 / 3.6-3.7 -> 5.9-6.1 / 3.0-3.2 ms.  Prefetching the whole next row at once held the fill buffers
@@ -182,13 +212,10 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   const idx total = M * D;
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<C> fg(static_cast<size_t>(D), C(0)), fb(static_cast<size_t>(D), C(0));
-    // L1 rows: the row's post'(z) dy; its dx (to stream or round); narrow storage's dy and x in C
-    C* dz = loops::thread_scratch<C>((is_narrow<T> ? 4 : 2) * static_cast<size_t>(D));
-    C* dx_row = dz + D;
-    C* dy_row = is_narrow<T> ? dz + 2 * D : nullptr;
-    C* x_row = is_narrow<T> ? dz + 3 * D : nullptr;
-    T* narrow = is_narrow<T> && stream ? loops::thread_scratch<T>(static_cast<size_t>(D)) : nullptr;
-    const bool via_row = is_narrow<T> || stream;
+    // L1 rows: the row's post'(z) dy; narrow storage's dy and x in C
+    C* dz = loops::thread_scratch<C>((is_narrow<T> ? 3 : 1) * static_cast<size_t>(D));
+    C* dy_row = is_narrow<T> ? dz + D : nullptr;
+    C* x_row = is_narrow<T> ? dz + 2 * D : nullptr;
     for (idx t = t0; t < t1; ++t) {
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
@@ -221,9 +248,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         }
         const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
         const C k_gx = static_cast<C>(s_gx / static_cast<double>(D));
-        isa_call<RowGrad<C>>(g, xr, row_target(via_row ? dx_row : nullptr, dx + r * D), D, hi, lo, rs, gamma, k_g,
-                             k_gx, fg.data(), fb.data());
-        if (via_row) store_row(static_cast<const C*>(dx_row), dx + r * D, D, stream, narrow);
+        isa_call<RowGrad<T>>(g, xr, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(), fb.data(), stream);
         if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
           isa_call<Flush<C>>(fg.data(), fb.data(), g_part, b_part, D);
       }

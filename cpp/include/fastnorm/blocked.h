@@ -66,7 +66,7 @@ FASTNORM_INLINE bool can_stream(const T* out) {
 
 // Values of narrow storage (float16, bfloat16) are computed in float: widened and rounded in registers by the
 // loops that take their ISA level (narrow.h: the activations, batch norm's apply and dx passes, the statistics'
-// pieces), else widened into an L1 row first and rounded back from one after (the other normalizations' rows).
+// pieces; row_blocks.h: layer norm's outputs), else widened into L1 first and rounded back from it after.
 template <class T>
 constexpr bool is_narrow = !std::is_same_v<T, compute_t<T>>;
 
@@ -80,20 +80,6 @@ const compute_t<T>* widen_row(const T* x, compute_t<T>* scratch, idx n) {
     return x;
   }
 }
-
-// A row computed in `row` to its place `dst`: rounded to narrow storage, streamed out with `stream` (narrow rows
-// through `narrow`, an L1 row of T).  Wide rows that do not stream were computed in place.
-template <class T>
-void store_row(const compute_t<T>* row, T* dst, idx n, bool stream, T* narrow) {
-  if constexpr (is_narrow<T>) {
-    if (!stream) return from_float(row, dst, n);
-    from_float(row, narrow, n);
-    stream_store(static_cast<const T*>(narrow), dst, n);
-  } else {
-    if (stream) stream_store(row, dst, n);
-  }
-}
-
 
 // Loop::loop(in, out, n, params) with n a multiple of kBlock; in = N input pointers.
 // The loop runs on sub-blocks of kStep elements, prefetching its inputs kAhead elements ahead: loops with much

@@ -57,11 +57,14 @@ def test_streaming_stores_give_the_same_bits(op, shape, axis, activation, thread
     assert results[0] == results[1]
 
 
-@pytest.mark.parametrize("shape,activation", [((40, 1300), None), ((200, 100), "relu"), ((16, 1024), "gelu")])
+@pytest.mark.parametrize("op,shape,axis,activation", [
+    (_layer, (40, 1300), -1, None), (_layer, (200, 100), -1, "relu"), (_layer, (16, 1024), -1, "gelu"),
+    (_group, (4, 6, 14, 15), 1, None), (_group, (2, 6, 3, 700), 1, "silu"), (_batch, (3, 6, 7, 29), 1, "relu"),
+])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_layer_norm_bits_do_not_depend_on_where_the_output_is(shape, activation, dtype, rng, stream_threshold):
-    """Rows are computed a block at a time, the blocks placed to align the streamed stores: the same bits at any
-    offset of the output, streamed or not (a short block at a row's ends takes the vector path too)."""
+def test_bits_do_not_depend_on_where_the_output_is(op, shape, axis, activation, dtype, rng, stream_threshold):
+    """Rows and runs are computed a block at a time, the blocks placed to align the streamed stores: the same bits
+    at any offset of the output, streamed or not (a short block at either end takes the vector path too)."""
     x = rng.standard_normal(shape).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     results = set()
@@ -69,6 +72,6 @@ def test_layer_norm_bits_do_not_depend_on_where_the_output_is(shape, activation,
         stream_threshold(threshold)
         for offset in (0, 1, 3, 8, 13):
             out = (empty_at(shape, dtype, offset), empty_at(shape, dtype, offset))
-            _layer(x, dy, -1, activation, out, 2)
+            op(x, dy, axis, activation, out, 2)
             results.add(out[0].tobytes() + out[1].tobytes())
     assert len(results) == 1

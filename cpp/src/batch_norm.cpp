@@ -34,20 +34,9 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
       });
       return;
     }
-    parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-      if (!stream) {  // one dispatch for all the task's runs
-        isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                                   p);
-        return;
-      }
-      T* piece = stream_piece<T>(stream, B);
-      for (idx r = r0; r < r1; ++r) {
-        const idx c = r % C;
-        write_run(y, r, B, piece, [&](idx i, idx n, V* out) {
-          isa_call<ApplyRun<V, Op>>(widened<Scratch::x>(x + r * B + i, n), out, n, k.mean_hi[c], k.mean_lo[c],
-                                    k.a[c], k.b[c], p);
-        });
-      }
+    parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {  // one dispatch for the task's runs
+      isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(), p,
+                                 stream);
       if (stream) stream_fence();
     });
   });

@@ -47,9 +47,8 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
   const bool stream = stream_out<T>(s.N * s.G * len, act::compute_bound<Op>::value);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
-    T* piece = stream_piece<T>(stream, s.Q);
     for (idx t = t0; t < t1; ++t) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
-      const V* xg = widened<Scratch::x>(x + t * len, len);
+      const T* xg = x + t * len;
       const Moments m = run_moments<T>(xg, len);
       const double r = 1.0 / std::sqrt(m.m2 / count + eps);
       mean[t] = m.mean;
@@ -60,9 +59,7 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
       for (idx k = 0; k < Cg; ++k) {
         const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
         const V scale = static_cast<V>(gamma ? r * gamma[c] : r), shift = static_cast<V>(beta ? beta[c] : 0.0);
-        write_run(y, run, s.Q, piece, [&](idx i, idx n, V* out) {
-          isa_call<ApplyRun<V, Op>>(xg + k * s.Q + i, out, n, hi, lo, scale, shift, p);
-        });
+        isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, lo, scale, shift, p, stream);
       }
     }
     if (stream) stream_fence();

@@ -20,16 +20,19 @@ FASTNORM_INLINE T normalized(T x, T hi, T lo, T rstd, T gamma, T beta) {
   return ((x - hi) - lo) * rstd * gamma + beta;
 }
 
-template <class C, class Op>
+template <Isa I, class T, class Op>
 struct ApplyBlock {  // y = post(z) for one block of a row
-  const C *x, *gamma, *beta;
+  static constexpr bool kElementwise = true;
+  using C = compute_t<T>;
+  const T* x;
+  const C *gamma, *beta;
   C hi, lo, rstd;
   act::Params<C> p;
   FASTNORM_INLINE void operator()(idx d, idx count, C* y) const {
     C px[kLanes], pg[kLanes], pb[kLanes];
-    const C* xb = block_at(x, d, count, px);
-    const C* gb = block_at(gamma, d, count, pg);
-    const C* bb = block_at(beta, d, count, pb);
+    const C* xb = load_block<I>(x, d, count, px);
+    const C* gb = load_block<I>(gamma, d, count, pg);
+    const C* bb = load_block<I>(beta, d, count, pb);
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) y[j] = Op::forward(normalized(xb[j], hi, lo, rstd, gb[j], bb[j]), p);
   }
@@ -40,9 +43,9 @@ struct ApplyRow {  // a row of y = post(z), stored to T
   static constexpr bool takes_isa = true;
   using C = compute_t<T>;
   template <Isa I>
-  static FASTNORM_INLINE void run(const C* x, T* y, idx D, C hi, C lo, C rstd, const C* gamma, const C* beta,
+  static FASTNORM_INLINE void run(const T* x, T* y, idx D, C hi, C lo, C rstd, const C* gamma, const C* beta,
                                   act::Params<C> p, bool stream) {
-    map_blocks<I>(y, D, stream, ApplyBlock<C, Op>{x, gamma, beta, hi, lo, rstd, p});
+    map_blocks<I>(y, D, stream, ApplyBlock<I, T, Op>{x, gamma, beta, hi, lo, rstd, p});
   }
 };
 
@@ -81,18 +84,19 @@ struct RowSums {  // in T over pieces of kPiece values (16 per vector lane), the
 
 // dx = rstd * (g - k_g - xhat * k_gx) for one block of a row; the parameter partials pg += g xhat, pb += g
 // accumulate across rows, in C.
-template <class C>
+template <Isa I, class C>
 struct GradBlock {
+  static constexpr bool kElementwise = false;  // it accumulates pg, pb
   const C *g, *x, *gamma;
   C *pg, *pb;
   C hi, lo, rstd, k_g, k_gx;
   FASTNORM_INLINE void operator()(idx d, idx count, C* dx) const {
     C p_g[kLanes], p_x[kLanes], p_gamma[kLanes], p_pg[kLanes], p_pb[kLanes];
-    const C* gb = block_at(g, d, count, p_g);
-    const C* xb = block_at(x, d, count, p_x);
-    const C* gammab = block_at(gamma, d, count, p_gamma);
-    C* pgb = count == kLanes ? pg + d : const_cast<C*>(block_at(pg, d, count, p_pg));
-    C* pbb = count == kLanes ? pb + d : const_cast<C*>(block_at(pb, d, count, p_pb));
+    const C* gb = load_block<I>(g, d, count, p_g);
+    const C* xb = load_block<I>(x, d, count, p_x);
+    const C* gammab = load_block<I>(gamma, d, count, p_gamma);
+    C* pgb = count == kLanes ? pg + d : const_cast<C*>(load_block<I>(pg, d, count, p_pg));
+    C* pbb = count == kLanes ? pb + d : const_cast<C*>(load_block<I>(pb, d, count, p_pb));
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) {
       const C xhat = ((xb[j] - hi) - lo) * rstd;
@@ -101,10 +105,8 @@ struct GradBlock {
       pbb[j] += gb[j];
     }
     if (count < kLanes) {
-      for (idx j = 0; j < count; ++j) {
-        pg[d + j] = pgb[j];
-        pb[d + j] = pbb[j];
-      }
+      store_values<I, C>(pgb, pg + d, count);
+      store_values<I, C>(pbb, pb + d, count);
     }
   }
 };
@@ -116,7 +118,7 @@ struct RowGrad {  // a row of dx, stored to T
   template <Isa I>
   static FASTNORM_INLINE void run(const C* g, const C* x, T* dx, idx D, C hi, C lo, C rstd, const C* gamma, C k_g,
                                   C k_gx, C* pg, C* pb, bool stream) {
-    map_blocks<I>(dx, D, stream, GradBlock<C>{g, x, gamma, pg, pb, hi, lo, rstd, k_g, k_gx});
+    map_blocks<I>(dx, D, stream, GradBlock<I, C>{g, x, gamma, pg, pb, hi, lo, rstd, k_g, k_gx});
   }
 };
 
@@ -166,9 +168,8 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
     using Op = decltype(op);
     const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
-      C* x_row = is_narrow<T> ? loops::thread_scratch<C>(static_cast<size_t>(D)) : nullptr;  // narrow x in C
       for (idx r = r0; r < r1; ++r) {
-        const C* xr = widen_row(x + r * D, x_row, D);
+        const T* xr = x + r * D;
         const Moments m = loops::run_moments<T>(xr, D);  // rows of no values: mean = m2 = 0
         const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
         mean[r] = centered ? m.mean : 0.0;

@@ -66,20 +66,10 @@ FASTNORM_INLINE bool can_stream(const T* out) {
 
 // Values of narrow storage (float16, bfloat16) are computed in float: widened and rounded in registers by the
 // loops that take their ISA level (narrow.h: the activations, batch norm's apply and dx passes, the statistics'
-// pieces; row_blocks.h: layer norm's outputs), else widened into L1 first and rounded back from it after.
+// pieces; row_blocks.h: layer norm's rows, the per-channel apply), else widened into L1 first and rounded back from
+// it after.
 template <class T>
 constexpr bool is_narrow = !std::is_same_v<T, compute_t<T>>;
-
-// Row x (n values) as compute_t<T> values: x itself, or widened into `scratch`.
-template <class T>
-const compute_t<T>* widen_row(const T* x, compute_t<T>* scratch, idx n) {
-  if constexpr (is_narrow<T>) {
-    to_float(x, scratch, n);
-    return scratch;
-  } else {
-    return x;
-  }
-}
 
 // Loop::loop(in, out, n, params) with n a multiple of kBlock; in = N input pointers.
 // The loop runs on sub-blocks of kStep elements, prefetching its inputs kAhead elements ahead: loops with much

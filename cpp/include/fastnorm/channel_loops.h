@@ -13,6 +13,7 @@
 #include "fastnorm/moments.h"
 #include "fastnorm/narrow.h"
 #include "fastnorm/parallel.h"
+#include "fastnorm/row_blocks.h"
 
 namespace fastnorm {
 namespace loops {
@@ -88,19 +89,27 @@ struct Affine {
   FASTNORM_INLINE V operator()(V x) const { return Op::forward(centered(x, hi, lo) * scale + shift, p); }
 };
 
+template <Isa I, class T, class Op>
+struct AffineBlock {  // one block of a run (row_blocks.h)
+  static constexpr bool kElementwise = true;
+  const T* x;
+  Affine<compute_t<T>, Op> f;
+  FASTNORM_INLINE void operator()(idx d, idx count, compute_t<T>* y) const {
+    compute_t<T> buf[kLanes];
+    const compute_t<T>* xb = load_block<I>(x, d, count, buf);
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) y[j] = f(xb[j]);
+  }
+};
+
 template <class T, class Op = act::Identity>
-struct ApplyRun {  // one channel
+struct ApplyRun {  // one channel, written out from registers: rounded for narrow T, streamed with `stream`
   static constexpr bool takes_isa = true;
   using V = compute_t<T>;
   template <Isa I>
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, V hi, V lo, V scale, V shift, act::Params<V> p = {}) {
-    const Affine<V, Op> f{hi, lo, scale, shift, p};
-    if constexpr (is_narrow<T>) {
-      narrow_map<I>(std::array<const T*, 1>{x}, y, n, f);
-    } else {
-#pragma omp simd
-      for (idx i = 0; i < n; ++i) y[i] = f(x[i]);
-    }
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, V hi, V lo, V scale, V shift, act::Params<V> p = {},
+                                  bool stream = false) {
+    map_blocks<I>(y, n, stream, AffineBlock<I, T, Op>{x, {hi, lo, scale, shift, p}});
   }
 };
 
@@ -110,10 +119,10 @@ struct ApplyRuns {  // runs [r0, r1) of an (A, C, B) array, run r being channel 
   using V = compute_t<T>;
   template <Isa I>
   static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const V* hi, const V* lo,
-                                  const V* scale, const V* shift, act::Params<V> p = {}) {
+                                  const V* scale, const V* shift, act::Params<V> p, bool stream) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      ApplyRun<T, Op>::template run<I>(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c], p);
+      ApplyRun<T, Op>::template run<I>(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c], p, stream);
     }
   }
 };
@@ -504,15 +513,15 @@ Moments narrow_piece_moments(const S* x, idx n, const S* next = nullptr) {
   }
 }
 
-// Moments of one contiguous run of values stored as S (x: the values, widened for narrow S), in pieces merged in
-// order: at most one grain (parallel.h) each summed around its first value, the pieces channel_moments uses for a
-// run, so that the statistics equal moments() of it; kNarrowPiece values for narrow S, as above.
+// Moments of one contiguous run of values stored as S, in pieces merged in order: at most one grain (parallel.h)
+// each summed around its first value, the pieces channel_moments uses for a run, so that the statistics equal
+// moments() of it; kNarrowPiece values for narrow S, as above (widened in registers).
 template <class S>
-Moments run_moments(const compute_t<S>* x, idx n) {
+Moments run_moments(const S* x, idx n) {
   Moments acc;
   for (idx b = 0; b < n; b += is_narrow<S> ? kNarrowPiece : kElementwiseGrain) {
     if constexpr (is_narrow<S>) {
-      acc = merge(acc, narrow_piece_moments<float>(x + b, std::min(kNarrowPiece, n - b)));
+      acc = merge(acc, narrow_piece_moments<S>(x + b, std::min(kNarrowPiece, n - b)));
     } else {
       acc = merge(acc, shifted_moments(x + b, std::min(kElementwiseGrain, n - b)));
     }

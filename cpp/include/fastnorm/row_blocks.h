@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "fastnorm/blocked.h"
 #include "fastnorm/narrow.h"
@@ -85,27 +86,95 @@ FASTNORM_INLINE void store_block(const compute_t<T>* r, T* d, bool stream) {
   }
 }
 
-// The first count values of a computed block to d, value by value (a row's ragged ends).
+// Short blocks (count < kLanes values) at a row's ends: loaded zero-padded into a block of compute_t<T>, and the
+// first count values of a computed block stored; value by value, or with AVX-512 masked loads and stores.
+template <Isa I, class T>
+struct ShortIO {
+  using C = compute_t<T>;
+  static FASTNORM_INLINE void load(const T* p, idx count, C* block) {
+    if constexpr (is_narrow<T>) {
+      T pad[kLanes] = {};
+      for (idx j = 0; j < count; ++j) pad[j] = p[j];
+      NarrowIO<I, T>::load(pad, block);
+    } else {
+      for (idx j = 0; j < kLanes; ++j) block[j] = j < count ? p[j] : C(0);
+    }
+  }
+  static FASTNORM_INLINE void store(const C* r, T* d, idx count) {
+    for (idx j = 0; j < count; ++j) {
+      if constexpr (is_narrow<T>)
+        d[j] = round_value<T>(r[j]);
+      else
+        d[j] = r[j];
+    }
+  }
+};
+
+#if FASTNORM_MULTI_ISA
 template <class T>
+struct ShortIO<Isa::v4, T> {
+  using C = compute_t<T>;
+  static constexpr int kHalf = 8;  // doubles per register
+  static __mmask16 mask(idx count) { return static_cast<__mmask16>((1u << count) - 1u); }
+  FASTNORM_TARGET_V4 static inline void load(const T* p, idx count, C* block) {
+    if constexpr (std::is_same_v<T, float>) {
+      _mm512_storeu_ps(block, _mm512_maskz_loadu_ps(mask(count), p));
+    } else if constexpr (std::is_same_v<T, double>) {
+      const unsigned m = mask(count);
+      _mm512_storeu_pd(block, _mm512_maskz_loadu_pd(static_cast<__mmask8>(m & 0xffu), p));
+      _mm512_storeu_pd(block + kHalf, _mm512_maskz_loadu_pd(static_cast<__mmask8>(m >> 8), p + kHalf));
+    } else {
+      alignas(32) T pad[kLanes];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(pad), _mm256_maskz_loadu_epi16(mask(count), p));
+      NarrowIO<Isa::v4, T>::load(pad, block);
+    }
+  }
+  FASTNORM_TARGET_V4 static inline void store(const C* r, T* d, idx count) {
+    if constexpr (std::is_same_v<T, float>) {
+      _mm512_mask_storeu_ps(d, mask(count), _mm512_loadu_ps(r));
+    } else if constexpr (std::is_same_v<T, double>) {
+      const unsigned m = mask(count);
+      _mm512_mask_storeu_pd(d, static_cast<__mmask8>(m & 0xffu), _mm512_loadu_pd(r));
+      _mm512_mask_storeu_pd(d + kHalf, static_cast<__mmask8>(m >> 8), _mm512_loadu_pd(r + kHalf));
+    } else {
+      alignas(32) T rounded[kLanes];
+      NarrowIO<Isa::v4, T>::store(r, rounded);
+      _mm256_mask_storeu_epi16(d, mask(count), _mm256_load_si256(reinterpret_cast<const __m256i*>(rounded)));
+    }
+  }
+};
+#endif
+
+template <Isa I, class T>
 FASTNORM_INLINE void store_values(const compute_t<T>* r, T* d, idx count) {
-  for (idx j = 0; j < count; ++j) {
-    if constexpr (is_narrow<T>)
-      d[j] = round_value<T>(r[j]);
-    else
-      d[j] = r[j];
+  ShortIO<I, T>::store(r, d, count);
+}
+
+// Values d .. d + count of p as a block of compute_t<X> values: p + d itself for a whole block of wide values, else
+// widened in registers (narrow X) or loaded into buf, zero-padded.
+template <Isa I, class X>
+FASTNORM_INLINE const compute_t<X>* load_block(const X* p, idx d, idx count, compute_t<X>* buf) {
+  if (count < kLanes) {
+    ShortIO<I, X>::load(p + d, count, buf);
+    return buf;
+  }
+  if constexpr (is_narrow<X>) {
+    NarrowIO<I, X>::load(p + d, buf);
+    return buf;
+  } else {
+    return p + d;
   }
 }
 
-// p + d when a whole block is there; else its count values copied into the zero-padded block `pad`.
-template <class C>
-FASTNORM_INLINE const C* block_at(const C* p, idx d, idx count, C* pad) {
-  if (count == kLanes) return p + d;
-  for (idx j = 0; j < kLanes; ++j) pad[j] = j < count ? p[d + j] : C(0);
-  return pad;
-}
-
 // f(d, count, r) computes values d .. d + count of the row into the block r (count is kLanes but at the row's
-// ends; f reads short blocks through block_at); map_blocks stores them at dst + d.
+// ends; f reads blocks through load_block); map_blocks stores them at dst + d.  A functor whose values
+// each depend on their own inputs only (F::kElementwise) computes the head as the whole block starting there,
+// overlapping the next (the same vector code on the same inputs: the same values), which saves padding its
+// inputs; the others (a functor that accumulates) get short blocks, as does the tail.  (The whole block ending at
+// the tail would leave its values at the end of the local block, and reading them back from there waited for the
+// block's store to leave the store buffer, behind the row's streaming stores: layer norm forward 25% slower; a
+// masked store of the whole block, its lanes before the tail masked off, was slower still.)  At v4 short blocks
+// are read and written with masked loads and stores.
 template <Isa I, class T, class F>
 FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
   using C = compute_t<T>;
@@ -113,11 +182,12 @@ FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
   stream = stream && FASTNORM_HAVE_STREAM && addr % sizeof(T) == 0;
   constexpr auto kAlign = static_cast<std::uintptr_t>(kBlockAlign<T>);
   const idx head = stream ? std::min(n, static_cast<idx>((kAlign - addr % kAlign) % kAlign / sizeof(T))) : 0;
+  const bool overlap = F::kElementwise && n >= kLanes;
   alignas(64) C r[kLanes];
   idx d = 0;
   if (head > 0) {
-    f(d, head, r);
-    store_values<T>(r, dst, head);
+    f(d, overlap ? kLanes : head, r);
+    store_values<I, T>(r, dst, head);
     d = head;
   }
   for (; d + kLanes <= n; d += kLanes) {
@@ -126,7 +196,7 @@ FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
   }
   if (d < n) {
     f(d, n - d, r);
-    store_values<T>(r, dst + d, n - d);
+    store_values<I, T>(r, dst + d, n - d);
   }
 }
 

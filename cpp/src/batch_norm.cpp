@@ -121,20 +121,9 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
     });
     return;
   }
-  parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
-    if (!stream) {  // one dispatch for all the task's runs
-      isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                            k.c.data());
-      return;
-    }
-    T* piece = stream_piece<T>(stream, B);
-    for (idx r = r0; r < r1; ++r) {
-      const idx c = r % C;
-      write_run(dx, r, B, piece, [&](idx i, idx n, V* out) {
-        isa_call<GradRun<V>>(widened<Scratch::dy>(dy + r * B + i, n), widened<Scratch::x>(x + r * B + i, n), out, n,
-                             k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c], k.c[c]);
-      });
-    }
+  parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {  // one dispatch for the task's runs
+    isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
+                          k.c.data(), stream);
     if (stream) stream_fence();
   });
 }
@@ -210,7 +199,7 @@ struct ChannelsBackward {
   template <Isa I>
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx A, idx C, idx B, idx c0, idx c1,
                                   idx task_rows, const double* mean, const double* rstd, const double* k_dy,
-                                  double* sum_dy, double* sum_dy_xmu, T* piece) {
+                                  double* sum_dy, double* sum_dy_xmu, bool stream) {
     const idx stride = C * B;
     for (idx c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;
     double part_dy[kMaxBlock], part_dyx[kMaxBlock];
@@ -240,15 +229,7 @@ struct ChannelsBackward {
     for (idx a = 0; a < A; ++a) {
       for (idx c = c0; c < c1; ++c) {
         const idx at = a * stride + c * B, j = c - c0;
-        if (piece == nullptr) {
-          GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j]);
-          continue;
-        }
-        for (idx i = 0; i < B; i += kStreamPiece) {  // streamed out through an L1 piece (write_run)
-          const idx n = std::min(kStreamPiece, B - i);
-          GradRun<T>::template run<I>(dy + at + i, x + at + i, piece, n, hi[j], lo[j], kd[j], kx[j], k1[j]);
-          stream_store(static_cast<const T*>(piece), dx + at + i, n);
-        }
+        GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j], stream);
       }
     }
   }
@@ -283,10 +264,9 @@ bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B,
     const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
     const bool stream = stream_out<T>(A * C * B, false);
     parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
-      T* piece = stream_piece<T>(stream, B);
       for (idx b = b0; b < b1; ++b) {
         isa_call<ChannelsBackward<T>>(dy, x, dx, A, C, B, b * block, std::min(C, (b + 1) * block), task_rows,
-                                      mean, rstd, k_dy, sum_dy, sum_dy_xmu, piece);
+                                      mean, rstd, k_dy, sum_dy, sum_dy_xmu, stream);
       }
       if (stream) stream_fence();
     });

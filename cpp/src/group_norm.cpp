@@ -153,7 +153,6 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
                [&](idx t0, idx t1) {
     SampleConsts<V> k(s.C), z(post ? Cg : 0);
     V* dz = post ? thread_scratch<V>(static_cast<size_t>(len)) : nullptr;  // the group's post'(z) dy
-    T* piece = stream_piece<T>(stream, s.Q);  // the piece that dx is streamed out through
     for (idx t = t0; t < t1; ++t) {
       const idx n = t / s.G, g = t % s.G;
       double* sd = sum_dy + n * s.C;
@@ -179,10 +178,8 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
       group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
       for (idx i = 0; i < Cg; ++i) {
         const idx c = g * Cg + i, run = t * Cg + i;  // channel c's run of Q values
-        write_run(dx, run, s.Q, piece, [&](idx j, idx n, V* out) {
-          isa_call<GradRun<V>>(grad + i * s.Q + j, xg + i * s.Q + j, out, n, k.hi[c], k.lo[c], k.a[c], k.b[c],
-                               k.c[c]);
-        });
+        isa_call<GradRun<T, V>>(grad + i * s.Q, xg + i * s.Q, dx + run * s.Q, s.Q, k.hi[c], k.lo[c], k.a[c], k.b[c],
+                                k.c[c], stream);
       }
     }
     if (stream) stream_fence();

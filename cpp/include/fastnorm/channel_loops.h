@@ -176,23 +176,28 @@ struct PostOpGradRows {  // rows of C channels
   }
 };
 
-template <class T>
+// dy and x stored as X: T, or already widened into V
+template <class T, class X = T>
 struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one; T the storage type, as ApplyRun
   static constexpr bool takes_isa = true;
   using V = compute_t<T>;
-  struct F {
+  template <Isa I>
+  struct Block {  // row_blocks.h
+    static constexpr bool kElementwise = true;
+    const X *dy, *x;
     V hi, lo, k_dy, k_xmu, k_one;
-    FASTNORM_INLINE V operator()(V dy, V x) const { return k_dy * dy + (k_xmu * centered(x, hi, lo) + k_one); }
+    FASTNORM_INLINE void operator()(idx d, idx count, V* dx) const {
+      V b_dy[kLanes], b_x[kLanes];
+      const V* g = load_block<I>(dy, d, count, b_dy);
+      const V* xb = load_block<I>(x, d, count, b_x);
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) dx[j] = k_dy * g[j] + (k_xmu * centered(xb[j], hi, lo) + k_one);
+    }
   };
   template <Isa I>
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, V hi, V lo, V k_dy, V k_xmu, V k_one) {
-    const F f{hi, lo, k_dy, k_xmu, k_one};
-    if constexpr (is_narrow<T>) {
-      narrow_map<I>(std::array<const T*, 2>{dy, x}, dx, n, f);
-    } else {
-#pragma omp simd
-      for (idx i = 0; i < n; ++i) dx[i] = f(dy[i], x[i]);
-    }
+  static FASTNORM_INLINE void run(const X* dy, const X* x, T* dx, idx n, V hi, V lo, V k_dy, V k_xmu, V k_one,
+                                  bool stream = false) {
+    map_blocks<I>(dx, n, stream, Block<I>{dy, x, hi, lo, k_dy, k_xmu, k_one});
   }
 };
 
@@ -202,10 +207,10 @@ struct GradRuns {  // runs [r0, r1), as ApplyRuns
   using V = compute_t<T>;
   template <Isa I>
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx r0, idx r1, idx C, idx B, const V* hi,
-                                  const V* lo, const V* k_dy, const V* k_xmu, const V* k_one) {
+                                  const V* lo, const V* k_dy, const V* k_xmu, const V* k_one, bool stream) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C, at = r * B;
-      GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c]);
+      GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c], stream);
     }
   }
 };
@@ -560,29 +565,6 @@ void write_rows(T* out, idx r0, idx r1, idx C, bool stream, const F& rows_to) {
     if (piece) stream_store(static_cast<const T*>(piece), out + r * C, n);
   }
   if (stream) stream_fence();
-}
-
-// Run r's B values computed by values_to(i, n, dst) (values i.. i + n of the run into dst, compute_t<T> values): at
-// once in place, or piece by piece (kStreamPiece values) for narrow storage (through L1 scratch, rounded into
-// place) or through `piece` (an L1 block) streamed out.
-template <class T, class F>
-void write_run(T* out, idx r, idx B, T* piece, const F& values_to) {
-  if constexpr (!is_narrow<T>) {
-    if (piece == nullptr) return values_to(0, B, out + r * B);
-  }
-  for (idx i = 0; i < B; i += kStreamPiece) {
-    const idx n = std::min(kStreamPiece, B - i);
-    T* dst = piece ? piece : out + r * B + i;
-    compute_t<T>* target = compute_target(dst, n);
-    values_to(i, n, target);
-    narrow_into(static_cast<const compute_t<T>*>(target), dst, n);
-    if (piece) stream_store(static_cast<const T*>(piece), out + r * B + i, n);
-  }
-}
-
-template <class T>
-T* stream_piece(bool stream, idx B) {
-  return stream ? thread_scratch<T, Scratch::piece>(static_cast<size_t>(std::min(B, kStreamPiece))) : nullptr;
 }
 
 }  // namespace loops

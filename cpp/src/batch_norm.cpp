@@ -27,10 +27,9 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
     const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
     if (B == 1) {
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-        write_rows(y, r0, r1, C, stream, [&](idx r, idx rows, V* out) {
-          isa_call<ApplyRows<V, Op>>(widened<Scratch::x>(x + r * C, rows * C), out, rows, C, k.mean_hi.data(),
-                                     k.mean_lo.data(), k.a.data(), k.b.data(), p);
-        });
+        isa_call<ApplyChannelsLast<T, Op>>(x + r0 * C, y + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(),
+                                           k.mean_lo.data(), k.a.data(), k.b.data(), p, stream);
+        if (stream) stream_fence();
       });
       return;
     }
@@ -113,11 +112,9 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
   const bool stream = stream_out<T>(A * C * B, false);
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-      write_rows(dx, r0, r1, C, stream, [&](idx r, idx rows, V* out) {
-        const idx n = rows * C;
-        isa_call<GradRows<V>>(widened<Scratch::dy>(dy + r * C, n), widened<Scratch::x>(x + r * C, n), out, rows, C,
-                              k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data());
-      });
+      isa_call<GradChannelsLast<T>>(dy + r0 * C, x + r0 * C, dx + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(),
+                                    k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data(), stream);
+      if (stream) stream_fence();
     });
     return;
   }

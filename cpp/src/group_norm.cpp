@@ -104,10 +104,9 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
       rows_or_runs(
           s.P, C, Q,
           [&] {
-            write_rows(ys, 0, s.P, C, stream, [&](idx r, idx rows, V* out) {
-              isa_call<ApplyRows<V, Op>>(widened<Scratch::x>(xs + r * C, rows * C), out, rows, C, k.hi.data(),
-                                         k.lo.data(), k.a.data(), k.b.data(), p);
-            });
+            for (auto* v : {&k.hi, &k.lo, &k.a, &k.b}) extend_periodic(*v, C);
+            isa_call<ApplyChannelsLast<T, Op>>(xs, ys, s.P * C, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
+                                               p, stream);
           },
           [&](idx row, idx c) {
             const idx at = (row * C + c) * Q;
@@ -116,6 +115,7 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
             narrow_into(out, ys + at, Q);
           });
     }
+    if (stream) stream_fence();
   });
 }
 

@@ -58,6 +58,14 @@ void narrow_into(const compute_t<T>* v, T* dst, idx n) {
   if constexpr (is_narrow<T>) from_float(v, dst, n);
 }
 
+// v's first C values extended periodically to C + kLanes (v[C + j] = v[j % C]): the constants of channels-last
+// bodies, which read kLanes consecutive channels from any channel on.
+template <class V>
+void extend_periodic(std::vector<V>& v, idx C) {
+  v.resize(static_cast<std::size_t>(C + kLanes));
+  for (idx j = 0; j < kLanes; ++j) v[C + j] = C > 0 ? v[j % C] : V(0);
+}
+
 // Per-channel constants in T, the mean as hi + lo.
 template <class T>
 struct ChannelConsts {
@@ -71,6 +79,7 @@ struct ChannelConsts {
       b[i] = static_cast<T>(b64[i]);
       if (c64) c[i] = static_cast<T>(c64[i]);
     }
+    for (auto* v : {&mean_hi, &mean_lo, &a, &b, &c}) extend_periodic(*v, C);  // for the channels-last bodies
   }
 };
 
@@ -127,16 +136,42 @@ struct ApplyRuns {  // runs [r0, r1) of an (A, C, B) array, run r being channel 
   }
 };
 
+// Channels-last rows as one flat run of n values, value i being channel i % C (the run starts at a row), written
+// out from registers as ApplyRun.  A block reads its channels' constants as kLanes consecutive values of arrays
+// extended periodically past C (extend_periodic).
+// The channel of value d of a flat run, for the increasing d that map_blocks visits.
+struct ChannelOf {
+  idx C, at = 0, c = 0;
+  FASTNORM_INLINE idx operator()(idx d) {
+    for (c += d - at, at = d; c >= C;) c -= C;
+    return c;
+  }
+};
+
 template <class T, class Op = act::Identity>
-struct ApplyRows {  // rows of C channels
-  static FASTNORM_INLINE void run(const T* x, T* y, idx rows, idx C, const T* hi, const T* lo, const T* scale,
-                                  const T* shift, act::Params<T> p = {}) {
-    for (idx r = 0; r < rows; ++r) {
-      const T* xr = x + r * C;
-      T* yr = y + r * C;
+struct ApplyChannelsLast {
+  static constexpr bool takes_isa = true;
+  using V = compute_t<T>;
+  template <Isa I>
+  struct Block {
+    static constexpr bool kElementwise = true;
+    const T* x;
+    const V *hi, *lo, *scale, *shift;
+    act::Params<V> p;
+    mutable ChannelOf channel;
+    FASTNORM_INLINE void operator()(idx d, idx count, V* y) const {
+      const idx c = channel(d);
+      V bx[kLanes];
+      const V* xb = load_block<I>(x, d, count, bx);
 #pragma omp simd
-      for (idx c = 0; c < C; ++c) yr[c] = Op::forward(centered(xr[c], hi[c], lo[c]) * scale[c] + shift[c], p);
+      for (idx j = 0; j < kLanes; ++j)
+        y[j] = Op::forward(centered(xb[j], hi[c + j], lo[c + j]) * scale[c + j] + shift[c + j], p);
     }
+  };
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, idx C, const V* hi, const V* lo, const V* scale,
+                                  const V* shift, act::Params<V> p, bool stream) {
+    map_blocks<I>(y, n, stream, Block<I>{x, hi, lo, scale, shift, p, ChannelOf{C}});
   }
 };
 
@@ -212,6 +247,33 @@ struct GradRuns {  // runs [r0, r1), as ApplyRuns
       const idx c = r % C, at = r * B;
       GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c], stream);
     }
+  }
+};
+
+template <class T>
+struct GradChannelsLast {  // dx as GradRun, over channels-last rows as ApplyChannelsLast
+  static constexpr bool takes_isa = true;
+  using V = compute_t<T>;
+  template <Isa I>
+  struct Block {
+    static constexpr bool kElementwise = true;
+    const T *dy, *x;
+    const V *hi, *lo, *k_dy, *k_xmu, *k_one;
+    mutable ChannelOf channel;
+    FASTNORM_INLINE void operator()(idx d, idx count, V* dx) const {
+      const idx c = channel(d);
+      V b_dy[kLanes], b_x[kLanes];
+      const V* g = load_block<I>(dy, d, count, b_dy);
+      const V* xb = load_block<I>(x, d, count, b_x);
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j)
+        dx[j] = k_dy[c + j] * g[j] + (k_xmu[c + j] * centered(xb[j], hi[c + j], lo[c + j]) + k_one[c + j]);
+    }
+  };
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, idx C, const V* hi, const V* lo,
+                                  const V* k_dy, const V* k_xmu, const V* k_one, bool stream) {
+    map_blocks<I>(dx, n, stream, Block<I>{dy, x, hi, lo, k_dy, k_xmu, k_one, ChannelOf{C}});
   }
 };
 

@@ -58,36 +58,59 @@ struct PostOpGradRow {  // dz = post'(z) dy over one row
   }
 };
 
-// Sums over (a piece of) one row, in double, added to *s_g and *s_gx: the sums of g and of g * xhat.
-template <class T>
-struct RowSums {  // in T over pieces of kPiece values (16 per vector lane), the pieces added in double
-  static constexpr idx kPiece = 256;
-  static FASTNORM_INLINE void run(const T* dy, const T* x, idx D, T hi, T lo, T rstd, const T* gamma, double* s_g,
-                                  double* s_gx) {
-    double a = 0, b = 0;
-    for (idx d0 = 0; d0 < D; d0 += kPiece) {
-      const idx d1 = std::min(D, d0 + kPiece);
-      T pa = 0, pb = 0;
-#pragma omp simd reduction(+ : pa, pb)
-      for (idx d = d0; d < d1; ++d) {
-        const T g = dy[d] * gamma[d];
-        pa += g;
-        pb += g * (((x[d] - hi) - lo) * rstd);
-      }
-      a += static_cast<double>(pa);
-      b += static_cast<double>(pb);
+// The sums of g and of g * xhat over a piece of n <= kPiece values of one row, g = dy gamma, added (in double) to
+// *s_g and *s_gx.  dy and x stored as X (the row's own storage, or widened into C), read a block at a time, summed
+// per lane in C and folded pairwise: float16 / bfloat16 rows give the bits of the float32 row of their values.
+template <class X>
+struct RowSums {
+  static constexpr bool takes_isa = true;
+  static constexpr idx kPiece = 256;  // 16 values per vector lane
+  using C = compute_t<X>;
+  template <idx W>
+  static FASTNORM_INLINE void halve(C* acc) {  // compile-time widths: a loop over a variable one ran scalar
+#pragma omp simd
+    for (idx j = 0; j < W; ++j) acc[j] += acc[j + W];
+  }
+  static FASTNORM_INLINE double fold(C* acc) {
+    halve<8>(acc);
+    halve<4>(acc);
+    halve<2>(acc);
+    return static_cast<double>(acc[0] + acc[1]);
+  }
+  template <Isa I>
+  static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx d, idx count, C hi, C lo, C rstd,
+                                        const C* gamma, C* pa, C* pb) {
+    C b_dy[kLanes], b_x[kLanes], b_gamma[kLanes];
+    const C* dyb = load_block<I>(dy, d, count, b_dy);
+    const C* xb = load_block<I>(x, d, count, b_x);
+    const C* gammab = load_block<I>(gamma, d, count, b_gamma);  // zero-padded: short blocks add nothing
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) {
+      const C g = dyb[j] * gammab[j];
+      pa[j] += g;
+      pb[j] += g * (((xb[j] - hi) - lo) * rstd);
     }
-    *s_g += a;
-    *s_gx += b;
+  }
+  template <Isa I>
+  static FASTNORM_INLINE void run(const X* dy, const X* x, idx n, C hi, C lo, C rstd, const C* gamma, double* s_g,
+                                  double* s_gx) {
+    C pa[kLanes] = {}, pb[kLanes] = {};
+    idx d = 0;
+    for (; d + kLanes <= n; d += kLanes) add_block<I>(dy, x, d, kLanes, hi, lo, rstd, gamma, pa, pb);
+    if (d < n) add_block<I>(dy, x, d, n - d, hi, lo, rstd, gamma, pa, pb);
+    *s_g += fold(pa);
+    *s_gx += fold(pb);
   }
 };
 
 // dx = rstd * (g - k_g - xhat * k_gx) for one block of a row; the parameter partials pg += g xhat, pb += g
 // accumulate across rows, in C.
-template <Isa I, class C>
-struct GradBlock {
+template <Isa I, class X>
+struct GradBlock {  // g and x stored as X, as RowSums
   static constexpr bool kElementwise = false;  // it accumulates pg, pb
-  const C *g, *x, *gamma;
+  using C = compute_t<X>;
+  const X *g, *x;
+  const C* gamma;
   C *pg, *pb;
   C hi, lo, rstd, k_g, k_gx;
   FASTNORM_INLINE void operator()(idx d, idx count, C* dx) const {
@@ -111,14 +134,14 @@ struct GradBlock {
   }
 };
 
-template <class T>
-struct RowGrad {  // a row of dx, stored to T
+template <class T, class X>
+struct RowGrad {  // a row of dx, stored to T; g and x stored as X
   static constexpr bool takes_isa = true;
   using C = compute_t<T>;
   template <Isa I>
-  static FASTNORM_INLINE void run(const C* g, const C* x, T* dx, idx D, C hi, C lo, C rstd, const C* gamma, C k_g,
+  static FASTNORM_INLINE void run(const X* g, const X* x, T* dx, idx D, C hi, C lo, C rstd, const C* gamma, C k_g,
                                   C k_gx, C* pg, C* pb, bool stream) {
-    map_blocks<I>(dx, D, stream, GradBlock<I, C>{g, x, gamma, pg, pb, hi, lo, rstd, k_g, k_gx});
+    map_blocks<I>(dx, D, stream, GradBlock<I, X>{g, x, gamma, pg, pb, hi, lo, rstd, k_g, k_gx});
   }
 };
 
@@ -209,14 +232,17 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // 6.7-6.9 / 3.6-3.7 -> 5.9-6.1 / 3.0-3.2 ms.  Prefetching the whole next row at once held the fill buffers
   // the current row's loads needed; interleaving the next row's first pass with this row's second did not help.
   // The pieces are RowSums' own, so the sums have the bits of one call over the row.
-  constexpr idx kPiece = RowSums<C>::kPiece, kAhead = 512;
+  constexpr idx kPiece = RowSums<T>::kPiece, kAhead = 512;
   const idx total = M * D;
+  // dy and x are read where they are, in their storage; narrow storage with a post-op is widened a piece at a time
+  // into L1 rows first (post'(z) dy is computed from float rows).
+  const bool widen = is_narrow<T> && post.active();
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<C> fg(static_cast<size_t>(D), C(0)), fb(static_cast<size_t>(D), C(0));
-    // L1 rows: the row's post'(z) dy; narrow storage's dy and x in C
-    C* dz = loops::thread_scratch<C>((is_narrow<T> ? 3 : 1) * static_cast<size_t>(D));
-    C* dy_row = is_narrow<T> ? dz + D : nullptr;
-    C* x_row = is_narrow<T> ? dz + 2 * D : nullptr;
+    // L1 rows: the row's post'(z) dy; widened dy and x
+    C* dz = loops::thread_scratch<C>((widen ? 3 : 1) * static_cast<size_t>(D));
+    C* dy_row = widen ? dz + D : nullptr;
+    C* x_row = widen ? dz + 2 * D : nullptr;
     for (idx t = t0; t < t1; ++t) {
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
@@ -225,31 +251,38 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         C hi, lo;
         split(mean[r], &hi, &lo);
         const C rs = static_cast<C>(rstd[r]);
-        const C* dyr = is_narrow<T> ? dy_row : reinterpret_cast<const C*>(dy + r * D);  // C is T when wide
-        const C* xr = is_narrow<T> ? x_row : reinterpret_cast<const C*>(x + r * D);
-        const C* g = post.active() ? dz : dyr;
+        const T *dyr = dy + r * D, *xr = x + r * D;
+        // x as C values, for post'(z) dy (when there is one; C is T when wide)
+        const C* xc = widen ? x_row : reinterpret_cast<const C*>(xr);
         double s_g = 0, s_gx = 0;
-        for (idx d = 0; d < D; d += kPiece) {  // the first pass: widened, post'(z) dy, summed
+        for (idx d = 0; d < D; d += kPiece) {  // the first pass: post'(z) dy, summed
           const idx n = std::min(kPiece, D - d), ahead = r * D + d + kAhead;
           if (ahead < total) {
             prefetch_row(dy + ahead, std::min(n, total - ahead));
             prefetch_row(x + ahead, std::min(n, total - ahead));
           }
+          if (!post.active()) {
+            isa_call<RowSums<T>>(dyr + d, xr + d, n, hi, lo, rs, gamma + d, &s_g, &s_gx);
+            continue;
+          }
           if constexpr (is_narrow<T>) {
-            to_float(dy + r * D + d, dy_row + d, n);
-            to_float(x + r * D + d, x_row + d, n);
+            to_float(dyr + d, dy_row + d, n);
+            to_float(xr + d, x_row + d, n);
           }
-          if (post.active()) {
-            visit_post_op(post, [&](auto op) {
-              isa_call<PostOpGradRow<C, decltype(op)>>(dyr + d, xr + d, dz + d, n, hi, lo, rs, gamma + d,
-                                                        beta ? beta + d : nullptr, p);
-            });
-          }
-          isa_call<RowSums<C>>(g + d, xr + d, n, hi, lo, rs, gamma + d, &s_g, &s_gx);
+          const C* dyc = widen ? dy_row : reinterpret_cast<const C*>(dyr);
+          visit_post_op(post, [&](auto op) {
+            isa_call<PostOpGradRow<C, decltype(op)>>(dyc + d, xc + d, dz + d, n, hi, lo, rs, gamma + d,
+                                                      beta ? beta + d : nullptr, p);
+          });
+          isa_call<RowSums<C>>(static_cast<const C*>(dz + d), xc + d, n, hi, lo, rs, gamma + d, &s_g, &s_gx);
         }
         const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
         const C k_gx = static_cast<C>(s_gx / static_cast<double>(D));
-        isa_call<RowGrad<T>>(g, xr, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(), fb.data(), stream);
+        if (post.active())
+          isa_call<RowGrad<T, C>>(static_cast<const C*>(dz), xc, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx,
+                                  fg.data(), fb.data(), stream);
+        else
+          isa_call<RowGrad<T, T>>(dyr, xr, dx + r * D, D, hi, lo, rs, gamma, k_g, k_gx, fg.data(), fb.data(), stream);
         if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
           isa_call<Flush<C>>(fg.data(), fb.data(), g_part, b_part, D);
       }

@@ -158,11 +158,9 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
         }
         continue;
       }
-      if constexpr (!is_narrow<T>) {
-        if (!post.active()) {  // one dispatch for all the task's runs
-          isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
-          continue;
-        }
+      if (!post.active()) {  // one dispatch for all the task's runs (narrow storage widened in registers)
+        isa_call<SumsRuns<T>>(dy, x, r0 * C, r1 * C, C, B, mean, pd, px);
+        continue;
       }
       for (idx r = r0 * C; r < r1 * C; ++r) {
         const idx c = r % C;
@@ -205,7 +203,7 @@ struct ChannelsBackward {
       for (idx a = a0; a < std::min(A, a0 + task_rows); ++a) {
         for (idx c = c0; c < c1; ++c) {
           const idx at = a * stride + c * B;
-          SumsRun<T>::run(dy + at, x + at, B, mean[c], part_dy + (c - c0), part_dyx + (c - c0));
+          SumsRun<T>::template run<I>(dy + at, x + at, B, mean[c], part_dy + (c - c0), part_dyx + (c - c0));
         }
       }
       for (idx c = c0; c < c1; ++c) {

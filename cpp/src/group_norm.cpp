@@ -157,29 +157,35 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
       const idx n = t / s.G, g = t % s.G;
       double* sd = sum_dy + n * s.C;
       double* sdx = sum_dy_xmu + n * s.C;
-      const V* xg = widened<Scratch::x>(x + t * len, len);
-      const V* grad = widened<Scratch::dy>(dy + t * len, len);  // the group's gradient: dy, or dz = post'(z) dy
+      // The group's sums and dx from its gradient g (dy, or dz = post'(z) dy) and x, stored as X: the storage
+      // itself (narrow storage widened in registers), or widened into L1 for the post-op.
+      const auto sums_and_dx = [&](auto* g_x, auto* x_x) {
+        using X = std::remove_const_t<std::remove_pointer_t<decltype(g_x)>>;
+        for (idx i = 0; i < Cg; ++i) {
+          const idx c = g * Cg + i;
+          sd[c] = sdx[c] = 0;
+          isa_call<SumsRun<X>>(g_x + i * s.Q, x_x + i * s.Q, s.Q, mean[t], &sd[c], &sdx[c]);
+        }
+        group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
+        for (idx i = 0; i < Cg; ++i) {
+          const idx c = g * Cg + i, run = t * Cg + i;  // channel c's run of Q values
+          isa_call<GradRun<T, X>>(g_x + i * s.Q, x_x + i * s.Q, dx + run * s.Q, s.Q, k.hi[c], k.lo[c], k.a[c],
+                                  k.b[c], k.c[c], stream);
+        }
+      };
       if constexpr (post) {
+        const V* xg = widened<Scratch::x>(x + t * len, len);
         for (idx i = 0; i < Cg; ++i) {  // z as the forward computed it
           const idx c = g * Cg + i;
           split(mean[t], &z.hi[i], &z.lo[i]);
           z.a[i] = static_cast<V>(gamma ? rstd[t] * gamma[c] : rstd[t]);
           z.b[i] = static_cast<V>(beta ? beta[c] : 0.0);
         }
-        isa_call<PostOpGradRuns<V, Op>>(grad, xg, dz, idx(0), Cg, Cg, s.Q, z.hi.data(), z.lo.data(), z.a.data(),
-                                        z.b.data(), p);
-        grad = dz;
-      }
-      for (idx i = 0; i < Cg; ++i) {
-        const idx c = g * Cg + i;
-        sd[c] = sdx[c] = 0;
-        isa_call<SumsRun<V>>(grad + i * s.Q, xg + i * s.Q, s.Q, mean[t], &sd[c], &sdx[c]);
-      }
-      group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
-      for (idx i = 0; i < Cg; ++i) {
-        const idx c = g * Cg + i, run = t * Cg + i;  // channel c's run of Q values
-        isa_call<GradRun<T, V>>(grad + i * s.Q, xg + i * s.Q, dx + run * s.Q, s.Q, k.hi[c], k.lo[c], k.a[c], k.b[c],
-                                k.c[c], stream);
+        isa_call<PostOpGradRuns<V, Op>>(widened<Scratch::dy>(dy + t * len, len), xg, dz, idx(0), Cg, Cg, s.Q,
+                                        z.hi.data(), z.lo.data(), z.a.data(), z.b.data(), p);
+        sums_and_dx(static_cast<const V*>(dz), xg);
+      } else {
+        sums_and_dx(dy + t * len, x + t * len);
       }
     }
     if (stream) stream_fence();

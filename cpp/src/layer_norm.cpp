@@ -66,17 +66,6 @@ struct RowSums {
   static constexpr bool takes_isa = true;
   static constexpr idx kPiece = 256;  // 16 values per vector lane
   using C = compute_t<X>;
-  template <idx W>
-  static FASTNORM_INLINE void halve(C* acc) {  // compile-time widths: a loop over a variable one ran scalar
-#pragma omp simd
-    for (idx j = 0; j < W; ++j) acc[j] += acc[j + W];
-  }
-  static FASTNORM_INLINE double fold(C* acc) {
-    halve<8>(acc);
-    halve<4>(acc);
-    halve<2>(acc);
-    return static_cast<double>(acc[0] + acc[1]);
-  }
   template <Isa I>
   static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx d, idx count, C hi, C lo, C rstd,
                                         const C* gamma, C* pa, C* pb) {
@@ -98,8 +87,8 @@ struct RowSums {
     idx d = 0;
     for (; d + kLanes <= n; d += kLanes) add_block<I>(dy, x, d, kLanes, hi, lo, rstd, gamma, pa, pb);
     if (d < n) add_block<I>(dy, x, d, n - d, hi, lo, rstd, gamma, pa, pb);
-    *s_g += fold(pa);
-    *s_gx += fold(pb);
+    *s_g += fold_lanes(pa);
+    *s_gx += fold_lanes(pb);
   }
 };
 

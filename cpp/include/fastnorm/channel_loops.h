@@ -292,31 +292,44 @@ struct GradRows {
 };
 
 // Sums of dy and dy (x - mean) over one channel's run, added to *s_dy and *s_dyx.  double is summed in double;
-// float in pieces of kPiece values (16 per vector lane) in float, the pieces added in double: the pieces' rounding
-// is float's over 16 terms, the run's double's (all in double made the backward compute-bound).
-template <class T>
+// float in pieces of kPiece values (16 per vector lane), per lane in float and folded pairwise, the pieces added in
+// double: the pieces' rounding is float's over 16 terms, the run's double's (all in double made the backward
+// compute-bound).  dy and x stored as X: float16 / bfloat16 read in registers, with the bits of their float32 values.
+template <class X>
 struct SumsRun {
+  static constexpr bool takes_isa = true;
   static constexpr idx kPiece = 256;
-  static FASTNORM_INLINE void run(const T* dy, const T* x, idx n, double mean, double* s_dy, double* s_dyx) {
+  using C = compute_t<X>;
+  template <Isa I>
+  static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx i, idx count, C hi, C lo, C* pa, C* pb) {
+    C b_dy[kLanes], b_x[kLanes];
+    const C* dyb = load_block<I>(dy, i, count, b_dy);  // zero-padded: short blocks add nothing
+    const C* xb = load_block<I>(x, i, count, b_x);
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) {
+      pa[j] += dyb[j];
+      pb[j] += dyb[j] * centered(xb[j], hi, lo);
+    }
+  }
+  template <Isa I>
+  static FASTNORM_INLINE void run(const X* dy, const X* x, idx n, double mean, double* s_dy, double* s_dyx) {
     double a = 0, b = 0;
-    if constexpr (sizeof(T) == sizeof(double)) {
+    if constexpr (std::is_same_v<X, double>) {
 #pragma omp simd reduction(+ : a, b)
       for (idx i = 0; i < n; ++i) {
         a += dy[i];
         b += dy[i] * (x[i] - mean);
       }
     } else {
-      const T hi = static_cast<T>(mean), lo = static_cast<T>(mean - static_cast<double>(hi));
+      const C hi = static_cast<C>(mean), lo = static_cast<C>(mean - static_cast<double>(hi));
       for (idx i0 = 0; i0 < n; i0 += kPiece) {
         const idx i1 = std::min(n, i0 + kPiece);
-        T pa = 0, pb = 0;
-#pragma omp simd reduction(+ : pa, pb)
-        for (idx i = i0; i < i1; ++i) {
-          pa += dy[i];
-          pb += dy[i] * centered(x[i], hi, lo);
-        }
-        a += static_cast<double>(pa);
-        b += static_cast<double>(pb);
+        C pa[kLanes] = {}, pb[kLanes] = {};
+        idx i = i0;
+        for (; i + kLanes <= i1; i += kLanes) add_block<I>(dy, x, i, kLanes, hi, lo, pa, pb);
+        if (i < i1) add_block<I>(dy, x, i, i1 - i, hi, lo, pa, pb);
+        a += fold_lanes(pa);
+        b += fold_lanes(pb);
       }
     }
     *s_dy += a;
@@ -396,11 +409,13 @@ struct GradTerms {
 
 template <class T>
 struct SumsRuns {  // runs [r0, r1), as ApplyRuns: s_dy[c] and s_dyx[c] += the run's sums
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* dy, const T* x, idx r0, idx r1, idx C, idx B, const double* mean,
                                   double* s_dy, double* s_dyx) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C, at = r * B;
-      SumsRun<T>::run(dy + at, x + at, B, mean[c], s_dy + c, s_dyx + c);
+      SumsRun<T>::template run<I>(dy + at, x + at, B, mean[c], s_dy + c, s_dyx + c);
     }
   }
 };

@@ -166,6 +166,22 @@ FASTNORM_INLINE const compute_t<X>* load_block(const X* p, idx d, idx count, com
   }
 }
 
+// The sum of a block of per-lane partial sums, added pairwise (compile-time widths: a loop over a variable width
+// ran scalar), in double.
+template <idx W, class C>
+FASTNORM_INLINE void halve_lanes(C* acc) {
+#pragma omp simd
+  for (idx j = 0; j < W; ++j) acc[j] += acc[j + W];
+}
+template <class C>
+FASTNORM_INLINE double fold_lanes(C* acc) {
+  static_assert(kLanes == 16, "folds 16 lanes");
+  halve_lanes<8>(acc);
+  halve_lanes<4>(acc);
+  halve_lanes<2>(acc);
+  return static_cast<double>(acc[0] + acc[1]);
+}
+
 // f(d, count, r) computes values d .. d + count of the row into the block r (count is kLanes but at the row's
 // ends; f reads blocks through load_block); map_blocks stores them at dst + d.  A functor whose values
 // each depend on their own inputs only (F::kElementwise) computes the head as the whole block starting there,

@@ -61,6 +61,7 @@ def test_streaming_stores_give_the_same_bits(op, shape, axis, activation, thread
     (_layer, (40, 1300), -1, None), (_layer, (200, 100), -1, "relu"), (_layer, (16, 1024), -1, "gelu"),
     (_group, (4, 6, 14, 15), 1, None), (_group, (2, 6, 3, 700), 1, "silu"), (_batch, (3, 6, 7, 29), 1, "relu"),
     (_batch, (5, 7, 9, 6), -1, None), (_batch, (3, 5, 7, 40), -1, "gelu"), (_group, (3, 7, 11, 6), -1, "relu"),
+    (_group, (3, 7, 11, 6), -1, None),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_bits_do_not_depend_on_where_the_output_is(op, shape, axis, activation, dtype, rng, stream_threshold):

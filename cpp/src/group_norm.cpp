@@ -254,6 +254,12 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
       rows_or_runs(
           s.P, C, Q,
           [&] {
+            if constexpr (!post) {  // from dy and x where they are, written out from registers
+              for (auto* v : {&k.hi, &k.lo, &k.a, &k.b, &k.c}) extend_periodic(*v, C);
+              isa_call<GradChannelsLast<T>>(dys, xs, dxs, s.P * C, C, k.hi.data(), k.lo.data(), k.a.data(),
+                                            k.b.data(), k.c.data(), stream);
+              return;
+            }
             write_rows(dxs, 0, s.P, C, stream, [&](idx r, idx rows, V* out) {
               const idx m = rows * C;
               const V* xw = widened<Scratch::x>(xs + r * C, m);
@@ -276,6 +282,7 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
             narrow_into(out, dxs + at, Q);
           });
     }
+    if (stream) stream_fence();
   });
 }
 

@@ -95,17 +95,17 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
       });
       return;
     }
+    const bool stream = stream_out<T>(A * C * B, false);
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
       V* dz = thread_scratch<V>(static_cast<size_t>(B));
       for (idx r = r0; r < r1; ++r) {
         const idx c = r % C;
         const V* xw = widened<Scratch::x>(x + r * B, B);
         pieces.run(widened<Scratch::dy>(dy + r * B, B), xw, dz, c);
-        V* out = compute_target(dx + r * B, B);
-        isa_call<GradRun<V>>(static_cast<const V*>(dz), xw, out, B, k.mean_hi[c], k.mean_lo[c], k.a[c], k.b[c],
-                             k.c[c]);
-        narrow_into(out, dx + r * B, B);
+        isa_call<GradRun<T, V>>(static_cast<const V*>(dz), xw, dx + r * B, B, k.mean_hi[c], k.mean_lo[c], k.a[c],
+                                k.b[c], k.c[c], stream);
       }
+      if (stream) stream_fence();
     });
     return;
   }

@@ -254,10 +254,13 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
       rows_or_runs(
           s.P, C, Q,
           [&] {
-            if constexpr (!post) {  // from dy and x where they are, written out from registers
+            // From dy (or the kept dz, for wide storage) and x where they are, written out from registers
+            if (!post || (keep && !is_narrow<T>)) {
               for (auto* v : {&k.hi, &k.lo, &k.a, &k.b, &k.c}) extend_periodic(*v, C);
-              isa_call<GradChannelsLast<T>>(dys, xs, dxs, s.P * C, C, k.hi.data(), k.lo.data(), k.a.data(),
-                                            k.b.data(), k.c.data(), stream);
+              const T* g = dys;
+              if constexpr (!is_narrow<T>) g = post ? dz : dys;  // V is T
+              isa_call<GradChannelsLast<T>>(g, xs, dxs, s.P * C, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
+                                            k.c.data(), stream);
               return;
             }
             write_rows(dxs, 0, s.P, C, stream, [&](idx r, idx rows, V* out) {

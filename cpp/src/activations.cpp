@@ -12,6 +12,7 @@
 #include "fastnorm/channels.h"
 #include "fastnorm/narrow.h"
 #include "fastnorm/parallel.h"
+#include "fastnorm/row_blocks.h"
 #include "fastnorm/activation_ops.h"
 #include "fastnorm/simd_math.h"
 
@@ -73,7 +74,7 @@ struct ForwardBody {
   static FASTNORM_INLINE void loop(const std::array<const T*, 1>& in, T* y, idx n, Params<C> p) {
     const T* x = in[0];
     if constexpr (is_narrow<T>) {
-      narrow_map<I>(in, y, n, F{p});
+      map_values<I>(in, y, n, F{p});
     } else {
 #pragma omp simd
       for (idx i = 0; i < n; ++i) y[i] = Op::forward(x[i], p);
@@ -102,7 +103,7 @@ struct BackwardBody {
   template <Isa I>
   static FASTNORM_INLINE void loop(const std::array<const T*, 2>& in, T* dx, idx n, Params<C> p) {
     if constexpr (is_narrow<T>) {
-      narrow_map<I>(in, dx, n, F{p});
+      map_values<I>(in, dx, n, F{p});
     } else {
       const T* dy = in[0];
       const T* xy = in[1];

@@ -14,7 +14,6 @@
 // vectorises.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -158,39 +157,5 @@ struct RoundValues {
     for (; i < n; ++i) d[i] = round_value<S>(s[i]);
   }
 };
-
-// out[i] = f(in[0][i], ..., in[N - 1][i]) for i < n, N = 1 or 2: values widened and results rounded a block of
-// kLanes at a time (the last n % kLanes values through a zero-padded block, so every value takes the vector
-// path).  f is a functor with an always-inline operator() (a lambda that GCC declines to inline would be compiled
-// for the default ISA, not the caller's).
-template <Isa I, class S, std::size_t N, class F>
-FASTNORM_INLINE void narrow_block(const std::array<const S*, N>& in, S* out, idx i, const F& f) {
-  static_assert(N == 1 || N == 2, "narrow_map takes one or two inputs");
-  float v[N][kLanes], r[kLanes];
-  for (std::size_t k = 0; k < N; ++k) NarrowIO<I, S>::load(in[k] + i, v[k]);
-  if constexpr (N == 1) {
-#pragma omp simd
-    for (idx j = 0; j < kLanes; ++j) r[j] = f(v[0][j]);
-  } else {
-#pragma omp simd
-    for (idx j = 0; j < kLanes; ++j) r[j] = f(v[0][j], v[1][j]);
-  }
-  NarrowIO<I, S>::store(r, out + i);
-}
-
-template <Isa I, class S, std::size_t N, class F>
-FASTNORM_INLINE void narrow_map(const std::array<const S*, N>& in, S* out, idx n, const F& f) {
-  const idx full = n - n % kLanes;
-  for (idx i = 0; i < full; i += kLanes) narrow_block<I>(in, out, i, f);
-  if (full == n) return;
-  S padded[N][kLanes] = {}, result[kLanes];
-  std::array<const S*, N> at;
-  for (std::size_t k = 0; k < N; ++k) {
-    for (idx j = 0; j < n - full; ++j) padded[k][j] = in[k][full + j];
-    at[k] = padded[k];
-  }
-  narrow_block<I>(at, static_cast<S*>(result), 0, f);
-  for (idx j = 0; j < n - full; ++j) out[full + j] = result[j];
-}
 
 }  // namespace fastnorm

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -214,6 +216,34 @@ FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
     f(d, n - d, r);
     store_values<I, T>(r, dst + d, n - d);
   }
+}
+
+// out[i] = f(in[0][i], ..., in[N - 1][i]) for i < n, N = 1 or 2, through map_blocks (narrow storage widened and
+// rounded in registers, every value on the vector path).  f is a functor with an always-inline operator() (a lambda
+// that GCC declines to inline would be compiled for the default ISA, not the caller's).
+template <Isa I, class T, std::size_t N, class F>
+struct ValuesBlock {
+  static constexpr bool kElementwise = true;
+  std::array<const T*, N> in;
+  F f;
+  FASTNORM_INLINE void operator()(idx d, idx count, compute_t<T>* r) const {
+    static_assert(N == 1 || N == 2, "map_values takes one or two inputs");
+    compute_t<T> buf[N][kLanes];
+    const compute_t<T>* v0 = load_block<I>(in[0], d, count, buf[0]);
+    if constexpr (N == 1) {
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) r[j] = f(v0[j]);
+    } else {
+      const compute_t<T>* v1 = load_block<I>(in[1], d, count, buf[1]);
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) r[j] = f(v0[j], v1[j]);
+    }
+  }
+};
+
+template <Isa I, class T, std::size_t N, class F>
+FASTNORM_INLINE void map_values(const std::array<const T*, N>& in, T* out, idx n, const F& f) {
+  map_blocks<I>(out, n, false, ValuesBlock<I, T, N, F>{in, f});
 }
 
 }  // namespace fastnorm

@@ -47,8 +47,17 @@ def test_normal_moments_and_ks(dtype):
     assert abs(z.mean() - 2.0) < 5 * 3 / math.sqrt(N)
     assert abs(z.std() / 3.0 - 1) < 5 * math.sqrt(0.5 / N)
     s = (z.astype(np.float64) - 2.0) / 3.0
-    assert abs(np.mean(s ** 3)) < 0.01 and abs(np.mean(s ** 4) - 3) < 0.03
+    # Third and fourth moments within 5 standard errors (sqrt(15 / N) and sqrt(96 / N) for a normal sample).
+    assert abs(np.mean(s ** 3)) < 5 * math.sqrt(15 / N) and abs(np.mean(s ** 4) - 3) < 5 * math.sqrt(96 / N)
     assert _ks_statistic(s[:200_000], _normal_cdf) < 1.63 / math.sqrt(200_000)
+    # Box-Muller pairs (values k = 0, 1 of each block: positions j and 256 + j of a chunk) point in a uniform
+    # direction: their angle's distribution, and the pairs are uncorrelated.
+    per_chunk = 1024 if dtype == np.float32 else 512
+    chunks = s[: N // per_chunk * per_chunk].reshape(-1, per_chunk // 256, 256)
+    x, y = chunks[:, 0].ravel(), chunks[:, 1].ravel()
+    angle = (np.arctan2(y, x) + math.pi) / (2 * math.pi)
+    assert _ks_statistic(angle[:200_000], lambda v: v) < 1.63 / math.sqrt(200_000)
+    assert abs(np.corrcoef(x, y)[0, 1]) < 5 / math.sqrt(x.size)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -169,6 +178,49 @@ def test_samples_follow_the_reference_philox():
             for k in range(4):
                 expected[1024 * c + 256 * k + j] = (words[k] >> 8) * 2.0 ** -24
     np.testing.assert_array_equal(u, expected)
+
+
+def _box_muller_reference(words, dtype):
+    """Box-Muller in float64 from Philox words (blocks x 4, as uint64), the mapping random.cpp documents: radius
+    sqrt(-2 log u), u in (0, 1]; angle 2 pi t, t in [-1/8, 1/8) from the angle word's high bits, its bit 1 negating
+    the cosine and its bit 0 swapping the pair.  Returns (blocks, values per block)."""
+    if dtype == np.float32:
+        pairs = [((words[:, 0] >> 8) + 1) * 2.0 ** -24, ((words[:, 2] >> 8) + 1) * 2.0 ** -24]
+        angle_words = [words[:, 1], words[:, 3]]
+        ts = [(a.astype(np.uint32).view(np.int32) >> 8) * 2.0 ** -26 for a in angle_words]
+    else:
+        pairs = [((((words[:, 0] << 32) | words[:, 1]) >> 11) + 1).astype(np.float64) * 2.0 ** -53]
+        angle_words = [words[:, 3]]
+        ts = [((((words[:, 2] << 32) | words[:, 3]) >> 12).astype(np.int64) - 2 ** 51) * 2.0 ** -54]
+    values = []
+    for u, t, a in zip(pairs, ts, angle_words):
+        r = np.sqrt(-2 * np.log(u))
+        c, s = np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)
+        c = np.where(a & 2, -c, c)
+        swap = (a & 1).astype(bool)
+        values += [r * np.where(swap, s, c), r * np.where(swap, c, s)]
+    return np.stack(values, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loc,scale", [(0.0, 1.0), (2.0, 3.0)])  # the standard path and the affine one
+def test_normal_follows_the_box_muller_reference(dtype, loc, scale):
+    """normal() against Box-Muller in float64 on the scalar reference Philox's words, value k of block j of chunk c
+    at position 256 (values_per_block c + k) + j: within 4 ulps (float32: radius 1.15 ulp, sine and cosine 1.7),
+    plus the rounding of loc + scale z."""
+    g = Generator(9)
+    g.state = dict(g.state, counter=2**32 - 300)
+    key, counter = g.state["key"], g.state["counter"]
+    per_block = 4 if dtype == np.float32 else 2
+    chunks = 2
+    z = g.normal(chunks * 256 * per_block, loc=loc, scale=scale, dtype=dtype)
+    blocks = np.array([_C.philox4x32_10([b & 0xFFFFFFFF, b >> 32, 0, 0], [key & 0xFFFFFFFF, key >> 32])
+                       for b in range(counter, counter + chunks * 256)], dtype=np.uint64)
+    ref = _box_muller_reference(blocks, dtype)  # (blocks, per_block)
+    expected = ref.reshape(chunks, 256, per_block).transpose(0, 2, 1).reshape(-1)
+    rtol = 6e-7 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(z.astype(np.float64), loc + scale * expected, rtol=rtol,
+                               atol=2 * np.finfo(dtype).eps * loc)
 
 
 @pytest.mark.parametrize("method", ["normal", "uniform", "truncated_normal"])

@@ -79,9 +79,10 @@ inline void philox_chunk_lanes(u64 first, u32 k0, u32 k1, u32* words) {
     key1[r] = L::set1(k1 + static_cast<u32>(r) * kW1);
   }
   const V m0 = L::set1(kM0), m1 = L::set1(kM1), zero = L::set1(0);
-  // Two vectors of blocks at a time: a round is a chain of dependent operations (multiply, swap, xor), and two
-  // independent chains keep the multiplier busy.
-  constexpr idx U = 2;
+  // L::chains vectors of blocks at a time: a round is a chain of dependent operations (multiply, swap, xor), and
+  // independent chains keep the vector ports busy (AVX-512: four, 8% faster than two; SSE2 and AVX2 have half the
+  // registers).
+  constexpr idx U = L::chains;
   for (idx j = 0; j < B; j += U * L::lanes) {
     V c0[U], c1[U], c2[U], c3[U];
     for (idx u = 0; u < U; ++u) {
@@ -98,19 +99,19 @@ inline void philox_chunk_lanes(u64 first, u32 k0, u32 k1, u32* words) {
         c3[u] = p0;
       }
     }
-    for (idx u = 0; u < U; ++u) {
+    for (idx u = 0; u < U; u += 2) {
       const idx at = j + u * L::lanes;
-      L::store_low(words + at, c0[u]);
-      L::store_low(words + B + at, c1[u]);
-      L::store_low(words + 2 * B + at, c2[u]);
-      L::store_low(words + 3 * B + at, c3[u]);
+      L::store_low2(words + at, c0[u], c0[u + 1]);
+      L::store_low2(words + B + at, c1[u], c1[u + 1]);
+      L::store_low2(words + 2 * B + at, c2[u], c2[u + 1]);
+      L::store_low2(words + 3 * B + at, c3[u], c3[u + 1]);
     }
   }
 }
 
 struct Sse2Lanes {
   using V = __m128i;
-  static constexpr idx lanes = 2;
+  static constexpr idx lanes = 2, chains = 2;
   static FASTNORM_INLINE V set1(u32 x) { return _mm_set1_epi32(static_cast<int>(x)); }
   static FASTNORM_INLINE V counters(u64 c) {
     return _mm_set_epi64x(static_cast<long long>(c + 1), static_cast<long long>(c));
@@ -118,14 +119,16 @@ struct Sse2Lanes {
   static FASTNORM_INLINE V high(V a) { return _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)); }
   static FASTNORM_INLINE V mul(V a, V b) { return _mm_mul_epu32(a, b); }
   static FASTNORM_INLINE V xor3(V a, V b, V c) { return _mm_xor_si128(_mm_xor_si128(a, b), c); }
-  static FASTNORM_INLINE void store_low(u32* p, V a) {
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_shuffle_epi32(a, _MM_SHUFFLE(3, 3, 2, 0)));
+  // The low words of a's lanes, then of b's, to p.
+  static FASTNORM_INLINE void store_low2(u32* p, V a, V b) {
+    const __m128 lows = _mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), _MM_SHUFFLE(2, 0, 2, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_castps_si128(lows));
   }
 };
 
 struct Avx2Lanes {
   using V = __m256i;
-  static constexpr idx lanes = 4;
+  static constexpr idx lanes = 4, chains = 2;
   static inline FASTNORM_TARGET_V3 V set1(u32 x) { return _mm256_set1_epi32(static_cast<int>(x)); }
   static inline FASTNORM_TARGET_V3 V counters(u64 c) {
     return _mm256_add_epi64(_mm256_set1_epi64x(static_cast<long long>(c)), _mm256_setr_epi64x(0, 1, 2, 3));
@@ -135,15 +138,17 @@ struct Avx2Lanes {
   static inline FASTNORM_TARGET_V3 V xor3(V a, V b, V c) {
     return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
   }
-  static inline FASTNORM_TARGET_V3 void store_low(u32* p, V a) {
-    const V packed = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  static inline FASTNORM_TARGET_V3 void store_low2(u32* p, V a, V b) {
+    // Per 128-bit half the low words of a, then of b; then the middle two 64-bit quarters swapped.
+    const __m256 lows = _mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _MM_SHUFFLE(2, 0, 2, 0));
+    const V ordered = _mm256_permute4x64_epi64(_mm256_castps_si256(lows), _MM_SHUFFLE(3, 1, 2, 0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), ordered);
   }
 };
 
 struct Avx512Lanes {
   using V = __m512i;
-  static constexpr idx lanes = 8;
+  static constexpr idx lanes = 8, chains = 4;
   static inline FASTNORM_TARGET_V4 V set1(u32 x) { return _mm512_set1_epi32(static_cast<int>(x)); }
   static inline FASTNORM_TARGET_V4 V counters(u64 c) {
     return _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(c)), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
@@ -151,8 +156,9 @@ struct Avx512Lanes {
   static inline FASTNORM_TARGET_V4 V high(V a) { return _mm512_shuffle_epi32(a, _MM_PERM_CDAB); }
   static inline FASTNORM_TARGET_V4 V mul(V a, V b) { return _mm512_mul_epu32(a, b); }
   static inline FASTNORM_TARGET_V4 V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi64(a, b, c, 0x96); }
-  static inline FASTNORM_TARGET_V4 void store_low(u32* p, V a) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi64_epi32(a));
+  static inline FASTNORM_TARGET_V4 void store_low2(u32* p, V a, V b) {  // one permute for two vectors
+    const V even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    _mm512_storeu_si512(p, _mm512_permutex2var_epi32(a, even, b));
   }
 };
 
@@ -177,30 +183,33 @@ void philox_chunk(u64 first, u32 k0, u32 k1, u32* words) {
   philox_chunk_scalar(first, k0, k1, words);
 }
 
-// Uniforms in [0, 1) (`open0` false) or (0, 1] (true) from 24 random bits, or 53 for double from two words.
-FASTNORM_INLINE float uniform24(u32 w, bool open0) {
-  return static_cast<float>(static_cast<std::int32_t>((w >> 8) + (open0 ? 1u : 0u))) * 0x1p-24f;
-}
+// Uniforms in [0, 1) from 24 random bits (float), or from 53 (double, two words; in (0, 1] with `open0`).
+FASTNORM_INLINE float uniform24(u32 w) { return static_cast<float>(static_cast<std::int32_t>(w >> 8)) * 0x1p-24f; }
 FASTNORM_INLINE double uniform53(u32 hi, u32 lo, bool open0) {
-  const u64 bits = ((static_cast<u64>(hi) << 32) | lo) >> 11;
-  return static_cast<double>(static_cast<std::int64_t>(bits + (open0 ? 1u : 0u))) * 0x1p-53;
+  const u64 n = (((static_cast<u64>(hi) << 32) | lo) >> 11) + (open0 ? 1u : 0u);  // n <= 2^53: two exact halves
+  return math::exact_float(static_cast<std::int64_t>(n >> 26)) * 0x1p-27 +
+         math::exact_float(static_cast<std::int64_t>(n & 0x3ffffff)) * 0x1p-53;
 }
 
-// sin(2 pi u) and cos(2 pi u) for u in [0, 1): u = q / 4 + w with |w| <= 1/8 exactly, Taylor polynomials in w,
-// then a rotation by q quarter turns.
+// Box-Muller (Box & Muller 1958): z0, z1 = r (cos, sin)(theta), with r = sqrt(-2 log u) for a uniform u in (0, 1]
+// and theta uniform on the circle.  theta = 2 pi t with t in [-1/8, 1/8) from one word's high bits, where a
+// polynomial gives sin and cos directly, then one of four quarter turns from two low bits of the same word (bit 1
+// negates the cosine, bit 0 swaps the pair): (c, s), (-c, s), (s, c), (s, -c) cover the right, left, top and
+// bottom quarters.  float: u from the 24 high bits of word 0, t from those of word 1 (and words 2, 3 for the
+// block's second pair); double: u from 53 bits of words 0-1, t from 52 bits of words 2-3.
 template <class T>
 struct SinCos {
   T s, c;
 };
 
+// float: minimax on |w| <= 1/8 (Remez, relative error 3e-9 and 6e-10 before rounding; 1.7 and 1.3 ulp in float).
 FASTNORM_INLINE float sin2pi_poly(float w, float w2) {
-  return w * horner(w2, 42.058693944897653145f, -76.7058597530613858416f, 81.6052492760750542034f,
-                    -41.341702240399760234f, 6.28318530717958647693f);
+  return w * horner(w2, -75.39356231689453f, 81.59235382080078f, -41.3416633605957f, 6.2831854820251465f);
 }
 FASTNORM_INLINE float cos2pi_poly(float w2) {
-  return horner(w2, -26.4262567833743974529f, 60.2446413718766603627f, -85.456817206693727736f,
-                64.939394022668291491f, -19.7392088021787172377f, 1.0f);
+  return horner(w2, 59.42170715332031f, -85.44876098632812f, 64.93936920166016f, -19.739208221435547f, 1.0f);
 }
+// double: Taylor series to degree 17 and 18 (truncation below 1e-19).
 FASTNORM_INLINE double sin2pi_poly(double w, double w2) {
   return w * horner(w2, 0.104229162208139841173, -0.718122301778500512232, 3.81995258484828212773,
                     -15.0946425768229903918, 42.058693944897653145, -76.7058597530613858416,
@@ -212,28 +221,47 @@ FASTNORM_INLINE double cos2pi_poly(double w2) {
                 64.939394022668291491, -19.7392088021787172377, 1.0);
 }
 
-template <class T>
-FASTNORM_INLINE SinCos<T> sincos2pi(T u) {
-  using F = math::float_traits<T>;
-  using I = typename F::I;
-  const T t = u * T(4) + F::round_magic;  // round(4u), exact: u has at most 53 significant bits below 1
-  const T qf = t - F::round_magic;
-  const I q = bit_cast<I>(t) - bit_cast<I>(T(F::round_magic));
-  const T w = u - qf * T(0.25);
-  const T w2 = w * w;
-  const T s = sin2pi_poly(w, w2), c = cos2pi_poly(w2);
-  const I quadrant = q & 3;
-  const T sin_v = quadrant == 0 ? s : (quadrant == 1 ? c : (quadrant == 2 ? -s : -c));
-  const T cos_v = quadrant == 0 ? c : (quadrant == 1 ? -s : (quadrant == 2 ? -c : s));
-  return {sin_v, cos_v};
+// The radius for double: u in (0, 1] from 53 bits, math::log_ (fdlibm's, about 1 ulp).
+FASTNORM_INLINE double bm_radius53(u32 hi, u32 lo) { return std::sqrt(-2.0 * math::log_(uniform53(hi, lo, true))); }
+
+// The radius for float, u = n 2^-24 with n = (w >> 8) + 1 in [1, 2^24], within 1.15 ulp of the exact
+// sqrt(-2 log u) over all 2^24 values (checked against float64 in NumPy): u = 2^k (1 + f), 1 + f in
+// [sqrt(1/2), sqrt(2)), read off the bits of float(n) with the 2^-24 folded into the exponent offset;
+// log(1 + f) = f + f^2 (f P(f) - 1/2), P a degree-6 minimax (Remez; relative error 3e-8 in log(1 + f)) evaluated
+// by Estrin's scheme (a shorter dependency chain than Horner's); -2 k log 2 with one constant (relative error
+// 3e-9).  No division: fdlibm's s = f / (2 + f) shares the divider with the square root.
+FASTNORM_INLINE float bm_radius24(u32 w) {
+  constexpr std::int32_t sqrt_half = 0x3f3504f3;  // the bits of float(sqrt(1/2))
+  const float x = static_cast<float>(static_cast<std::int32_t>((w >> 8) + 1u));
+  const std::int32_t offset = bit_cast<std::int32_t>(x) - (sqrt_half + (24 << 23));
+  const float k = static_cast<float>(offset >> 23);
+  const float f = bit_cast<float>((offset & 0x7fffff) + sqrt_half) - 1.0f;
+  const float f2 = f * f, f4 = f2 * f2;
+  const float p01 = 0.333339124917984f + f * -0.2500133812427521f;
+  const float p23 = 0.19963045418262482f + f * -0.16577544808387756f;
+  const float p45 = 0.14914940297603607f + f * -0.1426788866519928f;
+  const float p = (p01 + f2 * p23) + f4 * (p45 + f2 * 0.08700424432754517f);
+  const float log_m = f + f2 * (f * p - 0.5f);
+  return std::sqrt(k * -1.3862943611198906f + log_m * -2.0f);
 }
 
-// Box-Muller: sqrt(-2 log u1) (cos, sin)(2 pi u2), u1 in (0, 1].
-template <class T>
-FASTNORM_INLINE SinCos<T> box_muller(T u1, T u2) {
-  const T r = std::sqrt(T(-2) * math::log_(u1));
-  const SinCos<T> sc = sincos2pi(u2);
-  return {r * sc.s, r * sc.c};
+// (cos, sin)(theta) for Box-Muller, from one word (float) or two (double); see SinCos.
+FASTNORM_INLINE SinCos<float> unit_vector(u32 w) {
+  const float t = static_cast<float>(static_cast<std::int32_t>(w) >> 8) * 0x1p-26f;
+  const float t2 = t * t;
+  const float s = sin2pi_poly(t, t2);
+  const float c = bit_cast<float>(bit_cast<u32>(cos2pi_poly(t2)) ^ ((w << 30) & 0x80000000u));
+  const bool swap = (w & 1u) != 0;
+  return {swap ? c : s, swap ? s : c};
+}
+FASTNORM_INLINE SinCos<double> unit_vector(u32 hi, u32 lo) {
+  const std::int64_t n = static_cast<std::int64_t>(((static_cast<u64>(hi) << 32) | lo) >> 12) - (std::int64_t(1) << 51);
+  const double t = math::exact_float(n) * 0x1p-54;
+  const double t2 = t * t;
+  const double s = sin2pi_poly(t, t2);
+  const double c = bit_cast<double>(bit_cast<u64>(cos2pi_poly(t2)) ^ ((static_cast<u64>(lo) << 62) & 0x8000000000000000ull));
+  const bool swap = (lo & 1u) != 0;
+  return {swap ? c : s, swap ? s : c};
 }
 
 // Inverse of the standard normal CDF for p in (0, 1): Wichura, AS241 (PPND16), relative error about 1e-16.
@@ -307,44 +335,48 @@ struct Values {
   T v0, v1, v2, v3;
 };
 
-// A block's uniforms: four of 24 bits (float), or two of 53 bits (double, in v0 and v1).  With open_even, v0 and
-// v2 lie in (0, 1] (Box-Muller takes their log), the others in [0, 1).
+// A block's uniforms in [0, 1): four of 24 bits (float), or two of 53 bits (double, in v0 and v1).
 template <class T>
-FASTNORM_INLINE Values<T> block_uniforms(u32 w0, u32 w1, u32 w2, u32 w3, bool open_even) {
+FASTNORM_INLINE Values<T> block_uniforms(u32 w0, u32 w1, u32 w2, u32 w3) {
   if constexpr (values_per_block<T>() == 4) {
-    return {uniform24(w0, open_even), uniform24(w1, false), uniform24(w2, open_even), uniform24(w3, false)};
+    return {uniform24(w0), uniform24(w1), uniform24(w2), uniform24(w3)};
   } else {
-    return {uniform53(w0, w1, open_even), uniform53(w2, w3, false), T(0), T(0)};
+    return {uniform53(w0, w1, false), uniform53(w2, w3, false), T(0), T(0)};
   }
 }
 
-// Each distribution maps a block's uniforms to its values.
+// Each distribution maps a block's four words to its values.
 template <class T>
 struct UniformDist {
-  static constexpr bool open_even = false;
-  static FASTNORM_INLINE Values<T> values(Values<T> u, const ChunkConsts<T>& k) {
+  static FASTNORM_INLINE Values<T> values(u32 w0, u32 w1, u32 w2, u32 w3, const ChunkConsts<T>& k) {
+    const Values<T> u = block_uniforms<T>(w0, w1, w2, w3);
     return {k.low + k.span * u.v0, k.low + k.span * u.v1, k.low + k.span * u.v2, k.low + k.span * u.v3};
   }
 };
 
-template <class T>
+// With Affine false (loc 0, scale 1, the common call), the values are z itself: three operations fewer per pair,
+// the same values but for the sign of an exact zero (-0 stays -0, where 0 + 1 * z would give +0).
+template <class T, bool Affine>
 struct NormalDist {
-  static constexpr bool open_even = true;
-  static FASTNORM_INLINE Values<T> values(Values<T> u, const ChunkConsts<T>& k) {
-    const SinCos<T> a = box_muller(u.v0, u.v1);
+  static FASTNORM_INLINE T scaled(T r, const ChunkConsts<T>& k) { return Affine ? k.scale * r : r; }
+  static FASTNORM_INLINE T shifted(T z, const ChunkConsts<T>& k) { return Affine ? k.loc + z : z; }
+  static FASTNORM_INLINE Values<T> values(u32 w0, u32 w1, u32 w2, u32 w3, const ChunkConsts<T>& k) {
     if constexpr (values_per_block<T>() == 4) {
-      const SinCos<T> b = box_muller(u.v2, u.v3);
-      return {k.loc + k.scale * a.c, k.loc + k.scale * a.s, k.loc + k.scale * b.c, k.loc + k.scale * b.s};
+      const T ra = scaled(bm_radius24(w0), k), rb = scaled(bm_radius24(w2), k);
+      const SinCos<T> a = unit_vector(w1), b = unit_vector(w3);
+      return {shifted(ra * a.c, k), shifted(ra * a.s, k), shifted(rb * b.c, k), shifted(rb * b.s, k)};
     } else {
-      return {k.loc + k.scale * a.c, k.loc + k.scale * a.s, T(0), T(0)};
+      const T r = scaled(bm_radius53(w0, w1), k);
+      const SinCos<T> a = unit_vector(w2, w3);
+      return {shifted(r * a.c, k), shifted(r * a.s, k), T(0), T(0)};
     }
   }
 };
 
 template <class T>
 struct TruncatedDist {
-  static constexpr bool open_even = false;
-  static FASTNORM_INLINE Values<T> values(Values<T> u, const ChunkConsts<T>& k) {
+  static FASTNORM_INLINE Values<T> values(u32 w0, u32 w1, u32 w2, u32 w3, const ChunkConsts<T>& k) {
+    const Values<T> u = block_uniforms<T>(w0, w1, w2, w3);
     if constexpr (values_per_block<T>() == 4) {
       return {truncated(u.v0, k), truncated(u.v1, k), truncated(u.v2, k), truncated(u.v3, k)};
     } else {
@@ -359,8 +391,7 @@ FASTNORM_INLINE void fill_chunk(const u32* words, T* out, const ChunkConsts<T>& 
   constexpr idx B = kChunkBlocks;
 #pragma omp simd
   for (idx j = 0; j < B; ++j) {
-    const Values<T> v = Dist::values(
-        block_uniforms<T>(words[j], words[B + j], words[2 * B + j], words[3 * B + j], Dist::open_even), k);
+    const Values<T> v = Dist::values(words[j], words[B + j], words[2 * B + j], words[3 * B + j], k);
     out[j] = v.v0;
     out[B + j] = v.v1;
     if constexpr (values_per_block<T>() == 4) {
@@ -375,7 +406,9 @@ struct ChunkBody {
   static FASTNORM_INLINE void run(Distribution d, const u32* words, T* out, const ChunkConsts<T>& k) {
     switch (d) {
       case Distribution::uniform: return fill_chunk<UniformDist<T>>(words, out, k);
-      case Distribution::normal: return fill_chunk<NormalDist<T>>(words, out, k);
+      case Distribution::normal:
+        if (k.loc == T(0) && k.scale == T(1)) return fill_chunk<NormalDist<T, false>>(words, out, k);
+        return fill_chunk<NormalDist<T, true>>(words, out, k);
       case Distribution::truncated_normal: return fill_chunk<TruncatedDist<T>>(words, out, k);
     }
   }

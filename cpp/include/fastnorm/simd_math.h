@@ -81,6 +81,15 @@ FASTNORM_INLINE T horner(T x, T acc, T next, C... rest) {
   return horner(x, acc * x + next, static_cast<T>(rest)...);
 }
 
+// The integer v as a floating-point value, exact for |v| <= 2^51 (double): AVX2 has no 64-bit integer -> double
+// conversion, and a loop with one stays scalar there; adding v to the bits of 1.5 * 2^52 and subtracting
+// 1.5 * 2^52 vectorises everywhere.
+FASTNORM_INLINE float exact_float(std::int32_t v) { return static_cast<float>(v); }
+FASTNORM_INLINE double exact_float(std::int64_t v) {
+  constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
+  return bit_cast<double>(bit_cast<std::int64_t>(magic) + v) - magic;
+}
+
 // floor(v / 2^s) for signed v, using only a logical shift (AVX2 has no 64-bit arithmetic shift).
 template <class I>
 FASTNORM_INLINE I shift_right_floor(I v, int s) {
@@ -208,7 +217,7 @@ FASTNORM_INLINE LogReduced<T> reduce_log(T m) {
   const I offset = bit_cast<I>(m) - bit_cast<I>(T(0.70710678118654752440));
   const I k = shift_right_floor(offset, F::mantissa_bits);
   const T f = bit_cast<T>(bit_cast<I>(m) - static_cast<I>(static_cast<U>(k) << F::mantissa_bits)) - T(1);
-  return {f, static_cast<T>(k)};
+  return {f, exact_float(k)};
 }
 
 // log(1 + f) for 1 + f in [sqrt(1/2), sqrt(2)), fdlibm's arrangement f - (f^2/2 - s (f^2/2 + R)), s = f / (2 + f).

@@ -101,6 +101,7 @@ struct Affine {
 template <Isa I, class T, class Op>
 struct AffineBlock {  // one block of a run (row_blocks.h)
   static constexpr bool kElementwise = true;
+  static constexpr bool kPairs = std::is_same_v<T, bf16>;  // the same constants for every value
   const T* x;
   Affine<compute_t<T>, Op> f;
   FASTNORM_INLINE void operator()(idx d, idx count, compute_t<T>* y) const {
@@ -109,6 +110,9 @@ struct AffineBlock {  // one block of a run (row_blocks.h)
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) y[j] = f(xb[j]);
   }
+#if FASTNORM_MULTI_ISA
+  FASTNORM_INLINE void pair(idx d, float* even, float* odd) const { pair_values<1>({x}, d, even, odd, f); }
+#endif
 };
 
 template <class T, class Op = act::Identity>
@@ -216,23 +220,31 @@ template <class T, class X = T>
 struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one; T the storage type, as ApplyRun
   static constexpr bool takes_isa = true;
   using V = compute_t<T>;
+  struct Value {
+    V hi, lo, k_dy, k_xmu, k_one;
+    FASTNORM_INLINE V operator()(V g, V x) const { return k_dy * g + (k_xmu * centered(x, hi, lo) + k_one); }
+  };
   template <Isa I>
   struct Block {  // row_blocks.h
     static constexpr bool kElementwise = true;
+    static constexpr bool kPairs = std::is_same_v<T, bf16> && std::is_same_v<X, bf16>;
     const X *dy, *x;
-    V hi, lo, k_dy, k_xmu, k_one;
+    Value v;
     FASTNORM_INLINE void operator()(idx d, idx count, V* dx) const {
       V b_dy[kLanes], b_x[kLanes];
       const V* g = load_block<I>(dy, d, count, b_dy);
       const V* xb = load_block<I>(x, d, count, b_x);
 #pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) dx[j] = k_dy * g[j] + (k_xmu * centered(xb[j], hi, lo) + k_one);
+      for (idx j = 0; j < kLanes; ++j) dx[j] = v(g[j], xb[j]);
     }
+#if FASTNORM_MULTI_ISA
+    FASTNORM_INLINE void pair(idx d, float* even, float* odd) const { pair_values<2>({dy, x}, d, even, odd, v); }
+#endif
   };
   template <Isa I>
   static FASTNORM_INLINE void run(const X* dy, const X* x, T* dx, idx n, V hi, V lo, V k_dy, V k_xmu, V k_one,
                                   bool stream = false) {
-    map_blocks<I>(dx, n, stream, Block<I>{dy, x, hi, lo, k_dy, k_xmu, k_one});
+    map_blocks<I>(dx, n, stream, Block<I>{dy, x, {hi, lo, k_dy, k_xmu, k_one}});
   }
 };
 

@@ -193,6 +193,35 @@ FASTNORM_INLINE double fold_lanes(C* acc) {
 // block's store to leave the store buffer, behind the row's streaming stores: layer norm forward 25% slower; a
 // masked store of the whole block, its lanes before the tail masked off, was slower still.)  At v4 short blocks
 // are read and written with masked loads and stores.
+// Whether map_blocks takes bfloat16 values two blocks at a time (Bf16Pairs): at v4, for functors that declare
+// kPairs and have pair(d, even, odd), computing values d .. d + 2 kLanes as their even and odd halves.
+template <class F, class = void>
+struct has_pairs : std::false_type {};
+template <class F>
+struct has_pairs<F, std::void_t<decltype(F::kPairs)>> : std::bool_constant<F::kPairs> {};
+template <Isa I, class T, class F>
+constexpr bool kBf16Pairs = FASTNORM_MULTI_ISA && I == Isa::v4 && std::is_same_v<T, bf16> && has_pairs<F>::value;
+
+#if FASTNORM_MULTI_ISA
+// pair(d, even, odd) for an elementwise g of N bfloat16 inputs: values d .. d + 2 kLanes as their even and odd
+// halves (Bf16Pairs), g having an always-inline operator() of N floats.
+template <std::size_t N, class G>
+FASTNORM_INLINE void pair_values(const std::array<const bf16*, N>& in, idx d, float* even, float* odd, const G& g) {
+  alignas(64) float v[N][2][kLanes];
+  for (std::size_t k = 0; k < N; ++k) Bf16Pairs::load(in[k] + d, v[k][0], v[k][1]);
+  float* out[2] = {even, odd};
+  for (int h = 0; h < 2; ++h) {
+    if constexpr (N == 1) {
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) out[h][j] = g(v[0][h][j]);
+    } else {
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) out[h][j] = g(v[0][h][j], v[1][h][j]);
+    }
+  }
+}
+#endif
+
 template <Isa I, class T, class F>
 FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
   using C = compute_t<T>;
@@ -208,6 +237,20 @@ FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
     store_values<I, T>(r, dst, head);
     d = head;
   }
+#if FASTNORM_MULTI_ISA
+  if constexpr (kBf16Pairs<I, T, F>) {
+    if (stream && d + kLanes <= n && (addr + static_cast<std::uintptr_t>(d) * sizeof(T)) % 64 != 0) {
+      f(d, kLanes, r);  // one block first: a pair's streaming store takes a whole line
+      store_block<I, T>(r, dst + d, stream);
+      d += kLanes;
+    }
+    alignas(64) float even[kLanes], odd[kLanes];
+    for (; d + 2 * kLanes <= n; d += 2 * kLanes) {
+      f.pair(d, even, odd);
+      Bf16Pairs::store(even, odd, dst + d, stream);
+    }
+  }
+#endif
   for (; d + kLanes <= n; d += kLanes) {
     f(d, kLanes, r);
     store_block<I, T>(r, dst + d, stream);
@@ -224,8 +267,12 @@ FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
 template <Isa I, class T, std::size_t N, class F>
 struct ValuesBlock {
   static constexpr bool kElementwise = true;
+  static constexpr bool kPairs = std::is_same_v<T, bf16>;
   std::array<const T*, N> in;
   F f;
+#if FASTNORM_MULTI_ISA
+  FASTNORM_INLINE void pair(idx d, float* even, float* odd) const { pair_values<N>(in, d, even, odd, f); }
+#endif
   FASTNORM_INLINE void operator()(idx d, idx count, compute_t<T>* r) const {
     static_assert(N == 1 || N == 2, "map_values takes one or two inputs");
     compute_t<T> buf[N][kLanes];

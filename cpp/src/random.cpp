@@ -185,8 +185,12 @@ void philox_chunk(u64 first, u32 k0, u32 k1, u32* words) {
 
 // Uniforms in [0, 1) from 24 random bits (float), or from 53 (double, two words; in (0, 1] with `open0`).
 FASTNORM_INLINE float uniform24(u32 w) { return static_cast<float>(static_cast<std::int32_t>(w >> 8)) * 0x1p-24f; }
+// n <= 2^53 to double is exact either way: one conversion at v4 (AVX-512DQ has it), else two exact halves
+// (math::exact_float), where a 64-bit conversion would leave the loop scalar.
+template <Isa I>
 FASTNORM_INLINE double uniform53(u32 hi, u32 lo, bool open0) {
-  const u64 n = (((static_cast<u64>(hi) << 32) | lo) >> 11) + (open0 ? 1u : 0u);  // n <= 2^53: two exact halves
+  const u64 n = (((static_cast<u64>(hi) << 32) | lo) >> 11) + (open0 ? 1u : 0u);
+  if constexpr (I == Isa::v4) return static_cast<double>(static_cast<std::int64_t>(n)) * 0x1p-53;
   return math::exact_float(static_cast<std::int64_t>(n >> 26)) * 0x1p-27 +
          math::exact_float(static_cast<std::int64_t>(n & 0x3ffffff)) * 0x1p-53;
 }
@@ -222,7 +226,10 @@ FASTNORM_INLINE double cos2pi_poly(double w2) {
 }
 
 // The radius for double: u in (0, 1] from 53 bits, math::log_ (fdlibm's, about 1 ulp).
-FASTNORM_INLINE double bm_radius53(u32 hi, u32 lo) { return std::sqrt(-2.0 * math::log_(uniform53(hi, lo, true))); }
+template <Isa I>
+FASTNORM_INLINE double bm_radius53(u32 hi, u32 lo) {
+  return std::sqrt(-2.0 * math::log_(uniform53<I>(hi, lo, true)));
+}
 
 // The radius for float, u = n 2^-24 with n = (w >> 8) + 1 in [1, 2^24], within 1.15 ulp of the exact
 // sqrt(-2 log u) over all 2^24 values (checked against float64 in NumPy): u = 2^k (1 + f), 1 + f in
@@ -336,27 +343,27 @@ struct Values {
 };
 
 // A block's uniforms in [0, 1): four of 24 bits (float), or two of 53 bits (double, in v0 and v1).
-template <class T>
+template <Isa I, class T>
 FASTNORM_INLINE Values<T> block_uniforms(u32 w0, u32 w1, u32 w2, u32 w3) {
   if constexpr (values_per_block<T>() == 4) {
     return {uniform24(w0), uniform24(w1), uniform24(w2), uniform24(w3)};
   } else {
-    return {uniform53(w0, w1, false), uniform53(w2, w3, false), T(0), T(0)};
+    return {uniform53<I>(w0, w1, false), uniform53<I>(w2, w3, false), T(0), T(0)};
   }
 }
 
 // Each distribution maps a block's four words to its values.
-template <class T>
+template <Isa I, class T>
 struct UniformDist {
   static FASTNORM_INLINE Values<T> values(u32 w0, u32 w1, u32 w2, u32 w3, const ChunkConsts<T>& k) {
-    const Values<T> u = block_uniforms<T>(w0, w1, w2, w3);
+    const Values<T> u = block_uniforms<I, T>(w0, w1, w2, w3);
     return {k.low + k.span * u.v0, k.low + k.span * u.v1, k.low + k.span * u.v2, k.low + k.span * u.v3};
   }
 };
 
 // With Affine false (loc 0, scale 1, the common call), the values are z itself: three operations fewer per pair,
 // the same values but for the sign of an exact zero (-0 stays -0, where 0 + 1 * z would give +0).
-template <class T, bool Affine>
+template <Isa I, class T, bool Affine>
 struct NormalDist {
   static FASTNORM_INLINE T scaled(T r, const ChunkConsts<T>& k) { return Affine ? k.scale * r : r; }
   static FASTNORM_INLINE T shifted(T z, const ChunkConsts<T>& k) { return Affine ? k.loc + z : z; }
@@ -366,17 +373,17 @@ struct NormalDist {
       const SinCos<T> a = unit_vector(w1), b = unit_vector(w3);
       return {shifted(ra * a.c, k), shifted(ra * a.s, k), shifted(rb * b.c, k), shifted(rb * b.s, k)};
     } else {
-      const T r = scaled(bm_radius53(w0, w1), k);
+      const T r = scaled(bm_radius53<I>(w0, w1), k);
       const SinCos<T> a = unit_vector(w2, w3);
       return {shifted(r * a.c, k), shifted(r * a.s, k), T(0), T(0)};
     }
   }
 };
 
-template <class T>
+template <Isa I, class T>
 struct TruncatedDist {
   static FASTNORM_INLINE Values<T> values(u32 w0, u32 w1, u32 w2, u32 w3, const ChunkConsts<T>& k) {
-    const Values<T> u = block_uniforms<T>(w0, w1, w2, w3);
+    const Values<T> u = block_uniforms<I, T>(w0, w1, w2, w3);
     if constexpr (values_per_block<T>() == 4) {
       return {truncated(u.v0, k), truncated(u.v1, k), truncated(u.v2, k), truncated(u.v3, k)};
     } else {
@@ -403,13 +410,15 @@ FASTNORM_INLINE void fill_chunk(const u32* words, T* out, const ChunkConsts<T>& 
 
 template <class T>
 struct ChunkBody {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(Distribution d, const u32* words, T* out, const ChunkConsts<T>& k) {
     switch (d) {
-      case Distribution::uniform: return fill_chunk<UniformDist<T>>(words, out, k);
+      case Distribution::uniform: return fill_chunk<UniformDist<I, T>>(words, out, k);
       case Distribution::normal:
-        if (k.loc == T(0) && k.scale == T(1)) return fill_chunk<NormalDist<T, false>>(words, out, k);
-        return fill_chunk<NormalDist<T, true>>(words, out, k);
-      case Distribution::truncated_normal: return fill_chunk<TruncatedDist<T>>(words, out, k);
+        if (k.loc == T(0) && k.scale == T(1)) return fill_chunk<NormalDist<I, T, false>>(words, out, k);
+        return fill_chunk<NormalDist<I, T, true>>(words, out, k);
+      case Distribution::truncated_normal: return fill_chunk<TruncatedDist<I, T>>(words, out, k);
     }
   }
 };

@@ -555,10 +555,13 @@ struct NarrowPieceSums {  // S: the narrow storage type, or float for values alr
   static FASTNORM_INLINE void run(const S* x, idx n, const S* next, float* m, float* a, float* b) {
     const idx whole = n - n % kWidth;
     float s[kWidth] = {}, s1[kWidth] = {}, s2[kWidth] = {}, v[kWidth];
-    S padded[kWidth] = {};  // the last n % kWidth values
-    for (idx j = 0; whole + j < n; ++j) padded[j] = x[whole + j];
-    float rest[kWidth];
-    const float* r = values<I>(padded, rest);
+    float rest[kWidth];  // the last n % kWidth values, when there are any (short rows pay for converting them)
+    const float* r = rest;
+    if (whole < n) {
+      S padded[kWidth] = {};
+      for (idx j = 0; whole + j < n; ++j) padded[j] = x[whole + j];
+      r = values<I>(padded, rest);
+    }
     for (idx i = 0; i < whole; i += kWidth) {
       const float* w = values<I>(x + i, v);
 #pragma omp simd

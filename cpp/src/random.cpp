@@ -252,23 +252,24 @@ FASTNORM_INLINE float bm_radius24(u32 w) {
   return std::sqrt(k * -1.3862943611198906f + log_m * -2.0f);
 }
 
-// (cos, sin)(theta) for Box-Muller, from one word (float) or two (double); see SinCos.
+// (cos, sin)(theta) for Box-Muller from sin and cos of 2 pi t and the angle word's low bits: bit 1 negates the
+// cosine, bit 0 swaps the pair (see SinCos).
+template <class T>
+FASTNORM_INLINE SinCos<T> quarter_turn(T s, T c, u32 low) {
+  c = (low & 2u) != 0 ? -c : c;
+  const bool swap = (low & 1u) != 0;
+  return {swap ? c : s, swap ? s : c};
+}
 FASTNORM_INLINE SinCos<float> unit_vector(u32 w) {
   const float t = static_cast<float>(static_cast<std::int32_t>(w) >> 8) * 0x1p-26f;
   const float t2 = t * t;
-  const float s = sin2pi_poly(t, t2);
-  const float c = bit_cast<float>(bit_cast<u32>(cos2pi_poly(t2)) ^ ((w << 30) & 0x80000000u));
-  const bool swap = (w & 1u) != 0;
-  return {swap ? c : s, swap ? s : c};
+  return quarter_turn(sin2pi_poly(t, t2), cos2pi_poly(t2), w);
 }
 FASTNORM_INLINE SinCos<double> unit_vector(u32 hi, u32 lo) {
-  const std::int64_t n = static_cast<std::int64_t>(((static_cast<u64>(hi) << 32) | lo) >> 12) - (std::int64_t(1) << 51);
-  const double t = math::exact_float(n) * 0x1p-54;
+  const u64 bits = (static_cast<u64>(hi) << 32) | lo;
+  const double t = math::exact_float(static_cast<std::int64_t>(bits >> 12) - (std::int64_t(1) << 51)) * 0x1p-54;
   const double t2 = t * t;
-  const double s = sin2pi_poly(t, t2);
-  const double c = bit_cast<double>(bit_cast<u64>(cos2pi_poly(t2)) ^ ((static_cast<u64>(lo) << 62) & 0x8000000000000000ull));
-  const bool swap = (lo & 1u) != 0;
-  return {swap ? c : s, swap ? s : c};
+  return quarter_turn(sin2pi_poly(t, t2), cos2pi_poly(t2), lo);
 }
 
 // Inverse of the standard normal CDF for p in (0, 1): Wichura, AS241 (PPND16), relative error about 1e-16.

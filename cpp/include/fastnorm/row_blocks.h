@@ -184,15 +184,6 @@ FASTNORM_INLINE double fold_lanes(C* acc) {
   return static_cast<double>(acc[0] + acc[1]);
 }
 
-// f(d, count, r) computes values d .. d + count of the row into the block r (count is kLanes but at the row's
-// ends; f reads blocks through load_block); map_blocks stores them at dst + d.  A functor whose values
-// each depend on their own inputs only (F::kElementwise) computes the head as the whole block starting there,
-// overlapping the next (the same vector code on the same inputs: the same values), which saves padding its
-// inputs; the others (a functor that accumulates) get short blocks, as does the tail.  (The whole block ending at
-// the tail would leave its values at the end of the local block, and reading them back from there waited for the
-// block's store to leave the store buffer, behind the row's streaming stores: layer norm forward 25% slower; a
-// masked store of the whole block, its lanes before the tail masked off, was slower still.)  At v4 short blocks
-// are read and written with masked loads and stores.
 // Whether map_blocks takes bfloat16 values two blocks at a time (Bf16Pairs): at v4, for functors that declare
 // kPairs and have pair(d, even, odd), computing values d .. d + 2 kLanes as their even and odd halves.
 template <class F, class = void>
@@ -200,7 +191,7 @@ struct has_pairs : std::false_type {};
 template <class F>
 struct has_pairs<F, std::void_t<decltype(F::kPairs)>> : std::bool_constant<F::kPairs> {};
 template <Isa I, class T, class F>
-constexpr bool kBf16Pairs = FASTNORM_MULTI_ISA && I == Isa::v4 && std::is_same_v<T, bf16> && has_pairs<F>::value;
+constexpr bool kBf16Pairs = I == Isa::v4 && std::is_same_v<T, bf16> && has_pairs<F>::value;
 
 #if FASTNORM_MULTI_ISA
 // pair(d, even, odd) for an elementwise g of N bfloat16 inputs: values d .. d + 2 kLanes as their even and odd
@@ -222,6 +213,15 @@ FASTNORM_INLINE void pair_values(const std::array<const bf16*, N>& in, idx d, fl
 }
 #endif
 
+// f(d, count, r) computes values d .. d + count of the row into the block r (count is kLanes but at the row's
+// ends; f reads blocks through load_block); map_blocks stores them at dst + d.  A functor whose values
+// each depend on their own inputs only (F::kElementwise) computes the head as the whole block starting there,
+// overlapping the next (the same vector code on the same inputs: the same values), which saves padding its
+// inputs; the others (a functor that accumulates) get short blocks, as does the tail.  (The whole block ending at
+// the tail would leave its values at the end of the local block, and reading them back from there waited for the
+// block's store to leave the store buffer, behind the row's streaming stores: layer norm forward 25% slower; a
+// masked store of the whole block, its lanes before the tail masked off, was slower still.)  At v4 short blocks
+// are read and written with masked loads and stores, and bfloat16 middles go two blocks at a time (kBf16Pairs).
 template <Isa I, class T, class F>
 FASTNORM_INLINE void map_blocks(T* dst, idx n, bool stream, const F& f) {
   using C = compute_t<T>;

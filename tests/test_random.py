@@ -50,7 +50,7 @@ def test_normal_moments_and_ks(dtype):
     # Third and fourth moments within 5 standard errors (sqrt(15 / N) and sqrt(96 / N) for a normal sample).
     assert abs(np.mean(s ** 3)) < 5 * math.sqrt(15 / N) and abs(np.mean(s ** 4) - 3) < 5 * math.sqrt(96 / N)
     assert _ks_statistic(s[:200_000], _normal_cdf) < 1.63 / math.sqrt(200_000)
-    # Box-Muller pairs (values k = 0, 1 of each block: positions j and 256 + j of a chunk) point in a uniform
+    # Box-Muller pairs (values k = 0, 1 of each column: positions j and 256 + j of a chunk) point in a uniform
     # direction: their angle's distribution, and the pairs are uncorrelated.
     per_chunk = 1024 if dtype == np.float32 else 512
     chunks = s[: N // per_chunk * per_chunk].reshape(-1, per_chunk // 256, 256)
@@ -163,61 +163,76 @@ def test_numpy_generator_is_accepted():
     assert s.normal((2, 3)).shape == (2, 3)
 
 
+def _reference_columns(key, counter, chunks, dtype):
+    """The words each column of each chunk reads (chunks, 4, 256), as uint64, from the scalar reference Philox
+    (_C.philox4x32_10), as random.h documents: a chunk's blocks (192 for float32, 256 for float64) laid out
+    word-major (word k of block j at k * blocks + j) and read as rows of 256 words; float32 reads three rows, the
+    fourth field being their low bytes ((a & 255) << 24 | (b & 255) << 16 | (c & 255) << 8)."""
+    per_chunk = 192 if dtype == np.float32 else 256
+    out = np.empty((chunks, 4, 256), dtype=np.uint64)
+    for c in range(chunks):
+        first = counter + per_chunk * c
+        blocks = np.array([_C.philox4x32_10([b & 0xFFFFFFFF, b >> 32, 0, 0], [key & 0xFFFFFFFF, key >> 32])
+                           for b in range(first, first + per_chunk)], dtype=np.uint64)
+        rows = blocks.T.reshape(-1, 256)
+        if dtype == np.float32:
+            a, b, cc = rows
+            rows = np.stack([a, b, cc, ((a & 255) << 24) | ((b & 255) << 16) | ((cc & 255) << 8)])
+        out[c] = rows
+    return out
+
+
 def test_samples_follow_the_reference_philox():
-    """The vectorised Philox of each ISA level against the scalar reference (_C.philox4x32_10): float32 uniform
-    value k of block j of chunk c is word k of block (counter + 256 c + j) >> 8, times 2**-24."""
+    """The vectorised Philox of each ISA level against the scalar reference: float32 uniform value k of column j
+    of chunk c (position 1024 c + 256 k + j) is field k >> 8, times 2**-24."""
     g = Generator(5)
     g.state = dict(g.state, counter=2**32 - 300)  # crosses a carry into the counter's high word
     key, counter = g.state["key"], g.state["counter"]
     u = g.uniform(3 * 1024)
-    expected = np.empty_like(u)
-    for c in range(3):
-        for j in range(256):
-            block = counter + 256 * c + j
-            words = _C.philox4x32_10([block & 0xFFFFFFFF, block >> 32, 0, 0], [key & 0xFFFFFFFF, key >> 32])
-            for k in range(4):
-                expected[1024 * c + 256 * k + j] = (words[k] >> 8) * 2.0 ** -24
-    np.testing.assert_array_equal(u, expected)
+    expected = (_reference_columns(key, counter, 3, np.float32) >> 8).astype(np.float64) * 2.0 ** -24
+    np.testing.assert_array_equal(u, expected.reshape(-1))
+    assert g.state["counter"] == counter + 3 * 192  # three words per column: 192 blocks per chunk
 
 
-def _box_muller_reference(words, dtype):
-    """Box-Muller in float64 from Philox words (blocks x 4, as uint64), the mapping random.cpp documents: radius
-    sqrt(-2 log u), u in (0, 1]; angle 2 pi t, t in [-1/8, 1/8) from the angle word's high bits, its bit 1 negating
-    the cosine and its bit 0 swapping the pair.  Returns (blocks, values per block)."""
+def _box_muller_reference(cols, dtype):
+    """Box-Muller in float64 from the columns' words (chunks, 4, 256), the mapping random.cpp documents: radius
+    sqrt(-2 log u), u in (0, 1]; angle 2 pi t with t in [-1/8, 1/8) from the angle word's high bits, and of the
+    two bits below t's, the higher negating the cosine and the lower swapping the pair.  float32: u from field 0
+    (2), t from the 22 high bits of field 1 (3); float64: u from 53 bits of words 0-1, t from 52 bits of words 2-3
+    and the quarter from word 3's low bits.  Returns values in output order."""
+    w = [cols[:, k] for k in range(4)]
     if dtype == np.float32:
-        pairs = [((words[:, 0] >> 8) + 1) * 2.0 ** -24, ((words[:, 2] >> 8) + 1) * 2.0 ** -24]
-        angle_words = [words[:, 1], words[:, 3]]
-        ts = [(a.astype(np.uint32).view(np.int32) >> 8) * 2.0 ** -26 for a in angle_words]
+        pairs = [((w[0] >> 8) + 1) * 2.0 ** -24, ((w[2] >> 8) + 1) * 2.0 ** -24]
+        angle_words = [w[1], w[3]]
+        ts = [(a.astype(np.uint32).view(np.int32) >> 10) * 2.0 ** -24 for a in angle_words]
+        negate, swap = 1 << 9, 1 << 8
     else:
-        pairs = [((((words[:, 0] << 32) | words[:, 1]) >> 11) + 1).astype(np.float64) * 2.0 ** -53]
-        angle_words = [words[:, 3]]
-        ts = [((((words[:, 2] << 32) | words[:, 3]) >> 12).astype(np.int64) - 2 ** 51) * 2.0 ** -54]
+        pairs = [((((w[0] << 32) | w[1]) >> 11) + 1).astype(np.float64) * 2.0 ** -53]
+        angle_words = [w[3]]
+        ts = [((((w[2] << 32) | w[3]) >> 12).astype(np.int64) - 2 ** 51) * 2.0 ** -54]
+        negate, swap = 2, 1
     values = []
     for u, t, a in zip(pairs, ts, angle_words):
         r = np.sqrt(-2 * np.log(u))
         c, s = np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)
-        c = np.where(a & 2, -c, c)
-        swap = (a & 1).astype(bool)
-        values += [r * np.where(swap, s, c), r * np.where(swap, c, s)]
-    return np.stack(values, axis=1)
+        c = np.where(a & negate, -c, c)
+        swapped = (a & swap).astype(bool)
+        values += [r * np.where(swapped, s, c), r * np.where(swapped, c, s)]
+    return np.stack(values, axis=1).reshape(-1)  # (chunks, values per column, 256), in output order
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("loc,scale", [(0.0, 1.0), (2.0, 3.0)])  # the standard path and the affine one
 def test_normal_follows_the_box_muller_reference(dtype, loc, scale):
-    """normal() against Box-Muller in float64 on the scalar reference Philox's words, value k of block j of chunk c
-    at position 256 (values_per_block c + k) + j: within 4 ulps (float32: radius 1.15 ulp, sine and cosine 1.7),
-    plus the rounding of loc + scale z."""
+    """normal() against Box-Muller in float64 on the scalar reference Philox's words: within 4 ulps (float32:
+    radius 1.1 ulp, sine and cosine 1.7), plus the rounding of loc + scale z."""
     g = Generator(9)
     g.state = dict(g.state, counter=2**32 - 300)
     key, counter = g.state["key"], g.state["counter"]
-    per_block = 4 if dtype == np.float32 else 2
-    chunks = 2
-    z = g.normal(chunks * 256 * per_block, loc=loc, scale=scale, dtype=dtype)
-    blocks = np.array([_C.philox4x32_10([b & 0xFFFFFFFF, b >> 32, 0, 0], [key & 0xFFFFFFFF, key >> 32])
-                       for b in range(counter, counter + chunks * 256)], dtype=np.uint64)
-    ref = _box_muller_reference(blocks, dtype)  # (blocks, per_block)
-    expected = ref.reshape(chunks, 256, per_block).transpose(0, 2, 1).reshape(-1)
+    per_column = 4 if dtype == np.float32 else 2
+    chunks = 3
+    z = g.normal(chunks * 256 * per_column, loc=loc, scale=scale, dtype=dtype)
+    expected = _box_muller_reference(_reference_columns(key, counter, chunks, dtype), dtype)
     rtol = 6e-7 if dtype == np.float32 else 1e-15
     np.testing.assert_allclose(z.astype(np.float64), loc + scale * expected, rtol=rtol,
                                atol=2 * np.finfo(dtype).eps * loc)

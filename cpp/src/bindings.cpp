@@ -250,7 +250,8 @@ std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter,
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     T* op = mptr<T>(out);
-    next = counter + static_cast<std::uint64_t>(fastnorm::chunks_for<T>(n)) * fastnorm::kChunkBlocks;
+    next = counter + static_cast<std::uint64_t>(fastnorm::chunks_for<T>(n)) *
+                                static_cast<std::uint64_t>(fastnorm::chunk_blocks<T>());
     py::gil_scoped_release nogil;
     const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)));
     fastnorm::sample<T>(static_cast<fastnorm::Distribution>(distribution), key, counter, op, n, p, num_threads,

@@ -5,7 +5,8 @@ Reproducibility guarantee: for a given seed and sequence of calls (sizes, dtypes
 are bitwise the same for any thread count, any ISA level (``FASTNORM_ISA``) and any machine with IEEE arithmetic,
 and a generator whose ``state`` was saved and restored continues the same sequence.  (Each value is a pure
 function of the key, the counter and its position: threads take whole chunks of counters, and the samplers are
-compiled without floating-point contraction.)  The sequence is fastnorm's own: it is not NumPy's or PyTorch's.
+compiled without floating-point contraction; the fused multiply-adds they do use are explicit, and emulated
+exactly where the CPU has none.)  The sequence is fastnorm's own: it is not NumPy's or PyTorch's.
 
     >>> g = fastnorm.random.Generator(0)
     >>> w = g.normal((256, 128), scale=0.01)          # float32 by default, as weights are

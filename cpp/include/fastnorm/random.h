@@ -2,11 +2,14 @@
 // SC 2011), one block of four 32-bit words per counter value, turned into uniform, normal or truncated-normal
 // values by branch-free vector code.
 //
-// The output sequence is a pure function of (key, counter, position): values come in chunks of kChunkBlocks
-// blocks, and value k of block j of a chunk (k < values_per_block) lands at position k * kChunkBlocks + j of that
-// chunk, so whole chunks vectorise over j.  A call of n values uses chunks_for(n) chunks from `counter` on, and
-// the generator then moves its counter past them.  Threads take whole chunks, and the file is compiled without
-// floating-point contraction, so the bits are the same for any thread count and ISA level.
+// The output sequence is a pure function of (key, counter, position): values come in chunks of kChunkColumns
+// columns, value k of column j (k < values_per_column) at position k * kChunkColumns + j of its chunk, so whole
+// chunks vectorise over j.  A chunk takes chunk_blocks blocks, words laid out word-major (word k of block j at
+// k * chunk_blocks + j), and reads them as rows of kChunkColumns words: float, 3 rows (192 blocks), each column's
+// 96 bits as four 24-bit fields, the rows' words themselves (their high 24 bits) and a fourth of their low bytes;
+// double, 4 rows (256 blocks), two values of 64 bits per column.  A call of n values uses chunks_for(n) chunks
+// from `counter` on, and the generator then moves its counter past them.  Threads take whole chunks, and the file
+// is compiled without floating-point contraction, so the bits are the same for any thread count and ISA level.
 #pragma once
 
 #include <cstdint>
@@ -15,19 +18,25 @@
 
 namespace fastnorm {
 
-constexpr idx kChunkBlocks = 256;
+constexpr idx kChunkColumns = 256;
 
 enum class Distribution : int { uniform = 0, normal = 1, truncated_normal = 2 };
 
-// 4 per block for float, 2 for double (53-bit uniforms take two words).
+// 4 per column for float (24 bits each), 2 for double (53-bit uniforms take two words).
 template <class T>
-constexpr idx values_per_block() {
+constexpr idx values_per_column() {
   return sizeof(T) == 4 ? 4 : 2;
+}
+
+// Philox blocks per chunk: 3 words per column for float, 4 for double.
+template <class T>
+constexpr idx chunk_blocks() {
+  return kChunkColumns * (sizeof(T) == 4 ? 3 : 4) / 4;
 }
 
 template <class T>
 constexpr idx chunks_for(idx n) {
-  return (n + kChunkBlocks * values_per_block<T>() - 1) / (kChunkBlocks * values_per_block<T>());
+  return (n + kChunkColumns * values_per_column<T>() - 1) / (kChunkColumns * values_per_column<T>());
 }
 
 // uniform: low + (high - low) u, u in [0, 1) with 24 (float) or 53 (double) random bits.

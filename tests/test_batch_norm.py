@@ -212,6 +212,48 @@ def test_one_pass_backward_declines_unsuited_shapes(rng):
         assert (dx == 7).all()
 
 
+@pytest.mark.parametrize("shape", [(16, 37, 9, 9), (3, 5, 1000), (2, 6, 30000), (300, 3, 100)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("affine,activation", [(False, None), (True, None), (True, "silu")])
+def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activation, rng):
+    """The by-channel training forward (statistics and normalization of a few channels while they are in L2)
+    gives the bits of channel_moments followed by bn_apply, with runs in several pieces (30000 values) and a
+    channel's pieces in several blocks (300 runs)."""
+    from fastnorm import _C
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    A, C, B = shape[0], shape[1], int(np.prod(shape[2:]))
+    gamma, beta = (rng.uniform(0.5, 1.5, C), rng.standard_normal(C)) if affine else (None, None)
+    post = fastnorm.normalization._post_op(activation, 0.01)
+    eps = 1e-3
+    y1, mean1, m21 = np.empty_like(x), np.empty(C), np.empty(C)
+    assert _C.bn_forward_by_channel(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, threads,
+                                    *post)
+    mean2, m22 = np.empty(C), np.empty(C)
+    _C.channel_moments(x.reshape(-1), A, C, B, mean2, m22, threads)
+    rstd = 1.0 / np.sqrt(m22 / (A * B) + eps)
+    y2 = np.empty_like(x)
+    _C.bn_apply(x.reshape(-1), y2.reshape(-1), A, C, B, mean2, rstd if gamma is None else gamma * rstd,
+                np.zeros(C) if beta is None else beta, threads, *post)
+    assert mean1.tobytes() == mean2.tobytes() and m21.tobytes() == m22.tobytes()
+    assert y1.tobytes() == y2.tobytes()
+
+
+def test_one_pass_forward_declines_unsuited_shapes(rng):
+    from fastnorm import _C
+    # few channels for the threads, channels-last, runs shorter than a moments piece, a channel past L2, float16
+    for shape, threads, dtype in [((8, 2, 100), 3, np.float32), ((100, 4, 1), 1, np.float32),
+                                  ((100, 4, 63), 1, np.float32), ((2000, 2, 200), 1, np.float32),
+                                  ((8, 4, 100), 1, np.float16)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        A, C, B = shape
+        y = np.full_like(x, 7)
+        mean, m2 = np.full(C, 7.0), np.full(C, 7.0)
+        assert not _C.bn_forward_by_channel(x.reshape(-1), y.reshape(-1), A, C, B, None, None, 1e-5, mean, m2,
+                                            threads, 0, 0.01)
+        assert (y == 7).all() and (mean == 7).all() and (m2 == 7).all()
+
+
 def test_nan_in_a_training_batch(rng):
     x = rng.standard_normal((6, 3))
     x[2, 1] = np.nan

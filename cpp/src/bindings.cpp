@@ -414,6 +414,28 @@ bool bn_backward_by_channel(const py::array& dy, const py::array& x, py::array& 
   return done;
 }
 
+bool bn_forward_by_channel(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
+                           const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads,
+                           int post, double slope) {
+  const fastnorm::PostOp op = post_op(post, slope);
+  const Storage dt = channel_input(x, A, C, B);
+  check_storage_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  const double* g = optional_values(gamma, "gamma", C);
+  const double* b = optional_values(beta, "beta", C);
+  double* mp = f64_output(mean, "mean", C);
+  double* m2p = f64_output(m2, "m2", C);
+  bool done = false;
+  with_storage(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    done = fastnorm::bn_forward_by_channel<T>(xp, yp, A, C, B, g, b, eps, mp, m2p, num_threads, op);
+  });
+  return done;
+}
+
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
                    int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
@@ -656,6 +678,9 @@ PYBIND11_MODULE(_C, m) {
         "outer"_a, "groups"_a, "pieces"_a, "inner"_a, "num_threads"_a);
   m.def("channel_moments", &channel_moments, "x"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(),
         "m2"_a.noconvert(), "num_threads"_a);
+  m.def("bn_forward_by_channel", &bn_forward_by_channel, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a,
+        "B"_a, "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a,
+        "slope"_a);
   m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = 0,
         "slope"_a = 0.01);

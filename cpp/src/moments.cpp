@@ -11,48 +11,24 @@ namespace {
 
 using namespace loops;
 
-// Runs of B >= kMinRun values, cut into pieces of at most one grain so that a few long runs still use every
-// thread.  Units are (run a, piece k) in order; tasks are (channel, block of units), one partial per task, merged
-// in unit order.
+// Runs of B >= kMinRunMoments values (RunPieces): tasks are (channel, block of units), one partial per task.
 template <class T>
 void moments_by_runs(const T* x, idx A, idx C, idx B, double* mean, double* m2, int num_threads) {
-  const idx piece = std::min(B, kElementwiseGrain);
-  const idx pieces_per_run = (B + piece - 1) / piece;
-  const idx units = A * pieces_per_run;
-  const idx units_per_task = std::max<idx>(1, kElementwiseGrain / piece);
-  const idx blocks = (units + units_per_task - 1) / units_per_task;
+  const RunPieces pieces(A, C, B);
+  const idx blocks = pieces.blocks;
   std::vector<Moments> partial(static_cast<size_t>(C * blocks));
   parallel_for(C * blocks, 1, num_threads, [&](idx t0, idx t1) {
-    for (idx t = t0; t < t1; ++t) {
-      const idx c = t / blocks, blk = t % blocks;
-      Moments acc;
-      const idx u_end = std::min(units, (blk + 1) * units_per_task);
-      const auto start = [&](idx u) { return x + ((u / pieces_per_run) * C + c) * B + (u % pieces_per_run) * piece; };
-      for (idx u = blk * units_per_task; u < u_end; ++u) {
-        const idx b0 = (u % pieces_per_run) * piece, len = std::min(B, b0 + piece) - b0;
-        const T* run = start(u);
-        if constexpr (is_narrow<T>) {  // summed a kNarrowPiece at a time, widened in registers
-          for (idx i = 0; i < len; i += kNarrowPiece) {
-            const T* next = i + kNarrowPiece < len ? run + i + kNarrowPiece : u + 1 < u_end ? start(u + 1) : nullptr;
-            acc = merge(acc, narrow_piece_moments(run + i, std::min(kNarrowPiece, len - i), next));
-          }
-        } else {
-          acc = merge(acc, shifted_moments(run, len));
-        }
-      }
-      partial[t] = acc;
-    }
+    for (idx t = t0; t < t1; ++t) partial[t] = pieces.block(x, t / blocks, t % blocks);
   });
   for (idx c = 0; c < C; ++c) {
-    Moments acc;
-    for (idx blk = 0; blk < blocks; ++blk) acc = merge(acc, partial[c * blocks + blk]);
+    const Moments acc = RunPieces::merged(blocks, [&](idx blk) { return partial[c * blocks + blk]; });
     mean[c] = acc.mean;
     m2[c] = acc.m2;
   }
 }
 
-// Short runs (B < kMinRun): rows of L = C * B values, per-column sums across the rows.  Every task sums its rows
-// around the same shift, the array's first row, so the tasks' partial sums add up directly (in task order); a
+// Short runs (B < kMinRunMoments): rows of L = C * B values, per-column sums across the rows.  Every task sums its
+// rows around the same shift, the array's first row, so the tasks' partial sums add up directly (in task order); a
 // merge per column and task would cost more than the sums themselves when rows are short.  Each of the B
 // positions of a channel is then its own shifted piece, merged in order.
 template <class T>
@@ -93,8 +69,6 @@ void moments_by_rows(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
   }
 }
 
-constexpr idx kMinRun = 64;  // shorter runs are summed across the row instead
-
 }  // namespace
 
 template <class T>
@@ -106,7 +80,7 @@ void channel_moments(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
   }
   // Rows (one per A) only pay for channels-last data; a single row of short runs (layer norm with a small D)
   // would make one task of the whole array.
-  if (B >= kMinRun || A == 1)
+  if (B >= kMinRunMoments || A == 1)
     moments_by_runs(x, A, C, B, mean, m2, num_threads);
   else
     moments_by_rows(x, A, C, B, mean, m2, num_threads);

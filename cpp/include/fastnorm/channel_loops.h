@@ -626,6 +626,49 @@ Moments run_moments(const S* x, idx n) {
   return acc;
 }
 
+// How channel_moments sums the runs of B >= kMinRunMoments values of an (A, C, B) array: each run cut into pieces
+// of at most one grain (so that a few long runs still use every thread), units (run a, piece k) in order, grouped
+// in blocks of units_per_task; a block's units are merged in order, then a channel's blocks in order.  Whoever
+// computes a channel's moments this way (moments.cpp's tasks, one per channel and block; batch_norm.cpp's fused
+// forward, one per channel) gets the same bits.
+constexpr idx kMinRunMoments = 64;  // shorter runs are summed across the row instead (moments.cpp)
+
+struct RunPieces {
+  idx A, C, B, piece, pieces_per_run, units, units_per_task, blocks;
+  RunPieces(idx A_, idx C_, idx B_)
+      : A(A_), C(C_), B(B_), piece(std::min(B_, kElementwiseGrain)), pieces_per_run((B_ + piece - 1) / piece),
+        units(A_ * pieces_per_run), units_per_task(std::max<idx>(1, kElementwiseGrain / piece)),
+        blocks((units + units_per_task - 1) / units_per_task) {}
+
+  template <class T>
+  Moments block(const T* x, idx c, idx blk) const {
+    Moments acc;
+    const idx u_end = std::min(units, (blk + 1) * units_per_task);
+    const auto start = [&](idx u) { return x + ((u / pieces_per_run) * C + c) * B + (u % pieces_per_run) * piece; };
+    for (idx u = blk * units_per_task; u < u_end; ++u) {
+      const idx b0 = (u % pieces_per_run) * piece, len = std::min(B, b0 + piece) - b0;
+      const T* run = start(u);
+      if constexpr (is_narrow<T>) {  // summed a kNarrowPiece at a time, widened in registers
+        for (idx i = 0; i < len; i += kNarrowPiece) {
+          const T* next = i + kNarrowPiece < len ? run + i + kNarrowPiece : u + 1 < u_end ? start(u + 1) : nullptr;
+          acc = merge(acc, narrow_piece_moments(run + i, std::min(kNarrowPiece, len - i), next));
+        }
+      } else {
+        acc = merge(acc, shifted_moments(run, len));
+      }
+    }
+    return acc;
+  }
+
+  // The merge of a channel's blocks, given each block's moments.
+  template <class BlockMoments>
+  static Moments merged(idx blocks, BlockMoments&& block_moments) {
+    Moments acc;
+    for (idx blk = 0; blk < blocks; ++blk) acc = merge(acc, block_moments(blk));
+    return acc;
+  }
+};
+
 // Whether an output of n values of T goes out with streaming stores (blocked.h), piece by piece through L1: past
 // the streaming threshold, and not behind a compute-bound activation (the extra copy then costs more than it
 // saves).  32x64x56x56 float32 forward: 25-30% faster.

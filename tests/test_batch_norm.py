@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastnorm
 import reference as ref
-from helpers import numeric_partial
+from helpers import half_dtype, numeric_partial
 
 TOL = {np.float16: (5e-3, 5e-3), np.float32: (2e-5, 2e-5), np.float64: (1e-11, 1e-11)}
 
@@ -213,14 +213,15 @@ def test_one_pass_backward_declines_unsuited_shapes(rng):
 
 
 @pytest.mark.parametrize("shape", [(16, 37, 9, 9), (3, 5, 1000), (2, 6, 30000), (300, 3, 100)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("affine,activation", [(False, None), (True, None), (True, "silu")])
 def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activation, rng):
     """The by-channel training forward (statistics and normalization of a few channels while they are in L2)
     gives the bits of channel_moments followed by bn_apply, with runs in several pieces (30000 values) and a
-    channel's pieces in several blocks (300 runs)."""
+    channel's pieces in several blocks (300 runs); half storage too."""
     from fastnorm import _C
+    dtype = np.dtype(dtype) if dtype in ("float32", "float64") else half_dtype(dtype)
     x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
     A, C, B = shape[0], shape[1], int(np.prod(shape[2:]))
     gamma, beta = (rng.uniform(0.5, 1.5, C), rng.standard_normal(C)) if affine else (None, None)
@@ -241,11 +242,9 @@ def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activ
 
 def test_one_pass_forward_declines_unsuited_shapes(rng):
     from fastnorm import _C
-    # few channels for the threads, channels-last, runs shorter than a moments piece, a channel past L2, float16
-    for shape, threads, dtype in [((8, 2, 100), 3, np.float32), ((100, 4, 1), 1, np.float32),
-                                  ((100, 4, 63), 1, np.float32), ((2000, 2, 200), 1, np.float32),
-                                  ((8, 4, 100), 1, np.float16)]:
-        x = rng.standard_normal(shape).astype(dtype)
+    # few channels for the threads, channels-last, runs shorter than a moments piece, a channel past L2
+    for shape, threads in [((8, 2, 100), 3), ((100, 4, 1), 1), ((100, 4, 63), 1), ((2000, 2, 200), 1)]:
+        x = rng.standard_normal(shape).astype(np.float32)
         A, C, B = shape
         y = np.full_like(x, 7)
         mean, m2 = np.full(C, 7.0), np.full(C, 7.0)

@@ -44,8 +44,8 @@ bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B,
 // channels, each channel's statistics (mean[c] and m2[c], as channel_moments gives them), then its values
 // normalized as bn_apply does with rstd = 1 / sqrt(m2 / (A B) + eps), scale = gamma * rstd (rstd without gamma)
 // and shift = beta (0 without): the same bits as channel_moments followed by bn_apply with those constants.
-// Returns false, doing nothing, where the shape does not suit (narrow storage, runs shorter than moments' pieces,
-// channels too large, fewer channels than threads).
+// Returns false, doing nothing, where the shape does not suit (runs shorter than moments' pieces, channels too
+// large, fewer channels than threads).
 template <class T>
 bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta,
                            double eps, double* mean, double* m2, int num_threads, const PostOp& post = {});

@@ -40,9 +40,10 @@ _MIN_SLICE = 16384  # values per leading index below which moments() transposes 
 def moments(x, axis=None, *, num_threads=None) -> Moments:
     """Count, mean and m2 of ``x`` over ``axis`` (an int, a tuple of ints, or None for all), in float64.
 
-    Each contiguous piece of the data is summed in float64 around a shift (its first value) and the pieces are
-    merged with Chan, Golub & LeVeque's formula in a fixed order: accurate for float32 data whose mean is many
-    times its standard deviation, and bitwise the same for any thread count.
+    The data is summed in float64 around shifts (the first value of each block of about 16K values: a piece of a
+    long run, a channel's short runs, or rows) and the blocks are merged with Chan, Golub & LeVeque's formula in
+    a fixed order: accurate for float32 data whose mean is many times its standard deviation, and bitwise the
+    same for any thread count.
 
     Parameters
     ----------

@@ -2,9 +2,10 @@
 //
 // x is viewed as (A, C, B), C-contiguous, and reduced over A and B for each of the C channels:
 //   (N, C, H*W) batch norm on NCHW, (N*H*W, C, 1) channels-last, (1, rows, D) layer norm, (1, 1, n) everything.
-// Each contiguous piece is summed around a shift (its first value) in double, and pieces are merged with Chan et
-// al.'s formula in a fixed order, so the result is bitwise the same for any thread count and stays accurate for
-// data whose mean is far larger than its spread.
+// Values are summed in double around a shift, the first value of their block (about a grain of values: a piece of
+// a long run, several short runs of a channel, or rows), and blocks are merged with Chan et al.'s formula in a
+// fixed order, so the result is bitwise the same for any thread count and stays accurate for data whose mean is
+// far larger than its spread.
 #pragma once
 
 #include "fastnorm/isa.h"

@@ -443,41 +443,57 @@ struct SumsRuns {  // runs [r0, r1), as ApplyRuns: s_dy[c] and s_dyx[c] += the r
 };
 
 // Per-channel sums of dy and dy (x - mean[c]) over rows of C channels, added to s_dy, s_dyx.  double: summed in
-// double.  float: as SumsRun, in float over kRowBlock rows (tiles of 16 columns in registers), those partial sums
-// added in double.
+// double.  float: as SumsRun, in float over kRowBlock rows (a tile of columns in registers: 64 where C allows, as
+// column_sums, else 16, of compile-time width), those partial sums added in double.  Same sums for any tiling.
 template <class T>
 struct SumsRows {
-  static constexpr idx kTile = 16, kRowBlock = 16;
+  static constexpr idx kRowBlock = 16;
+  template <idx W>  // columns [c0, c0 + w), w <= W
+  static FASTNORM_INLINE void tile(const T* dy, const T* x, idx r0, idx r1, idx C, idx c0, idx w,
+                                   const double* mean, double* s_dy, double* s_dyx) {
+    T hi[W] = {}, lo[W] = {}, a[W] = {}, b[W] = {};
+    for (idx j = 0; j < w; ++j) {
+      hi[j] = static_cast<T>(mean[c0 + j]);
+      lo[j] = static_cast<T>(mean[c0 + j] - static_cast<double>(hi[j]));
+    }
+    for (idx r = r0; r < r1; ++r) {
+      const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
+      __builtin_prefetch(dr + kRowBlock * C);  // as in column_sums
+      __builtin_prefetch(xr + kRowBlock * C);
+      if (w == W) {
+#pragma omp simd
+        for (idx j = 0; j < W; ++j) {
+          a[j] += dr[j];
+          b[j] += dr[j] * centered(xr[j], hi[j], lo[j]);
+        }
+      } else {
+        for (idx j = 0; j < w; ++j) {
+          a[j] += dr[j];
+          b[j] += dr[j] * centered(xr[j], hi[j], lo[j]);
+        }
+      }
+    }
+    for (idx j = 0; j < w; ++j) {
+      s_dy[c0 + j] += static_cast<double>(a[j]);
+      s_dyx[c0 + j] += static_cast<double>(b[j]);
+    }
+  }
+  template <idx W>
+  static FASTNORM_INLINE void tiled(const T* dy, const T* x, idx rows, idx C, const double* mean, double* s_dy,
+                                    double* s_dyx) {
+    for (idx r0 = 0; r0 < rows; r0 += kRowBlock) {
+      const idx r1 = std::min(rows, r0 + kRowBlock);
+      for (idx c0 = 0; c0 < C; c0 += W) tile<W>(dy, x, r0, r1, C, c0, std::min(W, C - c0), mean, s_dy, s_dyx);
+    }
+  }
   static FASTNORM_INLINE void run(const T* dy, const T* x, idx rows, idx C, const double* mean, double* s_dy,
                                   double* s_dyx) {
     if constexpr (sizeof(T) == sizeof(double)) {
       column_sums<GradTerms>(dy, x, rows, C, mean, s_dy, s_dyx);
+    } else if (C % 64 == 0) {
+      tiled<64>(dy, x, rows, C, mean, s_dy, s_dyx);
     } else {
-      for (idx r0 = 0; r0 < rows; r0 += kRowBlock) {
-        const idx r1 = std::min(rows, r0 + kRowBlock);
-        for (idx c0 = 0; c0 < C; c0 += kTile) {
-          const idx w = std::min(kTile, C - c0);
-          T hi[kTile], lo[kTile], a[kTile] = {}, b[kTile] = {};
-          for (idx j = 0; j < w; ++j) {
-            hi[j] = static_cast<T>(mean[c0 + j]);
-            lo[j] = static_cast<T>(mean[c0 + j] - static_cast<double>(hi[j]));
-          }
-          for (idx r = r0; r < r1; ++r) {
-            const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
-            __builtin_prefetch(dr + kRowBlock * C);  // as in column_sums
-            __builtin_prefetch(xr + kRowBlock * C);
-#pragma omp simd
-            for (idx j = 0; j < w; ++j) {
-              a[j] += dr[j];
-              b[j] += dr[j] * centered(xr[j], hi[j], lo[j]);
-            }
-          }
-          for (idx j = 0; j < w; ++j) {
-            s_dy[c0 + j] += static_cast<double>(a[j]);
-            s_dyx[c0 + j] += static_cast<double>(b[j]);
-          }
-        }
-      }
+      tiled<16>(dy, x, rows, C, mean, s_dy, s_dyx);
     }
   }
 };

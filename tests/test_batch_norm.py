@@ -175,11 +175,12 @@ def test_bitwise_identical_for_any_thread_count(shape, axis, rng):
 
 
 @pytest.mark.parametrize("shape", [(64, 37, 7, 7), (3, 5, 1000), (9, 64, 3)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
-    """The by-channel backward (one pass over memory) gives the two-pass backward's bits."""
+    """The by-channel backward (one pass over memory) gives the two-pass backward's bits; half storage too."""
     from fastnorm import _C
+    dtype = np.dtype(dtype) if dtype in ("float32", "float64") else half_dtype(dtype)
     x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     A, C, B = shape[0], shape[1], int(np.prod(shape[2:]))

@@ -180,9 +180,11 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
     const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
-    // Short rows a group at a time, statistics first: the rows' divisions and square roots overlap instead of
-    // each waiting in front of its row's normalization (the group stays in L1).
-    const idx group = std::clamp<idx>(kGroupBytes / std::max<idx>(D * static_cast<idx>(sizeof(T)), 1), 1, kMaxGroup);
+    // Rows under kGroupBytes a group at a time, statistics first: the rows' divisions and square roots overlap
+    // instead of each waiting in front of its row's normalization (the group stays in L1).  262144x32 float32, 1
+    // thread: 20.0 -> 12.2 ms; groups of 4 KiB made 65536x128 8% slower at 2 threads.
+    const idx row_bytes = std::max<idx>(D * static_cast<idx>(sizeof(T)), 1);
+    const idx group = std::clamp<idx>(kGroupBytes / row_bytes, 1, kMaxGroup);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
       for (idx g0 = r0; g0 < r1; g0 += group) {
         const idx g1 = std::min(r1, g0 + group);

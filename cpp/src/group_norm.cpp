@@ -42,24 +42,32 @@ template <class T, class Op>
 void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
                         double* mean, double* rstd, act::Params<compute_t<T>> p, int num_threads) {
   using V = compute_t<T>;
+  constexpr idx kBatchBytes = 4096;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
   const bool stream = stream_out<T>(s.N * s.G * len, act::compute_bound<Op>::value);
+  // Short groups (instance norm on 14x14 maps) a batch at a time, statistics first, as layer_norm's short rows.
+  const idx batch = std::clamp<idx>(kBatchBytes / std::max<idx>(len * static_cast<idx>(sizeof(T)), 1), 1, 8);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
-    for (idx t = t0; t < t1; ++t) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
-      const T* xg = x + t * len;
-      const Moments m = run_moments<T>(xg, len);
-      const double r = 1.0 / std::sqrt(m.m2 / count + eps);
-      mean[t] = m.mean;
-      rstd[t] = r;
-      V hi, lo;
-      split(m.mean, &hi, &lo);
-      const idx c0 = (t % s.G) * Cg;
-      for (idx k = 0; k < Cg; ++k) {
-        const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
-        const V scale = static_cast<V>(gamma ? r * gamma[c] : r), shift = static_cast<V>(beta ? beta[c] : 0.0);
-        isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, lo, scale, shift, p, stream);
+    for (idx b0 = t0; b0 < t1; b0 += batch) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
+      const idx b1 = std::min(t1, b0 + batch);
+      for (idx t = b0; t < b1; ++t) {
+        const Moments m = run_moments<T>(x + t * len, len);
+        mean[t] = m.mean;
+        rstd[t] = 1.0 / std::sqrt(m.m2 / count + eps);
+      }
+      for (idx t = b0; t < b1; ++t) {
+        const T* xg = x + t * len;
+        const double r = rstd[t];
+        V hi, lo;
+        split(mean[t], &hi, &lo);
+        const idx c0 = (t % s.G) * Cg;
+        for (idx k = 0; k < Cg; ++k) {
+          const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
+          const V scale = static_cast<V>(gamma ? r * gamma[c] : r), shift = static_cast<V>(beta ? beta[c] : 0.0);
+          isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, lo, scale, shift, p, stream);
+        }
       }
     }
     if (stream) stream_fence();

@@ -593,12 +593,15 @@ Moments shifted_moments(const T* x, idx n) {
 
 // Statistics of values stored narrow (float16: 11 significant bits, bfloat16: 8) are summed in float32 around a
 // piece-local shift (DESIGN.md, Numerics), the float64 sums above being the slow part once the bytes halve: a piece
-// of at most kNarrowPiece values (4 KiB of float16, in L1; widened in registers) is summed once for its mean m, then
-// for x - m and (x - m)^2.
-// Around its own mean a piece's sum of squares does not cancel, and float32's rounding over 32 terms per partial
-// sum (kWidth of them, added pairwise) stays near 2^-19, far below the storage's 2^-11.  Pieces whose sums
-// overflow, see NaN, or whose spread is so small that squares may underflow (b < 2^-100) are summed again as
-// float32 data are (ShiftedSums, in double).
+// of at most kNarrowPiece values (4 KiB of float16, widened in registers) is summed in one pass for x - m and
+// (x - m)^2, m the mean of its first kWidth values.  That shift is near the piece's mean: the first block's own
+// squares bound it, k (m - mean)^2 <= n var, so with k = 64 and n <= 2048 the sums cancel by at most a factor of
+// 33 (m2 = b - a^2 / n, a^2 / n <= 32 m2), and float32's rounding over 32 terms per partial sum (kWidth of them,
+// added pairwise) stays near 2^-19 times that, far below the storage's 2^-11: measured within 4e-7 of float64, a
+// first block 100 away from the rest included.  (A first pass for the piece's own mean cost 15-23% of the half
+// forward norms: 32x64x56x56 float16 group norm, 1 thread, 1.42 -> 1.10 ms.)  Pieces whose sums overflow, see NaN,
+// or whose spread is so small that squares may underflow (b < 2^-100) are summed again as float32 data are
+// (ShiftedSums, in double).
 constexpr idx kNarrowPiece = 2048;
 
 template <class S>
@@ -628,13 +631,13 @@ struct NarrowPieceSums {  // S: the narrow storage type, or float for values alr
       return x;
     }
   }
-  // m = the mean of x[0, n), a = sum of (x - m), b = sum of (x - m)^2; n <= kNarrowPiece.  The second pass, from
-  // L1, prefetches the next piece (`next`, when there is one) a line or two per step, so that memory keeps
-  // streaming while this piece is summed again.
+  // m = a shift near the mean of x[0, n): the mean of its first kWidth values (all n when fewer); a = sum of
+  // (x - m), b = sum of (x - m)^2, in one pass; n <= kNarrowPiece.  The pass prefetches the next piece (`next`,
+  // when there is one) a line or two per step, so that memory keeps streaming.
   template <Isa I>
   static FASTNORM_INLINE void run(const S* x, idx n, const S* next, float* m, float* a, float* b) {
     const idx whole = n - n % kWidth;
-    float s[kWidth] = {}, s1[kWidth] = {}, s2[kWidth] = {}, v[kWidth];
+    float s1[kWidth] = {}, s2[kWidth] = {}, v[kWidth], head[kWidth];
     float rest[kWidth];  // the last n % kWidth values, when there are any (short rows pay for converting them)
     const float* r = rest;
     if (whole < n) {
@@ -642,13 +645,11 @@ struct NarrowPieceSums {  // S: the narrow storage type, or float for values alr
       for (idx j = 0; whole + j < n; ++j) padded[j] = x[whole + j];
       r = values<I>(padded, rest);
     }
-    for (idx i = 0; i < whole; i += kWidth) {
-      const float* w = values<I>(x + i, v);
-#pragma omp simd
-      for (idx j = 0; j < kWidth; ++j) s[j] += w[j];
-    }
-    for (idx j = 0; whole + j < n; ++j) s[j] += r[j];
-    const float mean = fold(s) / static_cast<float>(n);
+    // the shift: the first block's mean (the zero padding of a short piece left out)
+    const float* first = whole > 0 ? values<I>(x, v) : r;
+    const idx k = std::min(n, kWidth);
+    for (idx j = 0; j < kWidth; ++j) head[j] = j < k ? first[j] : 0.0f;
+    const float shift = fold(head) / static_cast<float>(k);
     constexpr idx kLine = 64 / static_cast<idx>(sizeof(S));
     for (idx i = 0; i < whole; i += kWidth) {
       if (next)
@@ -656,17 +657,17 @@ struct NarrowPieceSums {  // S: the narrow storage type, or float for values alr
       const float* w = values<I>(x + i, v);
 #pragma omp simd
       for (idx j = 0; j < kWidth; ++j) {
-        const float d = w[j] - mean;
+        const float d = w[j] - shift;
         s1[j] += d;
         s2[j] += d * d;
       }
     }
     for (idx j = 0; whole + j < n; ++j) {
-      const float d = r[j] - mean;
+      const float d = r[j] - shift;
       s1[j] += d;
       s2[j] += d * d;
     }
-    *m = mean;
+    *m = shift;
     *a = fold(s1);
     *b = fold(s2);
   }

@@ -217,8 +217,7 @@ struct ChannelsBackward {
     V hi[kMaxBlock], lo[kMaxBlock], kd[kMaxBlock], kx[kMaxBlock], k1[kMaxBlock];
     for (idx c = c0; c < c1; ++c) {
       const idx j = c - c0;
-      hi[j] = static_cast<V>(mean[c]);
-      lo[j] = static_cast<V>(mean[c] - static_cast<double>(hi[j]));
+      split(mean[c], &hi[j], &lo[j]);
       kd[j] = static_cast<V>(k_dy[c]);
       kx[j] = static_cast<V>(-k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / count);
       k1[j] = static_cast<V>(-k_dy[c] * sum_dy[c] / count);
@@ -297,8 +296,7 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
           const double rstd = 1.0 / std::sqrt(m.m2 / count + eps);
           mean[c] = m.mean;
           m2[c] = m.m2;
-          hi[c] = static_cast<V>(m.mean);
-          lo[c] = static_cast<V>(m.mean - static_cast<double>(hi[c]));
+          split(m.mean, &hi[c], &lo[c]);
           scale[c] = static_cast<V>(gamma ? gamma[c] * rstd : rstd);
           shift[c] = static_cast<V>(beta ? beta[c] : 0.0);
         }

@@ -13,12 +13,6 @@ namespace {
 
 using namespace loops;
 
-template <class T>
-void split(double v, T* hi, T* lo) {
-  *hi = static_cast<T>(v);
-  *lo = static_cast<T>(v - static_cast<double>(*hi));
-}
-
 // Per-channel constants of one sample, in T: the group's mean as hi + lo, and two or three coefficients.
 template <class T>
 struct SampleConsts {

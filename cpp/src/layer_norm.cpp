@@ -162,12 +162,6 @@ bool stream_rows(const T* out, idx M, idx D, bool compute_bound) {
   return loops::stream_out<T>(M * D, compute_bound) && (whole_lines || D * static_cast<idx>(sizeof(T)) >= 4096);
 }
 
-template <class T>
-void split(double v, T* hi, T* lo) {
-  *hi = static_cast<T>(v);
-  *lo = static_cast<T>(v - static_cast<double>(*hi));
-}
-
 }  // namespace
 
 template <class T>
@@ -196,7 +190,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
         }
         for (idx r = g0; r < g1; ++r) {
           C hi, lo;
-          split(mean[r], &hi, &lo);
+          loops::split(mean[r], &hi, &lo);
           if (r + group < r1) prefetch_row(x + (r + group) * D, D);  // its row in the next group
           isa_call<ApplyRow<T, Op>>(x + r * D, y + r * D, D, hi, lo, static_cast<C>(rstd[r]), gamma, beta, p,
                                     stream);
@@ -249,7 +243,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
       const idx r_end = std::min(M, (t + 1) * task_rows);
       for (idx r = t * task_rows; r < r_end; ++r) {
         C hi, lo;
-        split(mean[r], &hi, &lo);
+        loops::split(mean[r], &hi, &lo);
         const C rs = static_cast<C>(rstd[r]);
         const T *dyr = dy + r * D, *xr = x + r * D;
         // x as C values, for post'(z) dy (when there is one; C is T when wide)

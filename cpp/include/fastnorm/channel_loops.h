@@ -67,14 +67,20 @@ void extend_periodic(std::vector<V>& v, idx C) {
 }
 
 // Per-channel constants in T, the mean as hi + lo.
+// The mean v as hi + lo in T (hi = v rounded, lo = the rest rounded), for centered().
+template <class T>
+FASTNORM_INLINE void split(double v, T* hi, T* lo) {
+  *hi = static_cast<T>(v);
+  *lo = static_cast<T>(v - static_cast<double>(*hi));
+}
+
 template <class T>
 struct ChannelConsts {
   std::vector<T> mean_hi, mean_lo, a, b, c;
   ChannelConsts(idx C, const double* mean, const double* a64, const double* b64, const double* c64)
       : mean_hi(C), mean_lo(C), a(C), b(C), c(C, T(0)) {
     for (idx i = 0; i < C; ++i) {
-      mean_hi[i] = static_cast<T>(mean[i]);
-      mean_lo[i] = static_cast<T>(mean[i] - static_cast<double>(mean_hi[i]));
+      split(mean[i], &mean_hi[i], &mean_lo[i]);
       a[i] = static_cast<T>(a64[i]);
       b[i] = static_cast<T>(b64[i]);
       if (c64) c[i] = static_cast<T>(c64[i]);
@@ -467,10 +473,7 @@ struct SumsRows {
   static FASTNORM_INLINE void tile(const T* dy, const T* x, idx r0, idx r1, idx C, idx c0, idx w,
                                    const double* mean, double* s_dy, double* s_dyx) {
     T hi[W] = {}, lo[W] = {}, a[W] = {}, b[W] = {};
-    for (idx j = 0; j < w; ++j) {
-      hi[j] = static_cast<T>(mean[c0 + j]);
-      lo[j] = static_cast<T>(mean[c0 + j] - static_cast<double>(hi[j]));
-    }
+    for (idx j = 0; j < w; ++j) split(mean[c0 + j], &hi[j], &lo[j]);
     for (idx r = r0; r < r1; ++r) {
       const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
       __builtin_prefetch(dr + kRowBlock * C);  // as in column_sums

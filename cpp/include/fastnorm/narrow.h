@@ -102,8 +102,10 @@ struct NarrowIO<Isa::v4, bf16> {
     const __m512i b = _mm512_castps_si512(v), high = _mm512_srli_epi32(b, 16);
     const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(high, _mm512_set1_epi32(1)));
     const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(b, bias), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    if (__builtin_expect(nan == 0, 1)) return rounded;
     const __m512i quiet = _mm512_or_si512(_mm512_and_si512(high, _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7fc0));
-    return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, quiet);
+    return _mm512_mask_blend_epi32(nan, rounded, quiet);
   }
   FASTNORM_TARGET_V4 static inline void store(const float* s, bf16* d) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_cvtepi32_epi16(round16(_mm512_loadu_ps(s))));

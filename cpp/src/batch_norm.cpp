@@ -21,22 +21,21 @@ template <class T>
 void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const double* scale, const double* shift,
               int num_threads, const PostOp& post) {
   using V = compute_t<T>;
-  const ChannelConsts<V> k(C, mean, scale, shift, nullptr);
+  const auto k = ChannelConsts<V>::affine(C, mean, scale, shift);
   const act::Params<V> p = post.params<V>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
     const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
     if (B == 1) {
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
-        isa_call<ApplyChannelsLast<T, Op>>(x + r0 * C, y + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(),
-                                           k.mean_lo.data(), k.a.data(), k.b.data(), p, stream);
+        isa_call<ApplyChannelsLast<T, Op>>(x + r0 * C, y + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(), k.a.data(),
+                                           k.b.data(), p, stream);
         if (stream) stream_fence();
       });
       return;
     }
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {  // one dispatch for the task's runs
-      isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(), p,
-                                 stream);
+      isa_call<ApplyRuns<T, Op>>(x, y, r0, r1, C, B, k.mean_hi.data(), k.a.data(), k.b.data(), p, stream);
       if (stream) stream_fence();
     });
   });
@@ -56,15 +55,14 @@ struct PostOpPieces {
   void rows(const V* dy, const V* x, V* dz, idx rows) const {
     const act::Params<V> p = post.params<V>();
     visit_post_op(post, [&](auto op) {
-      isa_call<PostOpGradRows<V, decltype(op)>>(dy, x, dz, rows, C, z.mean_hi.data(), z.mean_lo.data(), z.a.data(),
-                                                 z.b.data(), p);
+      isa_call<PostOpGradRows<V, decltype(op)>>(dy, x, dz, rows, C, z.mean_hi.data(), z.a.data(), z.b.data(), p);
     });
   }
   // dz for one run of channel c (B > 1) into dz
   void run(const V* dy, const V* x, V* dz, idx c) const {
     const act::Params<V> p = post.params<V>();
     visit_post_op(post, [&](auto op) {
-      isa_call<PostOpGradRun<V, decltype(op)>>(dy, x, dz, B, z.mean_hi[c], z.mean_lo[c], z.a[c], z.b[c], p);
+      isa_call<PostOpGradRun<V, decltype(op)>>(dy, x, dz, B, z.mean_hi[c], z.a[c], z.b[c], p);
     });
   }
 };
@@ -76,9 +74,9 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
                    const double* k_xmu, const double* k_one, int num_threads, const PostOp& post,
                    const double* scale, const double* shift) {
   using V = compute_t<T>;
-  const ChannelConsts<V> k(C, mean, k_dy, k_xmu, k_one);
+  const auto k = ChannelConsts<V>::gradient(C, mean, k_dy, k_xmu, k_one);
   if (post.active()) {
-    const ChannelConsts<V> z(C, mean, scale, shift, nullptr);
+    const auto z = ChannelConsts<V>::affine(C, mean, scale, shift);
     const PostOpPieces<V> pieces{post, z, C, B};
     if (B == 1) {
       const idx step = piece_rows(C);
@@ -89,8 +87,8 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
           const V* xw = widened<Scratch::x>(x + a * C, n);
           pieces.rows(widened<Scratch::dy>(dy + a * C, n), xw, dz, rows);
           V* out = compute_target(dx + a * C, n);
-          isa_call<GradRows<V>>(static_cast<const V*>(dz), xw, out, rows, C, k.mean_hi.data(), k.mean_lo.data(),
-                                k.a.data(), k.b.data(), k.c.data());
+          isa_call<GradRows<V>>(static_cast<const V*>(dz), xw, out, rows, C, k.mean_hi.data(), k.a.data(),
+                                k.b.data(), k.c.data());
           narrow_into(out, dx + a * C, n);
         }
       });
@@ -103,8 +101,8 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
         const idx c = r % C;
         const V* xw = widened<Scratch::x>(x + r * B, B);
         pieces.run(widened<Scratch::dy>(dy + r * B, B), xw, dz, c);
-        isa_call<GradRun<T, V>>(static_cast<const V*>(dz), xw, dx + r * B, B, k.mean_hi[c], k.mean_lo[c], k.a[c],
-                                k.b[c], k.c[c], stream);
+        isa_call<GradRun<T, V>>(static_cast<const V*>(dz), xw, dx + r * B, B, k.mean_hi[c], k.a[c], k.b[c],
+                                k.c[c], stream);
       }
       if (stream) stream_fence();
     });
@@ -114,14 +112,13 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
       isa_call<GradChannelsLast<T>>(dy + r0 * C, x + r0 * C, dx + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(),
-                                    k.mean_lo.data(), k.a.data(), k.b.data(), k.c.data(), stream);
+                                    k.a.data(), k.b.data(), k.c.data(), stream);
       if (stream) stream_fence();
     });
     return;
   }
   parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {  // one dispatch for the task's runs
-    isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.mean_lo.data(), k.a.data(), k.b.data(),
-                          k.c.data(), stream);
+    isa_call<GradRuns<T>>(dy, x, dx, r0, r1, C, B, k.mean_hi.data(), k.a.data(), k.b.data(), k.c.data(), stream);
     if (stream) stream_fence();
   });
 }
@@ -137,7 +134,7 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
   const idx task_rows = rows_per_task(B == 1 ? C : B * C);
   const idx tasks = A == 0 ? 0 : (A + task_rows - 1) / task_rows;
   std::vector<double> part_dy(static_cast<size_t>(tasks * C), 0.0), part_dyx(static_cast<size_t>(tasks * C), 0.0);
-  const ChannelConsts<V> z(post.active() ? C : 0, mean, scale, shift, nullptr);
+  const auto z = ChannelConsts<V>::affine(post.active() ? C : 0, mean, scale, shift);
   const PostOpPieces<V> pieces{post, z, C, B};
   const idx step = sum_rows(C);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
@@ -214,18 +211,19 @@ struct ChannelsBackward {
     }
     const double count = static_cast<double>(A * B);
     using V = compute_t<T>;
-    V hi[kMaxBlock], lo[kMaxBlock], kd[kMaxBlock], kx[kMaxBlock], k1[kMaxBlock];
-    for (idx c = c0; c < c1; ++c) {
+    V hi[kMaxBlock], kd[kMaxBlock], kx[kMaxBlock], k1[kMaxBlock];
+    for (idx c = c0; c < c1; ++c) {  // as batch_norm_backward computes them, ChannelConsts::gradient
       const idx j = c - c0;
-      split(mean[c], &hi[j], &lo[j]);
+      const double k_xmu = -k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / count;
+      hi[j] = static_cast<V>(mean[c]);
       kd[j] = static_cast<V>(k_dy[c]);
-      kx[j] = static_cast<V>(-k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / count);
-      k1[j] = static_cast<V>(-k_dy[c] * sum_dy[c] / count);
+      kx[j] = static_cast<V>(k_xmu);
+      k1[j] = folded<V>(-k_dy[c] * sum_dy[c] / count, mean[c], hi[j], k_xmu);
     }
     for (idx a = 0; a < A; ++a) {
       for (idx c = c0; c < c1; ++c) {
         const idx at = a * stride + c * B, j = c - c0;
-        GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[j], lo[j], kd[j], kx[j], k1[j], stream);
+        GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[j], kd[j], kx[j], k1[j], stream);
       }
     }
   }
@@ -283,7 +281,7 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
   const idx blocks = (C + block - 1) / block;
   const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
   const double count = static_cast<double>(A * B);
-  std::vector<V> hi(static_cast<size_t>(C)), lo(hi), scale(hi), shift(hi);
+  std::vector<V> hi(static_cast<size_t>(C)), scale(hi), shift(hi);
   const act::Params<V> p = post.params<V>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
@@ -296,13 +294,14 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
           const double rstd = 1.0 / std::sqrt(m.m2 / count + eps);
           mean[c] = m.mean;
           m2[c] = m.m2;
-          split(m.mean, &hi[c], &lo[c]);
-          scale[c] = static_cast<V>(gamma ? gamma[c] * rstd : rstd);
-          shift[c] = static_cast<V>(beta ? beta[c] : 0.0);
+          const double scale64 = gamma ? gamma[c] * rstd : rstd;  // ChannelConsts::affine's
+          hi[c] = static_cast<V>(m.mean);
+          scale[c] = static_cast<V>(scale64);
+          shift[c] = folded<V>(beta ? beta[c] : 0.0, m.mean, hi[c], scale64);
         }
         for (idx a = 0; a < A; ++a)  // the block's piece of each row: one stream
-          isa_call<ApplyRuns<T, Op>>(x, y, a * C + c0, a * C + c1, C, B, hi.data(), lo.data(), scale.data(),
-                                     shift.data(), p, stream);
+          isa_call<ApplyRuns<T, Op>>(x, y, a * C + c0, a * C + c1, C, B, hi.data(), scale.data(), shift.data(), p,
+                                     stream);
       }
       if (stream) stream_fence();
     });

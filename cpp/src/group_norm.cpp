@@ -13,11 +13,25 @@ namespace {
 
 using namespace loops;
 
-// Per-channel constants of one sample, in T: the group's mean as hi + lo, and two or three coefficients.
+// Channel ch's constants of z = (x - mean) r gamma + beta in T, as ChannelConsts::affine computes them: the mean's
+// hi, the scale, the shift with the rest of the mean folded in (channel_loops.h).
+template <class T>
+FASTNORM_INLINE void affine_consts(double mean, double r, const double* gamma, const double* beta, idx ch, T* hi,
+                                   T* scale, T* shift) {
+  const double scale64 = gamma ? r * gamma[ch] : r;
+  *hi = static_cast<T>(mean);
+  *scale = static_cast<T>(scale64);
+  *shift = folded(beta ? beta[ch] : 0.0, mean, *hi, scale64);
+}
+
+// Per-channel constants of one sample, in T: the group's mean's hi and two or three coefficients (as ChannelConsts).
 template <class T>
 struct SampleConsts {
-  std::vector<T> hi, lo, a, b, c;
-  explicit SampleConsts(idx C) : hi(C), lo(C), a(C), b(C), c(C) {}
+  std::vector<T> hi, a, b, c;
+  explicit SampleConsts(idx C) : hi(C), a(C), b(C), c(C) {}
+  void set_affine(idx i, double mean, double r, const double* gamma, const double* beta, idx ch) {
+    affine_consts(mean, r, gamma, beta, ch, &hi[i], &a[i], &b[i]);
+  }
 };
 
 // Walks a channels-last sample of P rows of C channels, each a run of Q values: rows(all P) when Q == 1, else
@@ -53,14 +67,12 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
       }
       for (idx t = b0; t < b1; ++t) {
         const T* xg = x + t * len;
-        const double r = rstd[t];
-        V hi, lo;
-        split(mean[t], &hi, &lo);
         const idx c0 = (t % s.G) * Cg;
         for (idx k = 0; k < Cg; ++k) {
           const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
-          const V scale = static_cast<V>(gamma ? r * gamma[c] : r), shift = static_cast<V>(beta ? beta[c] : 0.0);
-          isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, lo, scale, shift, p, stream);
+          V hi, scale, shift;
+          affine_consts(mean[t], rstd[t], gamma, beta, c, &hi, &scale, &shift);
+          isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, scale, shift, p, stream);
         }
       }
     }
@@ -97,23 +109,18 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
         const double r = 1.0 / std::sqrt(acc.m2 / count + eps);
         mean[n * s.G + g] = acc.mean;
         rstd[n * s.G + g] = r;
-        for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
-          split(acc.mean, &k.hi[c], &k.lo[c]);
-          k.a[c] = static_cast<V>(gamma ? r * gamma[c] : r);
-          k.b[c] = static_cast<V>(beta ? beta[c] : 0.0);
-        }
+        for (idx c = g * Cg; c < (g + 1) * Cg; ++c) k.set_affine(c, acc.mean, r, gamma, beta, c);
       }
       rows_or_runs(
           s.P, C, Q,
           [&] {
-            for (auto* v : {&k.hi, &k.lo, &k.a, &k.b}) extend_periodic(*v, C);
-            isa_call<ApplyChannelsLast<T, Op>>(xs, ys, s.P * C, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
-                                               p, stream);
+            for (auto* v : {&k.hi, &k.a, &k.b}) extend_periodic(*v, C);
+            isa_call<ApplyChannelsLast<T, Op>>(xs, ys, s.P * C, C, k.hi.data(), k.a.data(), k.b.data(), p, stream);
           },
           [&](idx row, idx c) {
             const idx at = (row * C + c) * Q;
             V* out = compute_target(ys + at, Q);
-            isa_call<ApplyRun<V, Op>>(widened<Scratch::x>(xs + at, Q), out, Q, k.hi[c], k.lo[c], k.a[c], k.b[c], p);
+            isa_call<ApplyRun<V, Op>>(widened<Scratch::x>(xs + at, Q), out, Q, k.hi[c], k.a[c], k.b[c], p);
             narrow_into(out, ys + at, Q);
           });
     }
@@ -133,12 +140,13 @@ void group_grad_consts(idx g, idx Cg, double count, double mean, double r, const
     sum_gx += w * sdx[c];
   }
   sum_gx *= r;
-  const T k_xmu = static_cast<T>(-(r * r * sum_gx / count)), k_one = static_cast<T>(-(r * sum_g / count));
-  for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
-    split(mean, &k.hi[c], &k.lo[c]);
+  const double k_xmu = -(r * r * sum_gx / count), k_one = -(r * sum_g / count);
+  const T hi = static_cast<T>(mean), k_xmu_t = static_cast<T>(k_xmu), k_one_t = folded(k_one, mean, hi, k_xmu);
+  for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {  // as ChannelConsts::gradient
+    k.hi[c] = hi;
     k.a[c] = static_cast<T>((gamma ? gamma[c] : 1.0) * r);
-    k.b[c] = k_xmu;
-    k.c[c] = k_one;
+    k.b[c] = k_xmu_t;
+    k.c[c] = k_one_t;
   }
 }
 
@@ -171,20 +179,15 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
         group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
         for (idx i = 0; i < Cg; ++i) {
           const idx c = g * Cg + i, run = t * Cg + i;  // channel c's run of Q values
-          isa_call<GradRun<T, X>>(g_x + i * s.Q, x_x + i * s.Q, dx + run * s.Q, s.Q, k.hi[c], k.lo[c], k.a[c],
-                                  k.b[c], k.c[c], stream);
+          isa_call<GradRun<T, X>>(g_x + i * s.Q, x_x + i * s.Q, dx + run * s.Q, s.Q, k.hi[c], k.a[c], k.b[c],
+                                  k.c[c], stream);
         }
       };
       if constexpr (post) {
         const V* xg = widened<Scratch::x>(x + t * len, len);
-        for (idx i = 0; i < Cg; ++i) {  // z as the forward computed it
-          const idx c = g * Cg + i;
-          split(mean[t], &z.hi[i], &z.lo[i]);
-          z.a[i] = static_cast<V>(gamma ? rstd[t] * gamma[c] : rstd[t]);
-          z.b[i] = static_cast<V>(beta ? beta[c] : 0.0);
-        }
+        for (idx i = 0; i < Cg; ++i) z.set_affine(i, mean[t], rstd[t], gamma, beta, g * Cg + i);  // z as forward
         isa_call<PostOpGradRuns<V, Op>>(widened<Scratch::dy>(dy + t * len, len), xg, dz, idx(0), Cg, Cg, s.Q,
-                                        z.hi.data(), z.lo.data(), z.a.data(), z.b.data(), p);
+                                        z.hi.data(), z.a.data(), z.b.data(), p);
         sums_and_dx(static_cast<const V*>(dz), xg);
       } else {
         sums_and_dx(dy + t * len, x + t * len);
@@ -222,12 +225,7 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
         sd[c] = sdx[c] = 0;
       }
       if constexpr (post) {  // z as the forward computed it
-        for (idx c = 0; c < C; ++c) {
-          const double r = rstd[n * s.G + c / Cg];
-          split(mean_c[c], &z.hi[c], &z.lo[c]);
-          z.a[c] = static_cast<V>(gamma ? r * gamma[c] : r);
-          z.b[c] = static_cast<V>(beta ? beta[c] : 0.0);
-        }
+        for (idx c = 0; c < C; ++c) z.set_affine(c, mean_c[c], rstd[n * s.G + c / Cg], gamma, beta, c);
       }
       for (idx p0 = 0; p0 < s.P; p0 += step) {  // per-channel sums, a piece of rows at a time
         const idx rows = std::min(step, s.P - p0), m = rows * L;
@@ -236,11 +234,10 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
         if constexpr (post) {
           V* block = keep ? dz + p0 * L : dz;
           if (Q == 1)
-            isa_call<PostOpGradRows<V, Op>>(g, xw, block, rows, C, z.hi.data(), z.lo.data(), z.a.data(), z.b.data(),
-                                            p);
+            isa_call<PostOpGradRows<V, Op>>(g, xw, block, rows, C, z.hi.data(), z.a.data(), z.b.data(), p);
           else
-            isa_call<PostOpGradRuns<V, Op>>(g, xw, block, idx(0), rows * C, C, Q, z.hi.data(), z.lo.data(),
-                                            z.a.data(), z.b.data(), p);
+            isa_call<PostOpGradRuns<V, Op>>(g, xw, block, idx(0), rows * C, C, Q, z.hi.data(), z.a.data(),
+                                            z.b.data(), p);
           g = block;
         }
         rows_or_runs(
@@ -258,11 +255,11 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
           [&] {
             // From dy (or the kept dz, for wide storage) and x where they are, written out from registers
             if (!post || (keep && !is_narrow<T>)) {
-              for (auto* v : {&k.hi, &k.lo, &k.a, &k.b, &k.c}) extend_periodic(*v, C);
+              for (auto* v : {&k.hi, &k.a, &k.b, &k.c}) extend_periodic(*v, C);
               const T* g = dys;
               if constexpr (!is_narrow<T>) g = post ? dz : dys;  // V is T
-              isa_call<GradChannelsLast<T>>(g, xs, dxs, s.P * C, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
-                                            k.c.data(), stream);
+              isa_call<GradChannelsLast<T>>(g, xs, dxs, s.P * C, C, k.hi.data(), k.a.data(), k.b.data(), k.c.data(),
+                                            stream);
               return;
             }
             write_rows(dxs, 0, s.P, C, stream, [&](idx r, idx rows, V* out) {
@@ -270,20 +267,17 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
               const V* xw = widened<Scratch::x>(xs + r * C, m);
               const V* g = keep ? dz + r * C : widened<Scratch::dy>(dys + r * C, m);
               if (post && !keep) {
-                isa_call<PostOpGradRows<V, Op>>(g, xw, dz, rows, C, z.hi.data(), z.lo.data(), z.a.data(),
-                                                z.b.data(), p);
+                isa_call<PostOpGradRows<V, Op>>(g, xw, dz, rows, C, z.hi.data(), z.a.data(), z.b.data(), p);
                 g = dz;
               }
-              isa_call<GradRows<V>>(g, xw, out, rows, C, k.hi.data(), k.lo.data(), k.a.data(), k.b.data(),
-                                    k.c.data());
+              isa_call<GradRows<V>>(g, xw, out, rows, C, k.hi.data(), k.a.data(), k.b.data(), k.c.data());
             });
           },
           [&](idx row, idx c) {  // keep holds dz with a post-op
             const idx at = (row * C + c) * Q;
             const V* g = post ? dz + at : widened<Scratch::dy>(dys + at, Q);
             V* out = compute_target(dxs + at, Q);
-            isa_call<GradRun<V>>(g, widened<Scratch::x>(xs + at, Q), out, Q, k.hi[c], k.lo[c], k.a[c], k.b[c],
-                                 k.c[c]);
+            isa_call<GradRun<V>>(g, widened<Scratch::x>(xs + at, Q), out, Q, k.hi[c], k.a[c], k.b[c], k.c[c]);
             narrow_into(out, dxs + at, Q);
           });
     }

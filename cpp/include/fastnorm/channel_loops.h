@@ -66,42 +66,64 @@ void extend_periodic(std::vector<V>& v, idx C) {
   for (idx j = 0; j < kLanes; ++j) v[C + j] = C > 0 ? v[j % C] : V(0);
 }
 
-// Per-channel constants in T, the mean as hi + lo.
-// The mean v as hi + lo in T (hi = v rounded, lo = the rest rounded), for centered().
+// (x - mean) * k + c in T, computed as (x - hi) * k + c' (one fused multiply-add after the subtraction): hi is the
+// mean rounded to T, so that x - hi is exact near the mean (Sterbenz) however far the mean is from zero, and the
+// rest of the mean goes into the constant, c' = c - (mean - hi) k, computed in double and rounded once (a
+// separate lo subtracted from every x was a rounding and an instruction more per value).  mean_rest(mean, hi) is
+// that rest, exact in double; sums of dy (x - mean) take it off in double after summing dy (x - hi).
 template <class T>
-FASTNORM_INLINE void split(double v, T* hi, T* lo) {
-  *hi = static_cast<T>(v);
-  *lo = static_cast<T>(v - static_cast<double>(*hi));
+FASTNORM_INLINE double mean_rest(double mean, T hi) {
+  return mean - static_cast<double>(hi);
+}
+template <class T>
+FASTNORM_INLINE T folded(double c, double mean, T hi, double k) {
+  return static_cast<T>(c - mean_rest(mean, hi) * k);
 }
 
+// Per-channel constants in T: the mean's hi (above) and the coefficients of one of the two maps of centered
+// values, the constant folded: affine, y = (x - hi) a + b; gradient, dx = a dy + ((x - hi) b + c).
 template <class T>
 struct ChannelConsts {
-  std::vector<T> mean_hi, mean_lo, a, b, c;
-  ChannelConsts(idx C, const double* mean, const double* a64, const double* b64, const double* c64)
-      : mean_hi(C), mean_lo(C), a(C), b(C), c(C, T(0)) {
+  std::vector<T> mean_hi, a, b, c;
+  // a = scale, b = shift (0 where shift is null)
+  static ChannelConsts affine(idx C, const double* mean, const double* scale, const double* shift) {
+    ChannelConsts k(C);
     for (idx i = 0; i < C; ++i) {
-      split(mean[i], &mean_hi[i], &mean_lo[i]);
-      a[i] = static_cast<T>(a64[i]);
-      b[i] = static_cast<T>(b64[i]);
-      if (c64) c[i] = static_cast<T>(c64[i]);
+      k.mean_hi[i] = static_cast<T>(mean[i]);
+      k.a[i] = static_cast<T>(scale[i]);
+      k.b[i] = folded(shift ? shift[i] : 0.0, mean[i], k.mean_hi[i], scale[i]);
     }
-    for (auto* v : {&mean_hi, &mean_lo, &a, &b, &c}) extend_periodic(*v, C);  // for the channels-last bodies
+    k.extend(C);
+    return k;
+  }
+  // a = k_dy, b = k_xmu, c = k_one
+  static ChannelConsts gradient(idx C, const double* mean, const double* k_dy, const double* k_xmu,
+                                const double* k_one) {
+    ChannelConsts k(C);
+    for (idx i = 0; i < C; ++i) {
+      k.mean_hi[i] = static_cast<T>(mean[i]);
+      k.a[i] = static_cast<T>(k_dy[i]);
+      k.b[i] = static_cast<T>(k_xmu[i]);
+      k.c[i] = folded(k_one[i], mean[i], k.mean_hi[i], k_xmu[i]);
+    }
+    k.extend(C);
+    return k;
+  }
+
+ private:
+  explicit ChannelConsts(idx C) : mean_hi(C), a(C), b(C), c(C, T(0)) {}
+  void extend(idx C) {
+    for (auto* v : {&mean_hi, &a, &b, &c}) extend_periodic(*v, C);  // for the channels-last bodies
   }
 };
-
-// (x - hi) is exact when x is near the mean (Sterbenz); lo then carries the rest of the mean.
-template <class T>
-FASTNORM_INLINE T centered(T x, T hi, T lo) {
-  return (x - hi) - lo;
-}
 
 // Forward bodies: y = Op((x - mean) * scale + shift), Op an activation of activation_ops.h (Identity: none).
 // T is the storage type: narrow storage is widened and rounded in registers (narrow.h).
 template <class V, class Op>
 struct Affine {
-  V hi, lo, scale, shift;
+  V hi, scale, shift;  // shift folded (above)
   act::Params<V> p;
-  FASTNORM_INLINE V operator()(V x) const { return Op::forward(centered(x, hi, lo) * scale + shift, p); }
+  FASTNORM_INLINE V operator()(V x) const { return Op::forward((x - hi) * scale + shift, p); }
 };
 
 template <Isa I, class T, class Op>
@@ -126,9 +148,9 @@ struct ApplyRun {  // one channel, written out from registers: rounded for narro
   static constexpr bool takes_isa = true;
   using V = compute_t<T>;
   template <Isa I>
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, V hi, V lo, V scale, V shift, act::Params<V> p = {},
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, V hi, V scale, V shift, act::Params<V> p = {},
                                   bool stream = false) {
-    map_blocks<I>(y, n, stream, AffineBlock<I, T, Op>{x, {hi, lo, scale, shift, p}});
+    map_blocks<I>(y, n, stream, AffineBlock<I, T, Op>{x, {hi, scale, shift, p}});
   }
 };
 
@@ -137,11 +159,11 @@ struct ApplyRuns {  // runs [r0, r1) of an (A, C, B) array, run r being channel 
   static constexpr bool takes_isa = true;
   using V = compute_t<T>;
   template <Isa I>
-  static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const V* hi, const V* lo,
-                                  const V* scale, const V* shift, act::Params<V> p, bool stream) {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx C, idx B, const V* hi, const V* scale,
+                                  const V* shift, act::Params<V> p, bool stream) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      ApplyRun<T, Op>::template run<I>(x + r * B, y + r * B, B, hi[c], lo[c], scale[c], shift[c], p, stream);
+      ApplyRun<T, Op>::template run<I>(x + r * B, y + r * B, B, hi[c], scale[c], shift[c], p, stream);
     }
   }
 };
@@ -166,7 +188,7 @@ struct ApplyChannelsLast {
   struct Block {
     static constexpr bool kElementwise = true;
     const T* x;
-    const V *hi, *lo, *scale, *shift;
+    const V *hi, *scale, *shift;
     act::Params<V> p;
     mutable ChannelOf channel;
     FASTNORM_INLINE void operator()(idx d, idx count, V* y) const {
@@ -175,13 +197,13 @@ struct ApplyChannelsLast {
       const V* xb = load_block<I>(x, d, count, bx);
 #pragma omp simd
       for (idx j = 0; j < kLanes; ++j)
-        y[j] = Op::forward(centered(xb[j], hi[c + j], lo[c + j]) * scale[c + j] + shift[c + j], p);
+        y[j] = Op::forward((xb[j] - hi[c + j]) * scale[c + j] + shift[c + j], p);
     }
   };
   template <Isa I>
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, idx C, const V* hi, const V* lo, const V* scale,
-                                  const V* shift, act::Params<V> p, bool stream) {
-    map_blocks<I>(y, n, stream, Block<I>{x, hi, lo, scale, shift, p, ChannelOf{C}});
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, idx C, const V* hi, const V* scale, const V* shift,
+                                  act::Params<V> p, bool stream) {
+    map_blocks<I>(y, n, stream, Block<I>{x, hi, scale, shift, p, ChannelOf{C}});
   }
 };
 
@@ -189,20 +211,19 @@ struct ApplyChannelsLast {
 // a scratch block that the normalization's backward then reads in place of dy.
 template <class T, class Op>
 struct PostOpGradRun {  // one channel's run of n values
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx n, T hi, T lo, T scale, T shift,
-                                  act::Params<T> p) {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx n, T hi, T scale, T shift, act::Params<T> p) {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) dz[i] = Op::backward(dy[i], centered(x[i], hi, lo) * scale + shift, p);
+    for (idx i = 0; i < n; ++i) dz[i] = Op::backward(dy[i], (x[i] - hi) * scale + shift, p);
   }
 };
 
 template <class T, class Op>
 struct PostOpGradRuns {  // runs [r0, r1) of an (A, C, B) array; dz holds (r1 - r0) * B values
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx r0, idx r1, idx C, idx B, const T* hi,
-                                  const T* lo, const T* scale, const T* shift, act::Params<T> p) {
+                                  const T* scale, const T* shift, act::Params<T> p) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C;
-      PostOpGradRun<T, Op>::run(dy + r * B, x + r * B, dz + (r - r0) * B, B, hi[c], lo[c], scale[c], shift[c], p);
+      PostOpGradRun<T, Op>::run(dy + r * B, x + r * B, dz + (r - r0) * B, B, hi[c], scale[c], shift[c], p);
     }
   }
 };
@@ -210,12 +231,12 @@ struct PostOpGradRuns {  // runs [r0, r1) of an (A, C, B) array; dz holds (r1 - 
 template <class T, class Op>
 struct PostOpGradRows {  // rows of C channels, in tiles of kW channels (a compile-time width vectorises fully)
   static constexpr idx kW = 16, kAheadRows = 16;
-  static FASTNORM_INLINE T value(const T* dy, const T* x, idx c, const T* hi, const T* lo, const T* scale,
-                                 const T* shift, act::Params<T> p) {
-    return Op::backward(dy[c], centered(x[c], hi[c], lo[c]) * scale[c] + shift[c], p);
+  static FASTNORM_INLINE T value(const T* dy, const T* x, idx c, const T* hi, const T* scale, const T* shift,
+                                 act::Params<T> p) {
+    return Op::backward(dy[c], (x[c] - hi[c]) * scale[c] + shift[c], p);
   }
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx rows, idx C, const T* hi, const T* lo,
-                                  const T* scale, const T* shift, act::Params<T> p) {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx rows, idx C, const T* hi, const T* scale,
+                                  const T* shift, act::Params<T> p) {
     const idx tiled = C - C % kW;
     for (idx r = 0; r < rows; ++r) {
       const T *dyr = dy + r * C, *xr = x + r * C;
@@ -228,10 +249,10 @@ struct PostOpGradRows {  // rows of C channels, in tiles of kW channels (a compi
       }
       for (idx c0 = 0; c0 < tiled; c0 += kW) {
 #pragma omp simd
-        for (idx j = 0; j < kW; ++j) dzr[c0 + j] = value(dyr, xr, c0 + j, hi, lo, scale, shift, p);
+        for (idx j = 0; j < kW; ++j) dzr[c0 + j] = value(dyr, xr, c0 + j, hi, scale, shift, p);
       }
 #pragma omp simd
-      for (idx c = tiled; c < C; ++c) dzr[c] = value(dyr, xr, c, hi, lo, scale, shift, p);
+      for (idx c = tiled; c < C; ++c) dzr[c] = value(dyr, xr, c, hi, scale, shift, p);
     }
   }
 };
@@ -242,8 +263,8 @@ struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one; T the
   static constexpr bool takes_isa = true;
   using V = compute_t<T>;
   struct Value {
-    V hi, lo, k_dy, k_xmu, k_one;
-    FASTNORM_INLINE V operator()(V g, V x) const { return k_dy * g + (k_xmu * centered(x, hi, lo) + k_one); }
+    V hi, k_dy, k_xmu, k_one;  // k_one folded
+    FASTNORM_INLINE V operator()(V g, V x) const { return k_dy * g + ((x - hi) * k_xmu + k_one); }
   };
   template <Isa I>
   struct Block {  // row_blocks.h
@@ -263,9 +284,9 @@ struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one; T the
 #endif
   };
   template <Isa I>
-  static FASTNORM_INLINE void run(const X* dy, const X* x, T* dx, idx n, V hi, V lo, V k_dy, V k_xmu, V k_one,
+  static FASTNORM_INLINE void run(const X* dy, const X* x, T* dx, idx n, V hi, V k_dy, V k_xmu, V k_one,
                                   bool stream = false) {
-    map_blocks<I>(dx, n, stream, Block<I>{dy, x, {hi, lo, k_dy, k_xmu, k_one}});
+    map_blocks<I>(dx, n, stream, Block<I>{dy, x, {hi, k_dy, k_xmu, k_one}});
   }
 };
 
@@ -275,10 +296,10 @@ struct GradRuns {  // runs [r0, r1), as ApplyRuns
   using V = compute_t<T>;
   template <Isa I>
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx r0, idx r1, idx C, idx B, const V* hi,
-                                  const V* lo, const V* k_dy, const V* k_xmu, const V* k_one, bool stream) {
+                                  const V* k_dy, const V* k_xmu, const V* k_one, bool stream) {
     for (idx r = r0; r < r1; ++r) {
       const idx c = r % C, at = r * B;
-      GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[c], lo[c], k_dy[c], k_xmu[c], k_one[c], stream);
+      GradRun<T>::template run<I>(dy + at, x + at, dx + at, B, hi[c], k_dy[c], k_xmu[c], k_one[c], stream);
     }
   }
 };
@@ -291,7 +312,7 @@ struct GradChannelsLast {  // dx as GradRun, over channels-last rows as ApplyCha
   struct Block {
     static constexpr bool kElementwise = true;
     const T *dy, *x;
-    const V *hi, *lo, *k_dy, *k_xmu, *k_one;
+    const V *hi, *k_dy, *k_xmu, *k_one;
     mutable ChannelOf channel;
     FASTNORM_INLINE void operator()(idx d, idx count, V* dx) const {
       const idx c = channel(d);
@@ -300,26 +321,26 @@ struct GradChannelsLast {  // dx as GradRun, over channels-last rows as ApplyCha
       const V* xb = load_block<I>(x, d, count, b_x);
 #pragma omp simd
       for (idx j = 0; j < kLanes; ++j)
-        dx[j] = k_dy[c + j] * g[j] + (k_xmu[c + j] * centered(xb[j], hi[c + j], lo[c + j]) + k_one[c + j]);
+        dx[j] = k_dy[c + j] * g[j] + ((xb[j] - hi[c + j]) * k_xmu[c + j] + k_one[c + j]);
     }
   };
   template <Isa I>
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, idx C, const V* hi, const V* lo,
-                                  const V* k_dy, const V* k_xmu, const V* k_one, bool stream) {
-    map_blocks<I>(dx, n, stream, Block<I>{dy, x, hi, lo, k_dy, k_xmu, k_one, ChannelOf{C}});
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, idx C, const V* hi, const V* k_dy,
+                                  const V* k_xmu, const V* k_one, bool stream) {
+    map_blocks<I>(dx, n, stream, Block<I>{dy, x, hi, k_dy, k_xmu, k_one, ChannelOf{C}});
   }
 };
 
 template <class T>
 struct GradRows {
-  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx rows, idx C, const T* hi, const T* lo,
-                                  const T* k_dy, const T* k_xmu, const T* k_one) {
+  static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx rows, idx C, const T* hi, const T* k_dy,
+                                  const T* k_xmu, const T* k_one) {
     for (idx r = 0; r < rows; ++r) {
       const T *dyr = dy + r * C, *xr = x + r * C;
       T* dxr = dx + r * C;
 #pragma omp simd
       for (idx c = 0; c < C; ++c)
-        dxr[c] = k_dy[c] * dyr[c] + (k_xmu[c] * centered(xr[c], hi[c], lo[c]) + k_one[c]);
+        dxr[c] = k_dy[c] * dyr[c] + ((xr[c] - hi[c]) * k_xmu[c] + k_one[c]);
     }
   }
 };
@@ -334,14 +355,14 @@ struct SumsRun {
   static constexpr idx kPiece = 256;
   using C = compute_t<X>;
   template <Isa I>
-  static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx i, idx count, C hi, C lo, C* pa, C* pb) {
+  static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx i, idx count, C hi, C* pa, C* pb) {
     C b_dy[kLanes], b_x[kLanes];
     const C* dyb = load_block<I>(dy, i, count, b_dy);  // zero-padded: short blocks add nothing
     const C* xb = load_block<I>(x, i, count, b_x);
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) {
       pa[j] += dyb[j];
-      pb[j] += dyb[j] * centered(xb[j], hi, lo);
+      pb[j] += dyb[j] * (xb[j] - hi);
     }
   }
   template <Isa I>
@@ -354,16 +375,17 @@ struct SumsRun {
         b += dy[i] * (x[i] - mean);
       }
     } else {
-      const C hi = static_cast<C>(mean), lo = static_cast<C>(mean - static_cast<double>(hi));
+      const C hi = static_cast<C>(mean);  // sums of dy (x - hi), the rest of the mean taken off at the end
       for (idx i0 = 0; i0 < n; i0 += kPiece) {
         const idx i1 = std::min(n, i0 + kPiece);
         C pa[kLanes] = {}, pb[kLanes] = {};
         idx i = i0;
-        for (; i + kLanes <= i1; i += kLanes) add_block<I>(dy, x, i, kLanes, hi, lo, pa, pb);
-        if (i < i1) add_block<I>(dy, x, i, i1 - i, hi, lo, pa, pb);
+        for (; i + kLanes <= i1; i += kLanes) add_block<I>(dy, x, i, kLanes, hi, pa, pb);
+        if (i < i1) add_block<I>(dy, x, i, i1 - i, hi, pa, pb);
         a += fold_lanes(pa);
         b += fold_lanes(pb);
       }
+      b -= mean_rest(mean, hi) * a;
     }
     *s_dy += a;
     *s_dyx += b;
@@ -472,8 +494,8 @@ struct SumsRows {
   template <idx W>  // columns [c0, c0 + w), w <= W
   static FASTNORM_INLINE void tile(const T* dy, const T* x, idx r0, idx r1, idx C, idx c0, idx w,
                                    const double* mean, double* s_dy, double* s_dyx) {
-    T hi[W] = {}, lo[W] = {}, a[W] = {}, b[W] = {};
-    for (idx j = 0; j < w; ++j) split(mean[c0 + j], &hi[j], &lo[j]);
+    T hi[W] = {}, a[W] = {}, b[W] = {};  // sums of dy (x - hi), the rest of the mean taken off at the end
+    for (idx j = 0; j < w; ++j) hi[j] = static_cast<T>(mean[c0 + j]);
     for (idx r = r0; r < r1; ++r) {
       const T *dr = dy + r * C + c0, *xr = x + r * C + c0;
       __builtin_prefetch(dr + kRowBlock * C);  // as in column_sums
@@ -482,18 +504,18 @@ struct SumsRows {
 #pragma omp simd
         for (idx j = 0; j < W; ++j) {
           a[j] += dr[j];
-          b[j] += dr[j] * centered(xr[j], hi[j], lo[j]);
+          b[j] += dr[j] * (xr[j] - hi[j]);
         }
       } else {
         for (idx j = 0; j < w; ++j) {
           a[j] += dr[j];
-          b[j] += dr[j] * centered(xr[j], hi[j], lo[j]);
+          b[j] += dr[j] * (xr[j] - hi[j]);
         }
       }
     }
     for (idx j = 0; j < w; ++j) {
       s_dy[c0 + j] += static_cast<double>(a[j]);
-      s_dyx[c0 + j] += static_cast<double>(b[j]);
+      s_dyx[c0 + j] += static_cast<double>(b[j]) - mean_rest(mean[c0 + j], hi[j]) * static_cast<double>(a[j]);
     }
   }
   template <idx W>

@@ -142,7 +142,9 @@ def gelu_tanh_grad(x):
     with np.errstate(over="ignore", invalid="ignore"):
         two_u = _gelu_tanh_2u(x)
         du = GELU_K0 * (1 + 3 * GELU_K1 * x * x)
-        return sigmoid(two_u) + x * 2 * sigmoid_grad(two_u) * du
+        g = sigmoid(two_u) + x * 2 * sigmoid_grad(two_u) * du
+    # far out (|x| > 1e100: x^3 overflows, and inf * 0 is nan) the derivative is its limit, 0 or 1
+    return np.where(np.abs(x) > 1e100, (x > 0).astype(np.float64), g)
 
 
 def silu(x):

@@ -2,7 +2,8 @@
 
 float32 results are compared with the float64 references of reference.py (whose own error is far below a float32
 ulp); float64 results with mpmath at 40 digits.  The sweep covers [-100, 100] densely, both signs of a geometric
-range from the smallest denormal up, and 0, -0, +-1e-8, +-20, +-100 and NaN (infinities: test_activations.py).
+range from the smallest denormal up, 0, -0, +-1e-8, +-20, +-100, the large negatives where x exp(x) underflows (down
+to the most negative finite value) and NaN (infinities: test_activations.py).
 Functions run with their default parameters.  Forward error is |y - f(x)| / ulp(f(x)) where f(x) is in the
 normal range; denormal results (below 1.2e-38 in float32, 2.2e-308 in float64) are checked separately against
 an absolute bound in units of the smallest denormal, since there an ulp is that fixed spacing and a product
@@ -44,6 +45,11 @@ def sweep(dtype):
     n = 40001 if dtype == np.float32 else 3001
     geo = np.geomspace(float(fi.smallest_subnormal), 100.0, n // 4)
     special = [0.0, -0.0, 1e-8, -1e-8, 20.0, -20.0, 100.0, -100.0, float(fi.smallest_subnormal)]
+    # Beyond the sweep: where x exp(x) is a denormal and past where it rounds to zero (float32 -104 .. -110,
+    # float64 -745 .. -760), and on to the most negative finite value.
+    special += [105.0, 1000.0, 1e10, -105.0, -107.0, -109.0, -110.0, -120.0, -1000.0, -1e10, -1e30, float(fi.min)]
+    if dtype == np.float64:
+        special += [-746.0, -750.0, -755.0, -760.0, -800.0]
     x = np.concatenate([np.linspace(-100, 100, n), geo, -geo, special]).astype(dtype)
     return x
 
@@ -62,7 +68,7 @@ def _mp_forward(name):
         "leaky_relu": lambda v: v if v > 0 else mp.mpf("0.01") * v,
         "elu": lambda v: v if v > 0 else mp.expm1(v),
         "selu": lambda v: mp.mpf(ref.SELU_SCALE) * (v if v > 0 else mp.mpf(ref.SELU_ALPHA) * mp.expm1(v)),
-        "gelu": lambda v: v * mp.erfc(-v / mp.sqrt(2)) / 2,
+        "gelu": lambda v: v * mp.erfc(-v / mp.sqrt(2)) / 2 if v > -1e6 else mp.mpf(0),  # (mpmath's erfc overflows)
         "gelu_tanh": lambda v: v * sig(two_u(v)),
         "silu": lambda v: v * sig(v),
         "softplus": lambda v: v if v > 20 else sp(v),

@@ -129,12 +129,14 @@ struct GeluTanh {
     const T u2 = two_u(x);
     return with_limits(x, logistic(u2).s_times(x, u2), T(-0.0), x);
   }
-  // d/dx = s + x * 2 s (1 - s) * du/dx,  du/dx = k0 (1 + 3 k1 x^2)
+  // d/dx = s + x * 2 s (1 - s) * du/dx,  du/dx = k0 (1 + 3 k1 x^2); with x clamped to +-64, where it already
+  // rounds to its limits 0 and 1 (and x^2 cannot overflow into inf * 0)
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
-    const Logistic<T> l = logistic(two_u(x));
-    const T du = T(k0) * (T(1) + T(3 * k1) * x * x);
-    return dy * with_limits(x, l.s + l.s_sc_times(T(2) * x * du), T(0), T(1));
+    const T xc = clamp(x, T(-64), T(64));
+    const Logistic<T> l = logistic(two_u(xc));
+    const T du = T(k0) * (T(1) + T(3 * k1) * xc * xc);
+    return dy * (l.s + l.s_sc_times(T(2) * xc * du));
   }
 };
 

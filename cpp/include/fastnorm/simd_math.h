@@ -42,8 +42,11 @@ struct float_traits<float> {
   static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   static constexpr float ln2_hi = 0.693359375f;      // exact in 9 bits, so n * ln2_hi is exact
   static constexpr float ln2_lo = -2.12194440e-4f;
-  static constexpr float exp_lo = -104.0f;  // exp underflows to 0 below this (half the smallest denormal)
-  static constexpr int scale_offset = 24;   // n in [-150, 0]: 2^(n + 24) is normal
+  // exp(x) is 0 below exp_lo (exp_nonpositive), and so is x exp(x): 110 exp(-110) is below half the smallest
+  // denormal.  (A clamp at -104, where exp alone underflows, left products a exp(x) at a exp(-104): silu(-1e30)
+  // was -6.8e-16.)
+  static constexpr float exp_lo = -110.0f;
+  static constexpr int scale_offset = 33;   // n in [-159, 0]: 2^(n + 33) is normal
   static constexpr float expm1_lo = -18.0f;  // expm1(x) rounds to -1 below this
   static constexpr U split_mask = 0xfffff000u;  // keeps 12 significant bits: hi * hi is exact
 };
@@ -57,8 +60,8 @@ struct float_traits<double> {
   static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr double ln2_hi = 6.93145751953125e-1;
   static constexpr double ln2_lo = 1.42860682030941723212e-6;
-  static constexpr double exp_lo = -746.0;
-  static constexpr int scale_offset = 55;  // n in [-1077, 0]: 2^(n + 55) is normal
+  static constexpr double exp_lo = -760.0;  // as float's: 760 exp(-760) is below half the smallest denormal
+  static constexpr int scale_offset = 75;  // n in [-1097, 0]: 2^(n + 75) is normal
   static constexpr double expm1_lo = -40.0;
   static constexpr U split_mask = 0xfffffffff8000000ull;  // 26 significant bits
 };
@@ -172,7 +175,9 @@ FASTNORM_INLINE double expm1_reduced(double r) {
 template <class T>
 struct ExpParts {
   T m, s1;
-  static constexpr T s2 = T(1) / T(typename float_traits<T>::U(1) << float_traits<T>::scale_offset);
+  static constexpr int K = float_traits<T>::scale_offset;  // 2^-K in two halves: 2^K overflows float's U
+  static constexpr T s2 = T(1) / (T(typename float_traits<T>::U(1) << (K / 2)) *
+                                  T(typename float_traits<T>::U(1) << (K - K / 2)));
   FASTNORM_INLINE T value() const { return (m * s1) * s2; }
   // a * exp(x), rounded once.  Callers handle infinite a themselves (inf * 0 would be NaN).
   FASTNORM_INLINE T times(T a) const { return (a * m * s1) * s2; }
@@ -187,10 +192,14 @@ FASTNORM_INLINE ExpParts<T> exp_nonpositive_in_range(T x, T tail = T(0)) {
   return {expm1_reduced(red.r + tail) + T(1), pow2i<T>(red.n + float_traits<T>::scale_offset)};
 }
 
+// Below exp_lo (-inf included) m is 0, so that the products times() forms are 0 too.
 template <class T>
 FASTNORM_INLINE ExpParts<T> exp_nonpositive(T x, T tail = T(0)) {
   using F = float_traits<T>;
-  return exp_nonpositive_in_range(x < T(F::exp_lo) ? T(F::exp_lo) : x, tail);  // NaN stays NaN
+  const bool under = x < T(F::exp_lo);  // NaN compares false and stays NaN
+  ExpParts<T> e = exp_nonpositive_in_range(under ? T(F::exp_lo) : x, tail);
+  e.m = under ? T(0) : e.m;
+  return e;
 }
 
 // expm1(x) for x <= 0 (and NaN): 2^n expm1(r) + (2^n - 1), with 2^n normal since x >= expm1_lo.
@@ -310,11 +319,11 @@ template <class T>
 struct normal_tail_traits;
 template <>
 struct normal_tail_traits<float> {
-  static constexpr float max = 14.375f;  // 14.375^2 / 2 = 103.3 <= 104;  14.375 Phi(-14.375) = 0.76 * 2^-150
+  static constexpr float max = 14.375f;  // 14.375^2 / 2 = 103.3 <= 110;  14.375 Phi(-14.375) = 0.76 * 2^-150
 };
 template <>
 struct normal_tail_traits<double> {
-  static constexpr double max = 38.6;  // 38.6^2 / 2 = 745.0 <= 746;  38.6 Phi(-38.6) = 0.46 * 2^-1075
+  static constexpr double max = 38.6;  // 38.6^2 / 2 = 745.0 <= 760;  38.6 Phi(-38.6) = 0.46 * 2^-1075
 };
 
 FASTNORM_INLINE float mills_poly(float t) {

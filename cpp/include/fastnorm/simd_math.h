@@ -192,12 +192,14 @@ FASTNORM_INLINE ExpParts<T> exp_nonpositive_in_range(T x, T tail = T(0)) {
   return {expm1_reduced(red.r + tail) + T(1), pow2i<T>(red.n + float_traits<T>::scale_offset)};
 }
 
-// Below exp_lo (-inf included) m is 0, so that the products times() forms are 0 too.
+// Below exp_lo (-inf included) m is 0, so that the products times() forms are 0 too.  Those lanes compute exp(0)
+// first: GCC may give lanes that a caller discards (elu's derivative for x > 0) the values of this path, and
+// exp(exp_lo)'s parts made denormal products there, a microcode assist per vector (elu backward 7x slower).
 template <class T>
 FASTNORM_INLINE ExpParts<T> exp_nonpositive(T x, T tail = T(0)) {
   using F = float_traits<T>;
   const bool under = x < T(F::exp_lo);  // NaN compares false and stays NaN
-  ExpParts<T> e = exp_nonpositive_in_range(under ? T(F::exp_lo) : x, tail);
+  ExpParts<T> e = exp_nonpositive_in_range(under ? T(0) : x, tail);
   e.m = under ? T(0) : e.m;
   return e;
 }

@@ -13,15 +13,15 @@
 namespace fastnorm {
 namespace {
 
-// A row's xhat = (x - mean) * rstd in T: the mean as hi + the rest, hi = mean rounded to T, so that (x - hi) is
-// exact near the mean (Sterbenz), and the rest's share (mean - hi) * rstd taken off in the same fused multiply-add,
-// computed in double: one rounding where ((x - hi) - lo) * rstd had two, and one instruction fewer per value.
+// A row's xhat = (x - mean) * rstd in T, as (x - hi) * rstd - lo: hi the mean rounded to T, lo the rest of the mean
+// (loops::mean_rest) times rstd, computed in double: one fused multiply-add after the subtraction, as the channel
+// kernels fold it (channel_loops.h).
 template <class T>
 struct Centering {
-  T hi, lo, rstd;  // lo = (mean - hi) * rstd
+  T hi, lo, rstd;
   Centering(double mean, double rstd64)
       : hi(static_cast<T>(mean)),
-        lo(static_cast<T>((mean - static_cast<double>(hi)) * rstd64)),
+        lo(static_cast<T>(loops::mean_rest(mean, hi) * rstd64)),
         rstd(static_cast<T>(rstd64)) {}
   FASTNORM_INLINE T xhat(T x) const { return (x - hi) * rstd - lo; }
   // z = xhat * gamma + beta: the normalized row, as the forward and the post-op's backward both compute it
@@ -66,17 +66,19 @@ struct PostOpGradRow {  // dz = post'(z) dy over one row
   }
 };
 
-// The sums of g and of g * xhat over a piece of n <= kPiece values of one row, g = dy gamma, added (in double) to
-// *s_g and *s_gx.  dy and x stored as X (the row's own storage, or widened into C), read a block at a time, summed
-// per lane in C and folded pairwise: float16 / bfloat16 rows give the bits of the float32 row of their values.
+// The sums of g and of g (x - hi) over a piece of n <= kPiece values of one row, g = dy gamma, hi the row's
+// Centering::hi, added (in double) to *s_g and *s_gx; the caller takes the sum of g xhat from them in double,
+// rstd (s_gx - (mean - hi) s_g).  dy and x stored as X (the row's own storage, or widened into C), read a block at a
+// time, summed per lane in C and folded pairwise: float16 / bfloat16 rows give the bits of the float32 row of their
+// values.
 template <class X>
 struct RowSums {
   static constexpr bool takes_isa = true;
   static constexpr idx kPiece = 256;  // 16 values per vector lane
   using C = compute_t<X>;
   template <Isa I>
-  static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx d, idx count, Centering<C> k,
-                                        const C* gamma, C* pa, C* pb) {
+  static FASTNORM_INLINE void add_block(const X* dy, const X* x, idx d, idx count, C hi, const C* gamma, C* pa,
+                                        C* pb) {
     C b_dy[kLanes], b_x[kLanes], b_gamma[kLanes];
     const C* dyb = load_block<I>(dy, d, count, b_dy);
     const C* xb = load_block<I>(x, d, count, b_x);
@@ -85,16 +87,16 @@ struct RowSums {
     for (idx j = 0; j < kLanes; ++j) {
       const C g = dyb[j] * gammab[j];
       pa[j] += g;
-      pb[j] += g * k.xhat(xb[j]);
+      pb[j] += g * (xb[j] - hi);
     }
   }
   template <Isa I>
-  static FASTNORM_INLINE void run(const X* dy, const X* x, idx n, Centering<C> k, const C* gamma, double* s_g,
+  static FASTNORM_INLINE void run(const X* dy, const X* x, idx n, C hi, const C* gamma, double* s_g,
                                   double* s_gx) {
     C pa[kLanes] = {}, pb[kLanes] = {};
     idx d = 0;
-    for (; d + kLanes <= n; d += kLanes) add_block<I>(dy, x, d, kLanes, k, gamma, pa, pb);
-    if (d < n) add_block<I>(dy, x, d, n - d, k, gamma, pa, pb);
+    for (; d + kLanes <= n; d += kLanes) add_block<I>(dy, x, d, kLanes, hi, gamma, pa, pb);
+    if (d < n) add_block<I>(dy, x, d, n - d, hi, gamma, pa, pb);
     *s_g += fold_lanes(pa);
     *s_gx += fold_lanes(pb);
   }
@@ -261,7 +263,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
             prefetch_row(x + ahead, std::min(n, total - ahead));
           }
           if (!post.active()) {
-            isa_call<RowSums<T>>(dyr + d, xr + d, n, k, gamma + d, &s_g, &s_gx);
+            isa_call<RowSums<T>>(dyr + d, xr + d, n, k.hi, gamma + d, &s_g, &s_gx);
             continue;
           }
           if constexpr (is_narrow<T>) {
@@ -273,8 +275,9 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
             isa_call<PostOpGradRow<C, decltype(op)>>(dyc + d, xc + d, dz + d, n, k, gamma + d,
                                                       beta ? beta + d : nullptr, p);
           });
-          isa_call<RowSums<C>>(static_cast<const C*>(dz + d), xc + d, n, k, gamma + d, &s_g, &s_gx);
+          isa_call<RowSums<C>>(static_cast<const C*>(dz + d), xc + d, n, k.hi, gamma + d, &s_g, &s_gx);
         }
+        s_gx = rstd[r] * (s_gx - loops::mean_rest(mean[r], k.hi) * s_g);  // the sum of g xhat
         const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
         const C k_gx = static_cast<C>(s_gx / static_cast<double>(D));
         if (post.active())

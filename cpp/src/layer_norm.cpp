@@ -102,46 +102,84 @@ struct RowSums {
   }
 };
 
-// dx = rstd * (g - k_g - xhat * k_gx) for one block of a row; the parameter partials pg += g xhat, pb += g
-// accumulate across rows, in C.
-template <Isa I, class X>
-struct GradBlock {  // g and x stored as X, as RowSums
-  static constexpr bool kElementwise = false;  // it accumulates pg, pb
+// The input gradient of one row: dx = rstd * (g - k_g - xhat * k_gx), with its row's Centering and constants.
+template <class X>
+struct RowGradInputs {  // g and x stored as X, as RowSums
   using C = compute_t<X>;
   const X *g, *x;
-  const C* gamma;
-  C *pg, *pb;
   Centering<C> k;
   C k_g, k_gx;
+};
+
+// dx for one block of kRows rows (1 or 2) at the same offsets; the parameter partials pg += g xhat, pb += g
+// accumulate across rows, in C, row after row (two rows give the bits of one and then the other, with pg and pb
+// loaded and stored once: their loads and stores were a tenth of the half backward).  The first row's block goes
+// to map_blocks' block dx, the second's to dx2 (its row aligned as the first's).
+template <Isa I, class T, class X, int kRows>
+struct GradBlock {
+  static constexpr bool kElementwise = false;  // it accumulates pg, pb
+  using C = compute_t<X>;
+  RowGradInputs<X> row[kRows];
+  const C* gamma;
+  C *pg, *pb;
+  T* dx2;
+  bool stream;
   FASTNORM_INLINE void operator()(idx d, idx count, C* dx) const {
-    C p_g[kLanes], p_x[kLanes], p_gamma[kLanes], p_pg[kLanes], p_pb[kLanes];
-    const C* gb = load_block<I>(g, d, count, p_g);
-    const C* xb = load_block<I>(x, d, count, p_x);
+    C p_gamma[kLanes], acc_g[kLanes], acc_b[kLanes];
     const C* gammab = load_block<I>(gamma, d, count, p_gamma);
-    C* pgb = count == kLanes ? pg + d : const_cast<C*>(load_block<I>(pg, d, count, p_pg));
-    C* pbb = count == kLanes ? pb + d : const_cast<C*>(load_block<I>(pb, d, count, p_pb));
+    const C* pgb = load_block<I>(pg, d, count, acc_g);
+    const C* pbb = load_block<I>(pb, d, count, acc_b);
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) {
-      const C xhat = k.xhat(xb[j]);
-      dx[j] = k.rstd * ((gb[j] * gammab[j] - k_g) - xhat * k_gx);
-      pgb[j] += gb[j] * xhat;
-      pbb[j] += gb[j];
+      acc_g[j] = pgb[j];
+      acc_b[j] = pbb[j];
+    }
+    for (int q = 0; q < kRows; ++q) {
+      const RowGradInputs<X>& in = row[q];
+      C p_g[kLanes], p_x[kLanes];
+      alignas(64) C second[kLanes];
+      const C* gb = load_block<I>(in.g, d, count, p_g);
+      const C* xb = load_block<I>(in.x, d, count, p_x);
+      C* out = q == 0 ? dx : second;
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) {
+        const C xhat = in.k.xhat(xb[j]);
+        out[j] = in.k.rstd * ((gb[j] * gammab[j] - in.k_g) - xhat * in.k_gx);
+        acc_g[j] += gb[j] * xhat;
+        acc_b[j] += gb[j];
+      }
+      if (q > 0) {
+        if (count == kLanes)
+          store_block<I, T>(second, dx2 + d, stream);
+        else
+          store_values<I, T>(second, dx2 + d, count);
+      }
     }
     if (count < kLanes) {
-      store_values<I, C>(pgb, pg + d, count);
-      store_values<I, C>(pbb, pb + d, count);
+      store_values<I, C>(acc_g, pg + d, count);
+      store_values<I, C>(acc_b, pb + d, count);
+      return;
+    }
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) {
+      pg[d + j] = acc_g[j];
+      pb[d + j] = acc_b[j];
     }
   }
 };
 
-template <class T, class X>
-struct RowGrad {  // a row of dx, stored to T; g and x stored as X
+template <class T, class X, int kRows = 1>
+struct RowGrad {  // kRows rows of dx, D apart, stored to T; g and x stored as X
   static constexpr bool takes_isa = true;
   using C = compute_t<T>;
   template <Isa I>
-  static FASTNORM_INLINE void run(const X* g, const X* x, T* dx, idx D, Centering<C> k, const C* gamma, C k_g,
-                                  C k_gx, C* pg, C* pb, bool stream) {
-    map_blocks<I>(dx, D, stream, GradBlock<I, X>{g, x, gamma, pg, pb, k, k_g, k_gx});
+  static FASTNORM_INLINE void run(const RowGradInputs<X>* rows, T* dx, idx D, const C* gamma, C* pg, C* pb,
+                                  bool stream) {  // rows: kRows of them
+    static_assert(kRows == 1 || kRows == 2, "one or two rows");
+    if constexpr (kRows == 1)
+      map_blocks<I>(dx, D, stream, GradBlock<I, T, X, 1>{{rows[0]}, gamma, pg, pb, nullptr, stream});
+    else
+      map_blocks<I>(dx, D, stream, GradBlock<I, T, X, 2>{{rows[0], rows[1]}, gamma, pg, pb, dx + D, stream});
   }
 };
 
@@ -240,6 +278,8 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // dy and x are read where they are, in their storage; narrow storage with a post-op is widened a piece at a time
   // into L1 rows first (post'(z) dy is computed from float rows).
   const bool widen = is_narrow<T> && post.active();
+  // Rows two at a time (RowGrad) where both rows' dx have the same alignment
+  const bool pairs = !post.active() && (!stream || (D * static_cast<idx>(sizeof(T))) % 64 == 0);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     std::vector<C> fg(static_cast<size_t>(D), C(0)), fb(static_cast<size_t>(D), C(0));
     // L1 rows: the row's post'(z) dy; widened dy and x
@@ -250,7 +290,8 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
       double* g_part = pg.data() + (params ? t * D : 0);
       double* b_part = pb.data() + (params ? t * D : 0);
       const idx r_end = std::min(M, (t + 1) * task_rows);
-      for (idx r = t * task_rows; r < r_end; ++r) {
+      // Row r's first pass; its gradient's inputs (post'(z) dy in dz with a post-op)
+      const auto first_pass = [&](idx r) {
         const Centering<C> k(mean[r], rstd[r]);
         const T *dyr = dy + r * D, *xr = x + r * D;
         // x as C values, for post'(z) dy (when there is one; C is T when wide)
@@ -280,12 +321,24 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         s_gx = rstd[r] * (s_gx - loops::mean_rest(mean[r], k.hi) * s_g);  // the sum of g xhat
         const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
         const C k_gx = static_cast<C>(s_gx / static_cast<double>(D));
-        if (post.active())
-          isa_call<RowGrad<T, C>>(static_cast<const C*>(dz), xc, dx + r * D, D, k, gamma, k_g, k_gx,
-                                  fg.data(), fb.data(), stream);
-        else
-          isa_call<RowGrad<T, T>>(dyr, xr, dx + r * D, D, k, gamma, k_g, k_gx, fg.data(), fb.data(), stream);
-        if (params && ((r - t * task_rows + 1) % kFlushRows == 0 || r + 1 == r_end))
+        return std::make_pair(RowGradInputs<T>{dyr, xr, k, k_g, k_gx}, RowGradInputs<C>{dz, xc, k, k_g, k_gx});
+      };
+      for (idx r = t * task_rows; r < r_end;) {
+        // Two rows at a time without a post-op (pairs start at even rows of the task: kFlushRows is even)
+        if (pairs && r + 1 < r_end) {
+          const RowGradInputs<T> two[2] = {first_pass(r).first, first_pass(r + 1).first};
+          isa_call<RowGrad<T, T, 2>>(static_cast<const RowGradInputs<T>*>(two), dx + r * D, D, gamma, fg.data(),
+                                     fb.data(), stream);
+          r += 2;
+        } else {
+          const auto in = first_pass(r);
+          if (post.active())
+            isa_call<RowGrad<T, C>>(&in.second, dx + r * D, D, gamma, fg.data(), fb.data(), stream);
+          else
+            isa_call<RowGrad<T, T>>(&in.first, dx + r * D, D, gamma, fg.data(), fb.data(), stream);
+          r += 1;
+        }
+        if (params && ((r - t * task_rows) % kFlushRows == 0 || r == r_end))
           isa_call<Flush<C>>(fg.data(), fb.data(), g_part, b_part, D);
       }
     }

@@ -127,7 +127,7 @@ struct GeluTanh {
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) {
     const T u2 = two_u(x);
-    return with_limits(x, logistic(u2).s_times(x, u2), T(-0.0), x);
+    return logistic(u2).s_times(x < T(-1000) ? T(-1000) : x, u2);  // the factor x clamped as in Silu
   }
   // d/dx = s + x * 2 s (1 - s) * du/dx,  du/dx = k0 (1 + 3 k1 x^2); with x clamped to +-64, where it already
   // rounds to its limits 0 and 1 (and x^2 cannot overflow into inf * 0)
@@ -142,14 +142,16 @@ struct GeluTanh {
 
 struct Silu {  // x sigmoid(x), a.k.a. swish
   static constexpr bool compute_bound = true;
+  // x s(x) with the factor x clamped at -1000 (NaN passes), where the product is already -0 (exp's m is 0
+  // there): -inf gives -0 instead of -inf * 0 (NaN), and +inf gives inf * 1 as it is.
   template <class T>
   static FASTNORM_INLINE T forward(T x, Params<T>) {
-    return with_limits(x, logistic(x).s_times(x, x), T(-0.0), x);
+    return logistic(x).s_times(x < T(-1000) ? T(-1000) : x, x);
   }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Logistic<T> l = logistic(x);
-    return dy * with_limits(x, l.s + l.s_sc_times(x), T(0), T(1));
+    return dy * (l.s + l.s_sc_times(clamp(x, T(-1000), T(1000))));  // the factor x clamped: -0 / 0 at +-inf
   }
 };
 
@@ -195,7 +197,9 @@ struct Mish {
     return {ue.m, ue.s1, u, n, d, dmn * (d + n) / (d * d), sig};
   }
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return with_limits(x, parts(x).x_times_t(x), T(-0.0), x); }
+  static FASTNORM_INLINE T forward(T x, Params<T>) {
+    return parts(x).x_times_t(x < T(-1000) ? T(-1000) : x);  // the factor x clamped as in Silu
+  }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {
     const Parts<T> q = parts(x);

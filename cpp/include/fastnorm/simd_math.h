@@ -109,13 +109,6 @@ FASTNORM_INLINE T pow2i(typename float_traits<T>::I n) {
   return bit_cast<T>(static_cast<U>(n + F::exponent_bias) << F::mantissa_bits);
 }
 
-// The limits of a function at -inf and +inf, where its finite formula would give inf * 0.
-template <class T>
-FASTNORM_INLINE T with_limits(T x, T value, T at_neg_inf, T at_pos_inf) {
-  constexpr T inf = std::numeric_limits<T>::infinity();
-  return x == -inf ? at_neg_inf : (x == inf ? at_pos_inf : value);
-}
-
 // NaN-preserving clamp: a NaN x compares false both times and comes out unchanged.
 template <class T>
 FASTNORM_INLINE T clamp(T x, T lo, T hi) {

@@ -197,8 +197,8 @@ struct Mish {
     return {ue.m, ue.s1, u, n, d, dmn * (d + n) / (d * d), sig};
   }
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) {
-    return parts(x).x_times_t(x < T(-1000) ? T(-1000) : x);  // the factor x clamped as in Silu
+  static FASTNORM_INLINE T forward(T x, Params<T>) {  // -0 at -inf (-inf * 0 there); +inf gives inf * 1
+    return x == -std::numeric_limits<T>::infinity() ? T(-0.0) : parts(x).x_times_t(x);
   }
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {

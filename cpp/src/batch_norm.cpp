@@ -294,10 +294,7 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
           const double rstd = 1.0 / std::sqrt(m.m2 / count + eps);
           mean[c] = m.mean;
           m2[c] = m.m2;
-          const double scale64 = gamma ? gamma[c] * rstd : rstd;  // ChannelConsts::affine's
-          hi[c] = static_cast<V>(m.mean);
-          scale[c] = static_cast<V>(scale64);
-          shift[c] = folded<V>(beta ? beta[c] : 0.0, m.mean, hi[c], scale64);
+          affine_consts(m.mean, gamma ? gamma[c] * rstd : rstd, beta ? beta[c] : 0.0, &hi[c], &scale[c], &shift[c]);
         }
         for (idx a = 0; a < A; ++a)  // the block's piece of each row: one stream
           isa_call<ApplyRuns<T, Op>>(x, y, a * C + c0, a * C + c1, C, B, hi.data(), scale.data(), shift.data(), p,

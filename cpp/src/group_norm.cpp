@@ -13,15 +13,11 @@ namespace {
 
 using namespace loops;
 
-// Channel ch's constants of z = (x - mean) r gamma + beta in T, as ChannelConsts::affine computes them: the mean's
-// hi, the scale, the shift with the rest of the mean folded in (channel_loops.h).
+// Channel ch's constants of z = (x - mean) r gamma + beta in T (loops::affine_consts).
 template <class T>
-FASTNORM_INLINE void affine_consts(double mean, double r, const double* gamma, const double* beta, idx ch, T* hi,
-                                   T* scale, T* shift) {
-  const double scale64 = gamma ? r * gamma[ch] : r;
-  *hi = static_cast<T>(mean);
-  *scale = static_cast<T>(scale64);
-  *shift = folded(beta ? beta[ch] : 0.0, mean, *hi, scale64);
+FASTNORM_INLINE void channel_affine(double mean, double r, const double* gamma, const double* beta, idx ch, T* hi,
+                                    T* scale, T* shift) {
+  affine_consts(mean, gamma ? r * gamma[ch] : r, beta ? beta[ch] : 0.0, hi, scale, shift);
 }
 
 // Per-channel constants of one sample, in T: the group's mean's hi and two or three coefficients (as ChannelConsts).
@@ -30,7 +26,7 @@ struct SampleConsts {
   std::vector<T> hi, a, b, c;
   explicit SampleConsts(idx C) : hi(C), a(C), b(C), c(C) {}
   void set_affine(idx i, double mean, double r, const double* gamma, const double* beta, idx ch) {
-    affine_consts(mean, r, gamma, beta, ch, &hi[i], &a[i], &b[i]);
+    channel_affine(mean, r, gamma, beta, ch, &hi[i], &a[i], &b[i]);
   }
 };
 
@@ -71,7 +67,7 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
         for (idx k = 0; k < Cg; ++k) {
           const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
           V hi, scale, shift;
-          affine_consts(mean[t], rstd[t], gamma, beta, c, &hi, &scale, &shift);
+          channel_affine(mean[t], rstd[t], gamma, beta, c, &hi, &scale, &shift);
           isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, scale, shift, p, stream);
         }
       }

@@ -79,6 +79,13 @@ template <class T>
 FASTNORM_INLINE T folded(double c, double mean, T hi, double k) {
   return static_cast<T>(c - mean_rest(mean, hi) * k);
 }
+// The constants of y = (x - mean) * scale + shift in T: the mean's hi, the scale, the shift folded.
+template <class T>
+FASTNORM_INLINE void affine_consts(double mean, double scale, double shift, T* hi, T* k, T* c) {
+  *hi = static_cast<T>(mean);
+  *k = static_cast<T>(scale);
+  *c = folded(shift, mean, *hi, scale);
+}
 
 // Per-channel constants in T: the mean's hi (above) and the coefficients of one of the two maps of centered
 // values, the constant folded: affine, y = (x - hi) a + b; gradient, dx = a dy + ((x - hi) b + c).
@@ -88,11 +95,8 @@ struct ChannelConsts {
   // a = scale, b = shift (0 where shift is null)
   static ChannelConsts affine(idx C, const double* mean, const double* scale, const double* shift) {
     ChannelConsts k(C);
-    for (idx i = 0; i < C; ++i) {
-      k.mean_hi[i] = static_cast<T>(mean[i]);
-      k.a[i] = static_cast<T>(scale[i]);
-      k.b[i] = folded(shift ? shift[i] : 0.0, mean[i], k.mean_hi[i], scale[i]);
-    }
+    for (idx i = 0; i < C; ++i)
+      affine_consts(mean[i], scale[i], shift ? shift[i] : 0.0, &k.mean_hi[i], &k.a[i], &k.b[i]);
     k.extend(C);
     return k;
   }

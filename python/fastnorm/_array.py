@@ -76,6 +76,11 @@ def as_buffer(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.asarray(arr, dtype=dtype, order="C")
 
 
+def common_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
+    """np.result_type(a, b), without its 0.5 us when the two are the same dtype."""
+    return a if a is b else np.result_type(a, b)
+
+
 def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_b}: shape {b.shape} differs from {name_a}'s shape {a.shape}")
@@ -87,7 +92,8 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
         raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"out: expected shape {shape}, got {out.shape}")
-    if not np.can_cast(dtype, out.dtype, casting="same_kind"):
+    # the same dtype always casts (np.can_cast alone cost 0.4 us, a sixth of a call on 1,000 values)
+    if out.dtype is not dtype and not np.can_cast(dtype, out.dtype, casting="same_kind"):
         raise TypeError(f"out: cannot cast the result's dtype {dtype} to out's dtype {out.dtype} (same_kind)")
     if not out.flags.writeable:
         raise ValueError("out: array is read-only")
@@ -98,7 +104,10 @@ def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple) -> np.nda
     """The buffer a kernel writes: ``out`` itself when it can (right dtype, C-contiguous, not partly overlapping
     an input), else a fresh array (fastnorm._memory); ``deliver`` then puts the result where it belongs."""
     if out is not None and out.dtype is compute and out.flags.c_contiguous:
-        if not any(_overlaps_partly(out, a) for a in inputs):
+        for a in inputs:  # a loop, not any() over a generator: 0.3 us less per call
+            if _overlaps_partly(out, a):
+                break
+        else:
             return out
     return empty(shape, compute)
 
@@ -114,7 +123,7 @@ def deliver(buf: np.ndarray, out, result: np.dtype):
 
 def _overlaps_partly(out: np.ndarray, a: np.ndarray) -> bool:
     """True when ``out`` and ``a`` share memory other than element for element (exact aliasing is fine)."""
-    if not np.may_share_memory(out, a):
+    if a is out or not np.may_share_memory(out, a):
         return False
     same = (out.__array_interface__["data"][0] == a.__array_interface__["data"][0] and out.strides == a.strides
             and out.dtype == a.dtype and out.shape == a.shape)

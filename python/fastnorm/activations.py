@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver,
+from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
                              kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._memory import fresh
 from fastnorm._threads import resolve
@@ -83,7 +83,7 @@ def _backward(op: str, dy, x, y, out, num_threads, a: float = 0.0, b: float = 0.
     dy = as_array(dy, "dy")
     xy = as_array(y if from_output else x, name)
     check_same_shape(dy, xy, "dy", name)
-    common = np.result_type(dy.dtype, xy.dtype)
+    common = common_dtype(dy.dtype, xy.dtype)
     compute, result = storage_dtype(common, name), result_dtype(common)
     if out is not None:
         check_out(out, dy.shape, result)
@@ -201,7 +201,7 @@ def prelu_backward(dy, x, alpha, axis=1, *, out=None, num_threads=None):
     """
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(dy, x, "dy", "x")
-    common = np.result_type(dy.dtype, x.dtype)
+    common = common_dtype(dy.dtype, x.dtype)
     compute, result = compute_dtype(common, "x"), result_dtype(common)
     alpha_arr = as_array(alpha, "alpha")
     alpha_b = as_buffer(alpha_arr, compute)
@@ -405,7 +405,7 @@ def maxout_backward(dy, x, pieces, axis=1, *, out=None, num_threads=None):
     layout, out_shape = _maxout_layout(x.shape, pieces, axis)
     if dy.shape != out_shape:
         raise ValueError(f"dy: expected shape {out_shape} (maxout's output), got {dy.shape}")
-    common = np.result_type(dy.dtype, x.dtype)
+    common = common_dtype(dy.dtype, x.dtype)
     compute, result = compute_dtype(common, "x"), result_dtype(common)
     if out is not None:
         check_out(out, x.shape, result)

@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, compute_dtype, deliver, storage_dtype,
-                             kernel_output, normalize_axis, result_dtype)
+from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
+                             kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._threads import resolve
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
@@ -238,7 +238,7 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     """
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
-    common = np.result_type(dy.dtype, x.dtype)
+    common = common_dtype(dy.dtype, x.dtype)
     storage, result = storage_dtype(common, "x"), result_dtype(common)
     A, C, B = _layout(x.shape, axis)
     mean, rstd = _channel_param(mean, "mean", C), _channel_param(rstd, "rstd", C)
@@ -343,7 +343,7 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
                              post=(0, 0.01)):
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
-    common = np.result_type(dy.dtype, x.dtype)
+    common = common_dtype(dy.dtype, x.dtype)
     storage, compute, result = storage_dtype(common, "x"), compute_dtype(common, "x"), result_dtype(common)
     M, D, shape = _trailing(x.shape, axis)
     lead = x.shape[:len(x.shape) - len(shape)]
@@ -493,7 +493,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
     """
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
-    common = np.result_type(dy.dtype, x.dtype)
+    common = common_dtype(dy.dtype, x.dtype)
     storage, result = storage_dtype(common, "x"), result_dtype(common)
     N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
     mean = _group_stats(mean, "mean", N, G)

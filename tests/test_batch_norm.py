@@ -254,6 +254,44 @@ def test_one_pass_forward_declines_unsuited_shapes(rng):
         assert (y == 7).all() and (mean == 7).all() and (m2 == 7).all()
 
 
+@pytest.mark.parametrize("shape", [(10, 100, 1), (4, 16, 9), (16, 37, 81)])  # rows; two passes; by channel
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("affine,activation", [(False, None), (True, None), (True, "gelu")])
+def test_whole_training_calls_equal_the_steps(shape, dtype, affine, activation, rng):
+    """bn_forward_train and bn_backward_train (one call each from batch_norm / batch_norm_backward) give the bits
+    of their steps with the constants computed in NumPy: channel_moments then bn_apply, bn_grad_sums then
+    bn_input_grad."""
+    from fastnorm import _C
+    dtype = np.dtype(dtype) if dtype == "float32" else half_dtype(dtype)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    A, C, B = shape
+    gamma, beta = (rng.uniform(0.5, 1.5, C), rng.standard_normal(C)) if affine else (None, None)
+    post = fastnorm.normalization._post_op(activation, 0.01)
+    eps, count = 1e-3, A * B
+    y1, mean1, m21 = np.empty_like(x), np.empty(C), np.empty(C)
+    _C.bn_forward_train(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, 2, *post)
+    mean, m2 = np.empty(C), np.empty(C)
+    _C.channel_moments(x.reshape(-1), A, C, B, mean, m2, 2)
+    rstd = 1.0 / np.sqrt(m2 / count + eps)
+    scale, shift = rstd if gamma is None else gamma * rstd, np.zeros(C) if beta is None else beta
+    y2 = np.empty_like(x)
+    _C.bn_apply(x.reshape(-1), y2.reshape(-1), A, C, B, mean, scale, shift, 2, *post)
+    assert mean1.tobytes() == mean.tobytes() and m21.tobytes() == m2.tobytes() and y1.tobytes() == y2.tobytes()
+
+    dx1, s1, s2 = np.empty_like(x), np.empty(C), np.empty(C)
+    _C.bn_backward_train(dy.reshape(-1), x.reshape(-1), dx1.reshape(-1), A, C, B, mean, rstd, gamma, beta, s1, s2,
+                         2, *post)
+    t1, t2 = np.empty(C), np.empty(C)
+    _C.bn_grad_sums(dy.reshape(-1), x.reshape(-1), A, C, B, mean, t1, t2, 2, *post, scale, shift)
+    k_dy = scale
+    k_xmu, k_one = -k_dy * rstd * rstd * t2 / count, -k_dy * t1 / count
+    dx2 = np.empty_like(x)
+    _C.bn_input_grad(dy.reshape(-1), x.reshape(-1), dx2.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one, 2, *post,
+                     scale, shift)
+    assert s1.tobytes() == t1.tobytes() and s2.tobytes() == t2.tobytes() and dx1.tobytes() == dx2.tobytes()
+
+
 def test_nan_in_a_training_batch(rng):
     x = rng.standard_normal((6, 3))
     x[2, 1] = np.nan

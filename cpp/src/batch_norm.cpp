@@ -7,6 +7,7 @@
 #include "fastnorm/blocked.h"
 #include "fastnorm/channel_loops.h"
 #include "fastnorm/channels.h"
+#include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
 
 namespace fastnorm {
@@ -306,6 +307,45 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
   return true;
 }
 
+template <class T>
+void bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
+                      double* mean, double* m2, int num_threads, const PostOp& post) {
+  if (bn_forward_by_channel(x, y, A, C, B, gamma, beta, eps, mean, m2, num_threads, post)) return;
+  channel_moments(x, A, C, B, mean, m2, num_threads);
+  const double count = static_cast<double>(A * B);
+  std::vector<double> scale(static_cast<size_t>(C)), shift(scale);
+  for (idx c = 0; c < C; ++c) {  // as bn_forward_by_channel computes them
+    const double rstd = 1.0 / std::sqrt(m2[c] / count + eps);
+    scale[c] = gamma ? gamma[c] * rstd : rstd;
+    shift[c] = beta ? beta[c] : 0.0;
+  }
+  bn_apply(x, y, A, C, B, mean, scale.data(), shift.data(), num_threads, post);
+}
+
+template <class T>
+void bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
+                       const double* gamma, const double* beta, double* sum_dy, double* sum_dy_xmu, int num_threads,
+                       const PostOp& post) {
+  const idx count = A * B;
+  std::vector<double> k_dy(static_cast<size_t>(C)), k_xmu(k_dy), k_one(k_dy), shift(k_dy);
+  for (idx c = 0; c < C; ++c) {
+    k_dy[c] = gamma ? gamma[c] * rstd[c] : rstd[c];
+    shift[c] = beta ? beta[c] : 0.0;
+  }
+  if (!post.active() && count > 0 &&
+      bn_backward_by_channel(dy, x, dx, A, C, B, mean, rstd, k_dy.data(), sum_dy, sum_dy_xmu, num_threads))
+    return;
+  // a post-op's input z is recomputed with the forward's scale k_dy and shift beta
+  bn_grad_sums(dy, x, A, C, B, mean, sum_dy, sum_dy_xmu, num_threads, post, k_dy.data(), shift.data());
+  const double n = static_cast<double>(count);
+  for (idx c = 0; c < C && count > 0; ++c) {  // as ChannelsBackward computes them
+    k_xmu[c] = -k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / n;
+    k_one[c] = -k_dy[c] * sum_dy[c] / n;
+  }
+  bn_input_grad(dy, x, dx, A, C, B, mean, k_dy.data(), k_xmu.data(), k_one.data(), num_threads, post, k_dy.data(),
+                shift.data());
+}
+
 #define FASTNORM_INSTANTIATE(T)                                                                                  \
   template void bn_apply<T>(const T*, T*, idx, idx, idx, const double*, const double*, const double*, int,     \
                             const PostOp&);                                                                      \
@@ -316,7 +356,11 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
   template bool bn_backward_by_channel<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,  \
                                           const double*, double*, double*, int);                                  \
   template bool bn_forward_by_channel<T>(const T*, T*, idx, idx, idx, const double*, const double*, double,     \
-                                         double*, double*, int, const PostOp&);
+                                         double*, double*, int, const PostOp&);                                 \
+  template void bn_forward_train<T>(const T*, T*, idx, idx, idx, const double*, const double*, double, double*,    \
+                                    double*, int, const PostOp&);                                                \
+  template void bn_backward_train<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,          \
+                                     const double*, const double*, double*, double*, int, const PostOp&);
 FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
 #undef FASTNORM_INSTANTIATE
 

@@ -436,6 +436,47 @@ bool bn_forward_by_channel(const py::array& x, py::array& out, idx A, idx C, idx
   return done;
 }
 
+void bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
+                      const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads, int post,
+                      double slope) {
+  const fastnorm::PostOp op = post_op(post, slope);
+  const Storage dt = channel_input(x, A, C, B);
+  check_storage_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  const double* g = optional_values(gamma, "gamma", C);
+  const double* b = optional_values(beta, "beta", C);
+  double* mp = f64_output(mean, "mean", C);
+  double* m2p = f64_output(m2, "m2", C);
+  with_storage(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::bn_forward_train<T>(xp, yp, A, C, B, g, b, eps, mp, m2p, num_threads, op);
+  });
+}
+
+void bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
+                       const py::array& mean, const py::array& rstd, const py::object& gamma, const py::object& beta,
+                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope) {
+  const fastnorm::PostOp op = post_op(post, slope);
+  const Storage dt = grad_inputs(dy, x, dx, A, C, B);
+  const double* m = channel_values(mean, "mean", C);
+  const double* r = channel_values(rstd, "rstd", C);
+  const double* g = optional_values(gamma, "gamma", C);
+  const double* b = optional_values(beta, "beta", C);
+  double* s1 = f64_output(sum_dy, "sum_dy", C);
+  double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
+  with_storage(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    py::gil_scoped_release nogil;
+    fastnorm::bn_backward_train<T>(dyp, xp, dxp, A, C, B, m, r, g, b, s1, s2, num_threads, op);
+  });
+}
+
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
                    int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
@@ -681,6 +722,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("bn_forward_by_channel", &bn_forward_by_channel, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a,
         "B"_a, "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a,
         "slope"_a);
+  m.def("bn_forward_train", &bn_forward_train, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
+        "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a = 0,
+        "slope"_a = 0.01);
+  m.def("bn_backward_train", &bn_backward_train, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
+        "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a, "beta"_a,
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01);
   m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = 0,
         "slope"_a = 0.01);

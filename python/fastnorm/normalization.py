@@ -7,6 +7,7 @@ formula): accurate for data whose mean is far above its spread and bitwise the s
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -169,19 +170,17 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
     buf = kernel_output(out, x.shape, storage, (xb,))
-    normalized = False
-
     if training:
         count = A * B
         if count <= 1:
             raise ValueError(f"x: batch norm in training needs more than one value per channel, got {count} "
                              f"(shape {x.shape}, channel axis {axis})")
         mean, m2 = np.empty(C), np.empty(C)
-        # One pass over memory where a channel fits in L2 (the same bits as the two calls below)
-        normalized = _C.bn_forward_by_channel(xb.reshape(-1), buf.reshape(-1), A, C, B, g, b, eps, mean, m2,
-                                              threads, *post)
-        if not normalized:
-            _C.channel_moments(xb.reshape(-1), A, C, B, mean, m2, threads)
+        # statistics, constants and y in one call: one pass over memory where a channel fits in L2, else two
+        _C.bn_forward_train(xb.reshape(-1), buf.reshape(-1), A, C, B, g, b, eps, mean, m2, threads, *post)
+        y = deliver(buf, out, result)
+        if rm is None and not return_stats:
+            return y
         var = m2 / count
         if rm is not None:
             if momentum is None and num_batches_tracked is None:
@@ -190,16 +189,14 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
                 num_batches_tracked += 1
             factor = momentum if momentum is not None else 1.0 / int(num_batches_tracked)
             _update_running(rm, rv, factor, mean, m2 / (count - 1) if running_var_unbiased else var)
-    else:
-        if rm is None:
-            raise ValueError("running_mean: test mode (training=False) needs running_mean and running_var")
-        mean, var = rm.astype(np.float64), rv.astype(np.float64)
+        return (y, mean, 1.0 / np.sqrt(var + eps)) if return_stats else y
+    if rm is None:
+        raise ValueError("running_mean: test mode (training=False) needs running_mean and running_var")
+    mean, var = rm.astype(np.float64), rv.astype(np.float64)
     rstd = 1.0 / np.sqrt(var + eps)
-    if not normalized:
-        scale = rstd if g is None else g * rstd
-        shift = np.zeros(C) if b is None else b
-        _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean), scale, shift, threads,
-                    *post)
+    scale = rstd if g is None else g * rstd
+    shift = np.zeros(C) if b is None else b
+    _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, mean, scale, shift, threads, *post)
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
@@ -250,30 +247,26 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     threads = resolve(num_threads)
     dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     param_grads = g is not None and not dx_only
+    buf = kernel_output(out, x.shape, storage, (dyb, xb))
+    if training:  # sums, constants and dx in one call: one pass over memory where a channel fits in L2
+        sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
+        _C.bn_backward_train(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, g, b, sum_dy,
+                             sum_dy_xmu, threads, *post)
+        dx = deliver(buf, out, result)
+        if not param_grads:
+            return dx, None, None
+        return dx, (sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)
+    # test mode: mean and rstd are constants, dx = gamma rstd dy
     g1 = np.ones(C) if g is None else g
     # the forward's scale and shift, from which a fused activation's input is recomputed
     z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] else (None, None)
-    count = A * B
     k_dy = g1 * rstd
-    buf = kernel_output(out, x.shape, storage, (dyb, xb))
-    if training and not post[0] and count > 0:  # one pass over memory where a channel fits in L2
-        sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
-        if _C.bn_backward_by_channel(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, k_dy,
-                                     sum_dy, sum_dy_xmu, threads):
-            dx = deliver(buf, out, result)
-            if not param_grads:
-                return dx, None, None
-            return dx, (sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)
     sum_dy = sum_dy_xmu = None
-    if training or param_grads:
+    if param_grads:
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
         _C.bn_grad_sums(dyb.reshape(-1), xb.reshape(-1), A, C, B, mean, sum_dy, sum_dy_xmu, threads, *post,
                         *z)
-    if training and count > 0:
-        k_xmu = -k_dy * rstd * rstd * sum_dy_xmu / count
-        k_one = -k_dy * sum_dy / count
-    else:
-        k_xmu = k_one = np.zeros(C)
+    k_xmu = k_one = np.zeros(C)
     _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
                      threads, *post, *z)
     dx = deliver(buf, out, result)
@@ -288,6 +281,8 @@ def _trailing(shape: tuple, axis):
     """(M, D, normalized shape) for normalizing over ``axis``: an int or a tuple of the trailing axes."""
     if len(shape) < 1:
         raise ValueError("x: layer norm needs an array of rank >= 1")
+    if type(axis) is int and axis in (-1, len(shape) - 1):  # the common case, without the general checks' 1 us
+        return math.prod(shape[:-1]), shape[-1], shape[-1:]
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     if not axes:
         raise ValueError("axis: expected at least one axis")
@@ -302,11 +297,23 @@ def _trailing(shape: tuple, axis):
 def _feature_param(value, name: str, shape: tuple, dtype, default: float):
     """gamma/beta of the normalized shape, as a flat C-contiguous array of the compute dtype."""
     if value is None:
-        return np.full(math.prod(shape), default, dtype=dtype)
+        n = math.prod(shape)
+        return _constant(n, dtype, default) if n <= 1 << 16 else np.full(n, default, dtype=dtype)
     arr = as_array(value, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
+    if arr.dtype is dtype and arr.ndim == 1 and arr.flags.c_contiguous:
+        return arr
     return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(n: int, dtype: np.dtype, value: float) -> np.ndarray:
+    """A read-only array of n values ``value``: the default gamma / beta, which the kernels only read (np.full was
+    a tenth of a layer norm call on 1,000 values); _feature_param caches small ones only."""
+    arr = np.full(n, value, dtype=dtype)
+    arr.flags.writeable = False
+    return arr
 
 
 def _row_stats(value, name: str, lead: tuple):

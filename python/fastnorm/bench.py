@@ -621,13 +621,22 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
 
 
 def small_call_overhead(repeats: int = 2000) -> dict:
-    """Median microseconds of a call on 1,000 float32 elements (allocating and with out=)."""
-    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    """Median microseconds of a call on 1,000 float32 elements: activations allocating and with out=, and the
+    normalizations (10 x 100, affine, training) forward and backward, whose Python-side checks cost more."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1000).astype(np.float32)
     out = np.empty_like(x)
     res = {}
     for name, fn in [("relu", fastnorm.relu), ("sigmoid", fastnorm.sigmoid)]:
         res[f"{name}_alloc_us"] = _median_time(lambda: fn(x), repeats) * 1e6
         res[f"{name}_out_us"] = _median_time(lambda: fn(x, out=out), repeats) * 1e6
+    x2, dy = x.reshape(10, 100), rng.standard_normal((10, 100)).astype(np.float32)
+    for name, fwd, bwd, c in [("batch_norm", fastnorm.batch_norm, fastnorm.batch_norm_backward, 100),
+                              ("layer_norm", fastnorm.layer_norm, fastnorm.layer_norm_backward, 100)]:
+        gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+        _, mean, rstd = fwd(x2, gamma, beta, return_stats=True)
+        res[f"{name}_us"] = _median_time(lambda: fwd(x2, gamma, beta), repeats) * 1e6
+        res[f"{name}_backward_us"] = _median_time(lambda: bwd(dy, x2, mean, rstd, gamma), repeats) * 1e6
     return res
 
 

@@ -188,9 +188,9 @@ def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
     _, mean, rstd = fastnorm.batch_norm(x, gamma, return_stats=True)
     k_dy = gamma * rstd
     dx1, s1, s2 = np.empty_like(x), np.empty(C), np.empty(C)
-    assert _C.bn_backward_by_channel(dy.reshape(-1), x.reshape(-1), dx1.reshape(-1), A, C, B, mean, rstd, k_dy,
-                                     s1, s2, threads)
     none = fastnorm.normalization._post_op(None, 0.01)
+    assert _C.bn_backward_train(dy.reshape(-1), x.reshape(-1), dx1.reshape(-1), A, C, B, mean, rstd, gamma, None,
+                                s1, s2, threads, *none, one_pass_only=True)
     t1, t2 = np.empty(C), np.empty(C)
     _C.bn_grad_sums(dy.reshape(-1), x.reshape(-1), A, C, B, mean, t1, t2, threads, *none, None, None)
     count = A * B
@@ -208,8 +208,9 @@ def test_one_pass_backward_declines_unsuited_shapes(rng):
         x = rng.standard_normal(shape).astype(np.float32)
         A, C, B = shape
         dx = np.full_like(x, 7)
-        assert not _C.bn_backward_by_channel(x.reshape(-1), x.reshape(-1), dx.reshape(-1), A, C, B, np.zeros(C),
-                                             np.ones(C), np.ones(C), np.empty(C), np.empty(C), threads)
+        assert not _C.bn_backward_train(x.reshape(-1), x.reshape(-1), dx.reshape(-1), A, C, B, np.zeros(C),
+                                        np.ones(C), None, None, np.empty(C), np.empty(C), threads, 0, 0.01,
+                                        one_pass_only=True)
         assert (dx == 7).all()
 
 
@@ -229,8 +230,8 @@ def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activ
     post = fastnorm.normalization._post_op(activation, 0.01)
     eps = 1e-3
     y1, mean1, m21 = np.empty_like(x), np.empty(C), np.empty(C)
-    assert _C.bn_forward_by_channel(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, threads,
-                                    *post)
+    assert _C.bn_forward_train(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, threads,
+                               *post, one_pass_only=True)
     mean2, m22 = np.empty(C), np.empty(C)
     _C.channel_moments(x.reshape(-1), A, C, B, mean2, m22, threads)
     rstd = 1.0 / np.sqrt(m22 / (A * B) + eps)
@@ -249,8 +250,8 @@ def test_one_pass_forward_declines_unsuited_shapes(rng):
         A, C, B = shape
         y = np.full_like(x, 7)
         mean, m2 = np.full(C, 7.0), np.full(C, 7.0)
-        assert not _C.bn_forward_by_channel(x.reshape(-1), y.reshape(-1), A, C, B, None, None, 1e-5, mean, m2,
-                                            threads, 0, 0.01)
+        assert not _C.bn_forward_train(x.reshape(-1), y.reshape(-1), A, C, B, None, None, 1e-5, mean, m2,
+                                       threads, 0, 0.01, one_pass_only=True)
         assert (y == 7).all() and (mean == 7).all() and (m2 == 7).all()
 
 

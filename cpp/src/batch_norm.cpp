@@ -308,9 +308,10 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
 }
 
 template <class T>
-void bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
-                      double* mean, double* m2, int num_threads, const PostOp& post) {
-  if (bn_forward_by_channel(x, y, A, C, B, gamma, beta, eps, mean, m2, num_threads, post)) return;
+bool bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
+                      double* mean, double* m2, int num_threads, const PostOp& post, bool one_pass_only) {
+  if (bn_forward_by_channel(x, y, A, C, B, gamma, beta, eps, mean, m2, num_threads, post)) return true;
+  if (one_pass_only) return false;
   channel_moments(x, A, C, B, mean, m2, num_threads);
   const double count = static_cast<double>(A * B);
   std::vector<double> scale(static_cast<size_t>(C)), shift(scale);
@@ -320,12 +321,13 @@ void bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma
     shift[c] = beta ? beta[c] : 0.0;
   }
   bn_apply(x, y, A, C, B, mean, scale.data(), shift.data(), num_threads, post);
+  return true;
 }
 
 template <class T>
-void bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
+bool bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
                        const double* gamma, const double* beta, double* sum_dy, double* sum_dy_xmu, int num_threads,
-                       const PostOp& post) {
+                       const PostOp& post, bool one_pass_only) {
   const idx count = A * B;
   std::vector<double> k_dy(static_cast<size_t>(C)), k_xmu(k_dy), k_one(k_dy), shift(k_dy);
   for (idx c = 0; c < C; ++c) {
@@ -334,7 +336,8 @@ void bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, cons
   }
   if (!post.active() && count > 0 &&
       bn_backward_by_channel(dy, x, dx, A, C, B, mean, rstd, k_dy.data(), sum_dy, sum_dy_xmu, num_threads))
-    return;
+    return true;
+  if (one_pass_only) return false;
   // a post-op's input z is recomputed with the forward's scale k_dy and shift beta
   bn_grad_sums(dy, x, A, C, B, mean, sum_dy, sum_dy_xmu, num_threads, post, k_dy.data(), shift.data());
   const double n = static_cast<double>(count);
@@ -344,6 +347,7 @@ void bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, cons
   }
   bn_input_grad(dy, x, dx, A, C, B, mean, k_dy.data(), k_xmu.data(), k_one.data(), num_threads, post, k_dy.data(),
                 shift.data());
+  return true;
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                  \
@@ -357,10 +361,10 @@ void bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, cons
                                           const double*, double*, double*, int);                                  \
   template bool bn_forward_by_channel<T>(const T*, T*, idx, idx, idx, const double*, const double*, double,     \
                                          double*, double*, int, const PostOp&);                                 \
-  template void bn_forward_train<T>(const T*, T*, idx, idx, idx, const double*, const double*, double, double*,    \
-                                    double*, int, const PostOp&);                                                \
-  template void bn_backward_train<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,          \
-                                     const double*, const double*, double*, double*, int, const PostOp&);
+  template bool bn_forward_train<T>(const T*, T*, idx, idx, idx, const double*, const double*, double, double*,    \
+                                    double*, int, const PostOp&, bool);                                          \
+  template bool bn_backward_train<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,          \
+                                     const double*, const double*, double*, double*, int, const PostOp&, bool);
 FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
 #undef FASTNORM_INSTANTIATE
 

@@ -393,52 +393,11 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
   });
 }
 
-bool bn_backward_by_channel(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
-                            const py::array& mean, const py::array& rstd, const py::array& k_dy, py::array& sum_dy,
-                            py::array& sum_dy_xmu, int num_threads) {
-  const Storage dt = grad_inputs(dy, x, dx, A, C, B);
-  const double* m = channel_values(mean, "mean", C);
-  const double* r = channel_values(rstd, "rstd", C);
-  const double* k = channel_values(k_dy, "k_dy", C);
-  double* s1 = f64_output(sum_dy, "sum_dy", C);
-  double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
-  bool done = false;
-  with_storage(dt, [&](auto t) {
-    using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    done = fastnorm::bn_backward_by_channel<T>(dyp, xp, dxp, A, C, B, m, r, k, s1, s2, num_threads);
-  });
-  return done;
-}
-
-bool bn_forward_by_channel(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
-                           const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads,
-                           int post, double slope) {
-  const fastnorm::PostOp op = post_op(post, slope);
-  const Storage dt = channel_input(x, A, C, B);
-  check_storage_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
-  const double* g = optional_values(gamma, "gamma", C);
-  const double* b = optional_values(beta, "beta", C);
-  double* mp = f64_output(mean, "mean", C);
-  double* m2p = f64_output(m2, "m2", C);
-  bool done = false;
-  with_storage(dt, [&](auto t) {
-    using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    done = fastnorm::bn_forward_by_channel<T>(xp, yp, A, C, B, g, b, eps, mp, m2p, num_threads, op);
-  });
-  return done;
-}
-
-void bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
+// The whole training forward / backward (batch_norm.h); one_pass_only, for the tests: the by-channel kernel alone,
+// returning whether it ran.
+bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
                       const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads, int post,
-                      double slope) {
+                      double slope, bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage dt = channel_input(x, A, C, B);
   check_storage_like(out, "out", dt, x.size());
@@ -447,18 +406,21 @@ void bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, c
   const double* b = optional_values(beta, "beta", C);
   double* mp = f64_output(mean, "mean", C);
   double* m2p = f64_output(m2, "m2", C);
+  bool done = false;
   with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     py::gil_scoped_release nogil;
-    fastnorm::bn_forward_train<T>(xp, yp, A, C, B, g, b, eps, mp, m2p, num_threads, op);
+    done = fastnorm::bn_forward_train<T>(xp, yp, A, C, B, g, b, eps, mp, m2p, num_threads, op, one_pass_only);
   });
+  return done;
 }
 
-void bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
+bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                        const py::array& mean, const py::array& rstd, const py::object& gamma, const py::object& beta,
-                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope) {
+                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope,
+                       bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage dt = grad_inputs(dy, x, dx, A, C, B);
   const double* m = channel_values(mean, "mean", C);
@@ -467,14 +429,16 @@ void bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, i
   const double* b = optional_values(beta, "beta", C);
   double* s1 = f64_output(sum_dy, "sum_dy", C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
+  bool done = false;
   with_storage(dt, [&](auto t) {
     using T = decltype(t);
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
     T* dxp = mptr<T>(dx);
     py::gil_scoped_release nogil;
-    fastnorm::bn_backward_train<T>(dyp, xp, dxp, A, C, B, m, r, g, b, s1, s2, num_threads, op);
+    done = fastnorm::bn_backward_train<T>(dyp, xp, dxp, A, C, B, m, r, g, b, s1, s2, num_threads, op, one_pass_only);
   });
+  return done;
 }
 
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
@@ -719,24 +683,19 @@ PYBIND11_MODULE(_C, m) {
         "outer"_a, "groups"_a, "pieces"_a, "inner"_a, "num_threads"_a);
   m.def("channel_moments", &channel_moments, "x"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(),
         "m2"_a.noconvert(), "num_threads"_a);
-  m.def("bn_forward_by_channel", &bn_forward_by_channel, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a,
-        "B"_a, "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a,
-        "slope"_a);
   m.def("bn_forward_train", &bn_forward_train, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a = 0,
-        "slope"_a = 0.01);
+        "slope"_a = 0.01, "one_pass_only"_a = false);
   m.def("bn_backward_train", &bn_backward_train, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
         "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a, "beta"_a,
-        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01);
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
+        "one_pass_only"_a = false);
   m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = 0,
         "slope"_a = 0.01);
   m.def("bn_grad_sums", &bn_grad_sums, "dy"_a.noconvert(), "x"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0,
         "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
-  m.def("bn_backward_by_channel", &bn_backward_by_channel, "dy"_a.noconvert(), "x"_a.noconvert(),
-        "dx"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "k_dy"_a.noconvert(),
-        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a);
   m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
         "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
         "num_threads"_a, "post"_a = 0, "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());

@@ -53,17 +53,19 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
 
 // The whole training forward for any shape: bn_forward_by_channel where it suits, else channel_moments and
 // bn_apply with its constants (the same bits either way).  One call from Python: a batch norm on 1,000 values spent
-// more in NumPy's arithmetic on the constants than in the kernels.
+// more in NumPy's arithmetic on the constants than in the kernels.  With one_pass_only (for the tests) only the
+// by-channel kernel is tried; returns whether y was written.
 template <class T>
-void bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
-                      double* mean, double* m2, int num_threads, const PostOp& post = {});
+bool bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
+                      double* mean, double* m2, int num_threads, const PostOp& post = {}, bool one_pass_only = false);
 
 // The whole training backward for any shape, from the forward's mean and rstd (gamma, beta: nullptr for none; beta
 // matters only with a post-op): bn_backward_by_channel where it suits, else bn_grad_sums and bn_input_grad with
 // k_dy = gamma rstd, k_xmu = -k_dy rstd^2 sum_dy_xmu / count and k_one = -k_dy sum_dy / count (0 without values).
+// one_pass_only as bn_forward_train's.
 template <class T>
-void bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
+bool bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
                        const double* gamma, const double* beta, double* sum_dy, double* sum_dy_xmu, int num_threads,
-                       const PostOp& post = {});
+                       const PostOp& post = {}, bool one_pass_only = false);
 
 }  // namespace fastnorm

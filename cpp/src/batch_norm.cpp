@@ -44,6 +44,15 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
 
 namespace {
 
+// The per-channel constants of training, in one place: the one-pass kernels and the two-pass paths around them
+// (bn_forward_train, bn_backward_train) must give the same bits.
+double batch_rstd(double m2, double count, double eps) { return 1.0 / std::sqrt(m2 / count + eps); }
+// dx = k_dy dy + k_xmu (x - mean) + k_one
+double grad_k_xmu(double k_dy, double rstd, double sum_dy_xmu, double count) {
+  return -k_dy * rstd * rstd * sum_dy_xmu / count;
+}
+double grad_k_one(double k_dy, double sum_dy, double count) { return -k_dy * sum_dy / count; }
+
 // With a post-op, the backward works on dz = post'(z) dy, z as the forward had it, computed piece by piece into
 // an L1 scratch block just before use: one run of B values (B > 1), or a few rows of C (B == 1).  dy and x are
 // the piece's (widened) values.
@@ -213,13 +222,13 @@ struct ChannelsBackward {
     const double count = static_cast<double>(A * B);
     using V = compute_t<T>;
     V hi[kMaxBlock], kd[kMaxBlock], kx[kMaxBlock], k1[kMaxBlock];
-    for (idx c = c0; c < c1; ++c) {  // as batch_norm_backward computes them, ChannelConsts::gradient
+    for (idx c = c0; c < c1; ++c) {  // grad_k_xmu / grad_k_one, ChannelConsts::gradient
       const idx j = c - c0;
-      const double k_xmu = -k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / count;
+      const double k_xmu = grad_k_xmu(k_dy[c], rstd[c], sum_dy_xmu[c], count);
       hi[j] = static_cast<V>(mean[c]);
       kd[j] = static_cast<V>(k_dy[c]);
       kx[j] = static_cast<V>(k_xmu);
-      k1[j] = folded<V>(-k_dy[c] * sum_dy[c] / count, mean[c], hi[j], k_xmu);
+      k1[j] = folded<V>(grad_k_one(k_dy[c], sum_dy[c], count), mean[c], hi[j], k_xmu);
     }
     for (idx a = 0; a < A; ++a) {
       for (idx c = c0; c < c1; ++c) {
@@ -292,7 +301,7 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
         const idx c0 = blk * block, c1 = std::min(C, c0 + block);
         for (idx c = c0; c < c1; ++c) {  // the constants batch_norm computes from channel_moments' statistics
           const Moments m = RunPieces::merged(pieces.blocks, [&](idx k) { return pieces.block(x, c, k); });
-          const double rstd = 1.0 / std::sqrt(m.m2 / count + eps);
+          const double rstd = batch_rstd(m.m2, count, eps);
           mean[c] = m.mean;
           m2[c] = m.m2;
           affine_consts(m.mean, gamma ? gamma[c] * rstd : rstd, beta ? beta[c] : 0.0, &hi[c], &scale[c], &shift[c]);
@@ -315,8 +324,8 @@ bool bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma
   channel_moments(x, A, C, B, mean, m2, num_threads);
   const double count = static_cast<double>(A * B);
   std::vector<double> scale(static_cast<size_t>(C)), shift(scale);
-  for (idx c = 0; c < C; ++c) {  // as bn_forward_by_channel computes them
-    const double rstd = 1.0 / std::sqrt(m2[c] / count + eps);
+  for (idx c = 0; c < C; ++c) {
+    const double rstd = batch_rstd(m2[c], count, eps);
     scale[c] = gamma ? gamma[c] * rstd : rstd;
     shift[c] = beta ? beta[c] : 0.0;
   }
@@ -341,9 +350,9 @@ bool bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, cons
   // a post-op's input z is recomputed with the forward's scale k_dy and shift beta
   bn_grad_sums(dy, x, A, C, B, mean, sum_dy, sum_dy_xmu, num_threads, post, k_dy.data(), shift.data());
   const double n = static_cast<double>(count);
-  for (idx c = 0; c < C && count > 0; ++c) {  // as ChannelsBackward computes them
-    k_xmu[c] = -k_dy[c] * rstd[c] * rstd[c] * sum_dy_xmu[c] / n;
-    k_one[c] = -k_dy[c] * sum_dy[c] / n;
+  for (idx c = 0; c < C && count > 0; ++c) {
+    k_xmu[c] = grad_k_xmu(k_dy[c], rstd[c], sum_dy_xmu[c], n);
+    k_one[c] = grad_k_one(k_dy[c], sum_dy[c], n);
   }
   bn_input_grad(dy, x, dx, A, C, B, mean, k_dy.data(), k_xmu.data(), k_one.data(), num_threads, post, k_dy.data(),
                 shift.data());

@@ -304,6 +304,14 @@ Storage channel_input(const py::array& x, idx A, idx C, idx B) {
   return dt;
 }
 
+// x as channel_input and the output out like it and writeable: their dtype.
+Storage map_inputs(const py::array& x, const py::array& out, idx A, idx C, idx B) {
+  const Storage dt = channel_input(x, A, C, B);
+  check_storage_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  return dt;
+}
+
 // x as channel_input, dy like it, and the output dx like it and writeable: their dtype.
 Storage grad_inputs(const py::array& dy, const py::array& x, const py::array& dx, idx A, idx C, idx B) {
   const Storage dt = channel_input(x, A, C, B);
@@ -357,9 +365,7 @@ PostOpInput post_op_input(int post, double slope, const py::object& scale, const
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
               const py::array& scale, const py::array& shift, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage dt = channel_input(x, A, C, B);
-  check_storage_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
+  const Storage dt = map_inputs(x, out, A, C, B);
   const double* m = channel_values(mean, "mean", C);
   const double* sc = channel_values(scale, "scale", C);
   const double* sh = channel_values(shift, "shift", C);
@@ -399,9 +405,7 @@ bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, c
                       const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads, int post,
                       double slope, bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage dt = channel_input(x, A, C, B);
-  check_storage_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
+  const Storage dt = map_inputs(x, out, A, C, B);
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* mp = f64_output(mean, "mean", C);

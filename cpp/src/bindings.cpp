@@ -30,10 +30,18 @@ namespace {
 
 enum class Dtype { f32, f64 };
 
+// Whether `d` is the dtype of C++ type T in native byte order, compared by value as NumPy compares dtypes: an
+// array that went through pickle (multiprocessing, joblib, DataLoader workers) has an equal dtype object that is
+// not NumPy's cached one, so identity would refuse it.
+template <class T>
+bool is_dtype_of(const py::dtype& d) {
+  return d.num() == py::dtype::of<T>().num() && (d.byteorder() == '=' || d.byteorder() == '|');
+}
+
 Dtype dtype_of(const py::array& a, const char* name) {
   const py::dtype dt = a.dtype();
-  if (dt.is(py::dtype::of<float>())) return Dtype::f32;
-  if (dt.is(py::dtype::of<double>())) return Dtype::f64;
+  if (is_dtype_of<float>(dt)) return Dtype::f32;
+  if (is_dtype_of<double>(dt)) return Dtype::f64;
   throw py::type_error(std::string(name) + ": expected a float32 or float64 array, got " +
                        py::str(dt).cast<std::string>());
 }
@@ -94,7 +102,8 @@ enum class Storage { f16, bf16, f32, f64 };
 Storage storage_of(const py::array& a, const char* name) {
   const py::dtype d = a.dtype();
 #if FASTNORM_HAVE_HALF
-  if (d.kind() == 'f' && d.itemsize() == 2 && d.is(py::dtype("float16"))) return Storage::f16;  // native order
+  if (d.kind() == 'f' && d.itemsize() == 2 && (d.byteorder() == '=' || d.byteorder() == '|'))
+    return Storage::f16;
 #endif
   if (d.kind() == 'V' && d.itemsize() == 2 && py::str(d.attr("name")).cast<std::string>() == "bfloat16")
     return Storage::bf16;

@@ -26,7 +26,10 @@ _NATIVE = (_F32, _F64)
 
 
 def compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
-    """The dtype a kernel computes in for input of ``dtype`` (float32 or float64); TypeError if unsupported."""
+    """The dtype a kernel computes in for input of ``dtype`` (float32 or float64); TypeError if unsupported.
+
+    Dtypes are compared by value (``is`` is only a fast path): an unpickled array's dtype equals NumPy's
+    float32 without being the same object."""
     if dtype is _F32 or dtype is _F64 or dtype in _NATIVE:
         return dtype
     kind = dtype.kind
@@ -71,7 +74,7 @@ def as_array(value, name: str) -> np.ndarray:
 
 def as_buffer(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``arr`` as a C-contiguous array of ``dtype``, copying only when needed (0-d stays 0-d)."""
-    if arr.dtype is dtype and arr.flags.c_contiguous:
+    if (arr.dtype is dtype or arr.dtype == dtype) and arr.flags.c_contiguous:
         return arr
     return np.asarray(arr, dtype=dtype, order="C")
 
@@ -103,7 +106,7 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
 def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple) -> np.ndarray:
     """The buffer a kernel writes: ``out`` itself when it can (right dtype, C-contiguous, not partly overlapping
     an input), else a fresh array (fastnorm._memory); ``deliver`` then puts the result where it belongs."""
-    if out is not None and out.dtype is compute and out.flags.c_contiguous:
+    if out is not None and (out.dtype is compute or out.dtype == compute) and out.flags.c_contiguous:
         for a in inputs:  # a loop, not any() over a generator: 0.3 us less per call
             if _overlaps_partly(out, a):
                 break

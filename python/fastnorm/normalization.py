@@ -302,7 +302,7 @@ def _feature_param(value, name: str, shape: tuple, dtype, default: float):
     arr = as_array(value, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
-    if arr.dtype is dtype and arr.ndim == 1 and arr.flags.c_contiguous:
+    if (arr.dtype is dtype or arr.dtype == dtype) and arr.ndim == 1 and arr.flags.c_contiguous:
         return arr
     return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
 

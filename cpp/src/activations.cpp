@@ -149,9 +149,10 @@ struct PreluRunBackward {
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dx, idx n, T a, double* dalpha) {
     double s = 0;
 #pragma omp simd reduction(+ : s)
-    for (idx i = 0; i < n; ++i) {
-      dx[i] = LeakyRelu::backward(dy[i], x[i], Params<T>{a, T(0)});
-      s += x[i] > T(0) ? 0.0 : static_cast<double>(dy[i]) * static_cast<double>(x[i]);
+    for (idx i = 0; i < n; ++i) {  // dy[i] and x[i] read before dx[i] is written: dx may be dy or x
+      const T g = dy[i], v = x[i];
+      s += v > T(0) ? 0.0 : static_cast<double>(g) * static_cast<double>(v);
+      dx[i] = LeakyRelu::backward(g, v, Params<T>{a, T(0)});
     }
     *dalpha += s;
   }
@@ -161,9 +162,10 @@ template <class T>
 struct PreluRowBackward {
   static FASTNORM_INLINE void run(const T* dy, const T* x, const T* alpha, T* dx, idx n, double* dalpha) {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) {
-      dx[i] = LeakyRelu::backward(dy[i], x[i], Params<T>{alpha[i], T(0)});
-      dalpha[i] += x[i] > T(0) ? 0.0 : static_cast<double>(dy[i]) * static_cast<double>(x[i]);
+    for (idx i = 0; i < n; ++i) {  // dy[i] and x[i] read before dx[i] is written: dx may be dy or x
+      const T g = dy[i], v = x[i];
+      dalpha[i] += v > T(0) ? 0.0 : static_cast<double>(g) * static_cast<double>(v);
+      dx[i] = LeakyRelu::backward(g, v, Params<T>{alpha[i], T(0)});
     }
   }
 };
@@ -267,6 +269,7 @@ void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, 
 template <class T>
 void prelu_forward(const T* x, const T* alpha, T* y, idx outer, idx channels, idx inner, int num_threads) {
   const idx n = outer * channels * inner;
+  if (n == 0) return;
   if (inner == 1) {
     parallel_for(outer, rows_per_task(channels), num_threads, [&](idx r0, idx r1) {
       for (idx r = r0; r < r1; ++r)
@@ -289,7 +292,27 @@ void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, double* dalp
   const idx task_rows = per_element ? rows_per_task(channels) : rows_per_task(inner);
   const idx task_elements = per_element ? task_rows * channels : task_rows * inner;
   const idx n = rows * inner;
-  const idx tasks = n == 0 ? 0 : (n + task_elements - 1) / task_elements;
+  for (idx c = 0; c < channels; ++c) dalpha[c] = 0;
+  if (n == 0) return;
+  const idx tasks = (n + task_elements - 1) / task_elements;
+  if (tasks * channels > std::max<idx>(n / 4, kElementwiseGrain)) {
+    // So many channels that the tasks' partial sums would outgrow the input: each task owns a block of channels
+    // instead and walks every outer row in order, so each channel's sum still adds up in one fixed order.
+    parallel_for(channels, rows_per_task(outer * inner), num_threads, [&](idx c0, idx c1) {
+      for (idx o = 0; o < outer; ++o) {
+        const idx i = (o * channels + c0) * inner;
+        if (per_element) {
+          isa_call<PreluRowBackward<T>>(dy + i, x + i, alpha + c0, dx + i, c1 - c0, dalpha + c0);
+        } else {
+          for (idx c = c0; c < c1; ++c) {
+            const idx at = i + (c - c0) * inner;
+            isa_call<PreluRunBackward<T>>(dy + at, x + at, dx + at, inner, alpha[c], dalpha + c);
+          }
+        }
+      }
+    });
+    return;
+  }
   std::vector<double> partial(static_cast<size_t>(tasks * channels), 0.0);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     for (idx t = t0; t < t1; ++t) {
@@ -305,13 +328,13 @@ void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, double* dalp
       }
     }
   });
-  for (idx c = 0; c < channels; ++c) dalpha[c] = 0;
   for (idx t = 0; t < tasks; ++t)
     for (idx c = 0; c < channels; ++c) dalpha[c] += partial[t * channels + c];
 }
 
 template <class T>
 void maxout_forward(const T* x, T* y, idx outer, idx groups, idx pieces, idx inner, int num_threads) {
+  if (outer * groups * pieces * inner == 0) return;  // no work, however long the other axes
   parallel_for(outer * groups, rows_per_task(pieces * inner), num_threads, [&](idx r0, idx r1) {
     isa_call<MaxoutForwardRows<T>>(x + r0 * pieces * inner, y + r0 * inner, r1 - r0, pieces, inner);
   });
@@ -320,6 +343,7 @@ void maxout_forward(const T* x, T* y, idx outer, idx groups, idx pieces, idx inn
 template <class T>
 void maxout_backward(const T* dy, const T* x, T* dx, idx outer, idx groups, idx pieces, idx inner,
                      int num_threads) {
+  if (outer * groups * pieces * inner == 0) return;
   parallel_for(outer * groups, rows_per_task(pieces * inner), num_threads, [&](idx r0, idx r1) {
     isa_call<MaxoutBackwardRows<T>>(dy + r0 * inner, x + r0 * pieces * inner, dx + r0 * pieces * inner, r1 - r0,
                                     pieces, inner);

@@ -49,6 +49,9 @@ Dtype dtype_of(const py::array& a, const char* name) {
 void check_contiguous(const py::array& a, const char* name) {
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  // the kernels load and store whole items: an item at an odd address would be undefined behaviour
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
+    throw py::value_error(std::string(name) + ": expected an array aligned to its item size");
 }
 
 // Checks `a` against the dtype (as `kind` reads it) and size of the first array of a call.
@@ -676,6 +679,7 @@ PYBIND11_MODULE(_C, m) {
         "output size in bytes from which kernels use streaming (non-temporal) stores; negative: never");
   m.def("set_stream_threshold", &fastnorm::set_stream_threshold, "nbytes"_a);
   m.def("max_threads", &fastnorm::max_threads, "omp_get_max_threads() of the calling thread (1 without OpenMP)");
+  m.def("thread_limit", &fastnorm::thread_limit, "The most threads any call starts (4 per CPU, at least 64)");
   m.def("activation_names", [] {
     std::vector<std::string> out;
     for (const char* n : fastnorm::activation_names()) out.emplace_back(n);

@@ -286,6 +286,11 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
 template <class T>
 void group_norm_forward(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
                         double* mean, double* rstd, int num_threads, const PostOp& post) {
+  if (s.N * s.P * s.C * s.Q == 0) {  // no values: the statistics of nothing, and no work along the other axes
+    std::fill(mean, mean + s.N * s.G, std::nan(""));
+    std::fill(rstd, rstd + s.N * s.G, std::nan(""));
+    return;
+  }
   const act::Params<compute_t<T>> p = post.params<compute_t<T>>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
@@ -300,6 +305,11 @@ template <class T>
 void group_norm_backward(const T* dy, const T* x, T* dx, const GroupShape& s, const double* mean,
                          const double* rstd, const double* gamma, double* sum_dy, double* sum_dy_xmu,
                          int num_threads, const PostOp& post, const double* beta) {
+  if (s.N * s.P * s.C * s.Q == 0) {  // sums over nothing
+    std::fill(sum_dy, sum_dy + s.N * s.C, 0.0);
+    std::fill(sum_dy_xmu, sum_dy_xmu + s.N * s.C, 0.0);
+    return;
+  }
   const act::Params<compute_t<T>> p = post.params<compute_t<T>>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);

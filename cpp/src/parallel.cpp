@@ -1,9 +1,11 @@
 #include "fastnorm/parallel.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -27,7 +29,12 @@ int max_threads() {
 #endif
 }
 
-int resolve_threads(int requested) { return requested > 0 ? requested : max_threads(); }
+int thread_limit() {
+  static const int limit = std::max(64, 4 * static_cast<int>(std::thread::hardware_concurrency()));
+  return limit;
+}
+
+int resolve_threads(int requested) { return std::min(requested > 0 ? requested : max_threads(), thread_limit()); }
 
 namespace {
 

@@ -73,10 +73,17 @@ def as_array(value, name: str) -> np.ndarray:
 
 
 def as_buffer(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``arr`` as a C-contiguous array of ``dtype``, copying only when needed (0-d stays 0-d)."""
-    if (arr.dtype is dtype or arr.dtype == dtype) and arr.flags.c_contiguous:
-        return arr
-    return np.asarray(arr, dtype=dtype, order="C")
+    """``arr`` as an aligned C-contiguous array of ``dtype``, copying only when needed (0-d stays 0-d).
+
+    Arrays at an address that is not a multiple of their item size (``np.frombuffer(..., offset=1)``) are
+    copied: the kernels load and store whole items."""
+    flags = arr.flags
+    if (arr.dtype is dtype or arr.dtype == dtype) and flags.c_contiguous:
+        if flags.aligned:
+            return arr
+        return np.array(arr, dtype=dtype, order="C")
+    out = np.asarray(arr, dtype=dtype, order="C")
+    return out if out.flags.aligned else np.array(out, order="C")
 
 
 def common_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
@@ -103,16 +110,39 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple) -> np.ndarray:
-    """The buffer a kernel writes: ``out`` itself when it can (right dtype, C-contiguous, not partly overlapping
-    an input), else a fresh array (fastnorm._memory); ``deliver`` then puts the result where it belongs."""
-    if out is not None and (out.dtype is compute or out.dtype == compute) and out.flags.c_contiguous:
+def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple, params: tuple = ()) -> np.ndarray:
+    """The buffer a kernel writes: ``out`` itself when it can, else a fresh array (fastnorm._memory); ``deliver``
+    then puts the result where it belongs.
+
+    ``out`` is written directly when it has the right dtype, is C-contiguous and aligned, overlaps none of the
+    ``inputs`` (the arrays read element for element with out, which it may alias exactly: each element is read
+    before it is written) other than exactly, and shares no memory at all with the ``params`` (arrays read
+    throughout the call: gamma, beta, statistics, slopes).  Otherwise the kernel writes a private buffer and the
+    result is copied into ``out`` afterwards, so any aliasing the caller chose gives the same values as none."""
+    if out is not None and (out.dtype is compute or out.dtype == compute) and out.flags.c_contiguous \
+            and out.flags.aligned:
         for a in inputs:  # a loop, not any() over a generator: 0.3 us less per call
             if _overlaps_partly(out, a):
                 break
         else:
-            return out
+            for a in params:
+                if a is not None and np.may_share_memory(out, a):
+                    break
+            else:
+                return out
     return empty(shape, compute)
+
+
+def check_updated_apart(out, updated: dict) -> None:
+    """ValueError when arrays a call updates in place (running statistics, counters) share memory with ``out`` or
+    with each other: the call would write one over the other."""
+    arrays = [(name, a) for name, a in updated.items() if a is not None]
+    if out is not None:
+        arrays.insert(0, ("out", out))
+    for i, (name_a, a) in enumerate(arrays):
+        for name_b, b in arrays[i + 1:]:
+            if np.may_share_memory(a, b):
+                raise ValueError(f"{name_b}: shares memory with {name_a}; both are written by this call")
 
 
 def deliver(buf: np.ndarray, out, result: np.dtype):

@@ -5,7 +5,8 @@ The default number of threads is, in order: the value given to :func:`set_num_th
 links the shared libgomp).  Each call can override it with ``num_threads=``.  In a process created by ``fork()``
 after the parent used OpenMP, libgomp's thread pool is unusable (it hangs), so kernels run single-threaded there.
 Results never depend on the thread count: work is split into chunks of a fixed size and reductions are merged in
-a fixed order.
+a fixed order.  No call starts more than ``_C.thread_limit()`` threads (4 per CPU, at least 64): a larger
+``num_threads`` is a ValueError, and a larger OpenMP default is capped there.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import operator
 from fastnorm import _C
 
 _num_threads: int | None = None
+_LIMIT = _C.thread_limit()
 _in_forked_child = False
 
 
@@ -39,7 +41,10 @@ def check_int(n, name: str, minimum: int, expected: str) -> int:
 
 
 def _validate(n, name: str) -> int:
-    return check_int(n, name, 1, "a positive thread count")
+    value = check_int(n, name, 1, "a positive thread count")
+    if value > _LIMIT:
+        raise ValueError(f"{name}: at most {_LIMIT} threads (4 per CPU of this machine), got {value}")
+    return value
 
 
 def set_num_threads(n: int | None) -> None:
@@ -52,7 +57,7 @@ def get_num_threads() -> int:
     """The number of threads a kernel call without ``num_threads=`` uses (at most; small inputs use one)."""
     if _in_forked_child:
         return 1
-    return _num_threads if _num_threads is not None else _C.max_threads()
+    return _num_threads if _num_threads is not None else min(_C.max_threads(), _LIMIT)
 
 
 def resolve(num_threads) -> int:

@@ -171,7 +171,7 @@ def prelu(x, alpha, axis=1, *, out=None, num_threads=None):
     if out is not None:
         check_out(out, x.shape, result)
     xb = as_buffer(x, compute)
-    buf = kernel_output(out, x.shape, compute, (xb,))
+    buf = kernel_output(out, x.shape, compute, (xb,), (alpha_b,))
     _C.prelu_forward(xb, alpha_b.reshape(-1), buf, outer, channels, inner, resolve(num_threads))
     return deliver(buf, out, result)
 
@@ -209,7 +209,7 @@ def prelu_backward(dy, x, alpha, axis=1, *, out=None, num_threads=None):
     if out is not None:
         check_out(out, x.shape, result)
     dyb, xb = as_buffer(dy, compute), as_buffer(x, compute)
-    buf = kernel_output(out, x.shape, compute, (dyb, xb))
+    buf = kernel_output(out, x.shape, compute, (dyb, xb), (alpha_b,))
     dalpha = np.empty(channels, dtype=np.float64)
     _C.prelu_backward(dyb, xb, alpha_b.reshape(-1), buf, dalpha, outer, channels, inner, resolve(num_threads))
     return deliver(buf, out, result), dalpha.reshape(alpha_arr.shape).astype(result)

@@ -13,13 +13,15 @@ import math
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
-                             kernel_output, normalize_axis, result_dtype, storage_dtype)
+from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, check_updated_apart, common_dtype,
+                             compute_dtype, deliver, kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._threads import resolve
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
 
+
+_F64 = np.dtype(np.float64)
 
 # Activations that can follow a normalization in the same pass (oneDNN's post-ops): name -> kernel id.
 POST_OPS = {"relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
@@ -52,7 +54,7 @@ def _channel_param(value, name: str, channels: int):
     arr = as_array(value, name)
     if arr.shape != (channels,):
         raise ValueError(f"{name}: expected shape ({channels},) (one value per channel), got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return as_buffer(arr, _F64)
 
 
 def _running(value, name: str, channels: int):
@@ -167,9 +169,12 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
         raise TypeError("num_batches_tracked: expected a 0-d integer ndarray, updated in place")
     if out is not None:
         check_out(out, x.shape, result)
+    if training:
+        check_updated_apart(out, {"running_mean": rm, "running_var": rv,
+                                  "num_batches_tracked": num_batches_tracked})
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
-    buf = kernel_output(out, x.shape, storage, (xb,))
+    buf = kernel_output(out, x.shape, storage, (xb,), (g, b))
     if training:
         count = A * B
         if count <= 1:
@@ -247,15 +252,14 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     threads = resolve(num_threads)
     dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     param_grads = g is not None and not dx_only
-    buf = kernel_output(out, x.shape, storage, (dyb, xb))
+    buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
     if training:  # sums, constants and dx in one call: one pass over memory where a channel fits in L2
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
         _C.bn_backward_train(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, g, b, sum_dy,
                              sum_dy_xmu, threads, *post)
-        dx = deliver(buf, out, result)
-        if not param_grads:
-            return dx, None, None
-        return dx, (sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)
+        # the parameter gradients before dx reaches out, which may share memory with rstd
+        grads = ((sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)) if param_grads else (None, None)
+        return (deliver(buf, out, result), *grads)
     # test mode: mean and rstd are constants, dx = gamma rstd dy
     g1 = np.ones(C) if g is None else g
     # the forward's scale and shift, from which a fused activation's input is recomputed
@@ -269,10 +273,8 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     k_xmu = k_one = np.zeros(C)
     _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
                      threads, *post, *z)
-    dx = deliver(buf, out, result)
-    if not param_grads:
-        return dx, None, None
-    return dx, (sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)
+    grads = ((sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)) if param_grads else (None, None)
+    return (deliver(buf, out, result), *grads)
 
 
 # ---- layer and RMS normalization ---------------------------------------------------------------------------------
@@ -304,7 +306,7 @@ def _feature_param(value, name: str, shape: tuple, dtype, default: float):
         raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
     if (arr.dtype is dtype or arr.dtype == dtype) and arr.ndim == 1 and arr.flags.c_contiguous:
         return arr
-    return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+    return as_buffer(arr, dtype).reshape(-1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -320,7 +322,7 @@ def _row_stats(value, name: str, lead: tuple):
     arr = as_array(value, name)
     if arr.shape != lead and arr.size != math.prod(lead):
         raise ValueError(f"{name}: expected shape {lead} (one value per normalized row), got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+    return as_buffer(arr, _F64).reshape(-1)
 
 
 def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads, post=(0, 0.01)):
@@ -335,7 +337,7 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
     mean, rstd = np.empty(M), np.empty(M)
-    buf = kernel_output(out, x.shape, storage, (xb,))
+    buf = kernel_output(out, x.shape, storage, (xb,), (g, b))
     # each row's statistics (RMS: the mean of squares, as variance + mean^2, without cancellation), then the row
     # normalized while it is in cache
     _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads, *post)
@@ -363,7 +365,7 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     param_grads = gamma is not None and not dx_only
     dgamma, dbeta = np.empty(D), np.empty(D)
-    buf = kernel_output(out, x.shape, storage, (dyb, xb))
+    buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
     _C.ln_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, centered, dgamma, dbeta,
                    param_grads, resolve(num_threads), *post, b)
     dx = deliver(buf, out, result)
@@ -480,7 +482,7 @@ def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
-    buf = kernel_output(out, x.shape, storage, (xb,))
+    buf = kernel_output(out, x.shape, storage, (xb,), (g, b))
     mean, rstd = np.empty((N, G)), np.empty((N, G))
     _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
                           rstd.reshape(-1), threads, *_post_op(activation, negative_slope))
@@ -505,29 +507,31 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
     N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
     mean = _group_stats(mean, "mean", N, G)
     rstd = _group_stats(rstd, "rstd", N, G)
-    g = _channel_param(gamma, "gamma", C)
+    g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
-    buf = kernel_output(out, x.shape, storage, (dyb, xb))
+    buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
     # per (sample, channel): s1 = sum of dy, s2 = sum of dy (x - mean)
     s1, s2 = np.empty((N, C)), np.empty((N, C))
     post = _post_op(activation, negative_slope)
     _C.group_norm_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, mean.reshape(-1),
-                           rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads, *post,
-                           _channel_param(beta, "beta", C))
-    dx = deliver(buf, out, result)
+                           rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads, *post, b)
     if g is None or dx_only:
-        return dx, None, None
-    return dx, (s2 * _per_channel(rstd, C)).sum(axis=0).astype(result), s1.sum(axis=0).astype(result)
+        grads = (None, None)
+    elif x.size == 0:  # sums over nothing (the statistics of empty groups are NaN)
+        grads = (np.zeros(C, result), np.zeros(C, result))
+    else:  # before dx reaches out, which may share memory with rstd
+        grads = ((s2 * _per_channel(rstd, C)).sum(axis=0).astype(result), s1.sum(axis=0).astype(result))
+    return (deliver(buf, out, result), *grads)
 
 
 def _group_stats(value, name: str, N: int, G: int):
     arr = as_array(value, name)
     if arr.shape != (N, G):
         raise ValueError(f"{name}: expected shape ({N}, {G}) (one value per sample and group), got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return as_buffer(arr, _F64)
 
 
 def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, running_mean=None, running_var=None,

@@ -24,6 +24,8 @@ from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deli
 from fastnorm._threads import resolve
 from fastnorm.statistics import Moments, merge_moments, moments
 
+_F64 = np.dtype(np.float64)
+
 __all__ = ["NotFittedError", "Standardizer", "PCA", "Whitening"]
 
 
@@ -161,10 +163,9 @@ class Standardizer:
             C = math.prod(x.shape[a] for a in kept)
             A = math.prod(x.shape[:kept[0]]) if kept else 1
             B = x.size // (A * C) if A * C else 0
-            buf = kernel_output(out, x.shape, storage, (xb,))
-            _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, np.ascontiguousarray(mean).reshape(-1),
-                        np.ascontiguousarray(scale).reshape(-1), np.ascontiguousarray(shift).reshape(-1),
-                        resolve(self.num_threads))
+            mean, scale, shift = (as_buffer(np.asarray(v), _F64).reshape(-1) for v in (mean, scale, shift))
+            buf = kernel_output(out, x.shape, storage, (xb,), (mean, scale, shift))
+            _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, mean, scale, shift, resolve(self.num_threads))
             return deliver(buf, out, result)
         xb = as_buffer(x, compute)
         shape = [x.shape[a] if a in kept else 1 for a in range(x.ndim)]

@@ -20,7 +20,10 @@ constexpr idx kElementwiseGrain = 16384;
 bool have_openmp();
 // omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl, torch.set_num_threads all set it), 1 without OpenMP.
 int max_threads();
-// `requested` if positive, else max_threads().
+// The most threads any call starts: 4 per CPU of this machine, at least 64.  Larger requests (num_threads=, or an
+// OMP_NUM_THREADS of millions) would only fail in the OpenMP runtime, which ends the process.
+int thread_limit();
+// `requested` if positive, else max_threads(); at most thread_limit().
 int resolve_threads(int requested);
 
 // Whether a kernel writes an output of `nbytes` with streaming (non-temporal) stores, see blocked.h: outputs of

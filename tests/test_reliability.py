@@ -1,0 +1,232 @@
+"""Inputs that once crashed, hung or silently corrupted a result: each is a regression test here.
+
+Every case runs in this process, so a crash fails the whole run and a hang trips the CI's timeout.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+N, C, L = 6, 4, 5  # batch, channels, positions
+
+
+def _x(shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# ---- empty arrays: no work proportional to the other axes, no out-of-bounds reads ----------------------------------
+
+def test_channels_last_group_and_instance_norm_with_no_positions():
+    x = np.zeros((2, 0, 4_000_000), np.float32)  # read a "first row" that does not exist
+    for y in (fastnorm.instance_norm(x, axis=-1), fastnorm.group_norm(x, 1, axis=-1)):
+        assert y.shape == x.shape and y.dtype == x.dtype
+    y, mean, rstd = fastnorm.group_norm(x, 2, axis=-1, return_stats=True)
+    assert mean.shape == rstd.shape == (2, 2) and np.isnan(mean).all() and np.isnan(rstd).all()
+    dx, dgamma, dbeta = fastnorm.group_norm_backward(x, x, mean, rstd, 2, np.ones(4_000_000, np.float32),
+                                                     axis=-1)
+    assert dx.shape == x.shape and not dgamma.any() and not dbeta.any()
+    layer = fastnorm.layers.InstanceNorm(4_000_000, axis=-1)
+    assert layer.forward(x).shape == x.shape
+
+
+def test_empty_arrays_with_a_huge_neighbouring_axis_return_at_once():
+    # each of these used to loop over the 2**40 entries of the non-empty axis
+    assert fastnorm.maxout(np.empty((2 ** 40, 0)), 1, axis=0).shape == (2 ** 40, 0)
+    assert fastnorm.maxout_backward(np.empty((2 ** 40, 0)), np.empty((2 ** 40, 0)), 1, axis=0).shape == (2 ** 40, 0)
+    assert fastnorm.group_norm(np.empty((1, 2 ** 40, 0)), 1).shape == (1, 2 ** 40, 0)
+    assert fastnorm.prelu(np.empty((2 ** 40, 0)), 0.1).shape == (2 ** 40, 0)
+
+
+# ---- threads ----------------------------------------------------------------------------------------------------
+
+def test_thread_counts_are_bounded():
+    limit = fastnorm._C.thread_limit()
+    assert limit >= 64
+    x = np.ones((2, 40000, 64), np.float32)
+    with pytest.raises(ValueError, match="num_threads: at most"):
+        fastnorm.moments(x, axis=(0, 2), num_threads=10 ** 6)
+    with pytest.raises(ValueError, match="n: at most"):
+        fastnorm.set_num_threads(10 ** 6)
+    np.testing.assert_array_equal(fastnorm.moments(x, axis=(0, 2), num_threads=limit).mean, np.ones(40000))
+
+
+def test_openmp_default_beyond_the_bound_is_capped(tmp_path):
+    import subprocess
+    import sys
+    code = ("import numpy as np, fastnorm\n"
+            "assert fastnorm.get_num_threads() == fastnorm._C.thread_limit()\n"
+            "print(fastnorm.moments(np.ones((2, 40000, 64), np.float32), axis=(0, 2)).mean[0])\n")
+    env = dict(__import__("os").environ, OMP_NUM_THREADS="1000000")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.0"
+
+
+# ---- aliasing: out= sharing memory with any argument gives the same values as a separate out -------------------
+
+@pytest.mark.parametrize("alias", ["x", "dy"])
+def test_prelu_backward_into_its_own_input(alias):
+    x, dy = _x((N, C, L)), _x((N, C, L), seed=1)
+    alpha = np.linspace(0.1, 0.4, C).astype(np.float32)
+    want_dx, want_dalpha = fastnorm.prelu_backward(dy, x, alpha)
+    target = {"x": x, "dy": dy}[alias]
+    dx, dalpha = fastnorm.prelu_backward(dy, x, alpha, out=target)
+    assert dx is target
+    np.testing.assert_array_equal(dx, want_dx)
+    np.testing.assert_array_equal(dalpha, want_dalpha)
+
+
+def _sharing(param, out_shape, dtype=np.float32):
+    """(param', out): arrays over one buffer, out's first values being param's, param' holding param's values."""
+    size = max(math.prod(out_shape), param.size)
+    base = np.zeros(size, dtype)
+    shared = base[:param.size].reshape(param.shape)
+    shared[...] = param
+    return shared, base[:math.prod(out_shape)].reshape(out_shape)
+
+
+def _stats(x, **kw):
+    return fastnorm.batch_norm(x, return_stats=True, **kw)[1:]
+
+
+def _cases():
+    """name -> (call(params, out) -> result tuple, params, out shape): each call's parameters, any of which the
+    test places in out's memory."""
+    x, dy = _x((N, C, L)), _x((N, C, L), seed=1)
+    g, b = np.linspace(0.5, 2, C).astype(np.float32), np.linspace(-1, 1, C).astype(np.float32)
+    mean, rstd = _stats(x.astype(np.float64))
+    _, lmean, lrstd = fastnorm.layer_norm(x, return_stats=True)
+    gx = _x((N, C, L), seed=2)
+    _, gmean, grstd = fastnorm.group_norm(gx, 2, return_stats=True)
+    gl, bl = np.linspace(0.5, 2, L).astype(np.float32), np.linspace(-1, 1, L).astype(np.float32)
+    return {
+        "batch_norm": (lambda p, out: (fastnorm.batch_norm(x, p["gamma"], p["beta"], out=out),),
+                       {"gamma": g, "beta": b}, x.shape),
+        "batch_norm_eval": (lambda p, out: (fastnorm.batch_norm(x, p["gamma"], p["beta"], training=False,
+                                                                running_mean=p["rm"], running_var=p["rv"],
+                                                                out=out),),
+                            {"gamma": g, "beta": b, "rm": b * 0.1, "rv": g}, x.shape),
+        "batch_norm_backward": (lambda p, out: fastnorm.batch_norm_backward(dy, x, p["mean"], p["rstd"], p["gamma"],
+                                                                            out=out),
+                                {"mean": mean, "rstd": rstd, "gamma": g.astype(np.float64)}, x.shape),
+        "batch_norm_backward_fused": (lambda p, out: fastnorm.batch_norm_backward(
+            dy, x, p["mean"], p["rstd"], p["gamma"], beta=p["beta"], activation="relu", out=out),
+            {"mean": mean, "rstd": rstd, "gamma": g.astype(np.float64), "beta": b.astype(np.float64)}, x.shape),
+        "layer_norm": (lambda p, out: (fastnorm.layer_norm(x, p["gamma"], p["beta"], out=out),),
+                       {"gamma": gl, "beta": bl}, x.shape),
+        "layer_norm_backward": (lambda p, out: fastnorm.layer_norm_backward(dy, x, p["mean"], p["rstd"],
+                                                                            p["gamma"], out=out),
+                                {"mean": lmean, "rstd": lrstd, "gamma": gl}, x.shape),
+        "group_norm": (lambda p, out: (fastnorm.group_norm(gx, 2, p["gamma"], p["beta"], out=out),),
+                       {"gamma": g, "beta": b}, x.shape),
+        "group_norm_backward": (lambda p, out: fastnorm.group_norm_backward(dy, gx, p["mean"], p["rstd"], 2,
+                                                                            p["gamma"], out=out),
+                                {"mean": gmean, "rstd": grstd, "gamma": g.astype(np.float64)}, x.shape),
+        "prelu": (lambda p, out: (fastnorm.prelu(x, p["alpha"], out=out),), {"alpha": g * 0.1}, x.shape),
+        "prelu_backward": (lambda p, out: fastnorm.prelu_backward(dy, x, p["alpha"], out=out),
+                           {"alpha": g * 0.1}, x.shape),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_out_sharing_memory_with_a_parameter(case):
+    call, params, out_shape = CASES[case]
+    want = call({k: v.copy() for k, v in params.items()}, None)
+    for name, value in params.items():
+        shared, out = _sharing(value, out_shape, value.dtype)
+        got = call({**params, name: shared}, out)
+        assert got[0] is out, name
+        for w, g in zip(want, got):
+            if w is not None:
+                np.testing.assert_array_equal(g, w, err_msg=f"{case}: out shares memory with {name}")
+
+
+def test_out_sharing_memory_with_running_statistics_is_refused_before_anything_is_written():
+    x = _x((N, C))
+    base = np.full(N * C, 7.0, np.float32)
+    rm, rv = base[:C], np.ones(C, np.float32)
+    out = base.reshape(N, C)
+    with pytest.raises(ValueError, match="running_mean: shares memory with out"):
+        fastnorm.batch_norm(x, running_mean=rm, running_var=rv, out=out)
+    assert (base == 7).all()
+    same = np.zeros(C, np.float32)
+    with pytest.raises(ValueError, match="running_var: shares memory with running_mean"):
+        fastnorm.batch_norm(x, running_mean=same, running_var=same)
+
+
+# ---- alignment: arrays at any byte offset ------------------------------------------------------------------------
+
+def _misaligned(values, dtype):
+    """``values`` in an array of ``dtype`` one byte past an aligned address."""
+    dtype = np.dtype(dtype)
+    raw = bytearray(values.size * dtype.itemsize + 1)
+    arr = np.frombuffer(raw, dtype, values.size, offset=1).reshape(values.shape)
+    assert not arr.flags.aligned
+    arr[...] = values
+    return arr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_misaligned_inputs_and_outputs(dtype):
+    values = _x((10, 10), np.float64)
+    x = _misaligned(values, dtype)
+    ref_x = values.astype(dtype)
+    np.testing.assert_array_equal(fastnorm.gelu(x), fastnorm.gelu(ref_x))
+    np.testing.assert_array_equal(fastnorm.layer_norm(x), fastnorm.layer_norm(ref_x))
+    np.testing.assert_array_equal(fastnorm.batch_norm(x), fastnorm.batch_norm(ref_x))
+    np.testing.assert_array_equal(fastnorm.moments(x, axis=0).mean, fastnorm.moments(ref_x, axis=0).mean)
+    out = _misaligned(np.zeros((10, 10)), dtype)
+    assert fastnorm.tanh(x, out=out) is out
+    np.testing.assert_array_equal(out, fastnorm.tanh(ref_x))
+    g = _misaligned(np.linspace(0.5, 1.5, 10), np.float64)
+    np.testing.assert_array_equal(fastnorm.batch_norm(x, g), fastnorm.batch_norm(ref_x, g.copy()))
+
+
+def test_the_bindings_refuse_misaligned_buffers():
+    x = _misaligned(np.zeros(8), np.float32)
+    with pytest.raises(ValueError, match="aligned"):
+        fastnorm._C.activation_forward(0, x, np.empty(8, np.float32), 0.0, 0.0, 1, False)
+
+
+# ---- memory: no scratch that grows faster than the data --------------------------------------------------------
+
+def peak_growth_mib(setup, call):
+    """How far the peak resident memory of a fresh process grows during ``call`` (after ``setup`` ran), in MiB:
+    the C++ kernels' scratch counts too, which tracemalloc would miss."""
+    import subprocess
+    import sys
+    code = ("import resource, numpy as np, fastnorm\n" + setup + "\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n" + call + "\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_prelu_backward_with_many_channels_keeps_its_scratch_small():
+    # x of 8 MiB with 2**20 channels: per-task partial sums of every channel took 1 GiB
+    setup = ("x = np.random.default_rng(0).standard_normal((1, 2**20, 2)).astype(np.float32)\n"
+             "dy = np.ones_like(x); alpha = np.full(2**20, 0.25, np.float32)\n"
+             "fastnorm.prelu_backward(dy[:, :8], x[:, :8], alpha[:8])")
+    growth = peak_growth_mib(setup, "dx, dalpha = fastnorm.prelu_backward(dy, x, alpha)")
+    assert growth < 64, f"prelu_backward of an 8 MiB array grew the peak memory by {growth:.0f} MiB"
+
+
+@pytest.mark.parametrize("shape", [(1, 2 ** 14, 3), (3, 2 ** 13, 1), (2, 2 ** 13)])
+def test_prelu_backward_by_channel_blocks_is_exact(shape):
+    x, dy = _x(shape), _x(shape, seed=1)
+    alpha = np.linspace(0.1, 0.3, shape[1]).astype(np.float32)
+    dx, dalpha = fastnorm.prelu_backward(dy, x, alpha)
+    a = alpha.reshape((1, -1) + (1,) * (len(shape) - 2))
+    axes = (0,) + tuple(range(2, len(shape)))
+    want = np.where(x > 0, 0, dy.astype(np.float64) * x).sum(axis=axes)
+    np.testing.assert_allclose(dalpha, want, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, a * dy))
+    for threads in (1, 2, 3):
+        again = fastnorm.prelu_backward(dy, x, alpha, num_threads=threads)
+        np.testing.assert_array_equal(again[1], dalpha)

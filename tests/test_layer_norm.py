@@ -191,5 +191,5 @@ def test_half_storage_equals_float32_rounded_once(half, shape, activation, rng, 
             for s, w in zip(st, st1):
                 np.testing.assert_array_equal(s, w)
             dx, dgamma = fb(dy, x, *st, g, activation=activation, num_threads=threads, **saved)[:2]
-            assert dx.dtype == dgamma.dtype == dt
+            assert dx.dtype == dt and dgamma.dtype == np.float32  # sums over a batch overflow float16
             np.testing.assert_array_equal(dx.view(np.uint16), want_dx.astype(dt).view(np.uint16))

@@ -230,3 +230,125 @@ def test_prelu_backward_by_channel_blocks_is_exact(shape):
     for threads in (1, 2, 3):
         again = fastnorm.prelu_backward(dy, x, alpha, num_threads=threads)
         np.testing.assert_array_equal(again[1], dalpha)
+
+
+# ---- arguments: bad values are TypeError / ValueError naming the argument, checked before anything is written ----
+
+def test_uniform_bounds_whose_range_overflows_are_refused():
+    g = fastnorm.random.Generator(0)
+    with pytest.raises(ValueError, match="low, high: the range high - low overflows float32"):
+        g.uniform(3, low=-3e38, high=3e38)
+    with pytest.raises(ValueError, match="low, high: bounds beyond the largest float32"):
+        g.uniform(3, low=-1e308, high=1e308)
+    with pytest.raises(ValueError, match="overflows float64"):
+        g.uniform(3, low=-1e308, high=1e308, dtype=np.float64)
+    with pytest.raises(ValueError, match="largest float16"):
+        g.uniform(3, low=0, high=1e5, dtype=np.float16)
+    assert np.isfinite(g.uniform(1000, low=-1.6e38, high=1.6e38)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
+def test_narrow_batch_counters_are_refused(dtype):
+    x = _x((8, 3))
+    rm, rv = np.zeros(3), np.ones(3)
+    with pytest.raises(TypeError, match="num_batches_tracked: expected an integer dtype of 32 bits"):
+        fastnorm.batch_norm(x, running_mean=rm, running_var=rv, momentum=None,
+                            num_batches_tracked=np.array(0, dtype))
+    assert not rm.any() and (rv == 1).all()
+
+
+def test_counters_that_would_wrap_or_reach_zero_are_refused_before_anything_is_written():
+    x = _x((8, 3))
+    for value, dtype in [(-1, np.int64), (np.iinfo(np.int32).max, np.int32)]:
+        rm, rv, out = np.zeros(3), np.ones(3), np.full((8, 3), 5.0, np.float32)
+        with pytest.raises(ValueError, match="num_batches_tracked: expected a count >= 0"):
+            fastnorm.batch_norm(x, running_mean=rm, running_var=rv, momentum=None,
+                                num_batches_tracked=np.array(value, dtype), out=out)
+        assert (out == 5).all() and not rm.any()
+    out = np.full((8, 3), 5.0, np.float32)
+    with pytest.raises(ValueError, match="num_batches_tracked: required with momentum=None"):
+        fastnorm.batch_norm(x, running_mean=np.zeros(3), running_var=np.ones(3), momentum=None, out=out)
+    assert (out == 5).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_eps_too_small_for_float32_is_refused(dtype):
+    x = np.ones((4, 3), dtype)  # constant channels: rstd = 1 / sqrt(eps)
+    for call in (lambda e: fastnorm.batch_norm(x, eps=e), lambda e: fastnorm.layer_norm(x, eps=e),
+                 lambda e: fastnorm.group_norm(x, 1, eps=e), lambda e: fastnorm.rms_norm(x * 0, eps=e)):
+        with pytest.raises(ValueError, match="eps: at least"):
+            call(1e-78)
+        assert np.isfinite(call(1e-76)).all()
+    # float64 data keeps any positive eps
+    assert np.isfinite(fastnorm.batch_norm(np.ones((4, 3)), eps=1e-300)).all()
+
+
+def test_extreme_values():
+    big = np.finfo(np.float32).max
+    x = np.array([big / 5, big, -big, 4.0, np.nan], np.float32)
+    y = fastnorm.hardswish(x)
+    np.testing.assert_array_equal(y[:4], [big / 5, big, -0.0, 4.0])
+    assert np.isnan(y[4])
+    m = fastnorm.moments(np.array([np.finfo(float).max, 3, 88.5]))
+    np.testing.assert_allclose(m.mean, np.finfo(float).max / 3, rtol=1e-15)
+    m = fastnorm.moments(np.array([[1e308, 1.0], [1e308, 3.0]]), axis=0)
+    np.testing.assert_allclose(m.mean, [1e308, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(m.m2, [0.0, 2.0], atol=1e-300)
+
+
+def test_half_parameter_gradients_do_not_overflow():
+    x = np.random.default_rng(0).standard_normal((70000, 2)).astype(np.float16)
+    dy = np.ones_like(x)
+    _, mean, rstd = fastnorm.batch_norm(x, return_stats=True)
+    _, dgamma, dbeta = fastnorm.batch_norm_backward(dy, x, mean, rstd, np.ones(2))
+    assert dbeta.dtype == np.float32
+    np.testing.assert_array_equal(dbeta, [70000, 70000])
+
+
+BAD_ARGUMENTS = [
+    # (call, exception, message)
+    (lambda: fastnorm.relu_backward(np.ones(3), np.ones(3), out=np.ones(3, np.int64)), TypeError, "out"),
+    (lambda: fastnorm.moments(np.ones((2, 3)), axis=float("inf")), TypeError, "axis: expected an int"),
+    (lambda: fastnorm.moments(np.ones((2, 3)), axis=1.0), TypeError, "axis: expected an int"),
+    (lambda: fastnorm.maxout(np.ones((2, 4)), float("inf")), TypeError, "pieces: expected an int"),
+    (lambda: fastnorm.group_norm(np.ones((2, 4, 3)), float("inf")), TypeError, "num_groups: expected an int"),
+    (lambda: fastnorm.random.Generator(0).uniform((2, float("inf"))), TypeError, "size: expected an int"),
+    (lambda: fastnorm.random.Generator(0).uniform("12"), TypeError, "size: expected an int"),
+    (lambda: fastnorm.random.Generator(0).uniform((2 ** 62, 2 ** 62)), ValueError, "size: .* too many"),
+    (lambda: setattr(fastnorm.random.Generator(0), "state", {"algorithm": "philox4x32_10"}), ValueError,
+     "state: missing 'key'"),
+    (lambda: setattr(fastnorm.random.Generator(0), "state",
+                     {"algorithm": "philox4x32_10", "key": float("inf"), "counter": 0}), TypeError, "state"),
+    (lambda: fastnorm.init.xavier_normal((2, 3, 0)), ValueError, "shape: .* zero fan_avg"),
+    (lambda: fastnorm.init.xavier_uniform((2, 3, 0)), ValueError, "shape: .* zero fan_avg"),
+    (lambda: fastnorm.init.dirac((2, 3, 0)), ValueError, "shape: dirac needs a kernel"),
+    (lambda: fastnorm.init.normal(3, std="a"), TypeError, "std: expected a real number"),
+    (lambda: fastnorm.merge_moments(None, fastnorm.moments(np.ones(3))), TypeError, "a: expected Moments"),
+    (lambda: fastnorm.batch_norm(np.ones((4, 3)), negative_slope="a", activation="leaky_relu"), TypeError,
+     "negative_slope: expected a real number"),
+    (lambda: fastnorm.batch_norm(np.ones((4, 3)), momentum="a"), TypeError, "momentum: expected a real number"),
+    (lambda: fastnorm.batch_norm(np.ones((4, 3)), eps="a"), TypeError, "eps: expected a real number"),
+    (lambda: fastnorm.preprocessing.PCA(eps="a"), TypeError, "eps: expected a real number"),
+    (lambda: fastnorm.preprocessing.Whitening(eps=-1), ValueError, "eps: expected a number >= 0"),
+    (lambda: fastnorm.layers.BatchNorm(float("inf")), TypeError, "num_features: expected an int"),
+    (lambda: fastnorm.layers.GroupNorm(2, 2.5), TypeError, "num_channels: expected an int"),
+    (lambda: fastnorm.set_buffer_cache(float("inf")), (TypeError, ValueError), "nbytes"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_ARGUMENTS)))
+def test_bad_arguments_name_themselves(index):
+    call, exc, message = BAD_ARGUMENTS[index]
+    with pytest.raises(exc, match=message):
+        call()
+
+
+def test_empty_rows_need_no_parameters_as_large_as_a_row():
+    x = np.empty((0, 2 ** 40), np.float32)
+    y, mean, rstd = fastnorm.layer_norm(x, return_stats=True)
+    assert y.shape == x.shape and mean.shape == rstd.shape == (0,)
+    dx, dgamma, dbeta = fastnorm.layer_norm_backward(x, x, mean, rstd)
+    assert dx.shape == x.shape and dgamma is None
+    assert fastnorm.rms_norm(np.empty((3, 0))).shape == (3, 0)
+    _, mean, rstd = fastnorm.layer_norm(np.empty((3, 0)), return_stats=True)
+    assert np.isnan(mean).all() and np.isnan(rstd).all()

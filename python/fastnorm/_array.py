@@ -18,6 +18,7 @@ import numpy as np
 
 from fastnorm import _C
 from fastnorm._memory import empty
+from fastnorm._validate import integer
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -165,10 +166,7 @@ def _overlaps_partly(out: np.ndarray, a: np.ndarray) -> bool:
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     """``axis`` as an index in [0, ndim), NumPy-style negative values allowed; clear errors otherwise."""
-    try:
-        ax = int(axis)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected an int, got {type(axis).__name__}") from None
+    ax = integer(axis, name)
     if not -ndim <= ax < ndim:
         raise ValueError(f"{name}: {ax} is out of range for an array of {ndim} dimensions")
     return ax % ndim
@@ -178,7 +176,9 @@ def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple:
     """``axis`` (an int, a sequence of ints, or None for all) as sorted, distinct indices in [0, ndim)."""
     if axis is None:
         return tuple(range(ndim))
-    axes = [normalize_axis(a, ndim, name) for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)]
+    if hasattr(axis, "__index__") or not hasattr(axis, "__iter__"):
+        axis = (axis,)  # one axis (normalize_axis says what is wrong with a non-int)
+    axes = [normalize_axis(a, ndim, name) for a in axis]
     if len(set(axes)) != len(axes):
         raise ValueError(f"{name}: repeated axis in {axis}")
     return tuple(sorted(axes))

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from fastnorm import _C
-from fastnorm._threads import check_int
+from fastnorm._validate import integer
 
 # Smaller results come from NumPy: the C library reuses freed memory of that size without new page faults.
 _MIN_BYTES = 1 << 20
@@ -40,7 +40,7 @@ def fresh(buf: np.ndarray, out) -> bool:
 def set_buffer_cache(nbytes: int) -> None:
     """Let the cache of freed result buffers hold up to ``nbytes`` (0 turns it off and frees what it holds)."""
     global _limit
-    value = check_int(nbytes, "nbytes", 0, "a size >= 0")
+    value = integer(nbytes, "nbytes", 0, "a size >= 0")
     _C.set_buffer_cache(value)
     _limit = value
 

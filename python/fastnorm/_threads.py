@@ -11,9 +11,9 @@ a fixed order.  No call starts more than ``_C.thread_limit()`` threads (4 per CP
 from __future__ import annotations
 
 import os
-import operator
 
 from fastnorm import _C
+from fastnorm._validate import integer
 
 _num_threads: int | None = None
 _LIMIT = _C.thread_limit()
@@ -29,19 +29,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_mark_forked_child)
 
 
-def check_int(n, name: str, minimum: int, expected: str) -> int:
-    """``n`` as an int of at least ``minimum``: TypeError or ValueError naming ``name`` otherwise."""
-    try:
-        value = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name}: expected an int, got {type(n).__name__}") from None
-    if value < minimum:
-        raise ValueError(f"{name}: expected {expected}, got {value}")
-    return value
-
-
 def _validate(n, name: str) -> int:
-    value = check_int(n, name, 1, "a positive thread count")
+    value = integer(n, name, 1, "a positive thread count")
     if value > _LIMIT:
         raise ValueError(f"{name}: at most {_LIMIT} threads (4 per CPU of this machine), got {value}")
     return value

@@ -18,6 +18,7 @@ from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, c
                              kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._memory import fresh
 from fastnorm._threads import resolve
+from fastnorm._validate import integer, real
 
 __all__ = [
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu", "relu_backward", "leaky_relu",
@@ -52,16 +53,6 @@ _X = "    x : array_like\n        Input.\n"
 _DY_X = ("    dy : array_like\n        Gradient of the loss with respect to the forward's output.\n"
          "    x : array_like\n        The forward's input (same shape as ``dy``).\n")
 _DY_XY = _DY_X + "    y : array_like, optional\n        The forward's output, instead of ``x``.\n"
-
-
-def _real(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: expected a finite number, got {v}")
-    return v
 
 
 def _forward(op: str, x, out, num_threads, a: float = 0.0, b: float = 0.0):
@@ -134,12 +125,12 @@ _SLOPE = "    negative_slope : float\n        Slope for x <= 0.\n"
 @_doc("Leaky ReLU.", "leaky_relu(x) = x if x > 0 else negative_slope * x", _X + _SLOPE,
       "Maas, Hannun & Ng, Rectifier nonlinearities improve neural network acoustic models, ICML 2013.")
 def leaky_relu(x, negative_slope=0.01, *, out=None, num_threads=None):
-    return _forward("leaky_relu", x, out, num_threads, _real(negative_slope, "negative_slope"))
+    return _forward("leaky_relu", x, out, num_threads, real(negative_slope, "negative_slope"))
 
 
 @_doc("Gradient of :func:`leaky_relu`.", "dx = dy * (1 if x > 0 else negative_slope)", _DY_X + _SLOPE)
 def leaky_relu_backward(dy, x, negative_slope=0.01, *, out=None, num_threads=None):
-    return _backward("leaky_relu", dy, x, None, out, num_threads, _real(negative_slope, "negative_slope"))
+    return _backward("leaky_relu", dy, x, None, out, num_threads, real(negative_slope, "negative_slope"))
 
 
 def _prelu_layout(x: np.ndarray, alpha: np.ndarray, axis):
@@ -223,13 +214,13 @@ _ELU_ALPHA = "    alpha : float\n        Saturation value for x -> -inf is -alph
 @_doc("Exponential linear unit.", "elu(x) = x if x > 0 else alpha * (exp(x) - 1)", _X + _ELU_ALPHA,
       "Clevert, Unterthiner & Hochreiter, Fast and accurate deep network learning by ELUs, ICLR 2016.")
 def elu(x, alpha=1.0, *, out=None, num_threads=None):
-    return _forward("elu", x, out, num_threads, _real(alpha, "alpha"))
+    return _forward("elu", x, out, num_threads, real(alpha, "alpha"))
 
 
 @_doc("Gradient of :func:`elu`.", "dx = dy * (1 if x > 0 else alpha * exp(x));  from y: dy * (y + alpha) for y <= 0",
       _DY_XY + _ELU_ALPHA)
 def elu_backward(dy, x=None, alpha=1.0, *, y=None, out=None, num_threads=None):
-    return _backward("elu", dy, x, y, out, num_threads, _real(alpha, "alpha"))
+    return _backward("elu", dy, x, y, out, num_threads, real(alpha, "alpha"))
 
 
 @_doc("Scaled ELU, self-normalizing.", "selu(x) = scale * elu(x, alpha), alpha = 1.6732632..., scale = 1.0507009...",
@@ -286,10 +277,10 @@ _SOFTPLUS = ("    beta : float\n        Sharpness, > 0.\n"
 
 
 def _softplus_params(beta, threshold):
-    beta = _real(beta, "beta")
+    beta = real(beta, "beta")
     if beta <= 0:
         raise ValueError(f"beta: expected a positive number, got {beta}")
-    return beta, _real(threshold, "threshold")
+    return beta, real(threshold, "threshold")
 
 
 @_doc("Softplus, a smooth ReLU.", "softplus(x) = log(1 + exp(beta * x)) / beta  (x where beta * x > threshold)",
@@ -321,7 +312,7 @@ _HARDTANH = "    min_val, max_val : float\n        The clamp's bounds, min_val <
 
 
 def _hardtanh_params(min_val, max_val):
-    lo, hi = _real(min_val, "min_val"), _real(max_val, "max_val")
+    lo, hi = real(min_val, "min_val"), real(max_val, "max_val")
     if lo > hi:
         raise ValueError(f"min_val: {lo} is greater than max_val {hi}")
     return lo, hi
@@ -363,12 +354,7 @@ def hardswish_backward(dy, x, *, out=None, num_threads=None):
 # ---- maxout -----------------------------------------------------------------------------------------------------
 
 def _maxout_layout(shape: tuple, pieces, axis):
-    try:
-        k = int(pieces)
-    except (TypeError, ValueError):
-        raise TypeError(f"pieces: expected an int, got {type(pieces).__name__}") from None
-    if k < 1:
-        raise ValueError(f"pieces: expected a positive int, got {k}")
+    k = integer(pieces, "pieces", 1, "a positive int")
     ax = normalize_axis(axis, len(shape))
     if shape[ax] % k:
         raise ValueError(f"pieces: axis {axis} has length {shape[ax]}, not a multiple of pieces={k}")

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from fastnorm import _validate
 from fastnorm.random import as_generator
 from fastnorm.statistics import moments
 
@@ -59,7 +60,7 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
 
 def compute_fans(shape, layout: str = "out_in") -> tuple:
     """(fan_in, fan_out) of a weight of this shape and layout (see the module's docstring)."""
-    shape = tuple(int(s) for s in shape)
+    shape = _validate.shape(shape)
     if len(shape) < 2:
         raise ValueError(f"shape: fans need a weight with at least 2 dimensions (out, in, *kernel), got {shape}")
     if layout not in _LAYOUTS:
@@ -89,16 +90,11 @@ def _target(shape, out, dtype):
         return out.shape, out.dtype
     if shape is None:
         raise ValueError("shape: give a shape or out=")
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),)
-    return tuple(int(s) for s in shape), np.dtype(dtype)
+    return _validate.shape(shape), np.dtype(dtype)
 
 
 def _positive(name: str, value) -> float:
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name}: must be positive and finite, got {value}")
-    return v
+    return _validate.real(value, name, positive=True)
 
 
 def _normal(shape, std, mean, dtype, out, rng, num_threads=None):
@@ -119,14 +115,13 @@ def _trunc(shape, std, mean, a_std, b_std, dtype, out, rng, num_threads=None):
 
 def normal(shape=None, mean=0.0, std=1.0, *, dtype=np.float32, out=None, rng=None, num_threads=None):
     """N(mean, std^2) values: the lecture's "small random numbers" are ``normal(shape, std=0.01)``."""
-    if float(std) < 0:
-        raise ValueError(f"std: must be >= 0, got {std}")
+    _validate.real(std, "std", minimum=0.0)
     return _normal(shape, std, mean, dtype, out, rng, num_threads)
 
 
 def uniform(shape=None, a=0.0, b=1.0, *, dtype=np.float32, out=None, rng=None, num_threads=None):
     """U(a, b) values."""
-    if not float(a) < float(b):
+    if not _validate.real(a, "a") < _validate.real(b, "b"):
         raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
     return _uniform(shape, a, b, dtype, out, rng, num_threads)
 
@@ -153,7 +148,8 @@ def trunc_normal(shape=None, mean=0.0, std=1.0, a=-2.0, b=2.0, *, dtype=np.float
     """N(mean, std^2) restricted to [a, b], with absolute bounds as PyTorch's ``trunc_normal_`` (default
     [-2, 2]); one pass, no rejection (see ``Generator.truncated_normal``)."""
     std = _positive("std", std)
-    if not float(a) < float(b):
+    a, b, mean = _validate.real(a, "a"), _validate.real(b, "b"), _validate.real(mean, "mean")
+    if not a < b:
         raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
     return _trunc(shape, std, mean, (a - mean) / std, (b - mean) / std, dtype, out, rng, num_threads)
 
@@ -161,15 +157,13 @@ def trunc_normal(shape=None, mean=0.0, std=1.0, a=-2.0, b=2.0, *, dtype=np.float
 def xavier_normal(shape=None, gain=1.0, *, layout="out_in", dtype=np.float32, out=None, rng=None):
     """Glorot & Bengio 2010: N(0, std^2), std = gain sqrt(2 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
-    fan_in, fan_out = compute_fans(shape, layout)
-    return _normal(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), 0.0, dtype, out, rng)
+    return _normal(shape, gain * math.sqrt(1.0 / _fan(shape, "fan_avg", layout)), 0.0, dtype, out, rng)
 
 
 def xavier_uniform(shape=None, gain=1.0, *, layout="out_in", dtype=np.float32, out=None, rng=None):
     """Glorot & Bengio 2010: U(-a, a), a = gain sqrt(6 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
-    fan_in, fan_out = compute_fans(shape, layout)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    bound = gain * math.sqrt(3.0 / _fan(shape, "fan_avg", layout))
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
@@ -291,6 +285,9 @@ def dirac(shape=None, groups=1, *, dtype=np.float32, out=None):
     shape, dtype = _target(shape, out, dtype)
     if len(shape) not in (3, 4, 5):
         raise ValueError(f"shape: dirac needs a 3-, 4- or 5-d convolution weight, got {shape}")
+    groups = _validate.integer(groups, "groups")
+    if 0 in shape[2:]:
+        raise ValueError(f"shape: dirac needs a kernel of at least one position, got {shape}")
     if groups < 1 or shape[0] % groups:
         raise ValueError(f"groups: must divide the {shape[0]} output channels, got {groups}")
     w = np.zeros(shape, dtype=np.float64)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnorm import _validate
+from fastnorm._validate import integer, real
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
 from fastnorm.normalization import _post_op  # noqa: F401  (validation of a fused activation)
 from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
@@ -20,7 +22,7 @@ __all__ = ["Layer", "BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceN
 def _post_op_kwargs(activation, negative_slope) -> dict:
     """The fused activation's keyword arguments, validated now (a bad name fails at construction)."""
     _post_op(activation, negative_slope)
-    return {"activation": activation, "negative_slope": float(negative_slope)}
+    return {"activation": activation, "negative_slope": real(negative_slope, "negative_slope")}
 
 
 class Layer:
@@ -85,9 +87,8 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum=0.1, affine: bool = True,
                  activation=None, negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
-        if int(num_features) < 1:
-            raise ValueError(f"num_features: expected a positive int, got {num_features}")
-        self.num_features, self.axis, self.eps, self.momentum = int(num_features), axis, eps, momentum
+        num_features = integer(num_features, "num_features", 1, "a positive int")
+        self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
         self.post = _post_op_kwargs(activation, negative_slope)
         self.gamma = np.ones(num_features, dtype) if affine else None
         self.beta = np.zeros(num_features, dtype) if affine else None
@@ -124,7 +125,7 @@ class LayerNorm(Layer):
     def __init__(self, normalized_shape, *, eps: float = 1e-5, affine: bool = True, activation=None,
                  negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
-        shape = (int(normalized_shape),) if np.isscalar(normalized_shape) else tuple(map(int, normalized_shape))
+        shape = _validate.shape(normalized_shape, "normalized_shape")
         if not shape or min(shape) < 1:
             raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
         self.normalized_shape, self.eps = shape, eps
@@ -159,7 +160,7 @@ class RMSNorm(Layer):
 
     def __init__(self, normalized_shape, *, eps=None, affine: bool = True, dtype=np.float32):
         super().__init__()
-        shape = (int(normalized_shape),) if np.isscalar(normalized_shape) else tuple(map(int, normalized_shape))
+        shape = _validate.shape(normalized_shape, "normalized_shape")
         if not shape or min(shape) < 1:
             raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
         self.normalized_shape, self.eps = shape, eps
@@ -191,9 +192,11 @@ class GroupNorm(Layer):
     def __init__(self, num_groups: int, num_channels: int, *, axis: int = 1, eps: float = 1e-5,
                  affine: bool = True, activation=None, negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
-        if int(num_channels) < 1 or int(num_groups) < 1 or int(num_channels) % int(num_groups):
+        num_channels = integer(num_channels, "num_channels", 1, "a positive int")
+        num_groups = integer(num_groups, "num_groups", 1, "a positive int")
+        if num_channels % num_groups:
             raise ValueError(f"num_groups: {num_groups} does not divide the {num_channels} channels")
-        self.num_groups, self.num_channels, self.axis, self.eps = int(num_groups), int(num_channels), axis, eps
+        self.num_groups, self.num_channels, self.axis, self.eps = num_groups, num_channels, axis, eps
         self.post = _post_op_kwargs(activation, negative_slope)
         self.gamma = np.ones(num_channels, dtype) if affine else None
         self.beta = np.zeros(num_channels, dtype) if affine else None
@@ -224,9 +227,8 @@ class InstanceNorm(Layer):
     def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = False, track_running_stats: bool = False, dtype=np.float32):
         super().__init__()
-        if int(num_features) < 1:
-            raise ValueError(f"num_features: expected a positive int, got {num_features}")
-        self.num_features, self.axis, self.eps, self.momentum = int(num_features), axis, eps, momentum
+        num_features = integer(num_features, "num_features", 1, "a positive int")
+        self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
         self.gamma = np.ones(num_features, dtype) if affine else None
         self.beta = np.zeros(num_features, dtype) if affine else None
         self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
@@ -258,10 +260,9 @@ class PReLU(Layer):
 
     def __init__(self, num_parameters: int = 1, *, init: float = 0.25, axis: int = 1, dtype=np.float32):
         super().__init__()
-        if int(num_parameters) < 1:
-            raise ValueError(f"num_parameters: expected a positive int, got {num_parameters}")
+        num_parameters = integer(num_parameters, "num_parameters", 1, "a positive int")
         self.axis = axis
-        self.alpha = np.full(int(num_parameters), init, dtype=dtype)
+        self.alpha = np.full(num_parameters, real(init, "init"), dtype=dtype)
 
     def forward(self, x):
         self._saved = np.asarray(x)
@@ -286,9 +287,7 @@ class Maxout(Layer):
 
     def __init__(self, pieces: int, *, axis: int = 1):
         super().__init__()
-        if int(pieces) < 1:
-            raise ValueError(f"pieces: expected a positive int, got {pieces}")
-        self.pieces, self.axis = int(pieces), axis
+        self.pieces, self.axis = integer(pieces, "pieces", 1, "a positive int"), axis
 
     def forward(self, x):
         self._saved = np.asarray(x)

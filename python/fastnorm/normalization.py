@@ -16,12 +16,13 @@ from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, check_updated_apart, common_dtype,
                              compute_dtype, deliver, kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._threads import resolve
+from fastnorm._validate import integer, real
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
 
 
-_F64 = np.dtype(np.float64)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # Activations that can follow a normalization in the same pass (oneDNN's post-ops): name -> kernel id.
 POST_OPS = {"relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
@@ -34,10 +35,7 @@ def _post_op(activation, negative_slope) -> tuple:
     if activation not in POST_OPS:
         raise ValueError(f"activation: unknown {activation!r}; valid: None, " +
                          ", ".join(repr(k) for k in POST_OPS))
-    slope = float(negative_slope)
-    if not np.isfinite(slope):
-        raise ValueError(f"negative_slope: expected a finite number, got {negative_slope!r}")
-    return POST_OPS[activation], slope
+    return POST_OPS[activation], real(negative_slope, "negative_slope")
 
 
 def _layout(shape: tuple, axis, name: str = "axis"):
@@ -81,7 +79,7 @@ def _running_pair(running_mean, running_var, channels: int):
 def _momentum(momentum, allow_none: bool):
     if momentum is None and allow_none:
         return None
-    m = float(momentum)
+    m = real(momentum, "momentum")
     if not 0.0 <= m <= 1.0:
         raise ValueError(f"momentum: expected a number in [0, 1]{' or None' if allow_none else ''}, got {m}")
     return m
@@ -93,14 +91,40 @@ def _update_running(rm, rv, factor: float, batch_mean, batch_var) -> None:
     rv[...] = (1 - factor) * rv.astype(np.float64) + factor * batch_var
 
 
-def _eps(eps) -> float:
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"eps: expected a real number, got {type(eps).__name__}") from None
+def _check_counter(counter) -> None:
+    """num_batches_tracked: a writable 0-d ndarray of a signed or unsigned integer of 32 bits or more (PyTorch's is
+    int64), >= 0 and below its dtype's maximum, so that adding one can neither wrap nor leave a zero."""
+    if not (isinstance(counter, np.ndarray) and counter.shape == () and counter.dtype.kind in "iu"):
+        raise TypeError("num_batches_tracked: expected a 0-d integer ndarray, updated in place")
+    if counter.dtype.itemsize < 4:
+        raise TypeError(f"num_batches_tracked: expected an integer dtype of 32 bits or more (int64 as PyTorch), got "
+                        f"{counter.dtype}: a narrow counter wraps")
+    if not counter.flags.writeable:
+        raise ValueError("num_batches_tracked: array is read-only")
+    if not 0 <= int(counter) < np.iinfo(counter.dtype).max:
+        raise ValueError(f"num_batches_tracked: expected a count >= 0 below {np.iinfo(counter.dtype).max}, got "
+                         f"{int(counter)}")
+
+
+def _eps(eps, compute: np.dtype) -> float:
+    """eps > 0, large enough that 1 / sqrt(eps), the largest rstd, is finite in the computation's dtype (float32
+    for float32 and half data): below that a constant channel would normalize to 0 * inf = NaN."""
+    e = real(eps, "eps", finite=False)
     if not (math.isfinite(e) and e > 0):
         raise ValueError(f"eps: expected a finite number > 0, got {e}")
+    if e < _MIN_EPS.get(compute, 0.0):
+        raise ValueError(f"eps: at least {_MIN_EPS[compute]:.3g} for data computed in {compute} (1 / sqrt(eps) "
+                         f"must be finite there), got {e}")
     return e
+
+
+_MIN_EPS = {np.dtype(np.float32): float(np.finfo(np.float32).max) ** -2}
+
+
+def _grad_dtype(result: np.dtype) -> np.dtype:
+    """The dtype of parameter gradients (dgamma, dbeta): the result's, but float32 for float16 / bfloat16 data,
+    whose sums over a batch would overflow float16 (as PyTorch's mixed precision keeps them in float32)."""
+    return result if result.itemsize >= 4 else _F32
 
 
 def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=None, running_var=None,
@@ -158,15 +182,15 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
     x = as_array(x, "x")
     storage, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)  # float16, bfloat16 read natively
     A, C, B = _layout(x.shape, axis)
-    eps = _eps(eps)
+    eps = _eps(eps, compute_dtype(x.dtype, "x"))
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
     rm, rv = _running_pair(running_mean, running_var, C)
     momentum = _momentum(momentum, allow_none=True)
     post = _post_op(activation, negative_slope)
-    if num_batches_tracked is not None and not (isinstance(num_batches_tracked, np.ndarray)
-                                                and num_batches_tracked.shape == ()
-                                                and num_batches_tracked.dtype.kind in "iu"):
-        raise TypeError("num_batches_tracked: expected a 0-d integer ndarray, updated in place")
+    if num_batches_tracked is not None:
+        _check_counter(num_batches_tracked)
+    if training and rm is not None and momentum is None and num_batches_tracked is None:
+        raise ValueError("num_batches_tracked: required with momentum=None (the cumulative average)")
     if out is not None:
         check_out(out, x.shape, result)
     if training:
@@ -188,8 +212,6 @@ def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=
             return y
         var = m2 / count
         if rm is not None:
-            if momentum is None and num_batches_tracked is None:
-                raise ValueError("num_batches_tracked: required with momentum=None (the cumulative average)")
             if num_batches_tracked is not None:
                 num_batches_tracked += 1
             factor = momentum if momentum is not None else 1.0 / int(num_batches_tracked)
@@ -258,7 +280,8 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
         _C.bn_backward_train(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, g, b, sum_dy,
                              sum_dy_xmu, threads, *post)
         # the parameter gradients before dx reaches out, which may share memory with rstd
-        grads = ((sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)) if param_grads else (None, None)
+        pd = _grad_dtype(result)
+        grads = ((sum_dy_xmu * rstd).astype(pd), sum_dy.astype(pd)) if param_grads else (None, None)
         return (deliver(buf, out, result), *grads)
     # test mode: mean and rstd are constants, dx = gamma rstd dy
     g1 = np.ones(C) if g is None else g
@@ -273,7 +296,8 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     k_xmu = k_one = np.zeros(C)
     _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
                      threads, *post, *z)
-    grads = ((sum_dy_xmu * rstd).astype(result), sum_dy.astype(result)) if param_grads else (None, None)
+    pd = _grad_dtype(result)
+    grads = ((sum_dy_xmu * rstd).astype(pd), sum_dy.astype(pd)) if param_grads else (None, None)
     return (deliver(buf, out, result), *grads)
 
 
@@ -297,15 +321,16 @@ def _trailing(shape: tuple, axis):
 
 
 def _feature_param(value, name: str, shape: tuple, dtype, default: float):
-    """gamma/beta of the normalized shape, as a flat C-contiguous array of the compute dtype."""
+    """gamma/beta of the normalized shape, as a flat C-contiguous array of the compute dtype; ``default`` for
+    None (validation only when ``default`` is None too)."""
     if value is None:
+        if default is None:
+            return None
         n = math.prod(shape)
         return _constant(n, dtype, default) if n <= 1 << 16 else np.full(n, default, dtype=dtype)
     arr = as_array(value, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
-    if (arr.dtype is dtype or arr.dtype == dtype) and arr.ndim == 1 and arr.flags.c_contiguous:
-        return arr
     return as_buffer(arr, dtype).reshape(-1)
 
 
@@ -330,6 +355,15 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     # float16 and bfloat16 rows are read and written as such, computed in float32 (gamma and beta too)
     storage, compute, result = storage_dtype(x.dtype, "x"), compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
     M, D, shape = _trailing(x.shape, axis)
+    eps = float(np.finfo(compute).eps) if eps is None else _eps(eps, compute)  # None: RMS norm's default
+    lead = x.shape[:len(x.shape) - len(shape)]
+    if x.size == 0:  # nothing to normalize: no kernel call, no default parameters as large as a row
+        _feature_param(gamma, "gamma", shape, compute, None), _feature_param(beta, "beta", shape, compute, None)
+        if out is not None:
+            check_out(out, x.shape, result)
+        y = out if out is not None else np.empty(x.shape, result)
+        nan = np.full(lead, np.nan)
+        return y if not return_stats else ((y, nan, nan.copy()) if centered else (y, nan))
     g = _feature_param(gamma, "gamma", shape, compute, 1.0)
     b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
@@ -342,7 +376,6 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     # normalized while it is in cache
     _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads, *post)
     y = deliver(buf, out, result)
-    lead = x.shape[:len(x.shape) - len(shape)]
     if not return_stats:
         return y
     return (y, mean.reshape(lead), rstd.reshape(lead)) if centered else (y, rstd.reshape(lead))
@@ -358,6 +391,14 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     lead = x.shape[:len(x.shape) - len(shape)]
     mean = _row_stats(mean, "mean", lead) if centered else np.zeros(M)
     rstd = _row_stats(rstd, "rstd", lead)
+    if x.size == 0:  # sums over nothing, and no default parameters as large as a row
+        _feature_param(gamma, "gamma", shape, compute, None), _feature_param(beta, "beta", shape, compute, None)
+        if out is not None:
+            check_out(out, x.shape, result)
+        dx = out if out is not None else np.empty(x.shape, result)
+        if gamma is None or dx_only:
+            return dx, None, None
+        return dx, np.zeros(shape, _grad_dtype(result)), np.zeros(shape, _grad_dtype(result))
     g = _feature_param(gamma, "gamma", shape, compute, 1.0)
     b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
@@ -371,7 +412,8 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     dx = deliver(buf, out, result)
     if not param_grads:
         return dx, None, None
-    return dx, dgamma.reshape(shape).astype(result), dbeta.reshape(shape).astype(result)
+    pd = _grad_dtype(result)
+    return dx, dgamma.reshape(shape).astype(pd), dbeta.reshape(shape).astype(pd)
 
 
 def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=False, activation=None,
@@ -387,7 +429,7 @@ def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=Fals
     ----------
     Ba, Kiros & Hinton, Layer normalization, arXiv:1607.06450, 2016.
     """
-    return _normalize_rows(x, gamma, beta, axis, _eps(eps), True, return_stats, out, num_threads,
+    return _normalize_rows(x, gamma, beta, axis, eps, True, return_stats, out, num_threads,
                            _post_op(activation, negative_slope))
 
 
@@ -415,8 +457,6 @@ def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, activation
     ----------
     Zhang & Sennrich, Root mean square layer normalization, NeurIPS 2019.
     """
-    x_dtype = compute_dtype(as_array(x, "x").dtype, "x")
-    eps = float(np.finfo(x_dtype).eps) if eps is None else _eps(eps)
     return _normalize_rows(x, gamma, None, axis, eps, False, return_stats, out, num_threads,
                            _post_op(activation, negative_slope))
 
@@ -444,10 +484,7 @@ def _group_layout(shape: tuple, num_groups, axis):
     if ax == 0:
         raise ValueError("axis: the channel axis cannot be axis 0, the batch axis")
     C = shape[ax]
-    try:
-        G = int(num_groups)
-    except (TypeError, ValueError):
-        raise TypeError(f"num_groups: expected an int, got {type(num_groups).__name__}") from None
+    G = integer(num_groups, "num_groups")
     if G < 1 or C % G:
         raise ValueError(f"num_groups: {G} does not divide the {C} channels")
     return shape[0], math.prod(shape[1:ax]), C, math.prod(shape[ax + 1:]), G
@@ -476,7 +513,7 @@ def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return
     x = as_array(x, "x")
     storage, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)
     N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
-    eps = _eps(eps)
+    eps = _eps(eps, compute_dtype(x.dtype, "x"))
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
     if out is not None:
         check_out(out, x.shape, result)
@@ -521,9 +558,10 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
     if g is None or dx_only:
         grads = (None, None)
     elif x.size == 0:  # sums over nothing (the statistics of empty groups are NaN)
-        grads = (np.zeros(C, result), np.zeros(C, result))
+        grads = (np.zeros(C, _grad_dtype(result)), np.zeros(C, _grad_dtype(result)))
     else:  # before dx reaches out, which may share memory with rstd
-        grads = ((s2 * _per_channel(rstd, C)).sum(axis=0).astype(result), s1.sum(axis=0).astype(result))
+        pd = _grad_dtype(result)
+        grads = ((s2 * _per_channel(rstd, C)).sum(axis=0).astype(pd), s1.sum(axis=0).astype(pd))
     return (deliver(buf, out, result), *grads)
 
 

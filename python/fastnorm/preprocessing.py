@@ -22,6 +22,7 @@ from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axes,
                              result_dtype, storage_dtype)
 from fastnorm._threads import resolve
+from fastnorm._validate import real
 from fastnorm.statistics import Moments, merge_moments, moments
 
 _F64 = np.dtype(np.float64)
@@ -337,8 +338,7 @@ class PCA(_CovarianceModel):
             elif not 0 < n_components < 1:
                 raise ValueError(f"n_components: a float must be in (0, 1) (a fraction of variance), got "
                                  f"{n_components}")
-        if not eps >= 0:
-            raise ValueError(f"eps: expected >= 0, got {eps}")
+        eps = real(eps, "eps", minimum=0.0)
         self.n_components = n_components
         self.whiten = bool(whiten)
         self.eps = float(eps)
@@ -425,8 +425,7 @@ class Whitening(_CovarianceModel):
     def __init__(self, method: str = "zca", *, eps: float = 1e-5):
         if method not in ("pca", "zca"):
             raise ValueError(f"method: expected 'pca' or 'zca', got {method!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps: expected >= 0, got {eps}")
+        eps = real(eps, "eps", minimum=0.0)
         self.method = method
         self.eps = float(eps)
 

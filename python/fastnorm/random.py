@@ -15,12 +15,13 @@ exactly where the CPU has none.)  The sequence is fastnorm's own: it is not NumP
 from __future__ import annotations
 
 import math
+import operator
 import os
 from typing import Optional
 
 import numpy as np
 
-from fastnorm import _C
+from fastnorm import _C, _validate
 from fastnorm._memory import empty, fresh
 from fastnorm._threads import resolve
 
@@ -42,14 +43,9 @@ def _splitmix64(z: int) -> int:
 def _check_size(size) -> tuple:
     if size is None:
         return ()
-    if isinstance(size, (int, np.integer)):
-        size = (int(size),)
-    try:
-        shape = tuple(int(s) for s in size)
-    except TypeError:
-        raise TypeError(f"size: expected an int or a tuple of ints, got {type(size).__name__}") from None
-    if any(s < 0 for s in shape):
-        raise ValueError(f"size: negative dimensions are not allowed, got {shape}")
+    shape = _validate.shape(size, "size")
+    if math.prod(shape) >= 1 << 60:  # also keeps the byte count below 2**63 for the bindings
+        raise ValueError(f"size: {shape} has too many elements")
     return shape
 
 
@@ -61,10 +57,7 @@ def _check_dtype(dtype) -> np.dtype:
 
 
 def _finite(name: str, value) -> float:
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: must be finite, got {value}")
-    return v
+    return _validate.real(value, name)
 
 
 class Generator:
@@ -96,7 +89,12 @@ class Generator:
     def state(self, value: dict) -> None:
         if not isinstance(value, dict) or value.get("algorithm") != _ALGORITHM:
             raise ValueError(f"state: expected a dict from Generator.state with algorithm {_ALGORITHM!r}")
-        key, counter = int(value["key"]), int(value["counter"])
+        try:
+            key, counter = operator.index(value["key"]), operator.index(value["counter"])
+        except KeyError as missing:
+            raise ValueError(f"state: missing {missing}; expected a dict from Generator.state") from None
+        except TypeError:
+            raise TypeError("state: key and counter must be ints") from None
         if not (0 <= key <= _MASK64 and 0 <= counter <= _MASK64):
             raise ValueError("state: key and counter must be in [0, 2**64)")
         self._key, self._counter = key, counter
@@ -132,10 +130,20 @@ class Generator:
         return result[()] if size is None else result
 
     def uniform(self, size=None, low=0.0, high=1.0, dtype=np.float32, out=None, num_threads=None):
-        """Uniform values on [low, high): low + (high - low) u with u on a grid of 2**-24 (float32) or 2**-53."""
+        """Uniform values on [low, high): low + (high - low) u with u on a grid of 2**-24 (float32) or 2**-53.
+
+        ``high - low`` must be finite in the dtype computed in (float32 for float16 and float32) and both bounds
+        representable in the result's dtype; otherwise the values would be inf or NaN (ValueError)."""
         low, high = _finite("low", low), _finite("high", high)
         if not low < high:
             raise ValueError(f"low, high: need low < high, got low={low}, high={high}")
+        dt = out.dtype if isinstance(out, np.ndarray) else _check_dtype(dtype)
+        if dt.kind == "f":
+            work = np.dtype(np.float32) if dt.itemsize <= 4 else dt
+            if max(-low, high) > float(np.finfo(dt).max):
+                raise ValueError(f"low, high: bounds beyond the largest {dt}, got low={low}, high={high}")
+            if not high - low <= float(np.finfo(work).max):  # also an overflow to inf in float64
+                raise ValueError(f"low, high: the range high - low overflows {work}, got low={low}, high={high}")
         return self._fill(_UNIFORM, size, dtype, out, num_threads, _C.SampleParams(low=low, high=high))
 
     def normal(self, size=None, loc=0.0, scale=1.0, dtype=np.float32, out=None, num_threads=None):

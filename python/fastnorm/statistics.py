@@ -17,6 +17,8 @@ from fastnorm._threads import resolve
 
 __all__ = ["Moments", "moments", "merge_moments"]
 
+_F64 = np.dtype(np.float64)
+
 
 class Moments(NamedTuple):
     """Count, mean and m2 (sum of squared deviations from the mean) of a set of values, per slot, in float64.
@@ -92,7 +94,25 @@ def moments(x, axis=None, *, num_threads=None) -> Moments:
     mean = np.empty(C, dtype=np.float64)
     m2 = np.empty(C, dtype=np.float64)
     _C.channel_moments(xb.reshape(-1), A, C, B, mean, m2, resolve(num_threads))
+    if xb.dtype == _F64 and C and not math.isfinite(mean[0] + mean[-1] + m2.sum()):
+        mean, m2 = _rescaled(xb, A, C, B, mean, m2, num_threads)
     return Moments(np.array(count, dtype=np.int64), mean.reshape(kept_shape), m2.reshape(kept_shape))
+
+
+def _rescaled(xb, A, C, B, mean, m2, num_threads):
+    """Moments of float64 data near the largest doubles, whose sums overflowed: recomputed on x * 2**-k with k
+    from the largest finite magnitude, then scaled back (a power of two: exact), so that a finite mean comes out
+    finite (m2 overflows only where the true value does)."""
+    finite = np.isfinite(xb)
+    if not finite.any():
+        return mean, m2
+    k = int(np.frexp(np.max(np.abs(xb[finite])))[1])
+    scaled = np.ldexp(xb, -k)
+    mean_s, m2_s = np.empty(C), np.empty(C)
+    _C.channel_moments(scaled.reshape(-1), A, C, B, mean_s, m2_s, resolve(num_threads))
+    with np.errstate(over="ignore"):
+        redo = ~(np.isfinite(mean) & np.isfinite(m2))
+        return np.where(redo, np.ldexp(mean_s, k), mean), np.where(redo, np.ldexp(m2_s, 2 * k), m2)
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
@@ -101,6 +121,9 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     n = n_a + n_b,  mean = mean_a + d n_b / n,  m2 = m2_a + m2_b + d^2 n_a n_b / n,  with d = mean_b - mean_a.
     Shapes broadcast as in NumPy; slots where both counts are 0 stay (0, 0, 0).
     """
+    for name, m in (("a", a), ("b", b)):
+        if not all(hasattr(m, f) for f in ("count", "mean", "m2")):
+            raise TypeError(f"{name}: expected Moments (count, mean, m2), got {type(m).__name__}")
     na, nb = np.asarray(a.count, dtype=np.int64), np.asarray(b.count, dtype=np.int64)
     if (na < 0).any() or (nb < 0).any():
         raise ValueError("count: moments need counts >= 0")

@@ -227,7 +227,10 @@ struct Hardsigmoid {  // relu6(x + 3) / 6
 
 struct Hardswish {  // x relu6(x + 3) / 6
   template <class T>
-  static FASTNORM_INLINE T forward(T x, Params<T>) { return mul_or_zero(x, clamp(x + T(3), T(0), T(6))) / T(6); }
+  // x itself above 3, where x * 6 would overflow for x > max / 6 (and x * 6 / 6 is x up to rounding)
+  static FASTNORM_INLINE T forward(T x, Params<T>) {
+    return x > T(3) ? x : mul_or_zero(x, clamp(x + T(3), T(0), T(6))) / T(6);
+  }
   // PyTorch's convention at the kinks: 0 below -3, (2x + 3) / 6 on [-3, 3], 1 above.
   template <class T>
   static FASTNORM_INLINE T backward(T dy, T x, Params<T>) {

@@ -151,6 +151,8 @@ def deliver(buf: np.ndarray, out, result: np.dtype):
     if out is None:
         return buf if buf.dtype == result else buf.astype(result)
     if buf is not out:
+        if buf.dtype != result:  # float16 computed in float32: rounded to float16 first, as without out=
+            buf = buf.astype(result)
         np.copyto(out, buf, casting="same_kind")
     return out
 

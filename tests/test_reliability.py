@@ -352,3 +352,38 @@ def test_empty_rows_need_no_parameters_as_large_as_a_row():
     assert fastnorm.rms_norm(np.empty((3, 0))).shape == (3, 0)
     _, mean, rstd = fastnorm.layer_norm(np.empty((3, 0)), return_stats=True)
     assert np.isnan(mean).all() and np.isnan(rstd).all()
+
+
+# ---- long rows: no default parameter or per-feature scratch as large as a row ---------------------------------------
+
+def test_a_long_row_without_gamma_matches_the_reference_and_gamma_of_ones():
+    D = (1 << 20) + 37  # past the length up to which layer norm's backward materialises its defaults
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, D)) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal((2, D)).astype(np.float32)
+    ones = np.ones(D, np.float32)
+    y, mean, rstd = fastnorm.layer_norm(x, return_stats=True)
+    np.testing.assert_array_equal(y, fastnorm.layer_norm(x, ones, np.zeros(D, np.float32)))
+    dx, dgamma, dbeta = fastnorm.layer_norm_backward(dy, x, mean, rstd)
+    assert dgamma is None and dbeta is None
+    dx1, dgamma1, _ = fastnorm.layer_norm_backward(dy, x, mean, rstd, ones)
+    np.testing.assert_array_equal(dx, dx1)
+    want_dx, want_dgamma, _ = __import__("reference").layer_norm_grads(dy, x)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dgamma1, want_dgamma, rtol=1e-4, atol=1e-4)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(fastnorm.layer_norm_backward(dy, x, mean, rstd, num_threads=threads)[0], dx)
+        np.testing.assert_array_equal(fastnorm.rms_norm_backward(dy, x, rstd, num_threads=threads)[0],
+                                      fastnorm.rms_norm_backward(dy, x, rstd, ones, num_threads=threads)[0])
+
+
+def test_one_long_row_needs_no_memory_as_large_as_the_row():
+    # a 64 MiB row: the defaults (gamma, beta) and the backward's per-feature partials each were that large
+    setup = ("x = np.random.default_rng(0).standard_normal((1, 1 << 24)).astype(np.float32)\n"
+             "dy = np.ones_like(x); out = np.empty_like(x)\n"
+             "fastnorm.layer_norm(x[:, :8])\n"
+             "mean = x.mean(axis=1, dtype=np.float64); rstd = 1 / np.sqrt(x.var(axis=1, dtype=np.float64) + 1e-5)")
+    forward = peak_growth_mib(setup, "fastnorm.layer_norm(x, out=out); fastnorm.rms_norm(x, out=out)")
+    backward = peak_growth_mib(setup, "fastnorm.layer_norm_backward(dy, x, mean, rstd, out=out)")
+    assert forward < 16, f"layer_norm of a 64 MiB row grew the peak memory by {forward:.0f} MiB"
+    assert backward < 16, f"layer_norm_backward of a 64 MiB row grew the peak memory by {backward:.0f} MiB"

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -542,16 +543,29 @@ void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx,
 // the half types).
 Dtype compute_of(Storage storage) { return storage == Storage::f64 ? Dtype::f64 : Dtype::f32; }
 
-void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::array& gamma,
-                const py::array& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
+// An optional array argument: None, or an array checked like the call's others (dtype and size).
+std::optional<py::array> optional_like(const py::object& a, const char* name, Dtype dtype, idx size) {
+  if (a.is_none()) return std::nullopt;
+  py::array arr = a.cast<py::array>();
+  check_like(arr, name, dtype, size);
+  return arr;
+}
+
+template <class T>
+const T* cptr_or_null(const std::optional<py::array>& a) {
+  return a ? cptr<T>(*a) : nullptr;
+}
+
+void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::object& gamma,
+                const py::object& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage st = storage_of(x, "x");
   check_contiguous(x, "x");
   check_rows(x, "x", M, D);
   check_storage_like(out, "out", st, x.size());
   check_writeable(out, "out");
-  check_like(gamma, "gamma", compute_of(st), D);
-  check_like(beta, "beta", compute_of(st), D);
+  const auto g = optional_like(gamma, "gamma", compute_of(st), D);
+  const auto b = optional_like(beta, "beta", compute_of(st), D);
   double* mp = f64_output(mean, "mean", M);
   double* rp = f64_output(rstd, "rstd", M);
   with_storage(st, [&](auto t) {
@@ -559,16 +573,16 @@ void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bo
     using C = fastnorm::compute_t<T>;
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
-    const C* gp = cptr<C>(gamma);
-    const C* bp = cptr<C>(beta);
+    const C* gp = cptr_or_null<C>(g);
+    const C* bp = cptr_or_null<C>(b);
     py::gil_scoped_release nogil;
     fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads, op);
   });
 }
 
 void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, idx D, const py::array& mean,
-                 const py::array& rstd, const py::array& gamma, bool centered, py::array& dgamma, py::array& dbeta,
-                 bool param_grads, int num_threads, int post, double slope, const py::array& beta) {
+                 const py::array& rstd, const py::object& gamma, bool centered, const py::object& dgamma,
+                 const py::object& dbeta, int num_threads, int post, double slope, const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage st = storage_of(x, "x");
   check_contiguous(x, "x");
@@ -578,19 +592,21 @@ void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, 
   check_writeable(dx, "dx");
   const double* m = channel_values(mean, "mean", M);
   const double* r = channel_values(rstd, "rstd", M);
-  check_like(gamma, "gamma", compute_of(st), D);
-  check_like(beta, "beta", compute_of(st), D);
-  double* dgp = f64_output(dgamma, "dgamma", D);
-  double* dbp = f64_output(dbeta, "dbeta", D);
-  if (!param_grads) dgp = dbp = nullptr;
+  const auto g = optional_like(gamma, "gamma", compute_of(st), D);
+  const auto b = optional_like(beta, "beta", compute_of(st), D);
+  // the parameter gradients, when asked for (None: not computed, no partial sums kept)
+  py::array dg = dgamma.is_none() ? py::array() : dgamma.cast<py::array>();
+  py::array db = dbeta.is_none() ? py::array() : dbeta.cast<py::array>();
+  double* dgp = dgamma.is_none() ? nullptr : f64_output(dg, "dgamma", D);
+  double* dbp = dbeta.is_none() ? nullptr : f64_output(db, "dbeta", D);
   with_storage(st, [&](auto t) {
     using T = decltype(t);
     using C = fastnorm::compute_t<T>;
     const T* dyp = cptr<T>(dy);
     const T* xp = cptr<T>(x);
     T* dxp = mptr<T>(dx);
-    const C* gp = cptr<C>(gamma);
-    const C* bp = cptr<C>(beta);
+    const C* gp = cptr_or_null<C>(g);
+    const C* bp = cptr_or_null<C>(b);
     py::gil_scoped_release nogil;
     fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads, op, bp);
   });
@@ -724,11 +740,11 @@ PYBIND11_MODULE(_C, m) {
         "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
         "beta"_a = py::none());
   m.def("ln_forward", &ln_forward, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "eps"_a, "centered"_a,
-        "gamma"_a.noconvert(), "beta"_a.noconvert(), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
+        "gamma"_a.none(true), "beta"_a.none(true), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
         "post"_a = 0, "slope"_a = 0.01);
   m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,
-        "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.noconvert(), "centered"_a, "dgamma"_a.noconvert(),
-        "dbeta"_a.noconvert(), "param_grads"_a, "num_threads"_a, "post"_a, "slope"_a, "beta"_a.noconvert());
+        "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.none(true), "centered"_a, "dgamma"_a.none(true),
+        "dbeta"_a.none(true), "num_threads"_a, "post"_a, "slope"_a, "beta"_a.none(true));
   py::class_<fastnorm::SampleParams>(m, "SampleParams")
       .def(py::init([](double loc, double scale, double low, double high, double a, double b) {
              return fastnorm::SampleParams{loc, scale, low, high, a, b};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "fastnorm/blocked.h"
@@ -39,8 +40,8 @@ struct ApplyBlock {  // y = post(z) for one block of a row
   FASTNORM_INLINE void operator()(idx d, idx count, C* y) const {
     C px[kLanes], pg[kLanes], pb[kLanes];
     const C* xb = load_block<I>(x, d, count, px);
-    const C* gb = load_block<I>(gamma, d, count, pg);
-    const C* bb = load_block<I>(beta, d, count, pb);
+    const C* gb = load_param<I>(gamma, d, count, pg, DefaultBlock<C>::one);
+    const C* bb = load_param<I>(beta, d, count, pb, DefaultBlock<C>::zero);
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) y[j] = Op::forward(k.normalized(xb[j], gb[j], bb[j]), p);
   }
@@ -58,11 +59,14 @@ struct ApplyRow {  // a row of y = post(z), stored to T
 };
 
 template <class T, class Op>
-struct PostOpGradRow {  // dz = post'(z) dy over one row
+struct PostOpGradRow {  // dz = post'(z) dy over one row (gamma and beta may be null: 1 and 0)
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx D, Centering<T> k, const T* gamma,
                                   const T* beta, act::Params<T> p) {
 #pragma omp simd
-    for (idx d = 0; d < D; ++d) dz[d] = Op::backward(dy[d], k.normalized(x[d], gamma[d], beta[d]), p);
+    for (idx d = 0; d < D; ++d) {
+      const T z = k.normalized(x[d], gamma ? gamma[d] : T(1), beta ? beta[d] : T(0));
+      dz[d] = Op::backward(dy[d], z, p);
+    }
   }
 };
 
@@ -71,7 +75,9 @@ struct PostOpGradRow {  // dz = post'(z) dy over one row
 // rstd (s_gx - (mean - hi) s_g).  dy and x stored as X (the row's own storage, or widened into C), read a block at a
 // time, summed per lane in C and folded pairwise: float16 / bfloat16 rows give the bits of the float32 row of their
 // values.
-template <class X>
+// kNullable: gamma may be null (1); only the rows too long for a materialised default take that path (a branch per
+// block: up to 10% slower on short rows).
+template <class X, bool kNullable = false>
 struct RowSums {
   static constexpr bool takes_isa = true;
   static constexpr idx kPiece = 256;  // 16 values per vector lane
@@ -82,7 +88,9 @@ struct RowSums {
     C b_dy[kLanes], b_x[kLanes], b_gamma[kLanes];
     const C* dyb = load_block<I>(dy, d, count, b_dy);
     const C* xb = load_block<I>(x, d, count, b_x);
-    const C* gammab = load_block<I>(gamma, d, count, b_gamma);  // zero-padded: short blocks add nothing
+    // dy is zero-padded: short blocks add nothing
+    const C* gammab = kNullable ? load_param_filled<I>(gamma, d, count, b_gamma, C(1))
+                                : load_block<I>(gamma, d, count, b_gamma);
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) {
       const C g = dyb[j] * gammab[j];
@@ -113,9 +121,10 @@ struct RowGradInputs {  // g and x stored as X, as RowSums
 
 // dx for one block of kRows rows (1 or 2) at the same offsets; the parameter partials pg += g xhat, pb += g
 // accumulate across rows, in C, row after row (two rows give the bits of one and then the other, with pg and pb
-// loaded and stored once: their loads and stores were a tenth of the half backward).  The first row's block goes
-// to map_blocks' block dx, the second's to dx2 (its row aligned as the first's).
-template <Isa I, class T, class X, int kRows>
+// loaded and stored once: their loads and stores were a tenth of the half backward), unless pg is null (no
+// parameter gradients).  The first row's block goes to map_blocks' block dx, the second's to dx2 (its row aligned
+// as the first's).  gamma may be null (1).
+template <Isa I, class T, class X, int kRows, bool kNullable>
 struct GradBlock {
   static constexpr bool kElementwise = false;  // it accumulates pg, pb
   using C = compute_t<X>;
@@ -126,9 +135,12 @@ struct GradBlock {
   bool stream;
   FASTNORM_INLINE void operator()(idx d, idx count, C* dx) const {
     C p_gamma[kLanes], acc_g[kLanes], acc_b[kLanes];
-    const C* gammab = load_block<I>(gamma, d, count, p_gamma);
-    const C* pgb = load_block<I>(pg, d, count, acc_g);
-    const C* pbb = load_block<I>(pb, d, count, acc_b);
+    const C* gammab = kNullable ? load_param_filled<I>(gamma, d, count, p_gamma, C(1))
+                                : load_block<I>(gamma, d, count, p_gamma);
+    const C* pgb = kNullable ? load_param_filled<I>(static_cast<const C*>(pg), d, count, acc_g, C(0))
+                             : load_block<I>(pg, d, count, acc_g);
+    const C* pbb = kNullable ? load_param_filled<I>(static_cast<const C*>(pb), d, count, acc_b, C(0))
+                             : load_block<I>(pb, d, count, acc_b);
 #pragma omp simd
     for (idx j = 0; j < kLanes; ++j) {
       acc_g[j] = pgb[j];
@@ -155,6 +167,7 @@ struct GradBlock {
           store_values<I, T>(second, dx2 + d, count);
       }
     }
+    if (kNullable && pg == nullptr) return;
     if (count < kLanes) {
       store_values<I, C>(acc_g, pg + d, count);
       store_values<I, C>(acc_b, pb + d, count);
@@ -168,7 +181,7 @@ struct GradBlock {
   }
 };
 
-template <class T, class X, int kRows = 1>
+template <class T, class X, int kRows = 1, bool kNullable = false>
 struct RowGrad {  // kRows rows of dx, D apart, stored to T; g and x stored as X
   static constexpr bool takes_isa = true;
   using C = compute_t<T>;
@@ -177,9 +190,10 @@ struct RowGrad {  // kRows rows of dx, D apart, stored to T; g and x stored as X
                                   bool stream) {  // rows: kRows of them
     static_assert(kRows == 1 || kRows == 2, "one or two rows");
     if constexpr (kRows == 1)
-      map_blocks<I>(dx, D, stream, GradBlock<I, T, X, 1>{{rows[0]}, gamma, pg, pb, nullptr, stream});
+      map_blocks<I>(dx, D, stream, GradBlock<I, T, X, 1, kNullable>{{rows[0]}, gamma, pg, pb, nullptr, stream});
     else
-      map_blocks<I>(dx, D, stream, GradBlock<I, T, X, 2>{{rows[0], rows[1]}, gamma, pg, pb, dx + D, stream});
+      map_blocks<I>(dx, D, stream,
+                    GradBlock<I, T, X, 2, kNullable>{{rows[0], rows[1]}, gamma, pg, pb, dx + D, stream});
   }
 };
 
@@ -258,8 +272,20 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   const idx task_rows = 16 * rows_per_task(D);
   const idx tasks = M == 0 ? 0 : (M + task_rows - 1) / task_rows;
   const bool params = dgamma != nullptr || dbeta != nullptr;
-  // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column).
-  std::vector<double> pg(static_cast<size_t>(params ? tasks * D : D), 0.0);
+  // Rows of up to kMaterialize values take the functors that need gamma and the per-thread parameter partials: a
+  // missing gamma is materialised (ones) and the partials kept without parameter gradients too, scratch of at most
+  // a few MB.  Longer rows take the nullable functors (RowSums), which keep nothing as large as a row.
+  constexpr idx kMaterialize = idx(1) << 20;
+  const bool nullable = D > kMaterialize;
+  std::vector<C> ones;
+  if (gamma == nullptr && !nullable) {
+    ones.assign(static_cast<size_t>(D), C(1));
+    gamma = ones.data();
+  }
+  const bool partials = params || !nullable;
+  // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column); none
+  // without parameter gradients.
+  std::vector<double> pg(static_cast<size_t>(params ? tasks * D : 0), 0.0);
   std::vector<double> pb(pg.size(), 0.0);
   // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
@@ -280,15 +306,19 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   const bool widen = is_narrow<T> && post.active();
   // Rows two at a time (RowGrad) where both rows' dx have the same alignment
   const bool pairs = !post.active() && (!stream || (D * static_cast<idx>(sizeof(T))) % 64 == 0);
+  const auto run = [&](auto nullable_functors) {
+  constexpr bool kNullable = decltype(nullable_functors)::value;
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
-    std::vector<C> fg(static_cast<size_t>(D), C(0)), fb(static_cast<size_t>(D), C(0));
-    // L1 rows: the row's post'(z) dy; widened dy and x
-    C* dz = loops::thread_scratch<C>((widen ? 3 : 1) * static_cast<size_t>(D));
+    std::vector<C> fg(static_cast<size_t>(partials ? D : 0), C(0)), fb(fg.size(), C(0));
+    C* const f_g = partials ? fg.data() : nullptr;
+    C* const f_b = partials ? fb.data() : nullptr;
+    // L1 rows: the row's post'(z) dy; widened dy and x (with a post-op only)
+    C* dz = post.active() ? loops::thread_scratch<C>((widen ? 3 : 1) * static_cast<size_t>(D)) : nullptr;
     C* dy_row = widen ? dz + D : nullptr;
     C* x_row = widen ? dz + 2 * D : nullptr;
     for (idx t = t0; t < t1; ++t) {
-      double* g_part = pg.data() + (params ? t * D : 0);
-      double* b_part = pb.data() + (params ? t * D : 0);
+      double* g_part = params ? pg.data() + t * D : nullptr;
+      double* b_part = params ? pb.data() + t * D : nullptr;
       const idx r_end = std::min(M, (t + 1) * task_rows);
       // Row r's first pass; its gradient's inputs (post'(z) dy in dz with a post-op)
       const auto first_pass = [&](idx r) {
@@ -304,7 +334,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
             prefetch_row(x + ahead, std::min(n, total - ahead));
           }
           if (!post.active()) {
-            isa_call<RowSums<T>>(dyr + d, xr + d, n, k.hi, gamma + d, &s_g, &s_gx);
+            isa_call<RowSums<T, kNullable>>(dyr + d, xr + d, n, k.hi, param_at(gamma, d), &s_g, &s_gx);
             continue;
           }
           if constexpr (is_narrow<T>) {
@@ -313,10 +343,11 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
           }
           const C* dyc = widen ? dy_row : reinterpret_cast<const C*>(dyr);
           visit_post_op(post, [&](auto op) {
-            isa_call<PostOpGradRow<C, decltype(op)>>(dyc + d, xc + d, dz + d, n, k, gamma + d,
-                                                      beta ? beta + d : nullptr, p);
+            isa_call<PostOpGradRow<C, decltype(op)>>(dyc + d, xc + d, dz + d, n, k, param_at(gamma, d),
+                                                      param_at(beta, d), p);
           });
-          isa_call<RowSums<C>>(static_cast<const C*>(dz + d), xc + d, n, k.hi, gamma + d, &s_g, &s_gx);
+          isa_call<RowSums<C, kNullable>>(static_cast<const C*>(dz + d), xc + d, n, k.hi, param_at(gamma, d), &s_g,
+                                          &s_gx);
         }
         s_gx = rstd[r] * (s_gx - loops::mean_rest(mean[r], k.hi) * s_g);  // the sum of g xhat
         const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
@@ -327,23 +358,28 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
         // Two rows at a time without a post-op (pairs start at even rows of the task: kFlushRows is even)
         if (pairs && r + 1 < r_end) {
           const RowGradInputs<T> two[2] = {first_pass(r).first, first_pass(r + 1).first};
-          isa_call<RowGrad<T, T, 2>>(static_cast<const RowGradInputs<T>*>(two), dx + r * D, D, gamma, fg.data(),
-                                     fb.data(), stream);
+          isa_call<RowGrad<T, T, 2, kNullable>>(static_cast<const RowGradInputs<T>*>(two), dx + r * D, D, gamma,
+                                                f_g, f_b, stream);
           r += 2;
         } else {
           const auto in = first_pass(r);
           if (post.active())
-            isa_call<RowGrad<T, C>>(&in.second, dx + r * D, D, gamma, fg.data(), fb.data(), stream);
+            isa_call<RowGrad<T, C, 1, kNullable>>(&in.second, dx + r * D, D, gamma, f_g, f_b, stream);
           else
-            isa_call<RowGrad<T, T>>(&in.first, dx + r * D, D, gamma, fg.data(), fb.data(), stream);
+            isa_call<RowGrad<T, T, 1, kNullable>>(&in.first, dx + r * D, D, gamma, f_g, f_b, stream);
           r += 1;
         }
         if (params && ((r - t * task_rows) % kFlushRows == 0 || r == r_end))
-          isa_call<Flush<C>>(fg.data(), fb.data(), g_part, b_part, D);
+          isa_call<Flush<C>>(f_g, f_b, g_part, b_part, D);
       }
     }
     if (stream) stream_fence();
   });
+  };
+  if (nullable)
+    run(std::true_type{});
+  else
+    run(std::false_type{});
   if (!params) return;
   // Each column adds its partials in task order; blocks of columns walk the partial rows contiguously.
   std::vector<double> zero_g(dgamma ? 0 : D), zero_b(dbeta ? 0 : D);

@@ -7,7 +7,6 @@ formula): accurate for data whose mean is far above its spread and bitwise the s
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -320,27 +319,15 @@ def _trailing(shape: tuple, axis):
     return math.prod(shape[:-k]), math.prod(shape[-k:]), tuple(shape[-k:])
 
 
-def _feature_param(value, name: str, shape: tuple, dtype, default: float):
-    """gamma/beta of the normalized shape, as a flat C-contiguous array of the compute dtype; ``default`` for
-    None (validation only when ``default`` is None too)."""
+def _feature_param(value, name: str, shape: tuple, dtype):
+    """gamma/beta of the normalized shape as a flat C-contiguous array of the compute dtype, or None (the kernels
+    use 1 and 0 then: no default as large as a row)."""
     if value is None:
-        if default is None:
-            return None
-        n = math.prod(shape)
-        return _constant(n, dtype, default) if n <= 1 << 16 else np.full(n, default, dtype=dtype)
+        return None
     arr = as_array(value, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
     return as_buffer(arr, dtype).reshape(-1)
-
-
-@functools.lru_cache(maxsize=64)
-def _constant(n: int, dtype: np.dtype, value: float) -> np.ndarray:
-    """A read-only array of n values ``value``: the default gamma / beta, which the kernels only read (np.full was
-    a tenth of a layer norm call on 1,000 values); _feature_param caches small ones only."""
-    arr = np.full(n, value, dtype=dtype)
-    arr.flags.writeable = False
-    return arr
 
 
 def _row_stats(value, name: str, lead: tuple):
@@ -357,15 +344,14 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     M, D, shape = _trailing(x.shape, axis)
     eps = float(np.finfo(compute).eps) if eps is None else _eps(eps, compute)  # None: RMS norm's default
     lead = x.shape[:len(x.shape) - len(shape)]
-    if x.size == 0:  # nothing to normalize: no kernel call, no default parameters as large as a row
-        _feature_param(gamma, "gamma", shape, compute, None), _feature_param(beta, "beta", shape, compute, None)
+    g = _feature_param(gamma, "gamma", shape, compute)
+    b = _feature_param(beta, "beta", shape, compute)
+    if x.size == 0:  # nothing to normalize: no kernel call
         if out is not None:
             check_out(out, x.shape, result)
         y = out if out is not None else np.empty(x.shape, result)
         nan = np.full(lead, np.nan)
         return y if not return_stats else ((y, nan, nan.copy()) if centered else (y, nan))
-    g = _feature_param(gamma, "gamma", shape, compute, 1.0)
-    b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
@@ -391,24 +377,23 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     lead = x.shape[:len(x.shape) - len(shape)]
     mean = _row_stats(mean, "mean", lead) if centered else np.zeros(M)
     rstd = _row_stats(rstd, "rstd", lead)
-    if x.size == 0:  # sums over nothing, and no default parameters as large as a row
-        _feature_param(gamma, "gamma", shape, compute, None), _feature_param(beta, "beta", shape, compute, None)
+    g = _feature_param(gamma, "gamma", shape, compute)
+    b = _feature_param(beta, "beta", shape, compute)
+    if x.size == 0:  # sums over nothing
         if out is not None:
             check_out(out, x.shape, result)
         dx = out if out is not None else np.empty(x.shape, result)
         if gamma is None or dx_only:
             return dx, None, None
         return dx, np.zeros(shape, _grad_dtype(result)), np.zeros(shape, _grad_dtype(result))
-    g = _feature_param(gamma, "gamma", shape, compute, 1.0)
-    b = _feature_param(beta, "beta", shape, compute, 0.0)
     if out is not None:
         check_out(out, x.shape, result)
     dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     param_grads = gamma is not None and not dx_only
-    dgamma, dbeta = np.empty(D), np.empty(D)
+    dgamma, dbeta = (np.empty(D), np.empty(D)) if param_grads else (None, None)
     buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
     _C.ln_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, centered, dgamma, dbeta,
-                   param_grads, resolve(num_threads), *post, b)
+                   resolve(num_threads), *post, b)
     dx = deliver(buf, out, result)
     if not param_grads:
         return dx, None, None

@@ -168,6 +168,35 @@ FASTNORM_INLINE const compute_t<X>* load_block(const X* p, idx d, idx count, com
   }
 }
 
+// Blocks of a per-feature parameter's default, for absent (null) parameters: 1 for gamma, 0 for beta.
+template <class C>
+struct DefaultBlock {
+  alignas(64) static constexpr C one[kLanes] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  alignas(64) static constexpr C zero[kLanes] = {};
+};
+
+// A block of a per-feature parameter (gamma, beta) as load_block reads it, or the block `absent` (DefaultBlock)
+// where the parameter is null, so that a default is never as large as a row.  (That block is not zero-padded past
+// a short block's `count`: the functors that accumulate multiply it by a zero-padded block of dy.)
+template <Isa I, class C>
+FASTNORM_INLINE const C* load_param(const C* p, idx d, idx count, C* buf, const C* absent) {
+  return p != nullptr ? load_block<I>(p, d, count, buf) : absent;
+}
+
+// The same, with the default block filled into buf (for functors where the static block was slower).
+template <Isa I, class C>
+FASTNORM_INLINE const C* load_param_filled(const C* p, idx d, idx count, C* buf, C fill) {
+  if (p != nullptr) return load_block<I>(p, d, count, buf);
+  for (idx j = 0; j < kLanes; ++j) buf[j] = fill;
+  return buf;
+}
+
+// p + d, or null for an absent parameter (an offset from null is undefined behaviour).
+template <class C>
+FASTNORM_INLINE const C* param_at(const C* p, idx d) {
+  return p != nullptr ? p + d : nullptr;
+}
+
 // The sum of a block of per-lane partial sums, added pairwise (compile-time widths: a loop over a variable width
 // ran scalar), in double.
 template <idx W, class C>

@@ -21,18 +21,45 @@ import numpy as np
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axes,
                              result_dtype, storage_dtype)
+from fastnorm._sklearn import BaseEstimator, TransformerMixin, estimator_input, feature_names, prefixed_names
 from fastnorm._threads import resolve
-from fastnorm._validate import real
+from fastnorm._validate import integer, real
 from fastnorm.statistics import Moments, merge_moments, moments
+
+try:
+    from sklearn.exceptions import NotFittedError as _NotFittedBase
+except ImportError:
+    _NotFittedBase = type("_NotFittedBase", (ValueError, AttributeError), {})
 
 _F64 = np.dtype(np.float64)
 
 __all__ = ["NotFittedError", "Standardizer", "PCA", "Whitening"]
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A transform or fitted attribute was used before ``fit`` (a ValueError and an AttributeError, as in
-    scikit-learn)."""
+class NotFittedError(_NotFittedBase):
+    """A transform or fitted attribute was used before ``fit`` (a ValueError and an AttributeError, and
+    scikit-learn's NotFittedError where it is installed)."""
+
+
+class _Transformer(TransformerMixin, BaseEstimator):
+    """What the three estimators share: scikit-learn's protocol (fastnorm._sklearn), float32 kept as float32,
+    parameters checked when fitting (scikit-learn's rule: the constructor only stores them)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"preserves_dtype": [np.float64, np.float32]}
+
+
+def _check_not_empty(x: np.ndarray) -> None:
+    """Samples along axis 0 and at least one feature (scikit-learn's wording, which its checks look for)."""
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise ValueError(f"x: found array with 0 sample(s) (shape={x.shape}) while a minimum of 1 is required.")
+    if x.ndim >= 2 and math.prod(x.shape[1:]) == 0:
+        raise ValueError(f"x: found array with 0 feature(s) (shape={x.shape}) while a minimum of 1 is required.")
 
 
 def _refuse_nonfinite(values: np.ndarray, what: str) -> None:
@@ -40,7 +67,7 @@ def _refuse_nonfinite(values: np.ndarray, what: str) -> None:
         raise ValueError(f"x: contains NaN or infinity; the {what} would be NaN (clean or impute the data first)")
 
 
-class Standardizer:
+class Standardizer(_Transformer):
     """Zero-centers and/or scales data to unit variance, with statistics over a choice of axes.
 
     ``axis`` names the axes the statistics are taken over; the other axes keep one statistic per slot:
@@ -79,13 +106,17 @@ class Standardizer:
 
     def __init__(self, axis=0, *, with_mean: bool = True, with_std: bool = True, ddof: int = 0,
                  num_threads=None):
-        if not isinstance(ddof, numbers.Integral) or ddof < 0:
-            raise ValueError(f"ddof: expected an integer >= 0, got {ddof!r}")
         self.axis = axis
-        self.with_mean = bool(with_mean)
-        self.with_std = bool(with_std)
-        self.ddof = int(ddof)
+        self.with_mean = with_mean
+        self.with_std = with_std
+        self.ddof = ddof
         self.num_threads = num_threads
+
+    def _check_params(self):
+        integer(self.ddof, "ddof", 0, "an integer >= 0")
+        for name in ("with_mean", "with_std"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
 
     # -- fitting -------------------------------------------------------------------------------------------------
     def fit(self, x, y=None):
@@ -95,7 +126,11 @@ class Standardizer:
 
     def partial_fit(self, x, y=None):
         """Adds ``x`` to the statistics seen so far (merged exactly as if fitted on all the data at once)."""
-        x = as_array(x, "x")
+        self._check_params()
+        first = not self.__sklearn_is_fitted__()
+        x = as_array(estimator_input(self, x, reset=first), "x")
+        if first:  # later batches may be empty
+            _check_not_empty(x)
         reduced = normalize_axes(self.axis, x.ndim)
         kept = tuple(a for a in range(x.ndim) if a not in reduced)
         if hasattr(self, "moments_"):
@@ -117,7 +152,8 @@ class Standardizer:
         return self
 
     def _reset(self):
-        for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_"):
+        for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_",
+                     "feature_names_in_"):
             self.__dict__.pop(name, None)
 
     def _check_layout(self, x: np.ndarray) -> None:
@@ -126,10 +162,16 @@ class Standardizer:
             raise ValueError(f"x: shape {x.shape} does not match the fitted data: expected {self._ndim} dimensions "
                              f"with sizes {fitted} on axes {self._kept}")
 
+    def get_feature_names_out(self, input_features=None):
+        """The output features' names: the input's (each output feature is its input feature, standardized)."""
+        self._check_fitted()
+        return feature_names(self, input_features)
+
     # -- transforms ----------------------------------------------------------------------------------------------
     def transform(self, x, *, out=None):
         """(x - mean_) / scale_ (each part as configured), in x's floating dtype (integers give float64)."""
         self._check_fitted()
+        x = estimator_input(self, x, reset=False)
         mean = self.mean_ if self.with_mean else np.zeros(self.mean_.shape)
         scale = 1.0 / self.scale_ if self.with_std else np.ones(self.mean_.shape)
         return self._affine(x, mean, scale, np.zeros(self.mean_.shape), out)
@@ -140,14 +182,18 @@ class Standardizer:
     def inverse_transform(self, x, *, out=None):
         """x * scale_ + mean_: undoes :meth:`transform`."""
         self._check_fitted()
+        x = estimator_input(self, x, reset=False)
         zeros = np.zeros(self.mean_.shape)
         scale = self.scale_ if self.with_std else np.ones(self.mean_.shape)
         shift = self.mean_ if self.with_mean else zeros
         return self._affine(x, zeros, scale, shift, out)
 
     def _check_fitted(self):
-        if not hasattr(self, "moments_"):
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError("this Standardizer is not fitted yet: call fit or partial_fit first")
+
+    def __sklearn_is_fitted__(self):
+        return "moments_" in self.__dict__
 
     def _affine(self, x, mean, scale, shift, out):
         """(x - mean) * scale + shift with per-slot float64 parameters broadcast over the reduced axes."""
@@ -201,7 +247,7 @@ class _Scatter:
         self.count = n
 
 
-class _CovarianceModel:
+class _CovarianceModel(_Transformer):
     """What PCA and Whitening share: rows (N, features...) fitted into a mergeable scatter, then the eigenvectors
     of the covariance, largest variance first, each signed so that its largest-magnitude entry is positive."""
 
@@ -214,6 +260,7 @@ class _CovarianceModel:
 
     def partial_fit(self, x, y=None):
         """Adds ``x`` to the data seen so far; the eigendecomposition is recomputed when next needed."""
+        self._check_params()
         rows = self._rows(x, fitting=True)
         self._scatter.add(rows)
         self._solution = None
@@ -223,12 +270,21 @@ class _CovarianceModel:
         return self.fit(x).transform(x)
 
     def _reset(self):
-        self.__dict__.pop("_scatter", None)
+        for name in ("_scatter", "n_features_in_", "feature_names_in_"):
+            self.__dict__.pop(name, None)
         self._solution = None
+
+    def __sklearn_is_fitted__(self):
+        return "_scatter" in self.__dict__
 
     def _rows(self, x, fitting=False) -> np.ndarray:
         """x as (N, features) rows, checking its feature shape against the fitted one."""
-        x = as_array(x, "x")
+        if not fitting and not self.__sklearn_is_fitted__():
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
+        first = fitting and not self.__sklearn_is_fitted__()
+        x = as_array(estimator_input(self, x, reset=first), "x")
+        if first:  # later batches may be empty
+            _check_not_empty(x)
         if x.ndim < 2:
             raise ValueError(f"x: expected samples along axis 0 and features after it (ndim >= 2), got shape "
                              f"{x.shape}")
@@ -237,8 +293,6 @@ class _CovarianceModel:
         if scatter is None:
             if not fitting:
                 raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
-            if math.prod(features) == 0:
-                raise ValueError(f"x: needs at least one feature, got shape {x.shape}")
             self._feature_shape = features
             self._scatter = _Scatter(math.prod(features))
         elif features != self._feature_shape:
@@ -252,7 +306,7 @@ class _CovarianceModel:
             if s is None:
                 raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
             if s.count < 2:
-                raise ValueError(f"x: {type(self).__name__} needs at least 2 samples, got {s.count}")
+                raise ValueError(f"x: {type(self).__name__} needs at least 2 samples, got {s.count} sample(s)")
             cov = s.scatter / (s.count - 1)
             w, v = np.linalg.eigh(cov)
             w, v = np.maximum(w[::-1], 0.0), v[:, ::-1]
@@ -276,16 +330,15 @@ class _CovarianceModel:
         self._solve()
         return self._scatter.count
 
-    @property
-    def n_features_in_(self) -> int:
-        self._solve()
-        return self._scatter.mean.shape[0]
-
     def _project(self, x, matrix: np.ndarray) -> np.ndarray:
         """(x - mean_) @ matrix in x's floating dtype (float64 for integers)."""
         rows = self._rows(x)
         compute = compute_dtype(rows.dtype, "x")
-        centered = np.asarray(rows, dtype=compute) - self.mean_.astype(compute)
+        # centred around the float64 mean split in two: (x - hi) - lo, hi = mean rounded to the computation's
+        # dtype: float32 data whose mean is far above its spread keep their digits
+        hi = self.mean_.astype(compute)
+        lo = (self.mean_ - hi).astype(compute)
+        centered = (np.asarray(rows, dtype=compute) - hi) - lo
         return (centered @ matrix.astype(compute)).astype(result_dtype(rows.dtype), copy=False)
 
     def _unproject(self, y, matrix: np.ndarray, width: int) -> np.ndarray:
@@ -329,6 +382,12 @@ class PCA(_CovarianceModel):
     """
 
     def __init__(self, n_components=None, *, whiten: bool = False, eps: float = 0.0):
+        self.n_components = n_components
+        self.whiten = whiten
+        self.eps = eps
+
+    def _check_params(self):
+        n_components = self.n_components
         if n_components is not None:
             if isinstance(n_components, bool) or not isinstance(n_components, numbers.Real):
                 raise TypeError(f"n_components: expected an int, a float in (0, 1) or None, got {n_components!r}")
@@ -338,10 +397,12 @@ class PCA(_CovarianceModel):
             elif not 0 < n_components < 1:
                 raise ValueError(f"n_components: a float must be in (0, 1) (a fraction of variance), got "
                                  f"{n_components}")
-        eps = real(eps, "eps", minimum=0.0)
-        self.n_components = n_components
-        self.whiten = bool(whiten)
-        self.eps = float(eps)
+        real(self.eps, "eps", minimum=0.0)
+
+    def get_feature_names_out(self, input_features=None):
+        """pca0, pca1, ...: one name per component."""
+        self._solve()
+        return prefixed_names(self, self.n_components_)
 
     def _k(self) -> int:
         sol, s = self._solve(), self._scatter
@@ -423,11 +484,20 @@ class Whitening(_CovarianceModel):
     """
 
     def __init__(self, method: str = "zca", *, eps: float = 1e-5):
-        if method not in ("pca", "zca"):
-            raise ValueError(f"method: expected 'pca' or 'zca', got {method!r}")
-        eps = real(eps, "eps", minimum=0.0)
         self.method = method
-        self.eps = float(eps)
+        self.eps = eps
+
+    def _check_params(self):
+        if self.method not in ("pca", "zca"):
+            raise ValueError(f"method: expected 'pca' or 'zca', got {self.method!r}")
+        real(self.eps, "eps", minimum=0.0)
+
+    def get_feature_names_out(self, input_features=None):
+        """ZCA: the input's names (whitened data keep their features); PCA: whitening0, whitening1, ..."""
+        self._solve()
+        if self.method == "zca":
+            return feature_names(self, input_features)
+        return prefixed_names(self, self._scatter.mean.shape[0])
 
     @property
     def components_(self) -> np.ndarray:
@@ -461,4 +531,5 @@ class Whitening(_CovarianceModel):
 
     def inverse_transform(self, y):
         """Back to the data space, (N, features...)."""
-        return self._unproject(y, self._matrices()[1], self.n_features_in_).reshape((-1, *self._feature_shape))
+        width = self._scatter.mean.shape[0]
+        return self._unproject(y, self._matrices()[1], width).reshape((-1, *self._feature_shape))

@@ -35,7 +35,7 @@ def bn_inputs(draw):
 @given(bn_inputs())
 def test_forward_matches_reference(data):
     x, axis, gamma, beta = data
-    y = fastnorm.batch_norm(x, gamma, beta, axis=axis)
+    y = fastnorm.batch_norm(x, gamma=gamma, beta=beta, axis=axis)
     assert y.dtype == x.dtype and y.shape == x.shape
     rtol, atol = TOL[x.dtype.type]
     np.testing.assert_allclose(y.astype(np.float64), ref.batch_norm(x, gamma, beta, axis), rtol=rtol, atol=atol)
@@ -47,7 +47,7 @@ def test_backward_matches_reference(data, draw):
     if x.dtype == np.float16:
         return  # float16 gradients are compared in float32 below
     dy = draw.draw(hnp.arrays(x.dtype, x.shape, elements=st.floats(-2, 2, width=8 * x.dtype.itemsize)))
-    _, mean, rstd = fastnorm.batch_norm(x, gamma, axis=axis, return_stats=True)
+    _, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, axis=axis, return_stats=True)
     dx, dgamma, dbeta = fastnorm.batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis)
     edx, edg, edb = ref.batch_norm_grads(dy, x, gamma, axis)
     rtol, atol = TOL[x.dtype.type]
@@ -63,11 +63,11 @@ def test_gradient_check_float64(shape, axis, rng):
     C = shape[axis]
     gamma, beta = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
     dy = rng.standard_normal(shape)
-    _, mean, rstd = fastnorm.batch_norm(x, gamma, beta, axis=axis, return_stats=True)
+    _, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, beta=beta, axis=axis, return_stats=True)
     dx, dgamma, dbeta = fastnorm.batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis)
 
     def loss(x_, g_, b_):
-        return (dy * fastnorm.batch_norm(x_, g_, b_, axis=axis)).sum()
+        return (dy * fastnorm.batch_norm(x_, gamma=g_, beta=b_, axis=axis)).sum()
 
     for idx in [tuple(rng.integers(0, s) for s in shape) for _ in range(6)]:
         assert abs(numeric_partial(lambda v: loss(v, gamma, beta), x, idx) - dx[idx]) < 1e-6
@@ -109,7 +109,7 @@ def test_test_mode_uses_running_statistics(rng):
     rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
     gamma, beta = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
     rm0, rv0 = rm.copy(), rv.copy()
-    y, mean, rstd = fastnorm.batch_norm(x, gamma, beta, training=False, running_mean=rm, running_var=rv,
+    y, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, beta=beta, training=False, running_mean=rm, running_var=rv,
                                         return_stats=True)
     expected = (x - rm0.reshape(1, 3, 1, 1)) / np.sqrt(rv0.reshape(1, 3, 1, 1) + 1e-5) * gamma.reshape(1, 3, 1, 1) \
         + beta.reshape(1, 3, 1, 1)
@@ -152,9 +152,9 @@ def test_float32_with_mean_far_above_std(layout, rng):
 def test_channels_last_equals_channels_first(rng):
     x = rng.standard_normal((4, 5, 6, 7)).astype(np.float32)
     gamma, beta = rng.uniform(0.5, 1.5, 5), rng.standard_normal(5)
-    y = fastnorm.batch_norm(x, gamma, beta, axis=1)
+    y = fastnorm.batch_norm(x, gamma=gamma, beta=beta, axis=1)
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-    yl = fastnorm.batch_norm(xl, gamma, beta, axis=-1)
+    yl = fastnorm.batch_norm(xl, gamma=gamma, beta=beta, axis=-1)
     np.testing.assert_allclose(np.moveaxis(yl, -1, 1), y, rtol=1e-6, atol=1e-6)
 
 
@@ -168,7 +168,7 @@ def test_bitwise_identical_for_any_thread_count(shape, axis, rng):
     gamma = rng.uniform(0.5, 1.5, C)
     runs = []
     for t in (1, 2, 3):
-        y, m, r = fastnorm.batch_norm(x, gamma, axis=axis, return_stats=True, num_threads=t)
+        y, m, r = fastnorm.batch_norm(x, gamma=gamma, axis=axis, return_stats=True, num_threads=t)
         dx, dg, db = fastnorm.batch_norm_backward(dy, x, m, r, gamma, axis=axis, num_threads=t)
         runs.append(b"".join(a.tobytes() for a in (y, m, r, dx, dg, db)))
     assert runs[1] == runs[0] and runs[2] == runs[0]
@@ -185,7 +185,7 @@ def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
     dy = rng.standard_normal(shape).astype(dtype)
     A, C, B = shape[0], shape[1], int(np.prod(shape[2:]))
     gamma = rng.uniform(0.5, 1.5, C)
-    _, mean, rstd = fastnorm.batch_norm(x, gamma, return_stats=True)
+    _, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, return_stats=True)
     k_dy = gamma * rstd
     dx1, s1, s2 = np.empty_like(x), np.empty(C), np.empty(C)
     none = fastnorm.normalization._post_op(None, 0.01)
@@ -317,9 +317,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="axis: 2 is out of range"):
         fastnorm.batch_norm(x, axis=2)
     with pytest.raises(ValueError, match=r"gamma: expected shape \(3,\)"):
-        fastnorm.batch_norm(x, np.ones(4))
+        fastnorm.batch_norm(x, gamma=np.ones(4))
     with pytest.raises(TypeError, match="beta: unsupported dtype complex128"):
-        fastnorm.batch_norm(x, None, np.ones(3, complex))
+        fastnorm.batch_norm(x, gamma=None, beta=np.ones(3, complex))
     with pytest.raises(ValueError, match="eps: expected a finite number > 0"):
         fastnorm.batch_norm(x, eps=0)
     with pytest.raises(ValueError, match="eps: expected a finite number > 0"):
@@ -358,7 +358,7 @@ def test_matches_pytorch_train_and_eval():
     rm, rv, n = np.zeros(4, np.float32), np.ones(4, np.float32), np.array(0)
     tx = torch.from_numpy(x).requires_grad_(True)
     ty = layer(tx)
-    y, mean, rstd = fastnorm.batch_norm(x, gamma, beta, running_mean=rm, running_var=rv, momentum=0.2,
+    y, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv, momentum=0.2,
                                         num_batches_tracked=n, return_stats=True)
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rm, layer.running_mean.numpy(), rtol=1e-6, atol=1e-7)
@@ -373,5 +373,5 @@ def test_matches_pytorch_train_and_eval():
     layer.eval()
     with torch.no_grad():
         ey = layer(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(fastnorm.batch_norm(x, gamma, beta, training=False, running_mean=rm,
+    np.testing.assert_allclose(fastnorm.batch_norm(x, gamma=gamma, beta=beta, training=False, running_mean=rm,
                                                    running_var=rv), ey, rtol=1e-5, atol=1e-5)

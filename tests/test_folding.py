@@ -76,7 +76,7 @@ def test_matches_batch_norm_in_test_mode(rng):
     w, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
     gamma, beta, mean, var = bn_params(rng, 3)
     fw, fb = fastnorm.fold_batch_norm(w, b, gamma, beta, mean, var, eps=1e-3)
-    expected = fastnorm.batch_norm(linear(x, w, b), gamma, beta, training=False, running_mean=mean.copy(),
+    expected = fastnorm.batch_norm(linear(x, w, b), gamma=gamma, beta=beta, training=False, running_mean=mean.copy(),
                                    running_var=var.copy(), eps=1e-3)
     np.testing.assert_allclose(linear(x, fw, fb), expected, rtol=1e-12, atol=1e-12)
 

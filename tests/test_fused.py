@@ -6,16 +6,19 @@ import pytest
 import fastnorm
 
 ACTS = [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("silu", {}), ("gelu", {})]
+# batch and instance norm take gamma and beta by keyword only
+BN = lambda x, g, b, **k: fastnorm.batch_norm(x, gamma=g, beta=b, **k)  # noqa: E731
+IN = lambda x, g, b, **k: fastnorm.instance_norm(x, gamma=g, beta=b, **k)  # noqa: E731
 # name: (forward, backward, x shape, per-channel parameter shape, keyword arguments of both)
 NORMS = {
-    "batch nchw": (fastnorm.batch_norm, fastnorm.batch_norm_backward, (6, 5, 7, 3), (5,), {"axis": 1}),
-    "batch nhwc": (fastnorm.batch_norm, fastnorm.batch_norm_backward, (6, 7, 3, 5), (5,), {"axis": -1}),
-    "batch rows": (fastnorm.batch_norm, fastnorm.batch_norm_backward, (40, 6), (6,), {"axis": 1}),
+    "batch nchw": (BN, fastnorm.batch_norm_backward, (6, 5, 7, 3), (5,), {"axis": 1}),
+    "batch nhwc": (BN, fastnorm.batch_norm_backward, (6, 7, 3, 5), (5,), {"axis": -1}),
+    "batch rows": (BN, fastnorm.batch_norm_backward, (40, 6), (6,), {"axis": 1}),
     "layer": (fastnorm.layer_norm, fastnorm.layer_norm_backward, (9, 33), (33,), {}),
     "group nchw": (lambda x, g, b, **k: fastnorm.group_norm(x, 2, g, b, **k),
                    lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 2, g, **k),
                    (3, 6, 5, 4), (6,), {"axis": 1}),
-    "instance nchw": (fastnorm.instance_norm, fastnorm.instance_norm_backward, (3, 4, 5, 6), (4,), {"axis": 1}),
+    "instance nchw": (IN, fastnorm.instance_norm_backward, (3, 4, 5, 6), (4,), {"axis": 1}),
     "group nhwc": (lambda x, g, b, **k: fastnorm.group_norm(x, 3, g, b, **k),
                    lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 3, g, **k),
                    (3, 5, 4, 6), (6,), {"axis": -1}),
@@ -94,8 +97,9 @@ def test_fused_bits_do_not_depend_on_thread_count(norm):
 def test_test_mode_batch_norm_with_activation():
     x, gamma, beta, dy = inputs("batch nchw", np.float64)
     rm, rv = np.full(5, 0.3), np.full(5, 1.7)
-    y = fastnorm.batch_norm(x, gamma, beta, training=False, running_mean=rm, running_var=rv, activation="relu")
-    z = fastnorm.batch_norm(x, gamma, beta, training=False, running_mean=rm, running_var=rv)
+    y = fastnorm.batch_norm(x, gamma=gamma, beta=beta, training=False, running_mean=rm, running_var=rv,
+                            activation="relu")
+    z = fastnorm.batch_norm(x, gamma=gamma, beta=beta, training=False, running_mean=rm, running_var=rv)
     np.testing.assert_allclose(y, np.maximum(z, 0), rtol=1e-12, atol=1e-14)
     rstd = 1 / np.sqrt(rv + 1e-5)
     dx = fastnorm.batch_norm_backward(dy, x, rm, rstd, gamma, training=False, beta=beta, activation="relu")[0]

@@ -362,7 +362,7 @@ def batch_norm_spec(backward):
                         updated=("running_mean", "running_var") if training else ())
         xs = x.astype(np.float32) if x.dtype.kind != "f" else x
         try:
-            _, mean, rstd = fastnorm.batch_norm(xs, g, b, axis=axis, return_stats=True)
+            _, mean, rstd = fastnorm.batch_norm(xs, gamma=g, beta=b, axis=axis, return_stats=True)
         except ValueError:
             mean, rstd = np.zeros(C), np.ones(C)
         dy = array(data, shp, dtype=x.dtype, label="dy")
@@ -385,7 +385,8 @@ def row_norm_spec(name, backward):
         if not backward:
             reference = None
             if finite_float(x) and D > 1:
-                want = ref.layer_norm(x, g, b) if name == "layer_norm" else ref.rms_norm(x, g, eps=np.finfo(x.dtype).eps)
+                eps = np.finfo(x.dtype).eps
+                want = ref.layer_norm(x, g, b) if name == "layer_norm" else ref.rms_norm(x, g, eps=eps)
                 reference = near(want, x.dtype, rtol=1e-4)
             return Spec(f, dict(x=x, gamma=g, **extra), params=("gamma", "beta"), reference=reference,
                         keywords=("axis", "eps", "gamma", "activation", "num_threads"))
@@ -458,7 +459,8 @@ def sampler_spec(method):
                 assert ((v >= -2) & (v <= 3)).all()
             if method == "truncated_normal":
                 assert ((v >= -1.001) & (v <= 2.001)).all()
-        return Spec(lambda **a: getattr(fastnorm.random.Generator(key), method)(**a), dict(size=size, dtype=dtype, **params), out=False, reference=reference,
+        return Spec(lambda **a: getattr(fastnorm.random.Generator(key), method)(**a),
+                    dict(size=size, dtype=dtype, **params), out=False, reference=reference,
                     keywords=("size", "dtype", *params, "num_threads"))
     return build
 

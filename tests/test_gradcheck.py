@@ -40,9 +40,10 @@ def test_normalization_backwards(kind):
     x = rng.standard_normal((4, 6, 3, 2)) * 2 + 1
     C = 6 if kind != "layer" else 2
     gamma, beta = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
-    fwd = {"batch": fastnorm.batch_norm, "layer": fastnorm.layer_norm,
+    fwd = {"batch": lambda x, g, b, **k: fastnorm.batch_norm(x, gamma=g, beta=b, **k),
+           "layer": fastnorm.layer_norm,
            "group": lambda x, g, b, **k: fastnorm.group_norm(x, 3, g, b, **k),
-           "instance": fastnorm.instance_norm}[kind]
+           "instance": lambda x, g, b, **k: fastnorm.instance_norm(x, gamma=g, beta=b, **k)}[kind]
     bwd = {"batch": fastnorm.batch_norm_backward, "layer": fastnorm.layer_norm_backward,
            "group": lambda dy, x, m, r, g: fastnorm.group_norm_backward(dy, x, m, r, 3, g),
            "instance": fastnorm.instance_norm_backward}[kind]

@@ -134,7 +134,7 @@ def test_matches_pytorch():
     ti = F.instance_norm(torch.from_numpy(x), rm, rv, torch.from_numpy(w), torch.from_numpy(b),
                          use_input_stats=True, momentum=0.1, eps=1e-5)
     om, ov = np.zeros(6, np.float32), np.ones(6, np.float32)
-    yi = fastnorm.instance_norm(x, w, b, running_mean=om, running_var=ov, momentum=0.1)
+    yi = fastnorm.instance_norm(x, gamma=w, beta=b, running_mean=om, running_var=ov, momentum=0.1)
     np.testing.assert_allclose(yi, ti.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(om, rm.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ov, rv.numpy(), rtol=1e-5)

@@ -43,23 +43,24 @@ def test_batch_norm_half_is_float32_rounded_once(half, shape, axis, activation, 
     g, b = rng.standard_normal(C), rng.standard_normal(C)
     x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
     kw = dict(axis=axis, activation=activation)
-    want_y, want_mean, want_rstd = fastnorm.batch_norm(x32, g, b, return_stats=True, **kw)
-    y1, mean1, rstd1 = fastnorm.batch_norm(x, g, b, return_stats=True, num_threads=1, **kw)
+    want_y, want_mean, want_rstd = fastnorm.batch_norm(x32, gamma=g, beta=b, return_stats=True, **kw)
+    y1, mean1, rstd1 = fastnorm.batch_norm(x, gamma=g, beta=b, return_stats=True, num_threads=1, **kw)
     assert_stats_close(mean1, rstd1, want_mean, want_rstd)
     assert_within_one_ulp(y1, want_y, dt)
     want = fastnorm.batch_norm_backward(dy32, x32, mean1, rstd1, g, beta=b, **kw)
     rm, rv = np.zeros(C), np.ones(C)
-    want_test = fastnorm.batch_norm(x32, g, b, training=False, running_mean=rm, running_var=rv, **kw)
+    want_test = fastnorm.batch_norm(x32, gamma=g, beta=b, training=False, running_mean=rm, running_var=rv, **kw)
     for threads, threshold in [(1, -1), (2, -1), (3, 0)]:
         stream_threshold(threshold)
-        y, mean, rstd = fastnorm.batch_norm(x, g, b, return_stats=True, num_threads=threads, **kw)
+        y, mean, rstd = fastnorm.batch_norm(x, gamma=g, beta=b, return_stats=True, num_threads=threads, **kw)
         np.testing.assert_array_equal(y.view(np.uint16), y1.view(np.uint16))
         np.testing.assert_array_equal(mean, mean1)
         np.testing.assert_array_equal(rstd, rstd1)
         got = fastnorm.batch_norm_backward(dy, x, mean, rstd, g, beta=b, num_threads=threads, **kw)
         assert_rounded_from(got[0], want[0], dt)
         assert_param_grads_float32(got[1:], want[1:])
-        got_test = fastnorm.batch_norm(x, g, b, training=False, running_mean=rm, running_var=rv, num_threads=threads,
+        got_test = fastnorm.batch_norm(x, gamma=g, beta=b, training=False, running_mean=rm, running_var=rv,
+                                       num_threads=threads,
                                        **kw)
         assert_rounded_from(got_test, want_test, dt)
 
@@ -91,8 +92,8 @@ def test_group_and_instance_norm_half_are_float32_rounded_once(half, shape, axis
             got = fastnorm.group_norm_backward(dy, x, mean, rstd, groups, g, beta=b, num_threads=threads, **kw)
             assert_rounded_from(got[0], want[0], dt)
             assert_param_grads_float32(got[1:], want[1:])
-    want_y = fastnorm.instance_norm(x32, g, b, **kw)
-    assert_within_one_ulp(fastnorm.instance_norm(x, g, b, **kw), want_y, dt)
+    want_y = fastnorm.instance_norm(x32, gamma=g, beta=b, **kw)
+    assert_within_one_ulp(fastnorm.instance_norm(x, gamma=g, beta=b, **kw), want_y, dt)
 
 
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])

@@ -14,7 +14,8 @@ FAN_IN, FAN_OUT = 256 * 9, 512 * 9
 
 def test_compute_fans_and_layouts():
     assert init.compute_fans(SHAPE) == (FAN_IN, FAN_OUT)
-    assert init.compute_fans((10, 20)) == (20, 10)
+    assert init.compute_fans((10, 20), layout="out_in") == (20, 10)
+    assert init.compute_fans((16, 16)) == (16, 16)  # square: either layout
     assert init.compute_fans((20, 10), layout="in_out") == (20, 10)
     assert init.compute_fans((4, 8, 3, 3), layout="in_out") == (36, 72)  # ConvTranspose (in, out, kh, kw)
 
@@ -99,10 +100,10 @@ def test_identity_dirac_sparse_constant():
 
 
 def test_rng_forms_and_out():
-    a = init.kaiming_normal((64, 32), nonlinearity="relu", rng=3)
-    b = init.kaiming_normal((64, 32), nonlinearity="relu", rng=fastnorm.random.Generator(3))
+    a = init.kaiming_normal((64, 32), nonlinearity="relu", layout="out_in", rng=3)
+    b = init.kaiming_normal((64, 32), nonlinearity="relu", layout="out_in", rng=fastnorm.random.Generator(3))
     assert a.tobytes() == b.tobytes()
-    c = init.kaiming_normal((64, 32), nonlinearity="relu", rng=np.random.default_rng(3))
+    c = init.kaiming_normal((64, 32), nonlinearity="relu", layout="out_in", rng=np.random.default_rng(3))
     assert c.shape == (64, 32)
     out = np.empty((64, 32), np.float64)
     assert init.xavier_uniform(out=out, rng=0) is out
@@ -153,3 +154,20 @@ def test_data_dependent_normalizes_every_unit():
         init.normal(std=0.5, out=w, rng=k)
     report = init.data_dependent(W, b, forward, x)
     assert all(m < 1e-4 and s < 1e-3 for m, s in report)
+
+
+def test_a_non_square_2d_weight_needs_its_layout_said():
+    # x @ W with W (in=784, out=100): the other convention's fan_in (100) would give std 0.141 instead of 0.0505
+    for f in (init.kaiming_normal, init.kaiming_uniform, init.lecun_normal, init.lecun_uniform,
+              init.variance_scaling):
+        with pytest.raises(ValueError, match="layout: a weight of shape \\(784, 100\\)"):
+            f((784, 100), rng=0)
+        assert f((784, 100), layout="in_out", rng=0).shape == (784, 100)
+    with pytest.raises(ValueError, match="layout"):
+        init.compute_fans((784, 100))
+    w = init.kaiming_normal((784, 100), nonlinearity="relu", layout="in_out", rng=0)
+    assert abs(w.std() - math.sqrt(2 / 784)) < 0.002
+    # no ambiguity: square matrices, convolutions, and Xavier's average of the fans
+    assert init.kaiming_normal((64, 64), rng=0).shape == (64, 64)
+    assert init.kaiming_normal((8, 4, 3, 3), rng=0).shape == (8, 4, 3, 3)
+    assert abs(init.xavier_normal((784, 100), rng=0).std() - math.sqrt(2 / 884)) < 0.002

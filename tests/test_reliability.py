@@ -102,9 +102,9 @@ def _cases():
     _, gmean, grstd = fastnorm.group_norm(gx, 2, return_stats=True)
     gl, bl = np.linspace(0.5, 2, L).astype(np.float32), np.linspace(-1, 1, L).astype(np.float32)
     return {
-        "batch_norm": (lambda p, out: (fastnorm.batch_norm(x, p["gamma"], p["beta"], out=out),),
+        "batch_norm": (lambda p, out: (fastnorm.batch_norm(x, gamma=p["gamma"], beta=p["beta"], out=out),),
                        {"gamma": g, "beta": b}, x.shape),
-        "batch_norm_eval": (lambda p, out: (fastnorm.batch_norm(x, p["gamma"], p["beta"], training=False,
+        "batch_norm_eval": (lambda p, out: (fastnorm.batch_norm(x, gamma=p["gamma"], beta=p["beta"], training=False,
                                                                 running_mean=p["rm"], running_var=p["rv"],
                                                                 out=out),),
                             {"gamma": g, "beta": b, "rm": b * 0.1, "rv": g}, x.shape),
@@ -184,7 +184,7 @@ def test_misaligned_inputs_and_outputs(dtype):
     assert fastnorm.tanh(x, out=out) is out
     np.testing.assert_array_equal(out, fastnorm.tanh(ref_x))
     g = _misaligned(np.linspace(0.5, 1.5, 10), np.float64)
-    np.testing.assert_array_equal(fastnorm.batch_norm(x, g), fastnorm.batch_norm(ref_x, g.copy()))
+    np.testing.assert_array_equal(fastnorm.batch_norm(x, gamma=g), fastnorm.batch_norm(ref_x, gamma=g.copy()))
 
 
 def test_the_bindings_refuse_misaligned_buffers():

@@ -10,7 +10,7 @@ from helpers import empty_at, half_dtype
 def _batch(x, dy, axis, act, out, threads):  # 8 threads > channels: the two-pass backward, else by channel
     C = x.shape[axis]
     gamma, beta = np.linspace(0.5, 1.5, C), np.linspace(-1, 1, C)
-    _, m, r = fastnorm.batch_norm(x, gamma, beta, axis=axis, activation=act, return_stats=True, out=out[0],
+    _, m, r = fastnorm.batch_norm(x, gamma=gamma, beta=beta, axis=axis, activation=act, return_stats=True, out=out[0],
                                   num_threads=2)
     fastnorm.batch_norm_backward(dy, x, m, r, gamma, axis=axis, beta=beta, activation=act, out=out[1],
                                  num_threads=threads)

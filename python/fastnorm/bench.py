@@ -232,7 +232,7 @@ def _register_half_channel_norms(tag, dt):
         return torch.nn.functional.group_norm(t["x"], 32, t["gamma"].to(h), t["beta"].to(h), 1e-5)
 
     for name, forward, backward, torch_fwd in [
-            ("batch_norm", lambda x, g, b, **k: fastnorm.batch_norm(x, g, b, **k),
+            ("batch_norm", lambda x, g, b, **k: fastnorm.batch_norm(x, gamma=g, beta=b, **k),
              lambda dy, x, m, r, g, **k: fastnorm.batch_norm_backward(dy, x, m, r, g, **k), torch_bn),
             ("group_norm", lambda x, g, b, **k: fastnorm.group_norm(x, 32, g, b, **k),
              lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 32, g, **k), torch_gn)]:
@@ -297,11 +297,11 @@ def _register_batch_norm():
         c_ = dims[1]
 
         def setup(n, rng, shape=shape, c=c_, axis=axis):
-            bn = lambda x, g, b: fastnorm.batch_norm(x, g, b, axis=axis, return_stats=True)  # noqa: E731
+            bn = lambda x, g, b: fastnorm.batch_norm(x, gamma=g, beta=b, axis=axis, return_stats=True)  # noqa: E731
             return dict(_norm_inputs(rng, shape, c, bn), rm=np.zeros(c, np.float32), rv=np.ones(c, np.float32))
 
         def fwd(i, o, axis=axis):
-            return fastnorm.batch_norm(i["x"], i["gamma"], i["beta"], axis=axis, running_mean=i["rm"],
+            return fastnorm.batch_norm(i["x"], gamma=i["gamma"], beta=i["beta"], axis=axis, running_mean=i["rm"],
                                        running_var=i["rv"], out=o)
 
         def bwd(i, o, axis=axis):
@@ -424,7 +424,7 @@ def _register_fused():
 
     specs = [
         ("batch_norm+relu nchw 32x64x56x56", (32, 64, 56, 56), 64, "relu",
-         lambda x, g, b, **k: fastnorm.batch_norm(x, g, b, axis=1, **k),
+         lambda x, g, b, **k: fastnorm.batch_norm(x, gamma=g, beta=b, axis=1, **k),
          lambda dy, x, m, r, g, **k: fastnorm.batch_norm_backward(dy, x, m, r, g, axis=1, **k),
          lambda t: torch_f().relu(torch_f().batch_norm(t["x"], None, None, t["gamma"], t["beta"], training=True))),
         ("layer_norm+gelu 8192x1024", (8192, 1024), 1024, "gelu",
@@ -634,8 +634,8 @@ def small_call_overhead(repeats: int = 2000) -> dict:
     for name, fwd, bwd, c in [("batch_norm", fastnorm.batch_norm, fastnorm.batch_norm_backward, 100),
                               ("layer_norm", fastnorm.layer_norm, fastnorm.layer_norm_backward, 100)]:
         gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
-        _, mean, rstd = fwd(x2, gamma, beta, return_stats=True)
-        res[f"{name}_us"] = _median_time(lambda: fwd(x2, gamma, beta), repeats) * 1e6
+        _, mean, rstd = fwd(x2, gamma=gamma, beta=beta, return_stats=True)
+        res[f"{name}_us"] = _median_time(lambda: fwd(x2, gamma=gamma, beta=beta), repeats) * 1e6
         res[f"{name}_backward_us"] = _median_time(lambda: bwd(dy, x2, mean, rstd, gamma), repeats) * 1e6
     return res
 

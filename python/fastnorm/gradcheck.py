@@ -13,10 +13,20 @@ import numpy as np
 __all__ = ["numerical_gradient", "gradcheck", "GradcheckReport", "GradcheckError"]
 
 
+def _as_inputs(inputs) -> list:
+    """The inputs as a list of float64 arrays: an ndarray (or a number) is one input, not a sequence of rows."""
+    if isinstance(inputs, (np.ndarray, np.generic, int, float)) or not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    return [np.array(a, dtype=np.float64) for a in inputs]
+
+
 def numerical_gradient(f: Callable, inputs: Sequence, dy=None, *, wrt: int = 0, eps: float = 1e-6) -> np.ndarray:
     """d sum(f(*inputs) * dy) / d inputs[wrt] by centered differences (f(x + h) - f(x - h)) / 2h, element by
-    element, in float64.  ``dy`` defaults to ones (the gradient of sum(f)).  The inputs are not modified."""
-    xs = [np.array(a, dtype=np.float64) for a in inputs]
+    element, in float64.  ``dy`` defaults to ones (the gradient of sum(f)).  ``inputs`` is a list or tuple of
+    f's arguments, or one array for a function of one argument.  The inputs are not modified."""
+    xs = _as_inputs(inputs)
+    if not 0 <= wrt < len(xs):
+        raise ValueError(f"wrt: {wrt} is not the index of one of the {len(xs)} inputs")
     y = np.asarray(f(*xs), dtype=np.float64)
     dy = np.ones_like(y) if dy is None else np.asarray(dy, dtype=np.float64)
     if dy.shape != y.shape:
@@ -67,8 +77,10 @@ def gradcheck(f: Callable, inputs: Sequence, grads, dy=None, *, eps: float = 1e-
               floor: float = 1e-3, raise_on_failure: bool = True) -> GradcheckReport:
     """Checks analytic gradients of ``f(*inputs)`` against centered differences, in float64.
 
+    ``inputs``: a list or tuple of f's arguments, or one array for a function of one argument.
     ``grads``: the analytic gradients of sum(f(*inputs) * dy), one per input (None to skip an input), or a
-    callable ``grads(dy, *inputs)`` returning them (a backward function).  ``dy`` defaults to a fixed random
+    callable ``grads(dy, *inputs)`` returning them (a backward function); with one array as ``inputs``, one array
+    (or a callable returning it) will do.  ``dy`` defaults to a fixed random
     array (seed 0), which exercises more than the all-ones gradient.  The error per element is the lecture's
     relative error |a - n| / max(|a|, |n|, floor * the input's largest |a| or |n|): entries far below the
     gradient's scale are judged on that scale, since centered differences carry an absolute error of about
@@ -77,12 +89,15 @@ def gradcheck(f: Callable, inputs: Sequence, grads, dy=None, *, eps: float = 1e-
     ``tol`` and ``raise_on_failure``.  Relative errors around 1e-7 and below are typical of correct float64
     gradients of smooth functions; at kinks (relu at 0) expect larger ones.
     """
-    xs = [np.array(a, dtype=np.float64) for a in inputs]
+    single = not isinstance(inputs, (list, tuple))
+    xs = _as_inputs(inputs)
     y = np.asarray(f(*xs), dtype=np.float64)
     if dy is None:
         dy = np.random.default_rng(0).standard_normal(y.shape)
     dy = np.asarray(dy, dtype=np.float64)
     analytic = grads(dy, *xs) if callable(grads) else grads
+    if single and (analytic is None or isinstance(analytic, np.ndarray)):
+        analytic = [analytic]  # one input, one gradient
     if len(analytic) != len(xs):
         raise ValueError(f"grads: expected {len(xs)} gradients (None to skip an input), got {len(analytic)}")
     report = GradcheckReport(tol=tol)

@@ -4,10 +4,12 @@ Every initializer takes the weight's ``shape`` (or ``out=``, an array to fill in
 default) and ``rng=`` (None, an int seed, a ``fastnorm.random.Generator`` or a ``numpy.random.Generator``), and
 returns the array.  Weight layouts (``layout=``):
 
-- ``"out_in"`` (default): (out, in) for a linear layer, (out, in, *kernel) for a convolution (PyTorch, and
-  ``x @ W.T``);
-- ``"in_out"``: (in, out) for a dense matrix applied as ``x @ W`` (Keras) and (in, out, *kernel) for a transposed
-  convolution (PyTorch's ConvTranspose weights).
+- ``"out_in"``: (out, in) for a linear layer, (out, in, *kernel) for a convolution (PyTorch, and ``x @ W.T``);
+- ``"in_out"``: (in, out) for a dense matrix applied as ``x @ W`` (Keras, the lecture's ``h @ W``) and
+  (in, out, *kernel) for a transposed convolution (PyTorch's ConvTranspose weights);
+- ``None`` (the default): ``"out_in"`` for convolutions and square matrices, whose fans cannot be misread, and
+  a ValueError for a non-square 2-d weight used with fan_in or fan_out: its fans swap between the layouts, so
+  the layout must be said (Xavier's average of the two needs nothing).
 
 fan_in = in * prod(kernel) and fan_out = out * prod(kernel): as the lecture puts it, for conv layers D_in is
 kernel_size^2 * input_channels.
@@ -58,11 +60,22 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     return math.sqrt(2.0 / (1 + slope ** 2))
 
 
-def compute_fans(shape, layout: str = "out_in") -> tuple:
-    """(fan_in, fan_out) of a weight of this shape and layout (see the module's docstring)."""
+def compute_fans(shape, layout: Optional[str] = None) -> tuple:
+    """(fan_in, fan_out) of a weight of this shape and layout (see the module's docstring).
+
+    ``layout=None`` means ``"out_in"`` where that cannot be misread: convolution weights (3 or more dimensions)
+    and square matrices.  A non-square 2-d weight is (out, in) when used as ``x @ W.T`` (PyTorch's Linear) and
+    (in, out) when used as ``x @ W`` (Keras, the lecture's ``h @ W``): its fans are swapped between the two, so it
+    needs ``layout`` said (ValueError otherwise) rather than silently getting the other convention's scale."""
     shape = _validate.shape(shape)
     if len(shape) < 2:
         raise ValueError(f"shape: fans need a weight with at least 2 dimensions (out, in, *kernel), got {shape}")
+    if layout is None:
+        if len(shape) == 2 and shape[0] != shape[1]:
+            raise ValueError(f"layout: a weight of shape {shape} is (out, in) for x @ W.T (PyTorch) or (in, out) "
+                             f"for x @ W (Keras), with fan_in {shape[1]} or {shape[0]}; say which: "
+                             f"layout='out_in' or layout='in_out'")
+        layout = "out_in"
     if layout not in _LAYOUTS:
         raise ValueError(f"layout: unknown {layout!r}; expected one of {', '.join(_LAYOUTS)}")
     receptive = math.prod(shape[2:])
@@ -70,9 +83,11 @@ def compute_fans(shape, layout: str = "out_in") -> tuple:
     return n_in * receptive, n_out * receptive
 
 
-def _fan(shape, mode: str, layout: str) -> float:
+def _fan(shape, mode: str, layout: Optional[str]) -> float:
     if mode not in _MODES:
         raise ValueError(f"mode: unknown {mode!r}; expected one of {', '.join(_MODES)}")
+    if mode == "fan_avg" and layout is None:
+        layout = "out_in"  # the average of the two fans is the same in either layout
     fan_in, fan_out = compute_fans(shape, layout)
     fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
     if fan == 0:
@@ -154,20 +169,20 @@ def trunc_normal(shape=None, mean=0.0, std=1.0, a=-2.0, b=2.0, *, dtype=np.float
     return _trunc(shape, std, mean, (a - mean) / std, (b - mean) / std, dtype, out, rng, num_threads)
 
 
-def xavier_normal(shape=None, gain=1.0, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+def xavier_normal(shape=None, gain=1.0, *, layout=None, dtype=np.float32, out=None, rng=None):
     """Glorot & Bengio 2010: N(0, std^2), std = gain sqrt(2 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
     return _normal(shape, gain * math.sqrt(1.0 / _fan(shape, "fan_avg", layout)), 0.0, dtype, out, rng)
 
 
-def xavier_uniform(shape=None, gain=1.0, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+def xavier_uniform(shape=None, gain=1.0, *, layout=None, dtype=np.float32, out=None, rng=None):
     """Glorot & Bengio 2010: U(-a, a), a = gain sqrt(6 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
     bound = gain * math.sqrt(3.0 / _fan(shape, "fan_avg", layout))
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
-def kaiming_normal(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout="out_in",
+def kaiming_normal(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout=None,
                    dtype=np.float32, out=None, rng=None):
     """He et al. 2015: N(0, std^2), std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a); with relu
     that is the lecture's sqrt(2 / D_in)."""
@@ -176,7 +191,7 @@ def kaiming_normal(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", 
     return _normal(shape, std, 0.0, dtype, out, rng)
 
 
-def kaiming_uniform(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout="out_in",
+def kaiming_uniform(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout=None,
                     dtype=np.float32, out=None, rng=None):
     """He et al. 2015: U(-b, b), b = gain sqrt(3 / fan)."""
     shape, dtype = _target(shape, out, dtype)
@@ -184,7 +199,7 @@ def kaiming_uniform(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu",
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
-def variance_scaling(shape=None, scale=1.0, mode="fan_in", distribution="truncated_normal", *, layout="out_in",
+def variance_scaling(shape=None, scale=1.0, mode="fan_in", distribution="truncated_normal", *, layout=None,
                      dtype=np.float32, out=None, rng=None):
     """Keras' VarianceScaling: variance scale / fan.  ``truncated_normal``: N(0, std^2) truncated at 2 std, with
     std = sqrt(scale / fan) / 0.8796 so that the truncated values have the target variance; ``normal``: std =
@@ -202,12 +217,12 @@ def variance_scaling(shape=None, scale=1.0, mode="fan_in", distribution="truncat
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
-def lecun_normal(shape=None, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+def lecun_normal(shape=None, *, layout=None, dtype=np.float32, out=None, rng=None):
     """LeCun et al. 1998 (and SELU's init): variance 1 / fan_in, truncated normal as Keras."""
     return variance_scaling(shape, 1.0, "fan_in", "truncated_normal", layout=layout, dtype=dtype, out=out, rng=rng)
 
 
-def lecun_uniform(shape=None, *, layout="out_in", dtype=np.float32, out=None, rng=None):
+def lecun_uniform(shape=None, *, layout=None, dtype=np.float32, out=None, rng=None):
     """LeCun et al. 1998: U(-b, b), b = sqrt(3 / fan_in)."""
     return variance_scaling(shape, 1.0, "fan_in", "uniform", layout=layout, dtype=dtype, out=out, rng=rng)
 

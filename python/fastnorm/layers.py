@@ -97,7 +97,7 @@ class BatchNorm(Layer):
         self.num_batches_tracked = np.array(0, dtype=np.int64)
 
     def forward(self, x):
-        y, mean, rstd = batch_norm(x, self.gamma, self.beta, axis=self.axis, training=self.training,
+        y, mean, rstd = batch_norm(x, gamma=self.gamma, beta=self.beta, axis=self.axis, training=self.training,
                                    running_mean=self.running_mean, running_var=self.running_var,
                                    momentum=self.momentum, eps=self.eps,
                                    num_batches_tracked=self.num_batches_tracked if self.training else None,
@@ -236,7 +236,8 @@ class InstanceNorm(Layer):
 
     def forward(self, x):
         use_input_stats = self.training or self.running_mean is None
-        y, mean, rstd = instance_norm(x, self.gamma, self.beta, axis=self.axis, use_input_stats=use_input_stats,
+        y, mean, rstd = instance_norm(x, gamma=self.gamma, beta=self.beta, axis=self.axis,
+                                      use_input_stats=use_input_stats,
                                       running_mean=self.running_mean, running_var=self.running_var,
                                       momentum=self.momentum, eps=self.eps, return_stats=True)
         self._saved = (np.asarray(x), mean, rstd, use_input_stats)

@@ -126,7 +126,7 @@ def _grad_dtype(result: np.dtype) -> np.dtype:
     return result if result.itemsize >= 4 else _F32
 
 
-def batch_norm(x, gamma=None, beta=None, *, axis=1, training=True, running_mean=None, running_var=None,
+def batch_norm(x, *, gamma=None, beta=None, axis=1, training=True, running_mean=None, running_var=None,
                momentum=0.1, eps=1e-5, num_batches_tracked=None, running_var_unbiased=True, return_stats=False,
                activation=None, negative_slope=0.01, out=None, num_threads=None):
     """Batch normalization over every axis but the channel axis.
@@ -264,6 +264,7 @@ def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True,
     common = common_dtype(dy.dtype, x.dtype)
     storage, result = storage_dtype(common, "x"), result_dtype(common)
     A, C, B = _layout(x.shape, axis)
+    _required(mean, "mean", "batch_norm"), _required(rstd, "rstd", "batch_norm")
     mean, rstd = _channel_param(mean, "mean", C), _channel_param(rstd, "rstd", C)
     g = _channel_param(gamma, "gamma", C)
     post = _post_op(activation, negative_slope)
@@ -330,7 +331,15 @@ def _feature_param(value, name: str, shape: tuple, dtype):
     return as_buffer(arr, dtype).reshape(-1)
 
 
-def _row_stats(value, name: str, lead: tuple):
+def _required(value, name: str, forward: str) -> None:
+    """A backward's saved statistic must be given: a ValueError that says where it comes from otherwise."""
+    if value is None:
+        raise ValueError(f"{name}: required; pass the forward's statistics ({forward}(..., return_stats=True) "
+                         f"returns them)")
+
+
+def _row_stats(value, name: str, lead: tuple, forward: str = "layer_norm"):
+    _required(value, name, forward)
     arr = as_array(value, name)
     if arr.shape != lead and arr.size != math.prod(lead):
         raise ValueError(f"{name}: expected shape {lead} (one value per normalized row), got {arr.shape}")
@@ -376,7 +385,7 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     M, D, shape = _trailing(x.shape, axis)
     lead = x.shape[:len(x.shape) - len(shape)]
     mean = _row_stats(mean, "mean", lead) if centered else np.zeros(M)
-    rstd = _row_stats(rstd, "rstd", lead)
+    rstd = _row_stats(rstd, "rstd", lead, "layer_norm" if centered else "rms_norm")
     g = _feature_param(gamma, "gamma", shape, compute)
     b = _feature_param(beta, "beta", shape, compute)
     if x.size == 0:  # sums over nothing
@@ -551,13 +560,14 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx
 
 
 def _group_stats(value, name: str, N: int, G: int):
+    _required(value, name, "group_norm")
     arr = as_array(value, name)
     if arr.shape != (N, G):
         raise ValueError(f"{name}: expected shape ({N}, {G}) (one value per sample and group), got {arr.shape}")
     return as_buffer(arr, _F64)
 
 
-def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, running_mean=None, running_var=None,
+def instance_norm(x, *, gamma=None, beta=None, axis=1, use_input_stats=True, running_mean=None, running_var=None,
                   momentum=0.1, eps=1e-5, return_stats=False, activation=None, negative_slope=0.01, out=None,
                   num_threads=None):
     """Instance normalization: each (sample, channel) normalized over its other axes (group norm with one
@@ -575,7 +585,7 @@ def instance_norm(x, gamma=None, beta=None, *, axis=1, use_input_stats=True, run
     """
     x = as_array(x, "x")
     if not use_input_stats:
-        return batch_norm(x, gamma, beta, axis=axis, training=False, running_mean=running_mean,
+        return batch_norm(x, gamma=gamma, beta=beta, axis=axis, training=False, running_mean=running_mean,
                           running_var=running_var, eps=eps, return_stats=return_stats, activation=activation,
                           negative_slope=negative_slope, out=out, num_threads=num_threads)
     N, P, C, Q, _ = _group_layout(x.shape, 1, axis)

@@ -60,3 +60,34 @@ def test_bench_with_a_filter_that_matches_nothing_is_an_error():
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "fastnorm", "info"], capture_output=True, text=True, check=True)
     assert "isa" in out.stdout
+
+
+@pytest.mark.parametrize("command,option", [("bench", "--full"), ("demo", "--depth"), ("info", "--help")])
+def test_each_subcommand_has_its_own_help(command, option, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert f"python -m fastnorm {command}" in out and option in out
+
+
+def test_bench_defaults_to_the_headline_cases_and_saves_its_results(tmp_path, monkeypatch, capsys):
+    from fastnorm import bench
+    from fastnorm.__main__ import build_parser
+    p = build_parser()
+    assert [c.name for c in bench._selected(p, p.parse_args(["bench"]))] == \
+        [c.name for c in bench.REGISTRY if c.name in bench.HEADLINE]
+    assert set(bench.HEADLINE) <= {c.name for c in bench.REGISTRY}
+    assert len(bench._selected(p, p.parse_args(["bench", "--full"]))) == len(bench.REGISTRY)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--size", "4096", "--repeats", "4", "--threads", "1", "--filter",
+                 "relu fwd,sigmoid bwd", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    saved = list(tmp_path.glob("bench-*.json"))
+    assert len(saved) == 1 and f"results: {saved[0].name}" in out
+    assert "[1/" in out and "s left" in out  # progress
+    table = out[out.index("case "):]
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert main(["bench", "--quick", "--size", "4096", "--repeats", "2", "--threads", "1", "--filter", "relu fwd",
+                 "--no-torch", "--no-save"]) == 0
+    assert len(list(tmp_path.glob("bench-*.json"))) == 1

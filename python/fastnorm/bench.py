@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -531,14 +532,26 @@ _register_standardizer()
 
 # ---- measuring --------------------------------------------------------------------------------------------------
 
-def _median_time(fn, repeats: int) -> float:
+def _timings(fn, repeats: int) -> list:
     fn()  # warm-up: first-touch, caches, thread pool
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def _median_time(fn, repeats: int) -> float:
+    return statistics.median(_timings(fn, repeats))
+
+
+def _spread(times: list) -> float:
+    """The interquartile range over the median: how noisy a measurement was (0.1 = 10%)."""
+    if len(times) < 4:
+        return 0.0
+    q = statistics.quantiles(times, n=4)
+    return (q[2] - q[0]) / statistics.median(times)
 
 
 def copy_bandwidth(nbytes: int, threads: int, repeats: int) -> float:
@@ -590,14 +603,20 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
     row = {"case": case.name, "n": n, "threads": threads}
 
     def record(key, fn):
-        row[key] = None if fn is None else _median_time(fn, repeats) * 1e3
+        if fn is None:
+            row[key] = None
+            return None
+        times = _timings(fn, repeats)
+        row[key] = statistics.median(times) * 1e3
+        return _spread(times)
 
     fastnorm.set_num_threads(threads)
     try:
-        record("fastnorm_out_ms", (lambda: case.fastnorm(inputs, out)) if case.has_out else None)
-        record("fastnorm_alloc_ms", lambda: case.fastnorm(inputs, None))
+        spread_out = record("fastnorm_out_ms", (lambda: case.fastnorm(inputs, out)) if case.has_out else None)
+        spread_alloc = record("fastnorm_alloc_ms", lambda: case.fastnorm(inputs, None))
     finally:
         fastnorm.set_num_threads(None)
+    row["spread"] = max(s for s in (spread_out, spread_alloc) if s is not None)
     if case.numpy is not None:
         record("numpy_ms", _try(lambda: case.numpy(inputs, None)))
     if torch_mod is not None and case.torch is not None:
@@ -644,38 +663,82 @@ def _fmt(v, spec=".2f", suffix=""):
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
+NOISY = 0.10  # a spread (interquartile range over the median) above this marks a time as noisy
+
+
 def format_table(rows: list[dict], copy: dict) -> str:
-    head = (f"{'case':<34}{'thr':>4}{'out= ms':>10}{'GB/s':>8}{'%copy':>7}{'alloc ms':>10}{'numpy ms':>10}"
-            f"{'torch ms':>10}{'torch out':>10}{'x numpy':>9}{'x torch':>9}")
+    """The results as a table of at most 100 columns; '~' marks a noisy fastnorm time (spread above 10%), '!' a
+    fraction of the copy bandwidth above 100% (the copy's own measurement was slower: noise)."""
+    width = max([26] + [len(r["case"]) for r in rows])
+    head = (f"{'case':<{width}}{'thr':>4}{'out= ms':>9}{'GB/s':>7}{'%copy':>7}{'alloc ms':>9}{'numpy ms':>9}"
+            f"{'torch ms':>9}{'x numpy':>8}{'x torch':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        noisy = "~" if r.get("spread", 0.0) > NOISY else " "
+        over = "!" if r["copy_fraction"] > 1 else " "
+        torch_best = min((v for v in (r.get("torch_alloc_ms"), r.get("torch_out_ms")) if v), default=None)
         lines.append(
-            f"{r['case']:<34}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>10}{_fmt(r['gbs'], '.1f'):>8}"
-            f"{_fmt(100 * r['copy_fraction'], '.0f', '%'):>7}{_fmt(r['fastnorm_alloc_ms']):>10}"
-            f"{_fmt(r.get('numpy_ms')):>10}{_fmt(r.get('torch_alloc_ms')):>10}{_fmt(r.get('torch_out_ms')):>10}"
-            f"{_fmt(r.get('vs_numpy'), '.1f', 'x'):>9}{_fmt(r.get('vs_torch_best'), '.1f', 'x'):>9}")
+            f"{r['case']:<{width}}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>8}{noisy}{_fmt(r['gbs'], '.1f'):>7}"
+            f"{_fmt(100 * r['copy_fraction'], '.0f', '%'):>6}{over}{_fmt(r['fastnorm_alloc_ms']):>9}"
+            f"{_fmt(r.get('numpy_ms')):>9}{_fmt(torch_best):>9}"
+            f"{_fmt(r.get('vs_numpy'), '.1f', 'x'):>8}{_fmt(r.get('vs_torch_best'), '.1f', 'x'):>8}")
     lines.append("")
     lines.append("copy bandwidth (read + write): " +
                  ", ".join(f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s" for t, g in copy.items()))
-    lines.append("x numpy: NumPy's allocating time / fastnorm's allocating time.  x torch: PyTorch's best "
-                 "(allocating or out=) / fastnorm's best.  GB/s and %copy: fastnorm's best time (out= where the "
-                 "op has it), compulsory bytes over the copy bandwidth.")
+    lines += textwrap.wrap(
+        "x numpy: NumPy's allocating time / fastnorm's allocating time.  x torch: PyTorch's best call (allocating "
+        "or out=) / fastnorm's best.  GB/s and %copy: fastnorm's best time (out= where the op has it), compulsory "
+        "bytes over the copy bandwidth.  ~: a noisy time (interquartile range above 10% of the median); !: above "
+        "the copy bandwidth measured in the same run (noise).", 100)
     return "\n".join(lines)
+
+
+# The default run: one case of each family, about a minute on 2 cores (--full runs every case).
+HEADLINE = ("relu fwd", "relu bwd", "sigmoid bwd", "gelu fwd", "batch_norm fwd nchw 32x64x56x56",
+            "batch_norm bwd nchw 32x64x56x56", "layer_norm fwd 8192x1024", "layer_norm bwd 8192x1024",
+            "group_norm fwd nhwc 32x64x56x56", "moments nchw 32x64x56x56", "normal 4096x4096")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (``python -m fastnorm bench --help``)."""
+    p.add_argument("--full", action="store_true",
+                   help=f"every case ({len(REGISTRY)}, about 20 minutes on 2 cores) instead of the {len(HEADLINE)} "
+                        "headline ones")
+    p.add_argument("--quick", action="store_true", help="1M elements, 5 repeats: a fast smoke run")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and the maximum)")
+    p.add_argument("--filter", default="",
+                   help="only cases whose name contains this (several, comma-separated: any of them); implies "
+                        "--full's list")
+    p.add_argument("--size", type=int, default=None, help="elements per array (default 16M, --quick 1M)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 15)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="where to save the results (default bench-<date>-<time>.json here)")
+    p.add_argument("--no-save", action="store_true", help="do not save the results")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write a Markdown report with plots (matplotlib) and the raw results into DIR")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastnorm bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1M elements, 5 repeats: a fast smoke run")
-    p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and the maximum)")
-    p.add_argument("--filter", default="",
-                   help="only cases whose name contains this (several, comma-separated: any of them)")
-    p.add_argument("--size", type=int, default=None, help="elements per array (default 16M, --quick 1M)")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 15)")
-    p.add_argument("--json", default=None, help="also write the results to this file")
-    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
-    p.add_argument("--report", default=None, metavar="DIR",
-                   help="write a Markdown report with plots (matplotlib) and the raw results into DIR")
-    args = p.parse_args(argv)
+    add_arguments(p)
+    return run(p, p.parse_args(argv), argv)
+
+
+def _selected(p: argparse.ArgumentParser, args) -> list:
+    if args.filter:
+        wanted = [f.strip() for f in args.filter.split(",")]
+        cases = [c for c in REGISTRY if any(f in c.name for f in wanted)]
+        if not cases:
+            p.error(f"no benchmark case matches --filter {args.filter!r}")
+        return cases
+    if args.full:
+        return list(REGISTRY)
+    return [c for c in REGISTRY if c.name in HEADLINE]
+
+
+def run(p: argparse.ArgumentParser, args, argv=None) -> int:
+    """Runs the benchmark the parsed ``args`` describe (``p`` reports bad arguments)."""
     if args.report:
         try:
             os.makedirs(args.report, exist_ok=True)
@@ -689,10 +752,7 @@ def main(argv=None) -> int:
     repeats = args.repeats or (5 if args.quick else 15)
     maxt = fastnorm.get_num_threads()
     threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, maxt})
-    wanted = [f.strip() for f in args.filter.split(",")]
-    cases = [c for c in REGISTRY if any(f in c.name for f in wanted)]
-    if not cases:
-        p.error(f"no benchmark case matches --filter {args.filter!r}")
+    cases = _selected(p, args)
     torch_mod = None
     if not args.no_torch:
         try:
@@ -700,23 +760,33 @@ def main(argv=None) -> int:
         except ImportError:
             print("PyTorch is not installed: comparing with NumPy only (pip install torch to add it)")
     info = fastnorm.info()
+    total = len(cases) * len(threads)
     print(f"fastnorm {info['version']}  ISA {info['isa']}  {platform.machine()}  float32, {n} elements, "
-          f"median of {repeats}" + (f", torch {torch_mod.__version__}" if torch_mod else ""), flush=True)
+          f"median of {repeats}" + (f", torch {torch_mod.__version__}" if torch_mod else "") +
+          f": {total} measurements" + ("" if args.full or args.filter else " (the headline cases; --full: all)"),
+          flush=True)
 
     rows, copy = [], {}
+    start = time.perf_counter()
     for t in threads:
         copy[t] = copy_bandwidth(4 * n, t, repeats)
         for case in cases:
             rows.append(run_case(case, n, t, repeats, copy[t], torch_mod))
-            print(f"  {case.name} ({t} thread{'s' if t > 1 else ''}) done", flush=True)
+            done, elapsed = len(rows), time.perf_counter() - start
+            left = elapsed / done * (total - done)
+            print(f"[{done}/{total}] {case.name} ({t} thread{'s' if t > 1 else ''}): {elapsed:.0f} s elapsed, "
+                  f"about {left:.0f} s left", flush=True)
     small = small_call_overhead()
     print()
     print(format_table(rows, copy))
-    print("call on 1,000 elements: " + ", ".join(f"{k} {v:.2f} us" for k, v in small.items()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"info": info, "n": n, "repeats": repeats, "copy_gbs": copy, "rows": rows,
-                       "small_call": small, "torch": getattr(torch_mod, "__version__", None)}, f, indent=1)
+    print(textwrap.fill("call on 1,000 elements: " + ", ".join(f"{k} {v:.2f} us" for k, v in small.items()), 100))
+    results = {"info": info, "n": n, "repeats": repeats, "copy_gbs": copy, "rows": rows, "small_call": small,
+               "torch": getattr(torch_mod, "__version__", None)}
+    if not args.no_save:
+        path = args.json or time.strftime("bench-%Y%m%d-%H%M%S.json")
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"results: {path}")
     if args.report:
         from fastnorm.report import write_report
         command = "python -m fastnorm bench " + " ".join(argv if argv is not None else sys.argv[1:])

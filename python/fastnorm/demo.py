@@ -56,9 +56,13 @@ def _have_matplotlib() -> bool:
 
 
 def main(argv=None) -> int:
-    from fastnorm.diagnostics import activation_stats
-
     p = argparse.ArgumentParser(prog="python -m fastnorm demo", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p, p.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's options (``python -m fastnorm demo --help``)."""
     p.add_argument("--config", action="append", choices=all_configs(), metavar="NAME",
                    help=f"run only this configuration (repeatable): {', '.join(all_configs())}")
     p.add_argument("--depth", type=int, default=6, help="layers (default 6)")
@@ -68,7 +72,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="fastnorm-demo", help="folder for the figures and tables (default ./fastnorm-demo)")
     p.add_argument("--no-backward", action="store_true", help="forward pass only (no gradient statistics)")
     p.add_argument("--no-plot", action="store_true", help="print the tables only")
-    args = p.parse_args(argv)
+
+
+def run(p: argparse.ArgumentParser, args) -> int:
+    """Runs the demo the parsed ``args`` describe (``p`` reports bad arguments)."""
+    from fastnorm.diagnostics import activation_stats
+
     for name in ("depth", "width", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(args, name)}")

@@ -141,7 +141,7 @@ def test_layers_with_a_fused_activation(make, shape):
     dx = layer.backward(dy)
     dx_plain = plain.backward(getattr(fastnorm, act + "_backward")(dy, z, **kw))
     np.testing.assert_allclose(dx, dx_plain, rtol=1e-4, atol=1e-5)
-    for name in ("gamma", "beta"):
+    for name in ("weight", "bias"):
         np.testing.assert_allclose(layer.grads[name], plain.grads[name], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="activation"):
         fastnorm.layers.BatchNorm(3, activation="sigmoid")

@@ -19,8 +19,8 @@ def test_batch_norm_layer_train_then_eval(rng):
     _, m, r = fastnorm.batch_norm(x, return_stats=True)
     edx, edg, edb = fastnorm.batch_norm_backward(dy, x, m, r, np.ones(3, np.float32))
     np.testing.assert_allclose(dx, edx, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(layer.grads["gamma"], edg, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(layer.grads["beta"], edb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["weight"], edg, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["bias"], edb, rtol=1e-5, atol=1e-5)
     layer.eval()
     rm = layer.running_mean.copy()
     y_eval = layer.forward(x)
@@ -35,18 +35,18 @@ def test_state_dict_round_trip(rng):
     a = BatchNorm(4)
     a.forward(rng.standard_normal((8, 4)).astype(np.float32))
     state = a.state_dict()
-    assert set(state) == {"gamma", "beta", "running_mean", "running_var", "num_batches_tracked"}
-    state["gamma"] += 1  # a copy: the layer is not changed through it
+    assert set(state) == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    state["weight"] += 1  # a copy: the layer is not changed through it
     assert (a.gamma == 1).all()
     b = BatchNorm(4)
     b.load_state_dict(a.state_dict())
     for k, v in a.state_dict().items():
         np.testing.assert_array_equal(getattr(b, k), v)
     with pytest.raises(ValueError, match="state: missing"):
-        b.load_state_dict({"gamma": np.ones(4)})
+        b.load_state_dict({"weight": np.ones(4)})
     bad = a.state_dict()
-    bad["gamma"] = np.ones(5)
-    with pytest.raises(ValueError, match=r"state: gamma has shape \(5,\), expected \(4,\)"):
+    bad["weight"] = np.ones(5)
+    with pytest.raises(ValueError, match=r"state: weight has shape \(5,\), expected \(4,\)"):
         b.load_state_dict(bad)
 
 
@@ -57,11 +57,11 @@ def test_prelu_and_maxout_layers(rng):
     np.testing.assert_array_equal(y, fastnorm.prelu(x, p.alpha))
     dy = np.ones_like(x)
     p.backward(dy)
-    np.testing.assert_allclose(p.grads["alpha"], np.where(x > 0, 0, x).sum(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(p.grads["weight"], np.where(x > 0, 0, x).sum(axis=(0, 2)), rtol=1e-5)
     single = PReLU()
     single.forward(x)
     single.backward(dy)
-    assert single.grads["alpha"].shape == (1,)
+    assert single.grads["weight"].shape == (1,)
     m = Maxout(2)
     z = rng.standard_normal((4, 6))
     np.testing.assert_array_equal(m.forward(z), fastnorm.maxout(z, 2))
@@ -104,12 +104,12 @@ def test_layer_norm_and_rms_norm_layers(rng):
     _, m, r = fastnorm.layer_norm(x, axis=(-2, -1), return_stats=True)
     edx, edg, edb = fastnorm.layer_norm_backward(dy, x, m, r, np.ones((3, 5), np.float32), axis=(-2, -1))
     np.testing.assert_allclose(dx, edx, rtol=1e-5, atol=1e-6)
-    assert ln.grads["gamma"].shape == (3, 5)
-    np.testing.assert_allclose(ln.grads["beta"], edb, rtol=1e-5, atol=1e-6)
+    assert ln.grads["weight"].shape == (3, 5)
+    np.testing.assert_allclose(ln.grads["bias"], edb, rtol=1e-5, atol=1e-6)
     rn = RMSNorm(5)
     np.testing.assert_allclose(rn.forward(x), fastnorm.rms_norm(x), rtol=1e-6)
-    assert rn.backward(dy).shape == x.shape and rn.grads["gamma"].shape == (5,)
-    assert set(ln.state_dict()) == {"gamma", "beta"} and set(rn.state_dict()) == {"gamma"}
+    assert rn.backward(dy).shape == x.shape and rn.grads["weight"].shape == (5,)
+    assert set(ln.state_dict()) == {"weight", "bias"} and set(rn.state_dict()) == {"weight"}
     assert "LayerNorm((3, 5)" in repr(ln)
     with pytest.raises(ValueError, match="normalized_shape: expected positive sizes"):
         LayerNorm(0)
@@ -121,7 +121,7 @@ def test_group_norm_and_instance_norm_layers(rng):
     dy = rng.standard_normal(x.shape).astype(np.float32)
     gn = GroupNorm(3, 6)
     np.testing.assert_allclose(gn.forward(x), fastnorm.group_norm(x, 3), rtol=1e-6)
-    assert gn.backward(dy).shape == x.shape and gn.grads["gamma"].shape == (6,)
+    assert gn.backward(dy).shape == x.shape and gn.grads["weight"].shape == (6,)
     inn = InstanceNorm(6, track_running_stats=True)
     y = inn.forward(x)
     np.testing.assert_allclose(y, fastnorm.instance_norm(x), rtol=1e-6)
@@ -132,6 +132,6 @@ def test_group_norm_and_instance_norm_layers(rng):
     expected = (x - inn.running_mean.reshape(1, 6, 1, 1)) / np.sqrt(inn.running_var.reshape(1, 6, 1, 1) + 1e-5)
     np.testing.assert_allclose(ye, expected, rtol=1e-5, atol=1e-5)
     assert inn.backward(dy).shape == x.shape
-    assert set(inn.state_dict()) == {"running_mean", "running_var"}
+    assert set(inn.state_dict()) == {"running_mean", "running_var", "num_batches_tracked"}
     with pytest.raises(ValueError, match="num_groups: 4 does not divide the 6 channels"):
         GroupNorm(4, 6)

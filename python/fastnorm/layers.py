@@ -1,8 +1,16 @@
-"""Layer classes over fastnorm's functional kernels: parameters, their gradients, state and train/eval mode.
+"""Layer classes over fastnorm's functional kernels, shaped like the PyTorch modules they mirror.
 
-Each layer has ``forward(x)`` and ``backward(dy) -> dx`` (the forward keeps what the backward needs: the input,
-or for batch norm the input and its mean and rstd), gradients of its parameters in ``grads`` after a backward,
-``train()`` / ``eval()``, and ``state_dict()`` / ``load_state_dict()`` with plain NumPy arrays.
+Constructor arguments come in PyTorch's order (``BatchNorm(num_features, eps, momentum, affine,
+track_running_stats)``, ``LayerNorm(normalized_shape, eps, elementwise_affine, bias)``, ...), with fastnorm's own
+options (``axis`` for channels-last data, a fused ``activation``, ``dtype``) by keyword after them.  Parameters
+are ``weight`` and ``bias`` (also readable and writable as the lecture's ``gamma`` and ``beta``), buffers
+``running_mean``, ``running_var`` and ``num_batches_tracked``, so ``state_dict()`` has PyTorch's keys:
+``load_state_dict`` takes a PyTorch module's state dict (tensors or arrays), and ``torch_state_dict()`` gives one
+that ``torch.nn.Module.load_state_dict`` takes.
+
+A layer is called like a module (``y = layer(x)``, the same as ``layer.forward(x)``); ``backward(dy)`` returns dx
+and leaves the parameter gradients in ``grads`` (keyed like the parameters); ``train()`` / ``eval()`` switch the
+mode.  Arrays in, arrays out.
 """
 from __future__ import annotations
 
@@ -11,12 +19,12 @@ import numpy as np
 from fastnorm import _validate
 from fastnorm._validate import integer, real
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
-from fastnorm.normalization import _post_op  # noqa: F401  (validation of a fused activation)
-from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
+from fastnorm.normalization import (_post_op, batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                                     instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
 
-__all__ = ["Layer", "BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "PReLU", "Maxout"]
+__all__ = ["Layer", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm",
+           "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout"]
 
 
 def _post_op_kwargs(activation, negative_slope) -> dict:
@@ -25,8 +33,21 @@ def _post_op_kwargs(activation, negative_slope) -> dict:
     return {"activation": activation, "negative_slope": real(negative_slope, "negative_slope")}
 
 
+def _to_numpy(value, name: str) -> np.ndarray:
+    """A state value as an array: NumPy arrays as they are, PyTorch tensors through ``.detach().cpu()``."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"state: {name} has dtype {arr.dtype}; expected numbers")
+    return arr
+
+
 class Layer:
-    """Base class: train/eval mode, parameters and buffers as named NumPy arrays, state dicts."""
+    """Base class: train/eval mode, parameters and buffers as named NumPy arrays, state dicts, ``__call__``."""
 
     _params: tuple = ()   # names of learnable arrays (they get gradients)
     _buffers: tuple = ()  # names of other state (running statistics)
@@ -35,6 +56,12 @@ class Layer:
         self.training = True
         self.grads: dict = {}
         self._saved = None
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):  # pragma: no cover - every layer defines it
+        raise NotImplementedError
 
     def train(self, mode: bool = True) -> "Layer":
         self.training = bool(mode)
@@ -47,223 +74,348 @@ class Layer:
         return {name: getattr(self, name) for name in self._params if getattr(self, name) is not None}
 
     def state_dict(self) -> dict:
-        """Copies of the parameters and buffers, by name."""
+        """Copies of the parameters and buffers as NumPy arrays, under PyTorch's names."""
         names = self._params + self._buffers
         return {n: np.array(getattr(self, n), copy=True) for n in names if getattr(self, n) is not None}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Copies ``state``'s arrays into this layer's (same names, shapes; cast to this layer's dtypes)."""
+    def torch_state_dict(self) -> dict:
+        """``state_dict()`` as PyTorch tensors, for ``torch.nn.Module.load_state_dict``."""
+        import torch
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state_dict().items()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copies ``state``'s values (NumPy arrays or PyTorch tensors, by PyTorch's names) into this layer's arrays,
+        cast to their dtypes.  ``strict``: the keys must match exactly (else missing and unexpected keys are
+        ignored)."""
         names = [n for n in self._params + self._buffers if getattr(self, n) is not None]
         missing, unexpected = set(names) - set(state), set(state) - set(names)
-        if missing or unexpected:
+        if strict and (missing or unexpected):
             raise ValueError(f"state: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        for n in names:
-            current, value = getattr(self, n), np.asarray(state[n])
-            if value.shape != current.shape:
-                raise ValueError(f"state: {n} has shape {value.shape}, expected {current.shape}")
-            current[...] = value
+        arrays = {n: _to_numpy(state[n], n) for n in names if n in state}
+        for n, value in arrays.items():
+            if value.shape != getattr(self, n).shape:
+                raise ValueError(f"state: {n} has shape {value.shape}, expected {getattr(self, n).shape}")
+        for n, value in arrays.items():  # all checked first: nothing changes when one is wrong
+            getattr(self, n)[...] = value
 
-    def _set_affine_grads(self, dgamma, dbeta=None):
-        """Keeps the parameter gradients of a normalization layer (none without affine parameters)."""
-        self.grads = {} if self.gamma is None else {"gamma": dgamma, **({} if dbeta is None else {"beta": dbeta})}
+    # the lecture's names for the affine parameters
+    @property
+    def gamma(self):
+        return self.weight
+
+    @gamma.setter
+    def gamma(self, value):
+        self.weight = value
+
+    @property
+    def beta(self):
+        return self.bias
+
+    @beta.setter
+    def beta(self, value):
+        self.bias = value
+
+    def _set_affine_grads(self, dweight, dbias=None):
+        """Keeps the parameter gradients (none for parameters the layer does not have)."""
+        self.grads = {}
+        if getattr(self, "weight", None) is not None and dweight is not None:
+            self.grads["weight"] = np.asarray(dweight).reshape(self.weight.shape).astype(self.weight.dtype)
+        if getattr(self, "bias", None) is not None and dbias is not None:
+            self.grads["bias"] = np.asarray(dbias).reshape(self.bias.shape).astype(self.bias.dtype)
 
     def _need_saved(self):
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
         return self._saved
 
+    def _check_channels(self, x, count: int, axis: int, what: str = "num_features"):
+        x = np.asarray(x)
+        if x.ndim < 2 or not -x.ndim <= axis < x.ndim or x.shape[axis] != count:
+            raise ValueError(f"x: expected {what}={count} channels along axis {axis} of a batch (N, C, ...), got "
+                             f"shape {x.shape}")
+        return x
+
 
 class BatchNorm(Layer):
     """Batch normalization (Ioffe & Szegedy 2015) over every axis but ``axis``, with running statistics.
 
-    gamma = 1, beta = 0 at start (``affine=False``: neither); running_mean = 0, running_var = 1.  In training mode
-    the forward uses the batch's statistics and updates the running ones (see :func:`fastnorm.batch_norm`); in
-    eval mode it uses the running ones.  ``activation`` ("relu", "leaky_relu", "silu", "gelu") is fused after the
-    normalization, forward and backward, as in :func:`fastnorm.batch_norm`.
+    ``BatchNorm(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)`` as PyTorch's
+    BatchNorm1d/2d/3d: weight = 1, bias = 0 at start (``affine=False``: neither); running_mean = 0,
+    running_var = 1.  Training uses the batch's statistics and updates the running ones (``momentum=None``: the
+    cumulative average over ``num_batches_tracked``); eval uses the running ones, or the batch's without
+    ``track_running_stats``.  An empty training batch gives an empty output and leaves the statistics as they were
+    (only the counter moves, as in PyTorch).  Keywords: ``axis`` (the channel axis, 1 or -1 for channels-last),
+    ``activation`` fused after the normalization (see :func:`fastnorm.batch_norm`), ``dtype``.
     """
-    _params = ("gamma", "beta")
+    _params = ("weight", "bias")
     _buffers = ("running_mean", "running_var", "num_batches_tracked")
+    _ranks: tuple = ()  # input ranks accepted (BatchNorm1d/2d/3d); empty: any >= 2
 
-    def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum=0.1, affine: bool = True,
-                 activation=None, negative_slope: float = 0.01, dtype=np.float32):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, axis: int = 1, activation=None, negative_slope: float = 0.01,
+                 dtype=np.float32):
         super().__init__()
         num_features = integer(num_features, "num_features", 1, "a positive int")
         self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         self.post = _post_op_kwargs(activation, negative_slope)
-        self.gamma = np.ones(num_features, dtype) if affine else None
-        self.beta = np.zeros(num_features, dtype) if affine else None
-        self.running_mean = np.zeros(num_features, dtype)
-        self.running_var = np.ones(num_features, dtype)
-        self.num_batches_tracked = np.array(0, dtype=np.int64)
+        self.weight = np.ones(num_features, dtype) if affine else None
+        self.bias = np.zeros(num_features, dtype) if affine else None
+        self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
+        self.running_var = np.ones(num_features, dtype) if track_running_stats else None
+        self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
 
     def forward(self, x):
-        y, mean, rstd = batch_norm(x, gamma=self.gamma, beta=self.beta, axis=self.axis, training=self.training,
-                                   running_mean=self.running_mean, running_var=self.running_var,
+        x = self._check_channels(x, self.num_features, self.axis)
+        if self._ranks and x.ndim not in self._ranks:
+            raise ValueError(f"x: {type(self).__name__} expects {' or '.join(f'{r}-d' for r in self._ranks)} input, "
+                             f"got shape {x.shape}")
+        batch_stats = self.training or self.running_mean is None
+        if x.size == 0 and batch_stats:  # nothing to normalize or to learn from
+            if self.training and self.num_batches_tracked is not None:
+                self.num_batches_tracked += 1
+            self._saved = (x, None, None, True)
+            return np.empty(x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
+        y, mean, rstd = batch_norm(x, gamma=self.weight, beta=self.bias, axis=self.axis, training=batch_stats,
+                                   running_mean=self.running_mean if self.training or not batch_stats else None,
+                                   running_var=self.running_var if self.training or not batch_stats else None,
                                    momentum=self.momentum, eps=self.eps,
                                    num_batches_tracked=self.num_batches_tracked if self.training else None,
                                    return_stats=True, **self.post)
-        self._saved = (np.asarray(x), mean, rstd, self.training)
+        self._saved = (x, mean, rstd, batch_stats)
         return y
 
     def backward(self, dy):
-        x, mean, rstd, training = self._need_saved()
-        dx, dgamma, dbeta = batch_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis, training=training,
-                                                beta=self.beta, **self.post)
-        self._set_affine_grads(dgamma, dbeta)
+        x, mean, rstd, batch_stats = self._need_saved()
+        if mean is None:  # an empty batch
+            self._set_affine_grads(np.zeros(self.num_features), np.zeros(self.num_features))
+            return np.zeros(x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
+        dx, dweight, dbias = batch_norm_backward(dy, x, mean, rstd, self.weight, axis=self.axis,
+                                                 training=batch_stats, beta=self.bias, **self.post)
+        self._set_affine_grads(dweight, dbias)
         return dx
 
     def __repr__(self):
-        return (f"BatchNorm({self.num_features}, axis={self.axis}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.gamma is not None}, training={self.training})")
+        return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}, axis={self.axis}, "
+                f"training={self.training})")
+
+
+class BatchNorm1d(BatchNorm):
+    """BatchNorm on (N, C) or (N, C, L) input, as PyTorch's BatchNorm1d."""
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(BatchNorm):
+    """BatchNorm on (N, C, H, W) input (channels-last with ``axis=-1``), as PyTorch's BatchNorm2d."""
+    _ranks = (4,)
+
+
+class BatchNorm3d(BatchNorm):
+    """BatchNorm on (N, C, D, H, W) input, as PyTorch's BatchNorm3d."""
+    _ranks = (5,)
+
+
+def _normalized_shape(value) -> tuple:
+    shape = _validate.shape(value, "normalized_shape")
+    if not shape or min(shape) < 1:
+        raise ValueError(f"normalized_shape: expected positive sizes, got {value}")
+    return shape
 
 
 class LayerNorm(Layer):
-    """Layer normalization (Ba et al. 2016) over the trailing axes of shape ``normalized_shape``; gamma = 1 and
-    beta = 0 at start (``affine=False``: neither).  Same in train and eval mode."""
-    _params = ("gamma", "beta")
+    """Layer normalization (Ba et al. 2016) over the trailing axes of shape ``normalized_shape``.
 
-    def __init__(self, normalized_shape, *, eps: float = 1e-5, affine: bool = True, activation=None,
-                 negative_slope: float = 0.01, dtype=np.float32):
+    ``LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True)`` as PyTorch's: weight = 1 and
+    bias = 0 at start (``elementwise_affine=False``: neither; ``bias=False``: no bias).  Same in train and eval.
+    """
+    _params = ("weight", "bias")
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True, *,
+                 activation=None, negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
-        shape = _validate.shape(normalized_shape, "normalized_shape")
-        if not shape or min(shape) < 1:
-            raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
-        self.normalized_shape, self.eps = shape, eps
+        shape = _normalized_shape(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, bool(elementwise_affine)
         self.post = _post_op_kwargs(activation, negative_slope)
-        self.gamma = np.ones(shape, dtype) if affine else None
-        self.beta = np.zeros(shape, dtype) if affine else None
+        self.weight = np.ones(shape, dtype) if elementwise_affine else None
+        self.bias = np.zeros(shape, dtype) if elementwise_affine and bias else None
 
     def _axis(self):
         return tuple(range(-len(self.normalized_shape), 0))
 
     def forward(self, x):
-        y, mean, rstd = layer_norm(x, self.gamma, self.beta, axis=self._axis(), eps=self.eps, return_stats=True,
+        y, mean, rstd = layer_norm(x, self.weight, self.bias, axis=self._axis(), eps=self.eps, return_stats=True,
                                    **self.post)
         self._saved = (np.asarray(x), mean, rstd)
         return y
 
     def backward(self, dy):
         x, mean, rstd = self._need_saved()
-        dx, dgamma, dbeta = layer_norm_backward(dy, x, mean, rstd, self.gamma, axis=self._axis(), beta=self.beta,
-                                                **self.post)
-        self._set_affine_grads(dgamma, dbeta)
+        dx, dweight, dbias = layer_norm_backward(dy, x, mean, rstd, self.weight, axis=self._axis(), beta=self.bias,
+                                                 **self.post)
+        self._set_affine_grads(dweight, dbias)
         return dx
 
     def __repr__(self):
-        return f"LayerNorm({self.normalized_shape}, eps={self.eps}, affine={self.gamma is not None})"
+        return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None})")
 
 
 class RMSNorm(Layer):
-    """RMS normalization (Zhang & Sennrich 2019) over the trailing axes of shape ``normalized_shape``; gamma = 1
-    at start.  ``eps=None``: the dtype's machine epsilon."""
-    _params = ("gamma",)
+    """RMS normalization (Zhang & Sennrich 2019) over the trailing axes of shape ``normalized_shape``.
 
-    def __init__(self, normalized_shape, *, eps=None, affine: bool = True, dtype=np.float32):
+    ``RMSNorm(normalized_shape, eps=None, elementwise_affine=True)`` as PyTorch's: weight = 1 at start;
+    ``eps=None`` is the dtype's machine epsilon."""
+    _params = ("weight",)
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine: bool = True, *, dtype=np.float32):
         super().__init__()
-        shape = _validate.shape(normalized_shape, "normalized_shape")
-        if not shape or min(shape) < 1:
-            raise ValueError(f"normalized_shape: expected positive sizes, got {normalized_shape}")
-        self.normalized_shape, self.eps = shape, eps
-        self.gamma = np.ones(shape, dtype) if affine else None
+        shape = _normalized_shape(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, bool(elementwise_affine)
+        self.weight = np.ones(shape, dtype) if elementwise_affine else None
+        self.bias = None
 
     def _axis(self):
         return tuple(range(-len(self.normalized_shape), 0))
 
     def forward(self, x):
-        y, rstd = rms_norm(x, self.gamma, axis=self._axis(), eps=self.eps, return_stats=True)
+        y, rstd = rms_norm(x, self.weight, axis=self._axis(), eps=self.eps, return_stats=True)
         self._saved = (np.asarray(x), rstd)
         return y
 
     def backward(self, dy):
         x, rstd = self._need_saved()
-        dx, dgamma = rms_norm_backward(dy, x, rstd, self.gamma, axis=self._axis())
-        self._set_affine_grads(dgamma)
+        dx, dweight = rms_norm_backward(dy, x, rstd, self.weight, axis=self._axis())
+        self._set_affine_grads(dweight)
         return dx
 
     def __repr__(self):
-        return f"RMSNorm({self.normalized_shape}, eps={self.eps}, affine={self.gamma is not None})"
+        return f"RMSNorm({self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine})"
 
 
 class GroupNorm(Layer):
     """Group normalization (Wu & He 2018): ``num_groups`` groups of the ``num_channels`` channels along ``axis``
-    (batch axis 0); gamma = 1 and beta = 0 per channel at start.  Same in train and eval mode."""
-    _params = ("gamma", "beta")
+    (batch axis 0).  ``GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)`` as PyTorch's: weight = 1 and
+    bias = 0 per channel at start.  Same in train and eval mode."""
+    _params = ("weight", "bias")
 
-    def __init__(self, num_groups: int, num_channels: int, *, axis: int = 1, eps: float = 1e-5,
-                 affine: bool = True, activation=None, negative_slope: float = 0.01, dtype=np.float32):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
+                 axis: int = 1, activation=None, negative_slope: float = 0.01, dtype=np.float32):
         super().__init__()
         num_channels = integer(num_channels, "num_channels", 1, "a positive int")
         num_groups = integer(num_groups, "num_groups", 1, "a positive int")
         if num_channels % num_groups:
             raise ValueError(f"num_groups: {num_groups} does not divide the {num_channels} channels")
         self.num_groups, self.num_channels, self.axis, self.eps = num_groups, num_channels, axis, eps
+        self.affine = bool(affine)
         self.post = _post_op_kwargs(activation, negative_slope)
-        self.gamma = np.ones(num_channels, dtype) if affine else None
-        self.beta = np.zeros(num_channels, dtype) if affine else None
+        self.weight = np.ones(num_channels, dtype) if affine else None
+        self.bias = np.zeros(num_channels, dtype) if affine else None
 
     def forward(self, x):
-        y, mean, rstd = group_norm(x, self.num_groups, self.gamma, self.beta, axis=self.axis, eps=self.eps,
+        x = self._check_channels(x, self.num_channels, self.axis, "num_channels")
+        y, mean, rstd = group_norm(x, self.num_groups, self.weight, self.bias, axis=self.axis, eps=self.eps,
                                    return_stats=True, **self.post)
-        self._saved = (np.asarray(x), mean, rstd)
+        self._saved = (x, mean, rstd)
         return y
 
     def backward(self, dy):
         x, mean, rstd = self._need_saved()
-        dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.gamma, axis=self.axis,
-                                                beta=self.beta, **self.post)
-        self._set_affine_grads(dgamma, dbeta)
+        dx, dweight, dbias = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.weight, axis=self.axis,
+                                                 beta=self.bias, **self.post)
+        self._set_affine_grads(dweight, dbias)
         return dx
 
     def __repr__(self):
-        return f"GroupNorm({self.num_groups}, {self.num_channels}, axis={self.axis}, eps={self.eps})"
+        return (f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"axis={self.axis})")
 
 
 class InstanceNorm(Layer):
-    """Instance normalization (Ulyanov et al. 2016) per (sample, channel).  ``affine`` adds gamma/beta (off by
-    default, as PyTorch); ``track_running_stats`` keeps running statistics, used in eval mode."""
-    _params = ("gamma", "beta")
-    _buffers = ("running_mean", "running_var")
+    """Instance normalization (Ulyanov et al. 2016) per (sample, channel).
 
-    def __init__(self, num_features: int, *, axis: int = 1, eps: float = 1e-5, momentum: float = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, dtype=np.float32):
+    ``InstanceNorm(num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False)`` as PyTorch's
+    InstanceNorm1d/2d/3d: ``affine`` adds weight and bias; ``track_running_stats`` keeps running statistics, used
+    in eval mode (and a ``num_batches_tracked`` that, as PyTorch's, stays 0: the momentum is always used).  Input is batched, (N, C, ...) with the channels on ``axis``;
+    InstanceNorm1d/2d/3d also take an unbatched (C, ...) input, as PyTorch does."""
+    _params = ("weight", "bias")
+    _buffers = ("running_mean", "running_var", "num_batches_tracked")
+    _rank = 0  # the batched rank of InstanceNorm1d/2d/3d (one less: unbatched)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, *, axis: int = 1, dtype=np.float32):
         super().__init__()
         num_features = integer(num_features, "num_features", 1, "a positive int")
         self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
-        self.gamma = np.ones(num_features, dtype) if affine else None
-        self.beta = np.zeros(num_features, dtype) if affine else None
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        self.weight = np.ones(num_features, dtype) if affine else None
+        self.bias = np.zeros(num_features, dtype) if affine else None
         self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
         self.running_var = np.ones(num_features, dtype) if track_running_stats else None
+        self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
 
     def forward(self, x):
+        x = np.asarray(x)
+        unbatched = bool(self._rank) and x.ndim == self._rank - 1
+        if unbatched:
+            x = x[None]
+        elif self._rank and x.ndim != self._rank:
+            raise ValueError(f"x: {type(self).__name__} expects {self._rank}-d (batched) or {self._rank - 1}-d "
+                             f"(unbatched) input, got shape {x.shape}")
+        x = self._check_channels(x, self.num_features, self.axis)
         use_input_stats = self.training or self.running_mean is None
-        y, mean, rstd = instance_norm(x, gamma=self.gamma, beta=self.beta, axis=self.axis,
+        y, mean, rstd = instance_norm(x, gamma=self.weight, beta=self.bias, axis=self.axis,
                                       use_input_stats=use_input_stats,
-                                      running_mean=self.running_mean, running_var=self.running_var,
+                                      running_mean=self.running_mean if self.training or not use_input_stats
+                                      else None,
+                                      running_var=self.running_var if self.training or not use_input_stats
+                                      else None,
                                       momentum=self.momentum, eps=self.eps, return_stats=True)
-        self._saved = (np.asarray(x), mean, rstd, use_input_stats)
-        return y
+        self._saved = (x, mean, rstd, use_input_stats, unbatched)
+        return y[0] if unbatched else y
 
     def backward(self, dy):
-        x, mean, rstd, use_input_stats = self._need_saved()
-        dx, dgamma, dbeta = instance_norm_backward(dy, x, mean, rstd, self.gamma, axis=self.axis,
-                                                   use_input_stats=use_input_stats)
-        self._set_affine_grads(dgamma, dbeta)
-        return dx
+        x, mean, rstd, use_input_stats, unbatched = self._need_saved()
+        dy = np.asarray(dy)[None] if unbatched else dy
+        dx, dweight, dbias = instance_norm_backward(dy, x, mean, rstd, self.weight, axis=self.axis,
+                                                    use_input_stats=use_input_stats)
+        self._set_affine_grads(dweight, dbias)
+        return dx[0] if unbatched else dx
 
     def __repr__(self):
-        return (f"InstanceNorm({self.num_features}, axis={self.axis}, affine={self.gamma is not None}, "
-                f"track_running_stats={self.running_mean is not None})")
+        return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}, axis={self.axis})")
+
+
+class InstanceNorm1d(InstanceNorm):
+    """InstanceNorm on (N, C, L) or unbatched (C, L) input, as PyTorch's InstanceNorm1d."""
+    _rank = 3
+
+
+class InstanceNorm2d(InstanceNorm):
+    """InstanceNorm on (N, C, H, W) or unbatched (C, H, W) input, as PyTorch's InstanceNorm2d."""
+    _rank = 4
+
+
+class InstanceNorm3d(InstanceNorm):
+    """InstanceNorm on (N, C, D, H, W) or unbatched (C, D, H, W) input, as PyTorch's InstanceNorm3d."""
+    _rank = 5
 
 
 class PReLU(Layer):
-    """Parametric ReLU (He et al. 2015): one learned slope, or one per channel along ``axis``; init 0.25."""
-    _params = ("alpha",)
+    """Parametric ReLU (He et al. 2015): ``PReLU(num_parameters=1, init=0.25)`` as PyTorch's, one learned slope
+    (``weight``, also readable as ``alpha``) or one per channel along ``axis``."""
+    _params = ("weight",)
 
-    def __init__(self, num_parameters: int = 1, *, init: float = 0.25, axis: int = 1, dtype=np.float32):
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, axis: int = 1, dtype=np.float32):
         super().__init__()
         num_parameters = integer(num_parameters, "num_parameters", 1, "a positive int")
         self.axis = axis
-        self.alpha = np.full(num_parameters, real(init, "init"), dtype=dtype)
+        self.weight = np.full(num_parameters, real(init, "init"), dtype=dtype)
+
+    @property
+    def alpha(self):
+        return self.weight
 
     def forward(self, x):
         self._saved = np.asarray(x)
@@ -272,14 +424,14 @@ class PReLU(Layer):
     def backward(self, dy):
         x = self._need_saved()
         dx, dalpha = prelu_backward(dy, x, self._slopes(), axis=self.axis)
-        self.grads = {"alpha": np.asarray(dalpha, dtype=self.alpha.dtype).reshape(self.alpha.shape)}
+        self._set_affine_grads(dalpha)
         return dx
 
     def _slopes(self):
-        return self.alpha[0] if self.alpha.size == 1 else self.alpha
+        return self.weight[0] if self.weight.size == 1 else self.weight
 
     def __repr__(self):
-        return f"PReLU(num_parameters={self.alpha.size}, axis={self.axis})"
+        return f"PReLU(num_parameters={self.weight.size}, axis={self.axis})"
 
 
 class Maxout(Layer):

@@ -67,10 +67,29 @@ def result_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def as_array(value, name: str) -> np.ndarray:
-    """``value`` as an ndarray (no copy when it already is one), with a TypeError naming ``name`` for bad dtypes."""
-    arr = value if type(value) is np.ndarray else np.asarray(value)
+    """``value`` as an ndarray (no copy when it already is one, nor for a CPU tensor of another library), with a
+    TypeError naming ``name`` for bad dtypes."""
+    arr = value if type(value) is np.ndarray else _foreign(value, name)
     compute_dtype(arr.dtype, name)
     return arr
+
+
+def _foreign(value, name: str) -> np.ndarray:
+    """An array_like, a PyTorch tensor (bfloat16 included, zero-copy on the CPU) or any object that offers only
+    ``__dlpack__``, as an ndarray."""
+    if getattr(value, "requires_grad", False):
+        raise TypeError(f"{name}: a tensor that requires grad; pass {name}.detach() (fastnorm's *_backward "
+                        "functions compute the gradients)")
+    if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError(f"{name}: a bfloat16 tensor needs ml_dtypes (pip install ml_dtypes)") from None
+        import torch
+        return value.view(torch.int16).numpy(force=False).view(ml_dtypes.bfloat16)
+    if not hasattr(value, "__array__") and hasattr(value, "__dlpack__"):
+        return np.from_dlpack(value)
+    return np.asarray(value)
 
 
 def as_buffer(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -160,7 +160,7 @@ def _half_dtypes():
 
 
 def _register_half():
-    """Memory-bound activations and layer norm on float16 and bfloat16 arrays (issue 6): half the bytes of
+    """Memory-bound activations and layer norm on float16 and bfloat16 arrays: half the bytes of
     float32, read and written natively."""
     try:
         import torch
@@ -417,7 +417,7 @@ _register_group_and_instance_norm()
 
 
 def _register_fused():
-    """Normalization + activation (issue 6): fused (one call, one pass each way) against the two separate calls,
+    """Normalization + activation: fused (one call, one pass each way) against the two separate calls,
     and PyTorch's two calls; compulsory traffic as for the normalization alone."""
     def torch_f():
         import torch
@@ -468,7 +468,7 @@ _register_fused()
 
 
 def _register_samplers():
-    # Sampling a 4096x4096 weight (issue 4), float32 and float64: fastnorm's Philox samplers against NumPy's
+    # Sampling a 4096x4096 weight, float32 and float64: fastnorm's Philox samplers against NumPy's
     # default_rng() and PyTorch's randn / rand / trunc_normal_ (whose bounds are absolute: [-2, 2] at std 1 is the
     # same law); and orthogonal init of a 1024x1024 weight against torch.nn.init.orthogonal_.
     shape = (4096, 4096)
@@ -513,7 +513,7 @@ _register_samplers()
 
 
 def _register_standardizer():
-    # Fitting a Standardizer (issue 4): per-feature statistics of (N, D) rows and the per-channel mean of
+    # Fitting a Standardizer: per-feature statistics of (N, D) rows and the per-channel mean of
     # channels-last images, against the NumPy formula (what scikit-learn's StandardScaler computes) and
     # torch.var_mean.  One pass over the data: 4 bytes per float32.
     from fastnorm.preprocessing import Standardizer

@@ -91,3 +91,26 @@ def test_bench_defaults_to_the_headline_cases_and_saves_its_results(tmp_path, mo
     assert main(["bench", "--quick", "--size", "4096", "--repeats", "2", "--threads", "1", "--filter", "relu fwd",
                  "--no-torch", "--no-save"]) == 0
     assert len(list(tmp_path.glob("bench-*.json"))) == 1
+
+
+def test_pytorch_baselines_are_its_fastest_calls():
+    """Each activation backward's PyTorch baseline writes into the same preallocated array as fastnorm (its
+    grad_input= overload; mish has none), and sigmoid / tanh are taken from the forward's output on every side."""
+    torch = pytest.importorskip("torch", reason="PyTorch is optional; this compares with it when installed")
+    import numpy as np
+
+    from fastnorm import bench
+    rng = np.random.default_rng(0)
+    cases = [c for c in bench.REGISTRY if "activation" in c.tags and "half" not in c.tags and c.torch]
+    assert len(cases) > 20
+    for case in cases:
+        inputs = case.setup(1000, rng)
+        tin = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        tout = torch.empty(1000)
+        result = case.torch(tin, tout)
+        if case.name != "mish bwd" and case.name != "selu fwd":
+            assert result is tout or result.data_ptr() == tout.data_ptr(), f"{case.name}: PyTorch allocates"
+        want = case.fastnorm(inputs, None)
+        np.testing.assert_allclose(result.numpy(), want, rtol=2e-4, atol=2e-5, err_msg=case.name)
+        if case.name.split()[0] in bench.FROM_OUTPUT and "bwd" in case.name:
+            assert set(inputs) == {"dy", "y"}

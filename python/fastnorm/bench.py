@@ -62,6 +62,14 @@ def _normal_dy_x(n, rng):
     return {"dy": rng.standard_normal(n).astype(np.float32), "x": (rng.standard_normal(n) * 3).astype(np.float32)}
 
 
+def _dy_and_output(forward):
+    """Inputs of a backward taken from the forward's output: dy and y = forward(x)."""
+    def setup(n, rng):
+        inputs = _normal_dy_x(n, rng)
+        return {"dy": inputs["dy"], "y": forward(inputs["x"])}
+    return setup
+
+
 def _np_out(result, out):
     if out is None:
         return result
@@ -74,49 +82,67 @@ def _sig(x):
 
 
 # name: (numpy forward, numpy backward factor f'(x), torch forward, torch backward) — None where none exists.
+# PyTorch's backward is its fastest equivalent call: the grad_input= (out=) overload when given an output, and for
+# sigmoid and tanh the backward from the forward's output y, which is what its autograd keeps (the cases in
+# FROM_OUTPUT pass y where the others pass x, to fastnorm, NumPy and PyTorch alike).
+FROM_OUTPUT = ("sigmoid", "tanh")
+
+
 def _activation_table(F, aten):
     k = np.sqrt(2 / np.pi)
+    if aten is None:  # without torch the torch entries are never called
+        def grad(name, *args, **kw):
+            return None
+    else:
+        def grad(name, *args, **kw):
+            op = getattr(aten, name)
+
+            def call(dy, xy, o):
+                if o is None:
+                    return op.default(dy, xy, *args, **kw)
+                return op.grad_input(dy, xy, *args, **kw, grad_input=o)
+            return call
     return {
         "relu": (lambda x, o: np.maximum(x, 0, out=o), lambda x: x > 0,
-                 lambda x, o: F.relu(x) if o is None else torch_clamp_min(x, o),
-                 lambda dy, x: aten.threshold_backward(dy, x, 0)),
+                 lambda x, o: F.relu(x) if o is None else torch_clamp_min(x, o), grad("threshold_backward", 0)),
         "leaky_relu": (lambda x, o: _np_out(np.where(x > 0, x, 0.01 * x), o), lambda x: np.where(x > 0, 1, 0.01),
                        lambda x, o: F.leaky_relu(x, 0.01) if o is None else aten.leaky_relu.out(x, 0.01, out=o),
-                       lambda dy, x: aten.leaky_relu_backward(dy, x, 0.01, False)),
+                       grad("leaky_relu_backward", 0.01, False)),
         "hardtanh": (lambda x, o: np.clip(x, -1, 1, out=o), lambda x: (x > -1) & (x < 1),
                      lambda x, o: F.hardtanh(x) if o is None else aten.hardtanh.out(x, -1.0, 1.0, out=o),
-                     lambda dy, x: aten.hardtanh_backward(dy, x, -1.0, 1.0)),
-        "sigmoid": (lambda x, o: _np_out(_sig(x), o), lambda x: _sig(x) * (1 - _sig(x)),
+                     grad("hardtanh_backward", -1.0, 1.0)),
+        # from the output y: f'(x) = y (1 - y), 1 - y^2
+        "sigmoid": (lambda x, o: _np_out(_sig(x), o), lambda y: y * (1 - y),
                     lambda x, o: F.sigmoid(x) if o is None else aten.sigmoid.out(x, out=o),
-                    lambda dy, x: aten.sigmoid_backward(dy, aten.sigmoid(x))),
-        "tanh": (lambda x, o: np.tanh(x, out=o), lambda x: 1 - np.tanh(x) ** 2,
-                 lambda x, o: F.tanh(x) if o is None else aten.tanh.out(x, out=o),
-                 lambda dy, x: aten.tanh_backward(dy, aten.tanh(x))),
+                    grad("sigmoid_backward")),
+        "tanh": (lambda x, o: np.tanh(x, out=o), lambda y: 1 - y ** 2,
+                 lambda x, o: F.tanh(x) if o is None else aten.tanh.out(x, out=o), grad("tanh_backward")),
         "elu": (lambda x, o: _np_out(np.where(x > 0, x, np.expm1(x)), o), lambda x: np.where(x > 0, 1, np.exp(x)),
                 lambda x, o: F.elu(x) if o is None else aten.elu.out(x, 1.0, 1.0, 1.0, out=o),
-                lambda dy, x: aten.elu_backward(dy, 1.0, 1.0, 1.0, False, x)),
+                None if aten is None else (lambda dy, x, o: aten.elu_backward(dy, 1.0, 1.0, 1.0, False, x) if o is None
+                                           else aten.elu_backward.grad_input(dy, 1.0, 1.0, 1.0, False, x,
+                                                                             grad_input=o))),
         "selu": (None, None, lambda x, o: F.selu(x), None),
-        "gelu": (None, None, lambda x, o: F.gelu(x) if o is None else aten.gelu.out(x, out=o),
-                 lambda dy, x: aten.gelu_backward(dy, x)),
+        "gelu": (None, None, lambda x, o: F.gelu(x) if o is None else aten.gelu.out(x, out=o), grad("gelu_backward")),
         "gelu_tanh": (lambda x, o: _np_out(0.5 * x * (1 + np.tanh(k * (x + 0.044715 * x ** 3))), o), None,
                       lambda x, o: F.gelu(x, approximate="tanh") if o is None
-                      else aten.gelu.out(x, approximate="tanh", out=o),
-                      lambda dy, x: aten.gelu_backward(dy, x, approximate="tanh")),
+                      else aten.gelu.out(x, approximate="tanh", out=o), grad("gelu_backward", approximate="tanh")),
         "silu": (lambda x, o: _np_out(x * _sig(x), o), lambda x: _sig(x) * (1 + x * (1 - _sig(x))),
-                 lambda x, o: F.silu(x) if o is None else aten.silu.out(x, out=o),
-                 lambda dy, x: aten.silu_backward(dy, x)),
+                 lambda x, o: F.silu(x) if o is None else aten.silu.out(x, out=o), grad("silu_backward")),
         "softplus": (lambda x, o: _np_out(np.where(x > 20, x, np.log1p(np.exp(x))), o), None,
                      lambda x, o: F.softplus(x) if o is None else aten.softplus.out(x, 1, 20, out=o),
-                     lambda dy, x: aten.softplus_backward(dy, x, 1, 20)),
+                     grad("softplus_backward", 1, 20)),
+        # mish_backward has no out= overload: PyTorch allocates
         "mish": (lambda x, o: _np_out(x * np.tanh(np.log1p(np.exp(x))), o), None,
                  lambda x, o: F.mish(x) if o is None else aten.mish.out(x, out=o),
-                 lambda dy, x: aten.mish_backward(dy, x)),
+                 None if aten is None else (lambda dy, x, o: aten.mish_backward(dy, x))),
         "hardsigmoid": (lambda x, o: _np_out(np.clip(x + 3, 0, 6) / 6, o), None,
                         lambda x, o: F.hardsigmoid(x) if o is None else aten.hardsigmoid.out(x, out=o),
-                        lambda dy, x: aten.hardsigmoid_backward(dy, x)),
+                        grad("hardsigmoid_backward")),
         "hardswish": (lambda x, o: _np_out(x * np.clip(x + 3, 0, 6) / 6, o), None,
                       lambda x, o: F.hardswish(x) if o is None else aten.hardswish.out(x, out=o),
-                      lambda dy, x: aten.hardswish_backward(dy, x)),
+                      None if aten is None else (lambda dy, x, o: aten.hardswish_backward(dy, x) if o is None
+                                                 else aten.hardswish_backward.out(dy, x, out=o))),
     }
 
 
@@ -140,9 +166,15 @@ def _register_activations():
         register(Case(f"{name} fwd", _normal_x, (lambda i, o, f=fwd, kw=kw: f(i["x"], out=o, **kw)), 8,
                       numpy=(lambda i, o, f=np_fwd: f(i["x"], o)) if np_fwd else None,
                       torch=(lambda i, o, f=t_fwd: f(i["x"], o)) if t_fwd else None, tags=("activation",)))
+        if name in FROM_OUTPUT:  # the backward from y, on every side
+            register(Case(f"{name} bwd", _dy_and_output(fwd), (lambda i, o, f=bwd: f(i["dy"], y=i["y"], out=o)), 12,
+                          numpy=lambda i, o, g=np_grad: _np_out(i["dy"] * g(i["y"]), o),
+                          torch=(lambda i, o, f=t_bwd: f(i["dy"], i["y"], o)) if t_bwd else None,
+                          tags=("activation",)))
+            continue
         register(Case(f"{name} bwd", _normal_dy_x, (lambda i, o, f=bwd, kw=kw: f(i["dy"], i["x"], out=o, **kw)), 12,
                       numpy=(lambda i, o, g=np_grad: _np_out(i["dy"] * g(i["x"]), o)) if np_grad else None,
-                      torch=(lambda i, o, f=t_bwd: f(i["dy"], i["x"])) if t_bwd else None, tags=("activation",)))
+                      torch=(lambda i, o, f=t_bwd: f(i["dy"], i["x"], o)) if t_bwd else None, tags=("activation",)))
 
 
 _register_activations()
@@ -624,8 +656,8 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
         tin = {k: _to_torch(torch_mod, v) for k, v in inputs.items()}
         tout = _to_torch(torch_mod, np.empty(case.shape or n, dtype=case.dtype))
         record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
-        # PyTorch's out= overloads: activation forwards and the samplers
-        with_out = case.has_out and (("fwd" in case.name and case.shape is None) or "random" in case.tags)
+        # PyTorch's out= overloads: activation forwards and backwards (grad_input=) and the samplers
+        with_out = case.has_out and ("activation" in case.tags or "random" in case.tags)
         record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if with_out else None)
     best = min(v for v in (row["fastnorm_out_ms"], row["fastnorm_alloc_ms"]) if v is not None)
     row["gbs"] = moved / (best / 1e3) / 1e9

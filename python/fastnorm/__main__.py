@@ -1,5 +1,6 @@
 """Command line: ``python -m fastnorm info | bench | demo``, each with its own ``--help``."""
 import argparse
+from typing import Any
 import sys
 
 
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv: Any = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
     args = p.parse_args(argv)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Any, Tuple
+
 from fastnorm import _C
 from fastnorm._memory import empty
 from fastnorm._validate import integer
@@ -193,7 +195,7 @@ def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     return ax % ndim
 
 
-def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple:
+def normalize_axes(axis, ndim: int, name: str = "axis") -> Tuple[Any, ...]:
     """``axis`` (an int, a sequence of ints, or None for all) as sorted, distinct indices in [0, ndim)."""
     if axis is None:
         return tuple(range(ndim))

@@ -15,6 +15,7 @@ import math
 import os
 
 import numpy as np
+from typing import Any, Dict, Optional
 
 from fastnorm import _C
 from fastnorm._validate import integer
@@ -31,7 +32,7 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def fresh(buf: np.ndarray, out) -> bool:
+def fresh(buf: np.ndarray, out: Optional[np.ndarray]) -> bool:
     """True when ``buf`` is a result just allocated on untouched pages (not ``out``, not a reused buffer): kernels
     then write it with plain stores, streaming stores being slower on pages that fault on first touch."""
     return buf is not out and (buf.nbytes < _MIN_BYTES or not _C.buffer_reused(buf))
@@ -45,7 +46,7 @@ def set_buffer_cache(nbytes: int) -> None:
     _limit = value
 
 
-def buffer_cache_info() -> dict:
+def buffer_cache_info() -> Dict[str, Any]:
     """The cache's limit, the bytes and buffers it holds now, and its hits and misses so far."""
     return _C.buffer_cache_info()
 

@@ -10,48 +10,65 @@ output, and says that pandas output needs scikit-learn.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
-try:
-    from sklearn.base import BaseEstimator, TransformerMixin
+
+class _Estimator:
+    """get_params / set_params from the constructor's signature, as scikit-learn's BaseEstimator (used without
+    scikit-learn, and by type checkers, which scikit-learn gives no types to)."""
+
+    @classmethod
+    def _get_param_names(cls) -> List[str]:
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values()
+                      if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        """The constructor's parameters, by name."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> Any:
+        """Sets constructor parameters by name; returns the estimator."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{name}: not a parameter of {type(self).__name__}; valid: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _TransformerMixin:
+    """fit_transform and set_output, as scikit-learn's TransformerMixin (pandas output needs scikit-learn)."""
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """fit, then transform."""
+        return self.fit(X, y, **fit_params).transform(X)  # type: ignore[attr-defined]
+
+    def set_output(self, *, transform: Optional[str] = None) -> Any:
+        """Only the default output without scikit-learn."""
+        if transform not in (None, "default"):
+            raise ValueError(f"transform: {transform!r} output needs scikit-learn installed; only 'default' "
+                             "works without it")
+        return self
+
+
+if TYPE_CHECKING:  # the typed stand-ins: scikit-learn ships no types
+    BaseEstimator = _Estimator
+    TransformerMixin = _TransformerMixin
     HAVE_SKLEARN = True
-except ImportError:  # pragma: no cover - exercised by the test that hides scikit-learn
-    HAVE_SKLEARN = False
-
-    class BaseEstimator:  # type: ignore[no-redef]
-        """get_params / set_params from the constructor's signature, as scikit-learn's BaseEstimator."""
-
-        @classmethod
-        def _get_param_names(cls):
-            sig = inspect.signature(cls.__init__)
-            return sorted(p.name for p in sig.parameters.values()
-                          if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-        def get_params(self, deep=True):
-            return {name: getattr(self, name) for name in self._get_param_names()}
-
-        def set_params(self, **params):
-            valid = self._get_param_names()
-            for name, value in params.items():
-                if name not in valid:
-                    raise ValueError(f"{name}: not a parameter of {type(self).__name__}; valid: {', '.join(valid)}")
-                setattr(self, name, value)
-            return self
-
-        def __repr__(self):
-            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-            return f"{type(self).__name__}({args})"
-
-    class TransformerMixin:  # type: ignore[no-redef]
-        def fit_transform(self, X, y=None, **fit_params):
-            return self.fit(X, y, **fit_params).transform(X)
-
-        def set_output(self, *, transform=None):
-            if transform not in (None, "default"):
-                raise ValueError(f"transform: {transform!r} output needs scikit-learn installed; only 'default' "
-                                 "works without it")
-            return self
+else:
+    try:
+        from sklearn.base import BaseEstimator, TransformerMixin
+        HAVE_SKLEARN = True
+    except ImportError:  # the same protocol without it
+        BaseEstimator, TransformerMixin = _Estimator, _TransformerMixin
+        HAVE_SKLEARN = False
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Optional
+
 from fastnorm import _C
 from fastnorm._validate import integer
 
@@ -49,7 +51,7 @@ def get_num_threads() -> int:
     return _num_threads if _num_threads is not None else min(_C.max_threads(), _LIMIT)
 
 
-def resolve(num_threads) -> int:
+def resolve(num_threads: Optional[int]) -> int:
     """The thread count to hand to a kernel: 0 means OpenMP's current default (queried in C++, per call)."""
     if _in_forked_child:
         return 1

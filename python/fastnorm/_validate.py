@@ -12,6 +12,8 @@ import operator
 
 import numpy as np
 
+from typing import Any, Tuple
+
 
 def _kind(value) -> str:
     return type(value).__name__
@@ -54,7 +56,7 @@ def integer(value, name: str, minimum: int | None = None, what: str | None = Non
     return v
 
 
-def shape(value, name: str = "shape") -> tuple:
+def shape(value, name: str = "shape") -> Tuple[Any, ...]:
     """``value`` (an int or a sequence of ints, each >= 0) as a tuple of ints."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name}: expected an int or a tuple of ints, got {_kind(value)}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from typing import Any, Callable, Optional, Tuple, TypeVar
+from numpy.typing import ArrayLike
 
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
@@ -39,9 +41,12 @@ _COMMON = """
 """
 
 
-def _doc(summary: str, formula: str, extra: str = "", ref: str = ""):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _doc(summary: str, formula: str, extra: str = "", ref: str = "") -> Callable[[_F], _F]:
     """Docstring decorator: one summary, the formula, extra parameters, the common ones, a reference."""
-    def wrap(fn):
+    def wrap(fn: _F) -> _F:
         fn.__doc__ = f"{summary}\n\n    {formula}\n\n    Parameters\n    ----------\n{extra}{_COMMON}"
         if ref:
             fn.__doc__ += f"\n    References\n    ----------\n    {ref}\n"
@@ -87,33 +92,36 @@ def _backward(op: str, dy, x, y, out, num_threads, a: float = 0.0, b: float = 0.
 # ---- sigmoid, tanh, relu ----------------------------------------------------------------------------------------
 
 @_doc("Logistic sigmoid.", "sigmoid(x) = 1 / (1 + exp(-x))", _X)
-def sigmoid(x, *, out=None, num_threads=None):
+def sigmoid(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("sigmoid", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`sigmoid`.", "dx = dy * s * (1 - s),  s = sigmoid(x)", _DY_XY)
-def sigmoid_backward(dy, x=None, *, y=None, out=None, num_threads=None):
+def sigmoid_backward(dy: ArrayLike, x: Optional[ArrayLike] = None, *, y: Optional[ArrayLike] = None,
+                     out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("sigmoid", dy, x, y, out, num_threads)
 
 
 @_doc("Hyperbolic tangent, accurate to a few ulps everywhere, including near 0.", "tanh(x)", _X)
-def tanh(x, *, out=None, num_threads=None):
+def tanh(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("tanh", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`tanh`.", "dx = dy * (1 - tanh(x)^2)", _DY_XY)
-def tanh_backward(dy, x=None, *, y=None, out=None, num_threads=None):
+def tanh_backward(dy: ArrayLike, x: Optional[ArrayLike] = None, *, y: Optional[ArrayLike] = None,
+                  out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("tanh", dy, x, y, out, num_threads)
 
 
 @_doc("Rectified linear unit (NaN stays NaN).", "relu(x) = max(x, 0)", _X,
       "Nair & Hinton, Rectified linear units improve restricted Boltzmann machines, ICML 2010.")
-def relu(x, *, out=None, num_threads=None):
+def relu(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("relu", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`relu` (0 at x = 0, as PyTorch).", "dx = dy * (x > 0)", _DY_XY)
-def relu_backward(dy, x=None, *, y=None, out=None, num_threads=None):
+def relu_backward(dy: ArrayLike, x: Optional[ArrayLike] = None, *, y: Optional[ArrayLike] = None,
+                  out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("relu", dy, x, y, out, num_threads)
 
 
@@ -124,12 +132,14 @@ _SLOPE = "    negative_slope : float\n        Slope for x <= 0.\n"
 
 @_doc("Leaky ReLU.", "leaky_relu(x) = x if x > 0 else negative_slope * x", _X + _SLOPE,
       "Maas, Hannun & Ng, Rectifier nonlinearities improve neural network acoustic models, ICML 2013.")
-def leaky_relu(x, negative_slope=0.01, *, out=None, num_threads=None):
+def leaky_relu(x: ArrayLike, negative_slope: float = 0.01, *, out: Optional[np.ndarray] = None,
+               num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("leaky_relu", x, out, num_threads, real(negative_slope, "negative_slope"))
 
 
 @_doc("Gradient of :func:`leaky_relu`.", "dx = dy * (1 if x > 0 else negative_slope)", _DY_X + _SLOPE)
-def leaky_relu_backward(dy, x, negative_slope=0.01, *, out=None, num_threads=None):
+def leaky_relu_backward(dy: ArrayLike, x: ArrayLike, negative_slope: float = 0.01, *,
+                        out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("leaky_relu", dy, x, None, out, num_threads, real(negative_slope, "negative_slope"))
 
 
@@ -154,7 +164,8 @@ _ALPHA = ("    alpha : float or array_like\n        One slope, or one per channe
 @_doc("Parametric ReLU: a leaky ReLU whose slopes are learned, one per channel.",
       "prelu(x) = x if x > 0 else alpha[c] * x,  c = the index along ``axis``", _X + _ALPHA,
       "He, Zhang, Ren & Sun, Delving deep into rectifiers, ICCV 2015.")
-def prelu(x, alpha, axis=1, *, out=None, num_threads=None):
+def prelu(x: ArrayLike, alpha: Any, axis: Any = 1, *, out: Optional[np.ndarray] = None,
+          num_threads: Optional[int] = None) -> np.ndarray:
     x = as_array(x, "x")
     compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
     alpha_b = as_buffer(as_array(alpha, "alpha"), compute)
@@ -167,7 +178,8 @@ def prelu(x, alpha, axis=1, *, out=None, num_threads=None):
     return deliver(buf, out, result)
 
 
-def prelu_backward(dy, x, alpha, axis=1, *, out=None, num_threads=None):
+def prelu_backward(dy: ArrayLike, x: ArrayLike, alpha: Any, axis: Any = 1, *, out: Optional[np.ndarray] = None,
+                   num_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Gradients of :func:`prelu`.
 
     dx = dy * (1 if x > 0 else alpha[c]),   dalpha[c] = sum of dy * x over the entries of channel c with x <= 0
@@ -213,24 +225,27 @@ _ELU_ALPHA = "    alpha : float\n        Saturation value for x -> -inf is -alph
 
 @_doc("Exponential linear unit.", "elu(x) = x if x > 0 else alpha * (exp(x) - 1)", _X + _ELU_ALPHA,
       "Clevert, Unterthiner & Hochreiter, Fast and accurate deep network learning by ELUs, ICLR 2016.")
-def elu(x, alpha=1.0, *, out=None, num_threads=None):
+def elu(x: ArrayLike, alpha: Any = 1.0, *, out: Optional[np.ndarray] = None,
+        num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("elu", x, out, num_threads, real(alpha, "alpha"))
 
 
 @_doc("Gradient of :func:`elu`.", "dx = dy * (1 if x > 0 else alpha * exp(x));  from y: dy * (y + alpha) for y <= 0",
       _DY_XY + _ELU_ALPHA)
-def elu_backward(dy, x=None, alpha=1.0, *, y=None, out=None, num_threads=None):
+def elu_backward(dy: ArrayLike, x: Optional[ArrayLike] = None, alpha: Any = 1.0, *, y: Optional[ArrayLike] = None,
+                 out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("elu", dy, x, y, out, num_threads, real(alpha, "alpha"))
 
 
 @_doc("Scaled ELU, self-normalizing.", "selu(x) = scale * elu(x, alpha), alpha = 1.6732632..., scale = 1.0507009...",
       _X, "Klambauer, Unterthiner, Mayr & Hochreiter, Self-normalizing neural networks, NeurIPS 2017.")
-def selu(x, *, out=None, num_threads=None):
+def selu(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("selu", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`selu`.", "dx = dy * scale * (1 if x > 0 else alpha * exp(x))", _DY_X)
-def selu_backward(dy, x, *, out=None, num_threads=None):
+def selu_backward(dy: ArrayLike, x: ArrayLike, *, out: Optional[np.ndarray] = None,
+                  num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("selu", dy, x, None, out, num_threads)
 
 
@@ -250,25 +265,28 @@ def _gelu_op(approximate) -> str:
 
 @_doc("Gaussian error linear unit.", "gelu(x) = x * Phi(x),  Phi the standard normal CDF", _X + _APPROX,
       "Hendrycks & Gimpel, Gaussian error linear units (GELUs), arXiv:1606.08415, 2016.")
-def gelu(x, approximate="none", *, out=None, num_threads=None):
+def gelu(x: ArrayLike, approximate: str = "none", *, out: Optional[np.ndarray] = None,
+         num_threads: Optional[int] = None) -> np.ndarray:
     return _forward(_gelu_op(approximate), x, out, num_threads)
 
 
 @_doc("Gradient of :func:`gelu`.", "dx = dy * (Phi(x) + x * phi(x)),  phi the standard normal density",
       _DY_X + _APPROX)
-def gelu_backward(dy, x, approximate="none", *, out=None, num_threads=None):
+def gelu_backward(dy: ArrayLike, x: ArrayLike, approximate: str = "none", *, out: Optional[np.ndarray] = None,
+                  num_threads: Optional[int] = None) -> np.ndarray:
     return _backward(_gelu_op(approximate), dy, x, None, out, num_threads)
 
 
 @_doc("Sigmoid-weighted linear unit (swish).", "silu(x) = x * sigmoid(x)", _X,
       "Elfwing, Uchibe & Doya, Sigmoid-weighted linear units, Neural Networks 2018; "
       "Ramachandran et al., Searching for activation functions, 2017.")
-def silu(x, *, out=None, num_threads=None):
+def silu(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("silu", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`silu`.", "dx = dy * s * (1 + x * (1 - s)),  s = sigmoid(x)", _DY_X)
-def silu_backward(dy, x, *, out=None, num_threads=None):
+def silu_backward(dy: ArrayLike, x: ArrayLike, *, out: Optional[np.ndarray] = None,
+                  num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("silu", dy, x, None, out, num_threads)
 
 
@@ -285,24 +303,27 @@ def _softplus_params(beta, threshold):
 
 @_doc("Softplus, a smooth ReLU.", "softplus(x) = log(1 + exp(beta * x)) / beta  (x where beta * x > threshold)",
       _X + _SOFTPLUS)
-def softplus(x, beta=1.0, threshold=20.0, *, out=None, num_threads=None):
+def softplus(x: ArrayLike, beta: ArrayLike = 1.0, threshold: float = 20.0, *, out: Optional[np.ndarray] = None,
+             num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("softplus", x, out, num_threads, *_softplus_params(beta, threshold))
 
 
 @_doc("Gradient of :func:`softplus`.", "dx = dy * sigmoid(beta * x)  (dy where beta * x > threshold)",
       _DY_X + _SOFTPLUS)
-def softplus_backward(dy, x, beta=1.0, threshold=20.0, *, out=None, num_threads=None):
+def softplus_backward(dy: ArrayLike, x: ArrayLike, beta: ArrayLike = 1.0, threshold: float = 20.0, *,
+                      out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("softplus", dy, x, None, out, num_threads, *_softplus_params(beta, threshold))
 
 
 @_doc("Mish.", "mish(x) = x * tanh(softplus(x))", _X,
       "Misra, Mish: a self regularized non-monotonic activation function, BMVC 2020.")
-def mish(x, *, out=None, num_threads=None):
+def mish(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("mish", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`mish`.", "dx = dy * (t + x * (1 - t^2) * sigmoid(x)),  t = tanh(softplus(x))", _DY_X)
-def mish_backward(dy, x, *, out=None, num_threads=None):
+def mish_backward(dy: ArrayLike, x: ArrayLike, *, out: Optional[np.ndarray] = None,
+                  num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("mish", dy, x, None, out, num_threads)
 
 
@@ -319,35 +340,39 @@ def _hardtanh_params(min_val, max_val):
 
 
 @_doc("Hard tanh: a clamp.", "hardtanh(x) = min(max(x, min_val), max_val)", _X + _HARDTANH)
-def hardtanh(x, min_val=-1.0, max_val=1.0, *, out=None, num_threads=None):
+def hardtanh(x: ArrayLike, min_val: float = -1.0, max_val: float = 1.0, *, out: Optional[np.ndarray] = None,
+             num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("hardtanh", x, out, num_threads, *_hardtanh_params(min_val, max_val))
 
 
 @_doc("Gradient of :func:`hardtanh`.", "dx = dy * (min_val < x < max_val)", _DY_X + _HARDTANH)
-def hardtanh_backward(dy, x, min_val=-1.0, max_val=1.0, *, out=None, num_threads=None):
+def hardtanh_backward(dy: ArrayLike, x: ArrayLike, min_val: float = -1.0, max_val: float = 1.0, *,
+                      out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("hardtanh", dy, x, None, out, num_threads, *_hardtanh_params(min_val, max_val))
 
 
 @_doc("Hard sigmoid.", "hardsigmoid(x) = min(max(x + 3, 0), 6) / 6", _X,
       "Howard et al., Searching for MobileNetV3, ICCV 2019.")
-def hardsigmoid(x, *, out=None, num_threads=None):
+def hardsigmoid(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("hardsigmoid", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`hardsigmoid`.", "dx = dy / 6 where -3 < x < 3, else 0", _DY_X)
-def hardsigmoid_backward(dy, x, *, out=None, num_threads=None):
+def hardsigmoid_backward(dy: ArrayLike, x: ArrayLike, *, out: Optional[np.ndarray] = None,
+                         num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("hardsigmoid", dy, x, None, out, num_threads)
 
 
 @_doc("Hard swish.", "hardswish(x) = x * min(max(x + 3, 0), 6) / 6", _X,
       "Howard et al., Searching for MobileNetV3, ICCV 2019.")
-def hardswish(x, *, out=None, num_threads=None):
+def hardswish(x: ArrayLike, *, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     return _forward("hardswish", x, out, num_threads)
 
 
 @_doc("Gradient of :func:`hardswish` (PyTorch's values at the kinks).",
       "dx = dy * (0 if x < -3 else (2x + 3) / 6 if x <= 3 else 1)", _DY_X)
-def hardswish_backward(dy, x, *, out=None, num_threads=None):
+def hardswish_backward(dy: ArrayLike, x: ArrayLike, *, out: Optional[np.ndarray] = None,
+                       num_threads: Optional[int] = None) -> np.ndarray:
     return _backward("hardswish", dy, x, None, out, num_threads)
 
 
@@ -370,7 +395,8 @@ _PIECES = ("    pieces : int\n        Size of each group of consecutive entries 
 @_doc("Maxout: the maximum over groups of ``pieces`` consecutive entries along ``axis``.",
       "maxout(x)[..., g, ...] = max(x[..., g*pieces : (g+1)*pieces, ...])  (NaN wins, as in numpy.max)",
       _X + _PIECES, "Goodfellow, Warde-Farley, Mirza, Courville & Bengio, Maxout networks, ICML 2013.")
-def maxout(x, pieces, axis=1, *, out=None, num_threads=None):
+def maxout(x: ArrayLike, pieces: int, axis: Any = 1, *, out: Optional[np.ndarray] = None,
+           num_threads: Optional[int] = None) -> np.ndarray:
     x = as_array(x, "x")
     compute, result = compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
     layout, out_shape = _maxout_layout(x.shape, pieces, axis)
@@ -386,7 +412,8 @@ def maxout(x, pieces, axis=1, *, out=None, num_threads=None):
       "dx[..., g*pieces + k, ...] = dy[..., g, ...] if k is the group's arg-max else 0",
       "    dy : array_like\n        Gradient with respect to maxout's output.\n"
       "    x : array_like\n        The forward's input.\n" + _PIECES)
-def maxout_backward(dy, x, pieces, axis=1, *, out=None, num_threads=None):
+def maxout_backward(dy: ArrayLike, x: ArrayLike, pieces: int, axis: Any = 1, *, out: Optional[np.ndarray] = None,
+                    num_threads: Optional[int] = None) -> np.ndarray:
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     layout, out_shape = _maxout_layout(x.shape, pieces, axis)
     if dy.shape != out_shape:

@@ -20,7 +20,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,15 +35,15 @@ class Case:
     compulsory traffic (4 per float32 read or written).  A case with a ``shape`` always runs at that shape (n is
     its size); one without ``out`` (a reduction) is timed allocating only."""
     name: str
-    setup: Callable
-    fastnorm: Callable
+    setup: Callable[..., Any]
+    fastnorm: Callable[..., Any]
     bytes_per_element: int
-    numpy: Optional[Callable] = None
-    torch: Optional[Callable] = None  # torch(inputs_as_tensors, out_tensor_or_None)
-    tags: tuple = field(default_factory=tuple)
-    shape: Optional[tuple] = None
+    numpy: Optional[Callable[..., Any]] = None
+    torch: Optional[Callable[..., Any]] = None  # torch(inputs_as_tensors, out_tensor_or_None)
+    tags: Tuple[str, ...] = field(default_factory=tuple)
+    shape: Optional[Tuple[int, ...]] = None
     has_out: bool = True
-    dtype: type = np.float32  # of the out= array
+    dtype: Any = np.float32  # of the out= array
 
 
 REGISTRY: list[Case] = []
@@ -146,7 +146,7 @@ def _activation_table(F, aten):
     }
 
 
-def torch_clamp_min(x, o):
+def torch_clamp_min(x: ArrayLike, o: Any) -> Any:
     import torch
     return torch.clamp_min(x, 0, out=o)
 
@@ -564,7 +564,7 @@ _register_standardizer()
 
 # ---- measuring --------------------------------------------------------------------------------------------------
 
-def _timings(fn, repeats: int) -> list:
+def _timings(fn, repeats: int) -> List[Any]:
     fn()  # warm-up: first-touch, caches, thread pool
     times = []
     for _ in range(repeats):
@@ -613,7 +613,7 @@ def _blas_threads(threads: int):
     return threadpool_limits(threads, user_api="blas")
 
 
-def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
+def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod: Any) -> Dict[str, Any]:
     with _blas_threads(threads):
         return _run_case(case, n, threads, repeats, copy_gbs, torch_mod)
 
@@ -625,7 +625,7 @@ def _to_torch(torch_mod, a: np.ndarray):
     return torch_mod.from_numpy(a)
 
 
-def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> dict:
+def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> Dict[str, Any]:
     rng = np.random.default_rng(0)
     if case.shape is not None:
         n = int(np.prod(case.shape))
@@ -671,7 +671,7 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
     return row
 
 
-def small_call_overhead(repeats: int = 2000) -> dict:
+def small_call_overhead(repeats: int = 2000) -> Dict[str, Any]:
     """Median microseconds of a call on 1,000 float32 elements: activations allocating and with out=, and the
     normalizations (10 x 100, affine, training) forward and backward, whose Python-side checks cost more."""
     rng = np.random.default_rng(0)
@@ -698,7 +698,7 @@ def _fmt(v, spec=".2f", suffix=""):
 NOISY = 0.10  # a spread (interquartile range over the median) above this marks a time as noisy
 
 
-def format_table(rows: list[dict], copy: dict) -> str:
+def format_table(rows: List[Dict[str, Any]], copy: Dict[int, float]) -> str:
     """The results as a table of at most 100 columns; '~' marks a noisy fastnorm time (spread above 10%), '!' a
     fraction of the copy bandwidth above 100% (the copy's own measurement was slower: noise)."""
     width = max([26] + [len(r["case"]) for r in rows])
@@ -751,13 +751,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a Markdown report with plots (matplotlib) and the raw results into DIR")
 
 
-def main(argv=None) -> int:
+def main(argv: Any = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastnorm bench", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     return run(p, p.parse_args(argv), argv)
 
 
-def _selected(p: argparse.ArgumentParser, args) -> list:
+def _selected(p: argparse.ArgumentParser, args) -> List[Any]:
     if args.filter:
         wanted = [f.strip() for f in args.filter.split(",")]
         cases = [c for c in REGISTRY if any(f in c.name for f in wanted)]
@@ -769,7 +769,7 @@ def _selected(p: argparse.ArgumentParser, args) -> list:
     return [c for c in REGISTRY if c.name in HEADLINE]
 
 
-def run(p: argparse.ArgumentParser, args, argv=None) -> int:
+def run(p: argparse.ArgumentParser, args: Any, argv: Any = None) -> int:
     """Runs the benchmark the parsed ``args`` describe (``p`` reports bad arguments)."""
     if args.report:
         try:

@@ -7,6 +7,8 @@ writes a figure per configuration: a row of per-layer histograms.
 """
 from __future__ import annotations
 
+from typing import Any, Dict, List
+
 import argparse
 import os
 import sys
@@ -23,12 +25,12 @@ CONFIGS = {
 }
 
 
-def all_configs() -> list:
+def all_configs() -> List[Any]:
     """Every configuration name: each of CONFIGS, then each with batch norm ("+bn")."""
     return list(CONFIGS) + [f"{name}+bn" for name in CONFIGS]
 
 
-def config_kwargs(name: str) -> dict:
+def config_kwargs(name: str) -> Dict[str, Any]:
     base, bn = (name[:-3], True) if name.endswith("+bn") else (name, False)
     if base not in CONFIGS:
         raise ValueError(f"config: unknown {name!r}; valid: {', '.join(all_configs())}")
@@ -55,7 +57,7 @@ def _have_matplotlib() -> bool:
         return False
 
 
-def main(argv=None) -> int:
+def main(argv: Any = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastnorm demo", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     return run(p, p.parse_args(argv))
@@ -74,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plot", action="store_true", help="print the tables only")
 
 
-def run(p: argparse.ArgumentParser, args) -> int:
+def run(p: argparse.ArgumentParser, args: Any) -> int:
     """Runs the demo the parsed ``args`` describe (``p`` reports bad arguments)."""
     from fastnorm.diagnostics import activation_stats
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Dict, List, Optional
 
 import numpy as np
+from typing import Any
+from numpy.typing import ArrayLike
 
 import fastnorm
 from fastnorm import init as _init
@@ -85,16 +87,16 @@ def _fmt(v, spec):
 @dataclass
 class ActivationStats:
     """Per-layer statistics (``layers``) and how they were made (``config``)."""
-    layers: list
-    config: dict = field(default_factory=dict)
+    layers: List[LayerStats]
+    config: Dict[str, Any] = field(default_factory=dict)
 
-    def __getitem__(self, i) -> LayerStats:
+    def __getitem__(self, i: int) -> LayerStats:
         return self.layers[i]
 
     def __len__(self) -> int:
         return len(self.layers)
 
-    def rows(self) -> list:
+    def rows(self) -> List[Any]:
         """One flat dict per layer: the table's and the DataFrame's rows."""
         rows = []
         for layer in self.layers:
@@ -126,7 +128,7 @@ class ActivationStats:
     def __str__(self) -> str:
         return self.table()
 
-    def plot(self, path=None, *, what: str = "activations", title: Optional[str] = None):
+    def plot(self, path: Any = None, *, what: str = "activations", title: Optional[str] = None) -> Any:
         """A row of per-layer histograms, as in the lecture (matplotlib must be installed); saved to ``path`` when
         given.  ``what``: "activations", "preactivations" or "gradients".  Returns the matplotlib Figure."""
         _check_choice(what, ("activations", "preactivations", "gradients"), "what")
@@ -171,7 +173,7 @@ class ActivationStats:
         return (f"{c.get('activation')}, {init}{norm}: {c.get('depth')} layers of {c.get('width')}, "
                 f"batch {c.get('batch_size')}")
 
-    def to_dataframe(self):
+    def to_dataframe(self) -> Any:
         """The rows as a pandas DataFrame (pandas must be installed)."""
         try:
             import pandas as pd
@@ -180,7 +182,8 @@ class ActivationStats:
         return pd.DataFrame(self.rows()).set_index("layer")
 
 
-def tensor_stats(x, *, activation: Optional[str] = None, bins: int = 50, range=None, num_threads=None) -> TensorStats:
+def tensor_stats(x: ArrayLike, *, activation: Optional[str] = None, bins: int = 50, range: Any = None,
+                 num_threads: Optional[int] = None) -> TensorStats:
     """The statistics of one array; ``activation`` (a name) says how to count saturated and dead units, and fixes
     the histogram's range for bounded activations unless ``range`` is given."""
     x = np.asarray(x)
@@ -217,8 +220,13 @@ class Recorder:
             rec.record(f"fc{i}", h)
         print(rec.result())
     """
+    activation: Optional[str]
+    bins: int
+    range: Any
+    num_threads: Optional[int]
 
-    def __init__(self, *, activation: Optional[str] = None, bins: int = 50, range=None, num_threads=None):
+    def __init__(self, *, activation: Optional[str] = None, bins: int = 50, range: Any = None,
+                 num_threads: Optional[int] = None) -> None:
         if not isinstance(bins, (int, np.integer)) or bins < 1:
             raise ValueError(f"bins: expected an integer >= 1, got {bins!r}")
         self.activation, self.bins, self.range, self.num_threads = activation, int(bins), range, num_threads
@@ -232,7 +240,8 @@ class Recorder:
     def _stats(self, x, activation, range_):
         return tensor_stats(x, activation=activation, bins=self.bins, range=range_, num_threads=self.num_threads)
 
-    def record(self, name: str, activations, *, preactivations=None, activation: Optional[str] = None) -> None:
+    def record(self, name: str, activations: Any, *, preactivations: Any = None,
+               activation: Optional[str] = None) -> None:
         """Statistics of a layer's output (and of its nonlinearity's input, when given)."""
         act = activation if activation is not None else self.activation
         layer = self._layer(name)
@@ -240,14 +249,14 @@ class Recorder:
         if preactivations is not None:
             layer.preactivations = self._stats(preactivations, None, None)
 
-    def record_gradient(self, name: str, gradient, *, weight_gradient=None) -> None:
+    def record_gradient(self, name: str, gradient: Any, *, weight_gradient: Any = None) -> None:
         """Statistics of dL/d(the layer's output), and the Frobenius norm of dL/dW when given."""
         layer = self._layer(name)
         layer.gradients = self._stats(gradient, None, None)
         if weight_gradient is not None:
             layer.weight_grad_norm = float(np.linalg.norm(np.asarray(weight_gradient, dtype=np.float64)))
 
-    def result(self, config: Optional[dict] = None) -> ActivationStats:
+    def result(self, config: Optional[Dict[str, Any]] = None) -> ActivationStats:
         return ActivationStats(list(self._layers.values()), dict(config or {}))
 
 
@@ -274,8 +283,8 @@ def _weight(init: str, shape: tuple, std: Optional[float], rng: Generator) -> np
 
 def activation_stats(*, depth: int = 6, width: int = 4096, batch_size: int = 64, activation: str = "tanh",
                      init: str = "xavier_normal", std: Optional[float] = None, norm: Optional[str] = None,
-                     backward: bool = False, seed: int = 0, bins: int = 50, num_threads=None,
-                     progress=None) -> ActivationStats:
+                     backward: bool = False, seed: int = 0, bins: int = 50, num_threads: Optional[int] = None,
+                     progress: Any = None) -> ActivationStats:
     """The lecture's experiment: x ~ N(0, 1) of shape (batch_size, width) through ``depth`` layers of
     ``h = activation(norm(h @ W))``, W of shape (width, width) from ``init``; statistics per layer.
 

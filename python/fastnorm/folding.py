@@ -6,13 +6,17 @@ conv layer": BN(Wx + b) = (W s) x + (b - mean) s + beta with s = gamma / sqrt(va
 from __future__ import annotations
 
 import numpy as np
+from typing import Optional, Tuple
+from numpy.typing import ArrayLike
 
 from fastnorm._array import as_array, compute_dtype, result_dtype
 
 __all__ = ["fold_batch_norm"]
 
 
-def fold_batch_norm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5, *, transposed=False):
+def fold_batch_norm(weight: ArrayLike, bias: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
+                    running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
+                    eps: Optional[float] = 1e-5, *, transposed: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """The (weight, bias) of a linear or convolution layer equal to that layer followed by BatchNorm in test mode.
 
     weight' = weight * s  (along the output-channel axis),   bias' = (bias - running_mean) * s + beta,

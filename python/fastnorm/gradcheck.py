@@ -6,21 +6,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["numerical_gradient", "gradcheck", "GradcheckReport", "GradcheckError"]
 
 
-def _as_inputs(inputs) -> list:
+def _as_inputs(inputs) -> List[Any]:
     """The inputs as a list of float64 arrays: an ndarray (or a number) is one input, not a sequence of rows."""
     if isinstance(inputs, (np.ndarray, np.generic, int, float)) or not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
     return [np.array(a, dtype=np.float64) for a in inputs]
 
 
-def numerical_gradient(f: Callable, inputs: Sequence, dy=None, *, wrt: int = 0, eps: float = 1e-6) -> np.ndarray:
+def numerical_gradient(f: Callable[..., Any], inputs: Any, dy: Optional[ArrayLike] = None, *, wrt: int = 0,
+                       eps: float = 1e-6) -> np.ndarray:
     """d sum(f(*inputs) * dy) / d inputs[wrt] by centered differences (f(x + h) - f(x - h)) / 2h, element by
     element, in float64.  ``dy`` defaults to ones (the gradient of sum(f)).  ``inputs`` is a list or tuple of
     f's arguments, or one array for a function of one argument.  The inputs are not modified."""
@@ -48,10 +50,10 @@ def numerical_gradient(f: Callable, inputs: Sequence, dy=None, *, wrt: int = 0, 
 @dataclass
 class GradcheckReport:
     """Per input: the largest relative error |a - n| / max(|a|, |n|) and where it is."""
-    max_rel_error: list = field(default_factory=list)
-    worst_index: list = field(default_factory=list)
-    analytic: list = field(default_factory=list)
-    numerical: list = field(default_factory=list)
+    max_rel_error: List[Optional[float]] = field(default_factory=list)
+    worst_index: List[Any] = field(default_factory=list)
+    analytic: List[Optional[float]] = field(default_factory=list)
+    numerical: List[Optional[float]] = field(default_factory=list)
     tol: float = 0.0
 
     @property
@@ -73,8 +75,8 @@ class GradcheckError(AssertionError):
     """An analytic gradient disagrees with the numerical one; the message is the report."""
 
 
-def gradcheck(f: Callable, inputs: Sequence, grads, dy=None, *, eps: float = 1e-6, tol: float = 1e-6,
-              floor: float = 1e-3, raise_on_failure: bool = True) -> GradcheckReport:
+def gradcheck(f: Callable[..., Any], inputs: Any, grads: Any, dy: Optional[ArrayLike] = None, *, eps: float = 1e-6,
+              tol: float = 1e-6, floor: float = 1e-3, raise_on_failure: bool = True) -> GradcheckReport:
     """Checks analytic gradients of ``f(*inputs)`` against centered differences, in float64.
 
     ``inputs``: a list or tuple of f's arguments, or one array for a function of one argument.

@@ -5,11 +5,13 @@ import platform
 
 import numpy as np
 
+from typing import Any, Dict
+
 from fastnorm import _C
 from fastnorm._threads import get_num_threads
 
 
-def info() -> dict:
+def info() -> Dict[str, Any]:
     """Version, ISA level in use and available, OpenMP runtime and thread count, compiler and flags."""
     build = _C.build_info()
     return {
@@ -30,6 +32,6 @@ def info() -> dict:
     }
 
 
-def format_info(d: dict) -> str:
+def format_info(d: Dict[str, Any]) -> str:
     width = max(map(len, d))
     return "\n".join(f"{k:<{width}}  {v}" for k, v in d.items())

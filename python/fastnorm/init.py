@@ -17,9 +17,11 @@ kernel_size^2 * input_channels.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+from typing import Any, Tuple, Union
+from numpy.typing import ArrayLike, DTypeLike
 
 from fastnorm import _validate
 from fastnorm.random import as_generator
@@ -60,7 +62,7 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     return math.sqrt(2.0 / (1 + slope ** 2))
 
 
-def compute_fans(shape, layout: Optional[str] = None) -> tuple:
+def compute_fans(shape: Optional[Union[int, Tuple[int, ...]]], layout: Optional[str] = None) -> Tuple[Any, ...]:
     """(fan_in, fan_out) of a weight of this shape and layout (see the module's docstring).
 
     ``layout=None`` means ``"out_in"`` where that cannot be misread: convolution weights (3 or more dimensions)
@@ -128,20 +130,25 @@ def _trunc(shape, std, mean, a_std, b_std, dtype, out, rng, num_threads=None):
                                               num_threads=num_threads)
 
 
-def normal(shape=None, mean=0.0, std=1.0, *, dtype=np.float32, out=None, rng=None, num_threads=None):
+def normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, mean: ArrayLike = 0.0, std: Any = 1.0, *,
+           dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None,
+           num_threads: Optional[int] = None) -> np.ndarray:
     """N(mean, std^2) values: the lecture's "small random numbers" are ``normal(shape, std=0.01)``."""
     _validate.real(std, "std", minimum=0.0)
     return _normal(shape, std, mean, dtype, out, rng, num_threads)
 
 
-def uniform(shape=None, a=0.0, b=1.0, *, dtype=np.float32, out=None, rng=None, num_threads=None):
+def uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, b: Any = 1.0, *,
+            dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None,
+            num_threads: Optional[int] = None) -> np.ndarray:
     """U(a, b) values."""
     if not _validate.real(a, "a") < _validate.real(b, "b"):
         raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
     return _uniform(shape, a, b, dtype, out, rng, num_threads)
 
 
-def constant(shape=None, value=0.0, *, dtype=np.float32, out=None):
+def constant(shape: Optional[Union[int, Tuple[int, ...]]] = None, value: Any = 0.0, *, dtype: DTypeLike = np.float32,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
     """Every entry ``value``."""
     shape, dtype = _target(shape, out, dtype)
     if out is None:
@@ -150,16 +157,19 @@ def constant(shape=None, value=0.0, *, dtype=np.float32, out=None):
     return out
 
 
-def zeros(shape=None, *, dtype=np.float32, out=None):
+def zeros(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, dtype: DTypeLike = np.float32,
+          out: Optional[np.ndarray] = None) -> np.ndarray:
     return constant(shape, 0.0, dtype=dtype, out=out)
 
 
-def ones(shape=None, *, dtype=np.float32, out=None):
+def ones(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, dtype: DTypeLike = np.float32,
+         out: Optional[np.ndarray] = None) -> np.ndarray:
     return constant(shape, 1.0, dtype=dtype, out=out)
 
 
-def trunc_normal(shape=None, mean=0.0, std=1.0, a=-2.0, b=2.0, *, dtype=np.float32, out=None, rng=None,
-                 num_threads=None):
+def trunc_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, mean: ArrayLike = 0.0, std: Any = 1.0,
+                 a: Any = -2.0, b: Any = 2.0, *, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                 rng: Any = None, num_threads: Optional[int] = None) -> np.ndarray:
     """N(mean, std^2) restricted to [a, b], with absolute bounds as PyTorch's ``trunc_normal_`` (default
     [-2, 2]); one pass, no rejection (see ``Generator.truncated_normal``)."""
     std = _positive("std", std)
@@ -169,21 +179,26 @@ def trunc_normal(shape=None, mean=0.0, std=1.0, a=-2.0, b=2.0, *, dtype=np.float
     return _trunc(shape, std, mean, (a - mean) / std, (b - mean) / std, dtype, out, rng, num_threads)
 
 
-def xavier_normal(shape=None, gain=1.0, *, layout=None, dtype=np.float32, out=None, rng=None):
+def xavier_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *,
+                  layout: Optional[str] = None, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                  rng: Any = None) -> np.ndarray:
     """Glorot & Bengio 2010: N(0, std^2), std = gain sqrt(2 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
     return _normal(shape, gain * math.sqrt(1.0 / _fan(shape, "fan_avg", layout)), 0.0, dtype, out, rng)
 
 
-def xavier_uniform(shape=None, gain=1.0, *, layout=None, dtype=np.float32, out=None, rng=None):
+def xavier_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *,
+                   layout: Optional[str] = None, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                   rng: Any = None) -> np.ndarray:
     """Glorot & Bengio 2010: U(-a, a), a = gain sqrt(6 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
     bound = gain * math.sqrt(3.0 / _fan(shape, "fan_avg", layout))
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
-def kaiming_normal(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout=None,
-                   dtype=np.float32, out=None, rng=None):
+def kaiming_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, mode: str = "fan_in",
+                   nonlinearity: str = "leaky_relu", *, layout: Optional[str] = None, dtype: DTypeLike = np.float32,
+                   out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """He et al. 2015: N(0, std^2), std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a); with relu
     that is the lecture's sqrt(2 / D_in)."""
     shape, dtype = _target(shape, out, dtype)
@@ -191,16 +206,18 @@ def kaiming_normal(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", 
     return _normal(shape, std, 0.0, dtype, out, rng)
 
 
-def kaiming_uniform(shape=None, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, layout=None,
-                    dtype=np.float32, out=None, rng=None):
+def kaiming_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu", *, layout: Optional[str] = None, dtype: DTypeLike = np.float32,
+                    out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """He et al. 2015: U(-b, b), b = gain sqrt(3 / fan)."""
     shape, dtype = _target(shape, out, dtype)
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(shape, mode, layout))
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
-def variance_scaling(shape=None, scale=1.0, mode="fan_in", distribution="truncated_normal", *, layout=None,
-                     dtype=np.float32, out=None, rng=None):
+def variance_scaling(shape: Optional[Union[int, Tuple[int, ...]]] = None, scale: Any = 1.0, mode: str = "fan_in",
+                     distribution: str = "truncated_normal", *, layout: Optional[str] = None,
+                     dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """Keras' VarianceScaling: variance scale / fan.  ``truncated_normal``: N(0, std^2) truncated at 2 std, with
     std = sqrt(scale / fan) / 0.8796 so that the truncated values have the target variance; ``normal``: std =
     sqrt(scale / fan); ``uniform``: U(-b, b), b = sqrt(3 scale / fan)."""
@@ -217,17 +234,20 @@ def variance_scaling(shape=None, scale=1.0, mode="fan_in", distribution="truncat
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
-def lecun_normal(shape=None, *, layout=None, dtype=np.float32, out=None, rng=None):
+def lecun_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, layout: Optional[str] = None,
+                 dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """LeCun et al. 1998 (and SELU's init): variance 1 / fan_in, truncated normal as Keras."""
     return variance_scaling(shape, 1.0, "fan_in", "truncated_normal", layout=layout, dtype=dtype, out=out, rng=rng)
 
 
-def lecun_uniform(shape=None, *, layout=None, dtype=np.float32, out=None, rng=None):
+def lecun_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, layout: Optional[str] = None,
+                  dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """LeCun et al. 1998: U(-b, b), b = sqrt(3 / fan_in)."""
     return variance_scaling(shape, 1.0, "fan_in", "uniform", layout=layout, dtype=dtype, out=out, rng=rng)
 
 
-def orthogonal(shape=None, gain=1.0, *, dtype=np.float32, out=None, rng=None):
+def orthogonal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *,
+               dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """Saxe et al. 2013: a (semi-)orthogonal matrix times ``gain``.  The weight is flattened to
     (shape[0], prod(shape[1:])); its rows are orthonormal when rows <= columns, its columns otherwise.  Uniformly
     (Haar) distributed: a product of Householder reflections of Gaussian vectors (Stewart 1980), the law of the Q
@@ -282,7 +302,8 @@ def _haar_columns(g, block=64):
     return q
 
 
-def identity(shape=None, gain=1.0, *, dtype=np.float32, out=None):
+def identity(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *, dtype: DTypeLike = np.float32,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
     """``gain`` times the identity matrix (2-d; the rectangular part is zero), as PyTorch's ``eye_``."""
     shape, dtype = _target(shape, out, dtype)
     if len(shape) != 2:
@@ -294,7 +315,8 @@ def identity(shape=None, gain=1.0, *, dtype=np.float32, out=None):
     return out
 
 
-def dirac(shape=None, groups=1, *, dtype=np.float32, out=None):
+def dirac(shape: Optional[Union[int, Tuple[int, ...]]] = None, groups: int = 1, *, dtype: DTypeLike = np.float32,
+          out: Optional[np.ndarray] = None) -> np.ndarray:
     """Convolution weights (out, in, *kernel) that pass their input through: in each of ``groups`` groups,
     output channel i copies input channel i at the kernel's centre (PyTorch's ``dirac_``)."""
     shape, dtype = _target(shape, out, dtype)
@@ -317,7 +339,8 @@ def dirac(shape=None, groups=1, *, dtype=np.float32, out=None):
     return out
 
 
-def sparse(shape=None, sparsity=0.9, std=0.01, *, dtype=np.float32, out=None, rng=None):
+def sparse(shape: Optional[Union[int, Tuple[int, ...]]] = None, sparsity: float = 0.9, std: Any = 0.01, *,
+           dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """Martens 2010: a 2-d weight with N(0, std^2) values and, in every column, ceil(sparsity * rows) zeros at
     random rows (PyTorch's ``sparse_``)."""
     shape, dtype = _target(shape, out, dtype)
@@ -356,8 +379,8 @@ def _layer_output(forward, x, i, n):
     return np.asarray(outputs[i], dtype=np.float64)
 
 
-def lsuv(weights: Sequence[np.ndarray], forward: Callable, x, *, tol: float = 0.02, max_iter: int = 10,
-         orthogonal_init: bool = True, rng=None) -> list:
+def lsuv(weights: Sequence[np.ndarray], forward: Callable, x: ArrayLike, *, tol: float = 0.02, max_iter: int = 10,
+         orthogonal_init: bool = True, rng: Any = None) -> List[Any]:
     """Layer-sequential unit-variance initialization (Mishkin & Matas 2016, "All you need is a good init").
 
     ``weights``: the network's weight arrays, updated in place.  ``forward(x)``: runs the network on the batch
@@ -390,8 +413,8 @@ def lsuv(weights: Sequence[np.ndarray], forward: Callable, x, *, tol: float = 0.
     return variances
 
 
-def data_dependent(weights: Sequence[np.ndarray], biases: Sequence[Optional[np.ndarray]], forward: Callable, x,
-                   *, output_axis: int = -1, layout: str = "out_in", eps: float = 1e-8) -> list:
+def data_dependent(weights: Sequence[np.ndarray], biases: Sequence[Optional[np.ndarray]], forward: Callable,
+                   x: ArrayLike, *, output_axis: int = -1, layout: str = "out_in", eps: float = 1e-8) -> List[Any]:
     """Data-dependent initialization of Krähenbühl et al. 2016 (ICLR): layer by layer, each output unit's
     pre-activation is made zero-mean and unit-variance on the batch ``x``.
 

@@ -15,6 +15,8 @@ mode.  Arrays in, arrays out.
 from __future__ import annotations
 
 import numpy as np
+from typing import Any, Dict, Optional, Tuple
+from numpy.typing import ArrayLike, DTypeLike
 
 from fastnorm import _validate
 from fastnorm._validate import integer, real
@@ -27,7 +29,7 @@ __all__ = ["Layer", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "L
            "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout"]
 
 
-def _post_op_kwargs(activation, negative_slope) -> dict:
+def _post_op_kwargs(activation, negative_slope) -> Dict[str, Any]:
     """The fused activation's keyword arguments, validated now (a bad name fails at construction)."""
     _post_op(activation, negative_slope)
     return {"activation": activation, "negative_slope": real(negative_slope, "negative_slope")}
@@ -49,18 +51,22 @@ def _to_numpy(value, name: str) -> np.ndarray:
 class Layer:
     """Base class: train/eval mode, parameters and buffers as named NumPy arrays, state dicts, ``__call__``."""
 
-    _params: tuple = ()   # names of learnable arrays (they get gradients)
-    _buffers: tuple = ()  # names of other state (running statistics)
+    _params: Tuple[str, ...] = ()   # names of learnable arrays (they get gradients)
+    _buffers: Tuple[str, ...] = ()  # names of other state (running statistics)
+    training: bool
+    grads: Dict[str, np.ndarray]
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = True
-        self.grads: dict = {}
+        self.grads = {}
         self._saved = None
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         return self.forward(x)
 
-    def forward(self, x):  # pragma: no cover - every layer defines it
+    def forward(self, x: ArrayLike) -> np.ndarray:  # pragma: no cover - every layer defines it
         raise NotImplementedError
 
     def train(self, mode: bool = True) -> "Layer":
@@ -70,20 +76,20 @@ class Layer:
     def eval(self) -> "Layer":
         return self.train(False)
 
-    def parameters(self) -> dict:
+    def parameters(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self._params if getattr(self, name) is not None}
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> Dict[str, Any]:
         """Copies of the parameters and buffers as NumPy arrays, under PyTorch's names."""
         names = self._params + self._buffers
         return {n: np.array(getattr(self, n), copy=True) for n in names if getattr(self, n) is not None}
 
-    def torch_state_dict(self) -> dict:
+    def torch_state_dict(self) -> Dict[str, Any]:
         """``state_dict()`` as PyTorch tensors, for ``torch.nn.Module.load_state_dict``."""
         import torch
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state_dict().items()}
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
         """Copies ``state``'s values (NumPy arrays or PyTorch tensors, by PyTorch's names) into this layer's arrays,
         cast to their dtypes.  ``strict``: the keys must match exactly (else missing and unexpected keys are
         ignored)."""
@@ -100,19 +106,19 @@ class Layer:
 
     # the lecture's names for the affine parameters
     @property
-    def gamma(self):
+    def gamma(self) -> Any:
         return self.weight
 
     @gamma.setter
-    def gamma(self, value):
+    def gamma(self, value: Any) -> None:
         self.weight = value
 
     @property
-    def beta(self):
+    def beta(self) -> Any:
         return self.bias
 
     @beta.setter
-    def beta(self, value):
+    def beta(self, value: Any) -> None:
         self.bias = value
 
     def _set_affine_grads(self, dweight, dbias=None):
@@ -147,13 +153,25 @@ class BatchNorm(Layer):
     (only the counter moves, as in PyTorch).  Keywords: ``axis`` (the channel axis, 1 or -1 for channels-last),
     ``activation`` fused after the normalization (see :func:`fastnorm.batch_norm`), ``dtype``.
     """
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
     _params = ("weight", "bias")
     _buffers = ("running_mean", "running_var", "num_batches_tracked")
-    _ranks: tuple = ()  # input ranks accepted (BatchNorm1d/2d/3d); empty: any >= 2
+    _ranks: Tuple[int, ...] = ()  # input ranks accepted (BatchNorm1d/2d/3d); empty: any >= 2
+    num_features: int
+    axis: int
+    eps: float
+    momentum: Optional[float]
+    affine: bool
+    track_running_stats: bool
+    running_mean: Optional[np.ndarray]
+    running_var: Optional[np.ndarray]
+    num_batches_tracked: Optional[np.ndarray]
+    post: Dict[str, Any]
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
-                 track_running_stats: bool = True, *, axis: int = 1, activation=None, negative_slope: float = 0.01,
-                 dtype=np.float32):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, axis: int = 1, activation: Optional[str] = None,
+                 negative_slope: float = 0.01, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         num_features = integer(num_features, "num_features", 1, "a positive int")
         self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
@@ -165,7 +183,7 @@ class BatchNorm(Layer):
         self.running_var = np.ones(num_features, dtype) if track_running_stats else None
         self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check_channels(x, self.num_features, self.axis)
         if self._ranks and x.ndim not in self._ranks:
             raise ValueError(f"x: {type(self).__name__} expects {' or '.join(f'{r}-d' for r in self._ranks)} input, "
@@ -185,7 +203,7 @@ class BatchNorm(Layer):
         self._saved = (x, mean, rstd, batch_stats)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         x, mean, rstd, batch_stats = self._need_saved()
         if mean is None:  # an empty batch
             self._set_affine_grads(np.zeros(self.num_features), np.zeros(self.num_features))
@@ -195,7 +213,7 @@ class BatchNorm(Layer):
         self._set_affine_grads(dweight, dbias)
         return dx
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, axis={self.axis}, "
                 f"training={self.training})")
@@ -216,7 +234,7 @@ class BatchNorm3d(BatchNorm):
     _ranks = (5,)
 
 
-def _normalized_shape(value) -> tuple:
+def _normalized_shape(value) -> Tuple[Any, ...]:
     shape = _validate.shape(value, "normalized_shape")
     if not shape or min(shape) < 1:
         raise ValueError(f"normalized_shape: expected positive sizes, got {value}")
@@ -229,10 +247,17 @@ class LayerNorm(Layer):
     ``LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True)`` as PyTorch's: weight = 1 and
     bias = 0 at start (``elementwise_affine=False``: neither; ``bias=False``: no bias).  Same in train and eval.
     """
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
     _params = ("weight", "bias")
+    normalized_shape: Tuple[int, ...]
+    eps: float
+    elementwise_affine: bool
+    post: Dict[str, Any]
 
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True, *,
-                 activation=None, negative_slope: float = 0.01, dtype=np.float32):
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 *, activation: Optional[str] = None, negative_slope: float = 0.01,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         shape = _normalized_shape(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, bool(elementwise_affine)
@@ -243,20 +268,20 @@ class LayerNorm(Layer):
     def _axis(self):
         return tuple(range(-len(self.normalized_shape), 0))
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         y, mean, rstd = layer_norm(x, self.weight, self.bias, axis=self._axis(), eps=self.eps, return_stats=True,
                                    **self.post)
         self._saved = (np.asarray(x), mean, rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         x, mean, rstd = self._need_saved()
         dx, dweight, dbias = layer_norm_backward(dy, x, mean, rstd, self.weight, axis=self._axis(), beta=self.bias,
                                                  **self.post)
         self._set_affine_grads(dweight, dbias)
         return dx
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
                 f"bias={self.bias is not None})")
 
@@ -266,9 +291,15 @@ class RMSNorm(Layer):
 
     ``RMSNorm(normalized_shape, eps=None, elementwise_affine=True)`` as PyTorch's: weight = 1 at start;
     ``eps=None`` is the dtype's machine epsilon."""
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
     _params = ("weight",)
+    normalized_shape: Tuple[int, ...]
+    eps: Optional[float]
+    elementwise_affine: bool
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine: bool = True, *, dtype=np.float32):
+    def __init__(self, normalized_shape: Any, eps: Optional[float] = None, elementwise_affine: bool = True, *,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         shape = _normalized_shape(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, bool(elementwise_affine)
@@ -278,18 +309,18 @@ class RMSNorm(Layer):
     def _axis(self):
         return tuple(range(-len(self.normalized_shape), 0))
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         y, rstd = rms_norm(x, self.weight, axis=self._axis(), eps=self.eps, return_stats=True)
         self._saved = (np.asarray(x), rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         x, rstd = self._need_saved()
         dx, dweight = rms_norm_backward(dy, x, rstd, self.weight, axis=self._axis())
         self._set_affine_grads(dweight)
         return dx
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RMSNorm({self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine})"
 
 
@@ -297,10 +328,18 @@ class GroupNorm(Layer):
     """Group normalization (Wu & He 2018): ``num_groups`` groups of the ``num_channels`` channels along ``axis``
     (batch axis 0).  ``GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)`` as PyTorch's: weight = 1 and
     bias = 0 per channel at start.  Same in train and eval mode."""
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
     _params = ("weight", "bias")
+    num_groups: int
+    num_channels: int
+    axis: int
+    eps: float
+    affine: bool
+    post: Dict[str, Any]
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
-                 axis: int = 1, activation=None, negative_slope: float = 0.01, dtype=np.float32):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *, axis: int = 1,
+                 activation: Optional[str] = None, negative_slope: float = 0.01, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         num_channels = integer(num_channels, "num_channels", 1, "a positive int")
         num_groups = integer(num_groups, "num_groups", 1, "a positive int")
@@ -312,21 +351,21 @@ class GroupNorm(Layer):
         self.weight = np.ones(num_channels, dtype) if affine else None
         self.bias = np.zeros(num_channels, dtype) if affine else None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check_channels(x, self.num_channels, self.axis, "num_channels")
         y, mean, rstd = group_norm(x, self.num_groups, self.weight, self.bias, axis=self.axis, eps=self.eps,
                                    return_stats=True, **self.post)
         self._saved = (x, mean, rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         x, mean, rstd = self._need_saved()
         dx, dweight, dbias = group_norm_backward(dy, x, mean, rstd, self.num_groups, self.weight, axis=self.axis,
                                                  beta=self.bias, **self.post)
         self._set_affine_grads(dweight, dbias)
         return dx
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
                 f"axis={self.axis})")
 
@@ -336,14 +375,26 @@ class InstanceNorm(Layer):
 
     ``InstanceNorm(num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False)`` as PyTorch's
     InstanceNorm1d/2d/3d: ``affine`` adds weight and bias; ``track_running_stats`` keeps running statistics, used
-    in eval mode (and a ``num_batches_tracked`` that, as PyTorch's, stays 0: the momentum is always used).  Input is batched, (N, C, ...) with the channels on ``axis``;
-    InstanceNorm1d/2d/3d also take an unbatched (C, ...) input, as PyTorch does."""
+    in eval mode (and a ``num_batches_tracked`` that, as PyTorch's, stays 0: the momentum is always used).  Input
+    is batched, (N, C, ...) with the channels on ``axis``; InstanceNorm1d/2d/3d also take an unbatched (C, ...)
+    input, as PyTorch does."""
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
     _params = ("weight", "bias")
     _buffers = ("running_mean", "running_var", "num_batches_tracked")
     _rank = 0  # the batched rank of InstanceNorm1d/2d/3d (one less: unbatched)
+    num_features: int
+    axis: int
+    eps: float
+    momentum: float
+    affine: bool
+    track_running_stats: bool
+    running_mean: Optional[np.ndarray]
+    running_var: Optional[np.ndarray]
+    num_batches_tracked: Optional[np.ndarray]
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
-                 track_running_stats: bool = False, *, axis: int = 1, dtype=np.float32):
+                 track_running_stats: bool = False, *, axis: int = 1, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         num_features = integer(num_features, "num_features", 1, "a positive int")
         self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
@@ -354,7 +405,7 @@ class InstanceNorm(Layer):
         self.running_var = np.ones(num_features, dtype) if track_running_stats else None
         self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x)
         unbatched = bool(self._rank) and x.ndim == self._rank - 1
         if unbatched:
@@ -374,7 +425,7 @@ class InstanceNorm(Layer):
         self._saved = (x, mean, rstd, use_input_stats, unbatched)
         return y[0] if unbatched else y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         x, mean, rstd, use_input_stats, unbatched = self._need_saved()
         dy = np.asarray(dy)[None] if unbatched else dy
         dx, dweight, dbias = instance_norm_backward(dy, x, mean, rstd, self.weight, axis=self.axis,
@@ -382,7 +433,7 @@ class InstanceNorm(Layer):
         self._set_affine_grads(dweight, dbias)
         return dx[0] if unbatched else dx
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, axis={self.axis})")
 
@@ -405,23 +456,26 @@ class InstanceNorm3d(InstanceNorm):
 class PReLU(Layer):
     """Parametric ReLU (He et al. 2015): ``PReLU(num_parameters=1, init=0.25)`` as PyTorch's, one learned slope
     (``weight``, also readable as ``alpha``) or one per channel along ``axis``."""
+    weight: np.ndarray  # type: ignore[assignment]
     _params = ("weight",)
+    axis: int
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, axis: int = 1, dtype=np.float32):
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, axis: int = 1,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         num_parameters = integer(num_parameters, "num_parameters", 1, "a positive int")
         self.axis = axis
         self.weight = np.full(num_parameters, real(init, "init"), dtype=dtype)
 
     @property
-    def alpha(self):
+    def alpha(self) -> np.ndarray:
         return self.weight
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         self._saved = np.asarray(x)
         return prelu(x, self._slopes(), axis=self.axis)
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         x = self._need_saved()
         dx, dalpha = prelu_backward(dy, x, self._slopes(), axis=self.axis)
         self._set_affine_grads(dalpha)
@@ -430,24 +484,26 @@ class PReLU(Layer):
     def _slopes(self):
         return self.weight[0] if self.weight.size == 1 else self.weight
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"PReLU(num_parameters={self.weight.size}, axis={self.axis})"
 
 
 class Maxout(Layer):
     """Maxout (Goodfellow et al. 2013): the maximum over groups of ``pieces`` consecutive entries along ``axis``.
     No parameters; put it after a linear layer with pieces times as many outputs."""
+    pieces: int
+    axis: int
 
-    def __init__(self, pieces: int, *, axis: int = 1):
+    def __init__(self, pieces: int, *, axis: int = 1) -> None:
         super().__init__()
         self.pieces, self.axis = integer(pieces, "pieces", 1, "a positive int"), axis
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         self._saved = np.asarray(x)
         return maxout(x, self.pieces, axis=self.axis)
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         return maxout_backward(dy, self._need_saved(), self.pieces, axis=self.axis)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Maxout(pieces={self.pieces}, axis={self.axis})"

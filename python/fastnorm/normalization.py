@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from typing import Any, Optional, Tuple
+from numpy.typing import ArrayLike
 
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, check_updated_apart, common_dtype,
@@ -27,7 +29,7 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 POST_OPS = {"relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
 
 
-def _post_op(activation, negative_slope) -> tuple:
+def _post_op(activation, negative_slope) -> Tuple[Any, ...]:
     """(kernel id, slope) for ``activation`` (None or one of POST_OPS), with a clear error otherwise."""
     if activation is None:
         return 0, 0.01
@@ -126,9 +128,12 @@ def _grad_dtype(result: np.dtype) -> np.dtype:
     return result if result.itemsize >= 4 else _F32
 
 
-def batch_norm(x, *, gamma=None, beta=None, axis=1, training=True, running_mean=None, running_var=None,
-               momentum=0.1, eps=1e-5, num_batches_tracked=None, running_var_unbiased=True, return_stats=False,
-               activation=None, negative_slope=0.01, out=None, num_threads=None):
+def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, axis: Any = 1,
+               training: bool = True, running_mean: Optional[np.ndarray] = None,
+               running_var: Optional[np.ndarray] = None, momentum: Optional[float] = 0.1, eps: Optional[float] = 1e-5,
+               num_batches_tracked: Optional[np.ndarray] = None, running_var_unbiased: bool = True,
+               return_stats: bool = False, activation: Optional[str] = None, negative_slope: float = 0.01,
+               out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
     """Batch normalization over every axis but the channel axis.
 
     y = (x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c]
@@ -227,8 +232,12 @@ def batch_norm(x, *, gamma=None, beta=None, axis=1, training=True, running_mean=
     return (y, mean, rstd) if return_stats else y
 
 
-def batch_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, training=True, dx_only=False, beta=None,
-                        activation=None, negative_slope=0.01, out=None, num_threads=None):
+def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
+                        gamma: Optional[ArrayLike] = None, *, axis: Any = 1, training: bool = True,
+                        dx_only: bool = False, beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
+                        negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+                        num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
+                        Optional[np.ndarray]]:
     """Gradients of :func:`batch_norm` from the saved mean and rstd only.
 
     With x_hat = (x - mean) rstd and N values per channel:
@@ -376,8 +385,8 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     return (y, mean.reshape(lead), rstd.reshape(lead)) if centered else (y, rstd.reshape(lead))
 
 
-def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads, beta=None,
-                             post=(0, 0.01)):
+def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads, beta=None, post=(0,
+                             0.01)):
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = common_dtype(dy.dtype, x.dtype)
@@ -410,8 +419,10 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     return dx, dgamma.reshape(shape).astype(pd), dbeta.reshape(shape).astype(pd)
 
 
-def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=False, activation=None,
-               negative_slope=0.01, out=None, num_threads=None):
+def layer_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, *, axis: Any = -1,
+               eps: Optional[float] = 1e-5, return_stats: bool = False, activation: Optional[str] = None,
+               negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+               num_threads: Optional[int] = None) -> Any:
     """Layer normalization over the trailing axes ``axis`` (an int or a tuple), per sample.
 
     y = (x - mean) / sqrt(var + eps) * gamma + beta, mean and (biased) var over the normalized axes of each row;
@@ -427,8 +438,12 @@ def layer_norm(x, gamma=None, beta=None, *, axis=-1, eps=1e-5, return_stats=Fals
                            _post_op(activation, negative_slope))
 
 
-def layer_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=-1, dx_only=False, beta=None, activation=None,
-                        negative_slope=0.01, out=None, num_threads=None):
+def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
+                        gamma: Optional[ArrayLike] = None, *, axis: Any = -1, dx_only: bool = False,
+                        beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
+                        negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+                        num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
+                        Optional[np.ndarray]]:
     """Gradients of :func:`layer_norm` from the saved mean and rstd only.
 
     With xhat = (x - mean) rstd and g = dy gamma, per row of D values:
@@ -440,8 +455,9 @@ def layer_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=-1, dx_only=False
                                     _post_op(activation, negative_slope))
 
 
-def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, activation=None, negative_slope=0.01,
-             out=None, num_threads=None):
+def rms_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, *, axis: Any = -1, eps: Optional[float] = None,
+             return_stats: bool = False, activation: Optional[str] = None, negative_slope: float = 0.01,
+             out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
     """RMS normalization over the trailing axes ``axis``: y = x / sqrt(mean(x^2) + eps) * gamma.
 
     ``eps=None`` is the computation dtype's machine epsilon (PyTorch's default).  Returns y, or (y, rstd) with
@@ -455,8 +471,10 @@ def rms_norm(x, gamma=None, *, axis=-1, eps=None, return_stats=False, activation
                            _post_op(activation, negative_slope))
 
 
-def rms_norm_backward(dy, x, rstd, gamma=None, *, axis=-1, dx_only=False, activation=None, negative_slope=0.01,
-                      out=None, num_threads=None):
+def rms_norm_backward(dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, gamma: Optional[ArrayLike] = None, *,
+                      axis: Any = -1, dx_only: bool = False, activation: Optional[str] = None,
+                      negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Gradients of :func:`rms_norm` from the saved rstd: with xhat = x rstd and g = dy gamma, per row,
     dx = rstd (g - xhat mean(g xhat)), dgamma = sum over rows of dy xhat.  Returns (dx, dgamma)."""
     dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads,
@@ -489,8 +507,10 @@ def _per_channel(per_group, C):
     return np.repeat(per_group, C // per_group.shape[1], axis=1)
 
 
-def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return_stats=False, activation=None,
-               negative_slope=0.01, out=None, num_threads=None):
+def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, *,
+               axis: Any = 1, eps: Optional[float] = 1e-5, return_stats: bool = False,
+               activation: Optional[str] = None, negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+               num_threads: Optional[int] = None) -> Any:
     """Group normalization: per sample, the channels (along ``axis``) in ``num_groups`` groups of consecutive
     channels, each group normalized over its channels and all other non-batch axes.
 
@@ -521,8 +541,12 @@ def group_norm(x, num_groups, gamma=None, beta=None, *, axis=1, eps=1e-5, return
     return (y, mean, rstd) if return_stats else y
 
 
-def group_norm_backward(dy, x, mean, rstd, num_groups, gamma=None, *, axis=1, dx_only=False, beta=None,
-                        activation=None, negative_slope=0.01, out=None, num_threads=None):
+def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike, num_groups: int,
+                        gamma: Optional[ArrayLike] = None, *, axis: Any = 1, dx_only: bool = False,
+                        beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
+                        negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+                        num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
+                        Optional[np.ndarray]]:
     """Gradients of :func:`group_norm` from the saved mean and rstd, shape (N, num_groups).
 
     With xhat = (x - mean) rstd, g = dy gamma and M values per group:
@@ -567,9 +591,12 @@ def _group_stats(value, name: str, N: int, G: int):
     return as_buffer(arr, _F64)
 
 
-def instance_norm(x, *, gamma=None, beta=None, axis=1, use_input_stats=True, running_mean=None, running_var=None,
-                  momentum=0.1, eps=1e-5, return_stats=False, activation=None, negative_slope=0.01, out=None,
-                  num_threads=None):
+def instance_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, axis: Any = 1,
+                  use_input_stats: bool = True, running_mean: Optional[np.ndarray] = None,
+                  running_var: Optional[np.ndarray] = None, momentum: Optional[float] = 0.1,
+                  eps: Optional[float] = 1e-5, return_stats: bool = False, activation: Optional[str] = None,
+                  negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+                  num_threads: Optional[int] = None) -> Any:
     """Instance normalization: each (sample, channel) normalized over its other axes (group norm with one
     channel per group), batch axis 0, channel ``axis`` (1 for NCHW, -1 for channels-last).
 
@@ -603,8 +630,12 @@ def instance_norm(x, *, gamma=None, beta=None, axis=1, use_input_stats=True, run
     return (y, mean, rstd) if return_stats else y
 
 
-def instance_norm_backward(dy, x, mean, rstd, gamma=None, *, axis=1, use_input_stats=True, dx_only=False,
-                           beta=None, activation=None, negative_slope=0.01, out=None, num_threads=None):
+def instance_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
+                           gamma: Optional[ArrayLike] = None, *, axis: Any = 1, use_input_stats: bool = True,
+                           dx_only: bool = False, beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
+                           negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
+                           num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
+                           Optional[np.ndarray]]:
     """Gradients of :func:`instance_norm` from its saved mean and rstd: (dx, dgamma, dbeta)."""
     if not use_input_stats:
         return batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis, training=False, dx_only=dx_only, beta=beta,

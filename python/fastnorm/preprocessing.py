@@ -17,6 +17,8 @@ import math
 import numbers
 
 import numpy as np
+from typing import Any, Dict, Optional, TYPE_CHECKING
+from numpy.typing import ArrayLike
 
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axes,
@@ -26,10 +28,17 @@ from fastnorm._threads import resolve
 from fastnorm._validate import integer, real
 from fastnorm.statistics import Moments, merge_moments, moments
 
-try:
-    from sklearn.exceptions import NotFittedError as _NotFittedBase
-except ImportError:
-    _NotFittedBase = type("_NotFittedBase", (ValueError, AttributeError), {})
+class _NotFitted(ValueError, AttributeError):
+    """scikit-learn's NotFittedError where it is not installed (and for type checkers)."""
+
+
+if TYPE_CHECKING:
+    _NotFittedBase = _NotFitted
+else:
+    try:
+        from sklearn.exceptions import NotFittedError as _NotFittedBase
+    except ImportError:
+        _NotFittedBase = _NotFitted
 
 _F64 = np.dtype(np.float64)
 
@@ -103,9 +112,14 @@ class Standardizer(_Transformer):
     n_samples_seen_ : int, values per slot seen so far
     moments_ : :class:`fastnorm.Moments`, the mergeable statistics behind them
     """
+    moments_: Moments
+    n_samples_seen_: int
+    mean_: np.ndarray
+    var_: np.ndarray
+    scale_: Optional[np.ndarray]
 
-    def __init__(self, axis=0, *, with_mean: bool = True, with_std: bool = True, ddof: int = 0,
-                 num_threads=None):
+    def __init__(self, axis: Any = 0, *, with_mean: bool = True, with_std: bool = True, ddof: int = 0,
+                 num_threads: Optional[int] = None) -> None:
         self.axis = axis
         self.with_mean = with_mean
         self.with_std = with_std
@@ -119,12 +133,12 @@ class Standardizer(_Transformer):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
 
     # -- fitting -------------------------------------------------------------------------------------------------
-    def fit(self, x, y=None):
+    def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Standardizer:
         """Computes the statistics of ``x`` (forgetting earlier ones). Returns self."""
         self._reset()
         return self.partial_fit(x)
 
-    def partial_fit(self, x, y=None):
+    def partial_fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Standardizer:
         """Adds ``x`` to the statistics seen so far (merged exactly as if fitted on all the data at once)."""
         self._check_params()
         first = not self.__sklearn_is_fitted__()
@@ -162,13 +176,13 @@ class Standardizer(_Transformer):
             raise ValueError(f"x: shape {x.shape} does not match the fitted data: expected {self._ndim} dimensions "
                              f"with sizes {fitted} on axes {self._kept}")
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The output features' names: the input's (each output feature is its input feature, standardized)."""
         self._check_fitted()
         return feature_names(self, input_features)
 
     # -- transforms ----------------------------------------------------------------------------------------------
-    def transform(self, x, *, out=None):
+    def transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
         """(x - mean_) / scale_ (each part as configured), in x's floating dtype (integers give float64)."""
         self._check_fitted()
         x = estimator_input(self, x, reset=False)
@@ -176,10 +190,10 @@ class Standardizer(_Transformer):
         scale = 1.0 / self.scale_ if self.with_std else np.ones(self.mean_.shape)
         return self._affine(x, mean, scale, np.zeros(self.mean_.shape), out)
 
-    def fit_transform(self, x, y=None, *, out=None):
+    def fit_transform(self, x: ArrayLike, y: Optional[ArrayLike] = None, *, out: Optional[np.ndarray] = None) -> Any:
         return self.fit(x).transform(x, out=out)
 
-    def inverse_transform(self, x, *, out=None):
+    def inverse_transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
         """x * scale_ + mean_: undoes :meth:`transform`."""
         self._check_fitted()
         x = estimator_input(self, x, reset=False)
@@ -192,7 +206,7 @@ class Standardizer(_Transformer):
         if not self.__sklearn_is_fitted__():
             raise NotFittedError("this Standardizer is not fitted yet: call fit or partial_fit first")
 
-    def __sklearn_is_fitted__(self):
+    def __sklearn_is_fitted__(self) -> bool:
         return "moments_" in self.__dict__
 
     def _affine(self, x, mean, scale, shift, out):
@@ -224,7 +238,7 @@ class _Scatter:
     """Count, mean and scatter matrix (sum over samples of outer(x - mean, x - mean)) of rows, in float64,
     mergeable like :class:`fastnorm.Moments`."""
 
-    def __init__(self, features: int):
+    def __init__(self, features: int) -> None:
         self.count = 0
         self.mean = np.zeros(features)
         self.scatter = np.zeros((features, features))
@@ -251,14 +265,14 @@ class _CovarianceModel(_Transformer):
     """What PCA and Whitening share: rows (N, features...) fitted into a mergeable scatter, then the eigenvectors
     of the covariance, largest variance first, each signed so that its largest-magnitude entry is positive."""
 
-    def fit(self, x, y=None):
+    def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Any:
         """Fits on ``x`` (forgetting earlier data). Returns self."""
         self._reset()
         self.partial_fit(x)
         self._solve()  # errors (too few samples, too many components) surface here, not at the first transform
         return self
 
-    def partial_fit(self, x, y=None):
+    def partial_fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Any:
         """Adds ``x`` to the data seen so far; the eigendecomposition is recomputed when next needed."""
         self._check_params()
         rows = self._rows(x, fitting=True)
@@ -266,7 +280,7 @@ class _CovarianceModel(_Transformer):
         self._solution = None
         return self
 
-    def fit_transform(self, x, y=None):
+    def fit_transform(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Any:
         return self.fit(x).transform(x)
 
     def _reset(self):
@@ -274,7 +288,7 @@ class _CovarianceModel(_Transformer):
             self.__dict__.pop(name, None)
         self._solution = None
 
-    def __sklearn_is_fitted__(self):
+    def __sklearn_is_fitted__(self) -> bool:
         return "_scatter" in self.__dict__
 
     def _rows(self, x, fitting=False) -> np.ndarray:
@@ -300,7 +314,7 @@ class _CovarianceModel(_Transformer):
                              f"{math.prod(self._feature_shape)} in shape {self._feature_shape}")
         return x.reshape(x.shape[0], -1)
 
-    def _solve(self) -> dict:
+    def _solve(self) -> Dict[str, Any]:
         if self.__dict__.get("_solution") is None:
             s = self.__dict__.get("_scatter")
             if s is None:
@@ -381,7 +395,7 @@ class PCA(_CovarianceModel):
     mean_ (D,), covariance_ (D, D), n_components_, n_features_in_, n_samples_seen_.
     """
 
-    def __init__(self, n_components=None, *, whiten: bool = False, eps: float = 0.0):
+    def __init__(self, n_components: Any = None, *, whiten: bool = False, eps: float = 0.0) -> None:
         self.n_components = n_components
         self.whiten = whiten
         self.eps = eps
@@ -399,7 +413,7 @@ class PCA(_CovarianceModel):
                                  f"{n_components}")
         real(self.eps, "eps", minimum=0.0)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """pca0, pca1, ...: one name per component."""
         self._solve()
         return prefixed_names(self, self.n_components_)
@@ -418,7 +432,7 @@ class PCA(_CovarianceModel):
         ratio = np.cumsum(sol["variances"]) / sol["total"] if sol["total"] > 0 else np.ones(limit)
         return int(min(np.searchsorted(ratio, k, side="right") + 1, limit))
 
-    def fit(self, x, y=None):
+    def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> PCA:
         super().fit(x)
         self._k()
         return self
@@ -449,7 +463,7 @@ class PCA(_CovarianceModel):
     def _stds(self) -> np.ndarray:
         return np.sqrt(self.explained_variance_ + self.eps)
 
-    def transform(self, x):
+    def transform(self, x: ArrayLike) -> Any:
         """(x - mean_) @ components_.T, whitened if configured: (N, n_components_)."""
         matrix = self.components_.T
         if self.whiten:
@@ -457,7 +471,7 @@ class PCA(_CovarianceModel):
             matrix = matrix * np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
         return self._project(x, matrix)
 
-    def inverse_transform(self, y):
+    def inverse_transform(self, y: ArrayLike) -> np.ndarray:
         """Back to the data space, (N, features...): exact when all components are kept."""
         matrix = self.components_
         if self.whiten:
@@ -483,7 +497,7 @@ class Whitening(_CovarianceModel):
     ``n_samples_seen_``.
     """
 
-    def __init__(self, method: str = "zca", *, eps: float = 1e-5):
+    def __init__(self, method: str = "zca", *, eps: float = 1e-5) -> None:
         self.method = method
         self.eps = eps
 
@@ -492,7 +506,7 @@ class Whitening(_CovarianceModel):
             raise ValueError(f"method: expected 'pca' or 'zca', got {self.method!r}")
         real(self.eps, "eps", minimum=0.0)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """ZCA: the input's names (whitened data keep their features); PCA: whitening0, whitening1, ..."""
         self._solve()
         if self.method == "zca":
@@ -524,12 +538,12 @@ class Whitening(_CovarianceModel):
     def whitening_matrix_(self) -> np.ndarray:
         return self._matrices()[0]
 
-    def transform(self, x):
+    def transform(self, x: ArrayLike) -> Any:
         """Whitened x: (N, n_features) for "pca", x's shape for "zca"."""
         y = self._project(x, self._matrices()[0])
         return y.reshape((-1, *self._feature_shape)) if self.method == "zca" else y
 
-    def inverse_transform(self, y):
+    def inverse_transform(self, y: ArrayLike) -> np.ndarray:
         """Back to the data space, (N, features...)."""
         width = self._scatter.mean.shape[0]
         return self._unproject(y, self._matrices()[1], width).reshape((-1, *self._feature_shape))

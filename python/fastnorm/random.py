@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 import operator
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
+from typing import Any, Tuple, Union
+from numpy.typing import DTypeLike
 
 from fastnorm import _C, _validate
 from fastnorm._memory import empty, fresh
@@ -40,7 +42,7 @@ def _splitmix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def _check_size(size) -> tuple:
+def _check_size(size) -> Tuple[Any, ...]:
     if size is None:
         return ()
     shape = _validate.shape(size, "size")
@@ -67,7 +69,7 @@ class Generator:
     64-bit key derived from the seed and a 64-bit block counter; ``state`` reads and restores it.
     """
 
-    def __init__(self, seed: Optional[int] = None):
+    def __init__(self, seed: Optional[int] = None) -> None:
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
@@ -81,12 +83,12 @@ class Generator:
     # ---- state ------------------------------------------------------------------------------------------------
 
     @property
-    def state(self) -> dict:
+    def state(self) -> Dict[str, Any]:
         """A plain dict (algorithm, key, counter): assign it back to continue from this point."""
         return {"algorithm": _ALGORITHM, "key": self._key, "counter": self._counter}
 
     @state.setter
-    def state(self, value: dict) -> None:
+    def state(self, value: Dict[str, Any]) -> None:
         if not isinstance(value, dict) or value.get("algorithm") != _ALGORITHM:
             raise ValueError(f"state: expected a dict from Generator.state with algorithm {_ALGORITHM!r}")
         try:
@@ -129,7 +131,9 @@ class Generator:
         result = buf.astype(dt, copy=False)
         return result[()] if size is None else result
 
-    def uniform(self, size=None, low=0.0, high=1.0, dtype=np.float32, out=None, num_threads=None):
+    def uniform(self, size: Optional[Union[int, Tuple[int, ...]]] = None, low: Any = 0.0, high: Any = 1.0,
+                dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                num_threads: Optional[int] = None) -> Any:
         """Uniform values on [low, high): low + (high - low) u with u on a grid of 2**-24 (float32) or 2**-53.
 
         ``high - low`` must be finite in the dtype computed in (float32 for float16 and float32) and both bounds
@@ -146,19 +150,23 @@ class Generator:
                 raise ValueError(f"low, high: the range high - low overflows {work}, got low={low}, high={high}")
         return self._fill(_UNIFORM, size, dtype, out, num_threads, _C.SampleParams(low=low, high=high))
 
-    def normal(self, size=None, loc=0.0, scale=1.0, dtype=np.float32, out=None, num_threads=None):
+    def normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
+               dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+               num_threads: Optional[int] = None) -> Any:
         """Normal values with mean ``loc`` and standard deviation ``scale`` (Box-Muller on Philox uniforms)."""
         loc, scale = _finite("loc", loc), _finite("scale", scale)
         if scale < 0:
             raise ValueError(f"scale: must be >= 0, got {scale}")
         return self._fill(_NORMAL, size, dtype, out, num_threads, _C.SampleParams(loc=loc, scale=scale))
 
-    def standard_normal(self, size=None, dtype=np.float32, out=None, num_threads=None):
+    def standard_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, dtype: DTypeLike = np.float32,
+                        out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
         """Normal values with mean 0 and standard deviation 1."""
         return self.normal(size, 0.0, 1.0, dtype=dtype, out=out, num_threads=num_threads)
 
-    def truncated_normal(self, size=None, loc=0.0, scale=1.0, a=-2.0, b=2.0, dtype=np.float32, out=None,
-                         num_threads=None):
+    def truncated_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
+                         a: Any = -2.0, b: Any = 2.0, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                         num_threads: Optional[int] = None) -> Any:
         """Normal values restricted to [loc + a scale, loc + b scale] (bounds in standard deviations, as Keras'
         and TensorFlow's truncated normal; PyTorch's ``trunc_normal_`` takes absolute bounds).
 
@@ -183,7 +191,7 @@ def default_rng(seed: Optional[int] = None) -> Generator:
 class _NumpySampler:
     """The Generator interface over a ``numpy.random.Generator`` (its own sequence, not fastnorm's)."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator) -> None:
         self._rng = rng
 
     def _shape_dtype(self, size, dtype, out):
@@ -197,19 +205,25 @@ class _NumpySampler:
         values = np.asarray(values, dtype=dtype)
         return values[()] if size is None else values
 
-    def uniform(self, size=None, low=0.0, high=1.0, dtype=np.float32, out=None, num_threads=None):
+    def uniform(self, size: Optional[Union[int, Tuple[int, ...]]] = None, low: Any = 0.0, high: Any = 1.0,
+                dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                num_threads: Optional[int] = None) -> np.ndarray:
         shape, dt = self._shape_dtype(size, dtype, out)
         return self._deliver(self._rng.uniform(low, high, shape), dt, out, size)
 
-    def normal(self, size=None, loc=0.0, scale=1.0, dtype=np.float32, out=None, num_threads=None):
+    def normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
+               dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+               num_threads: Optional[int] = None) -> np.ndarray:
         shape, dt = self._shape_dtype(size, dtype, out)
         return self._deliver(self._rng.normal(loc, scale, shape), dt, out, size)
 
-    def standard_normal(self, size=None, dtype=np.float32, out=None, num_threads=None):
+    def standard_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, dtype: DTypeLike = np.float32,
+                        out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
         return self.normal(size, 0.0, 1.0, dtype, out)
 
-    def truncated_normal(self, size=None, loc=0.0, scale=1.0, a=-2.0, b=2.0, dtype=np.float32, out=None,
-                         num_threads=None):
+    def truncated_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
+                         a: Any = -2.0, b: Any = 2.0, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
+                         num_threads: Optional[int] = None) -> np.ndarray:
         if not a < b:
             raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
         shape, dt = self._shape_dtype(size, dtype, out)
@@ -221,7 +235,7 @@ class _NumpySampler:
         return self._deliver(loc + scale * z, dt, out, size)
 
 
-def as_generator(rng=None):
+def as_generator(rng: Any = None) -> Any:
     """What every ``rng=`` argument accepts: None (fresh entropy), an int seed, a fastnorm ``Generator``, or a
     ``numpy.random.Generator`` (then its own sequence is used, through the same methods)."""
     if rng is None or isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):

@@ -7,6 +7,8 @@ PyTorch per op and thread count), ``bandwidth.png`` (fraction of the copy bandwi
 """
 from __future__ import annotations
 
+from typing import Any, Dict, List
+
 import datetime
 import json
 import os
@@ -14,7 +16,7 @@ import platform
 import statistics
 
 
-def machine() -> dict:
+def machine() -> Dict[str, Any]:
     """CPU model, logical CPUs, OS and Python: what the report is about."""
     model = platform.processor() or platform.machine()
     try:
@@ -33,7 +35,7 @@ def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
-def _table(rows: list) -> list:
+def _table(rows: list) -> List[Any]:
     lines = ["| case | fastnorm ms (out=) | fastnorm ms (alloc) | GB/s | % of copy | NumPy ms | PyTorch ms (best) | "
              "x NumPy | x PyTorch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -45,7 +47,7 @@ def _table(rows: list) -> list:
     return lines
 
 
-def _summary(rows: list, threads: list) -> list:
+def _summary(rows: list, threads: list) -> List[Any]:
     lines = ["| threads | ops vs PyTorch | slowest vs PyTorch | median vs PyTorch | ops below 1.2x PyTorch | "
              "median vs NumPy |", "|---:|---:|---:|---:|---|---:|"]
     for t in threads:
@@ -62,7 +64,7 @@ def _summary(rows: list, threads: list) -> list:
     return lines
 
 
-def _scaling(rows: list, threads: list) -> list:
+def _scaling(rows: list, threads: list) -> List[Any]:
     head = "| case | " + " | ".join(f"{t} thr ms" for t in threads) + " | " + \
            " | ".join(f"speed-up at {t}" for t in threads[1:]) + " |"
     lines = [head, "|---|" + "---:|" * (2 * len(threads) - 1)]
@@ -78,7 +80,7 @@ def _scaling(rows: list, threads: list) -> list:
     return lines
 
 
-def _plots(directory: str, rows: list, threads: list) -> list:
+def _plots(directory: str, rows: list, threads: list) -> List[Any]:
     try:
         import matplotlib
         matplotlib.use("Agg", force=False)
@@ -122,8 +124,8 @@ def _plots(directory: str, rows: list, threads: list) -> list:
     return written
 
 
-def write_report(directory: str, *, rows: list, copy: dict, info: dict, n: int, repeats: int, torch_version,
-                 small_call: dict, command: str) -> str:
+def write_report(directory: str, *, rows: List[Dict[str, Any]], copy: Dict[int, float], info: Dict[str, Any],
+                 n: int, repeats: int, torch_version: Optional[str], small_call: Dict[str, float], command: str) -> str:
     """Writes the report into ``directory`` (created if needed); returns the path of its README.md."""
     os.makedirs(directory, exist_ok=True)
     threads = sorted({r["threads"] for r in rows})

@@ -10,6 +10,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from typing import Any, Optional
+from numpy.typing import ArrayLike
 
 from fastnorm import _C
 from fastnorm._array import as_array, as_buffer, normalize_axes, storage_dtype
@@ -39,7 +41,7 @@ class Moments(NamedTuple):
 _MIN_SLICE = 16384  # values per leading index below which moments() transposes instead of going slice by slice
 
 
-def moments(x, axis=None, *, num_threads=None) -> Moments:
+def moments(x: ArrayLike, axis: Any = None, *, num_threads: Optional[int] = None) -> Moments:
     """Count, mean and m2 of ``x`` over ``axis`` (an int, a tuple of ints, or None for all), in float64.
 
     The data is summed in float64 around shifts (the first value of each block of about 16K values: a piece of a

@@ -57,6 +57,9 @@ class Layer:
     grads: Dict[str, np.ndarray]
     weight: Optional[np.ndarray]
     bias: Optional[np.ndarray]
+    running_mean: Optional[np.ndarray]
+    running_var: Optional[np.ndarray]
+    num_batches_tracked: Optional[np.ndarray]
 
     def __init__(self) -> None:
         self.training = True
@@ -106,20 +109,29 @@ class Layer:
 
     # the lecture's names for the affine parameters
     @property
-    def gamma(self) -> Any:
+    def gamma(self) -> Optional[np.ndarray]:
         return self.weight
 
     @gamma.setter
-    def gamma(self, value: Any) -> None:
+    def gamma(self, value: Optional[np.ndarray]) -> None:
         self.weight = value
 
     @property
-    def beta(self) -> Any:
+    def beta(self) -> Optional[np.ndarray]:
         return self.bias
 
     @beta.setter
-    def beta(self, value: Any) -> None:
+    def beta(self, value: Optional[np.ndarray]) -> None:
         self.bias = value
+
+    def _create_state(self, count: int, affine: bool, track_running_stats: bool, dtype: DTypeLike) -> None:
+        """weight = 1 and bias = 0 when ``affine``; running_mean = 0, running_var = 1 and a batch counter when
+        ``track_running_stats``: PyTorch's initial state of a batch or instance norm."""
+        self.weight = np.ones(count, dtype) if affine else None
+        self.bias = np.zeros(count, dtype) if affine else None
+        self.running_mean = np.zeros(count, dtype) if track_running_stats else None
+        self.running_var = np.ones(count, dtype) if track_running_stats else None
+        self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
 
     def _set_affine_grads(self, dweight, dbias=None):
         """Keeps the parameter gradients (none for parameters the layer does not have)."""
@@ -177,11 +189,7 @@ class BatchNorm(Layer):
         self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         self.post = _post_op_kwargs(activation, negative_slope)
-        self.weight = np.ones(num_features, dtype) if affine else None
-        self.bias = np.zeros(num_features, dtype) if affine else None
-        self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
-        self.running_var = np.ones(num_features, dtype) if track_running_stats else None
-        self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
+        self._create_state(num_features, affine, track_running_stats, dtype)
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check_channels(x, self.num_features, self.axis)
@@ -399,11 +407,7 @@ class InstanceNorm(Layer):
         num_features = integer(num_features, "num_features", 1, "a positive int")
         self.num_features, self.axis, self.eps, self.momentum = num_features, axis, eps, momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
-        self.weight = np.ones(num_features, dtype) if affine else None
-        self.bias = np.zeros(num_features, dtype) if affine else None
-        self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
-        self.running_var = np.ones(num_features, dtype) if track_running_stats else None
-        self.num_batches_tracked = np.array(0, dtype=np.int64) if track_running_stats else None
+        self._create_state(num_features, affine, track_running_stats, dtype)
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x)

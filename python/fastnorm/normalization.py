@@ -25,6 +25,9 @@ __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backwa
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
+# What the backwards return: dx, and dgamma and dbeta (None without gamma, or with dx_only).
+NormGrads = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
+
 # Activations that can follow a normalization in the same pass (oneDNN's post-ops): name -> kernel id.
 POST_OPS = {"relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
 
@@ -236,8 +239,7 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                         gamma: Optional[ArrayLike] = None, *, axis: Any = 1, training: bool = True,
                         dx_only: bool = False, beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
                         negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
-                        num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
-                        Optional[np.ndarray]]:
+                        num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`batch_norm` from the saved mean and rstd only.
 
     With x_hat = (x - mean) rstd and N values per channel:
@@ -442,8 +444,7 @@ def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                         gamma: Optional[ArrayLike] = None, *, axis: Any = -1, dx_only: bool = False,
                         beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
                         negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
-                        num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
-                        Optional[np.ndarray]]:
+                        num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`layer_norm` from the saved mean and rstd only.
 
     With xhat = (x - mean) rstd and g = dy gamma, per row of D values:
@@ -545,8 +546,7 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                         gamma: Optional[ArrayLike] = None, *, axis: Any = 1, dx_only: bool = False,
                         beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
                         negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
-                        num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
-                        Optional[np.ndarray]]:
+                        num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`group_norm` from the saved mean and rstd, shape (N, num_groups).
 
     With xhat = (x - mean) rstd, g = dy gamma and M values per group:
@@ -634,8 +634,7 @@ def instance_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: A
                            gamma: Optional[ArrayLike] = None, *, axis: Any = 1, use_input_stats: bool = True,
                            dx_only: bool = False, beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
                            negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
-                           num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray],
-                           Optional[np.ndarray]]:
+                           num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`instance_norm` from its saved mean and rstd: (dx, dgamma, dbeta)."""
     if not use_input_stats:
         return batch_norm_backward(dy, x, mean, rstd, gamma, axis=axis, training=False, dx_only=dx_only, beta=beta,

@@ -37,7 +37,10 @@ pytestmark = [
 
 def run(code):
     """Runs ``code`` in a fresh process; it sets ``growth_mib`` (peak resident memory added by the call under test)
-    and asserts its own results.  Returns growth_mib."""
+    and asserts its own results.  Returns growth_mib.  The memory is checked again right before (other processes
+    may have taken it since the tests were collected)."""
+    if _available_gib() < NEEDED_GIB:
+        pytest.skip(f"needs {NEEDED_GIB} GiB of available memory, {_available_gib():.1f} GiB now")
     prelude = ("import resource, numpy as np, fastnorm\n"
                "def peak():\n    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n")
     done = subprocess.run([sys.executable, "-c", prelude + code + "\nprint(growth_mib)\n"], capture_output=True,

@@ -14,6 +14,8 @@ mode.  Arrays in, arrays out.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 from typing import Any, Dict, Optional, Tuple
 from numpy.typing import ArrayLike, DTypeLike
@@ -48,7 +50,7 @@ def _to_numpy(value, name: str) -> np.ndarray:
     return arr
 
 
-class Layer:
+class Layer(ABC):
     """Base class: train/eval mode, parameters and buffers as named NumPy arrays, state dicts, ``__call__``."""
 
     _params: Tuple[str, ...] = ()   # names of learnable arrays (they get gradients)
@@ -69,8 +71,9 @@ class Layer:
     def __call__(self, x: ArrayLike) -> np.ndarray:
         return self.forward(x)
 
-    def forward(self, x: ArrayLike) -> np.ndarray:  # pragma: no cover - every layer defines it
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        """The layer's output for ``x`` (keeping what ``backward`` needs)."""
 
     def train(self, mode: bool = True) -> "Layer":
         self.training = bool(mode)

@@ -194,7 +194,7 @@ def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
     t1, t2 = np.empty(C), np.empty(C)
     _C.bn_grad_sums(dy.reshape(-1), x.reshape(-1), A, C, B, mean, t1, t2, threads, *none, None, None)
     count = A * B
-    k_xmu, k_one = -k_dy * rstd * rstd * t2 / count, -k_dy * t1 / count
+    k_xmu, k_one = -(k_dy * (rstd * (rstd * t2))) / count, -k_dy * t1 / count  # as batch_norm.cpp
     dx2 = np.empty_like(x)
     _C.bn_input_grad(dy.reshape(-1), x.reshape(-1), dx2.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one, threads,
                      *none, None, None)
@@ -286,7 +286,7 @@ def test_whole_training_calls_equal_the_steps(shape, dtype, affine, activation, 
     t1, t2 = np.empty(C), np.empty(C)
     _C.bn_grad_sums(dy.reshape(-1), x.reshape(-1), A, C, B, mean, t1, t2, 2, *post, scale, shift)
     k_dy = scale
-    k_xmu, k_one = -k_dy * rstd * rstd * t2 / count, -k_dy * t1 / count
+    k_xmu, k_one = -(k_dy * (rstd * (rstd * t2))) / count, -k_dy * t1 / count  # as batch_norm.cpp
     dx2 = np.empty_like(x)
     _C.bn_input_grad(dy.reshape(-1), x.reshape(-1), dx2.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one, 2, *post,
                      scale, shift)

@@ -296,6 +296,66 @@ def test_extreme_values():
     np.testing.assert_allclose(m.m2, [0.0, 2.0], atol=1e-300)
 
 
+
+NORMS_OF_UNITS = {  # name -> (forward of x, x viewed with the units on kept axes, the axes reduced)
+    "batch_norm": (lambda x, **kw: fastnorm.batch_norm(x, **kw), lambda x: x.reshape(4, 3, 5), (0, 2)),
+    "batch_norm_last": (lambda x, **kw: fastnorm.batch_norm(x, axis=-1, **kw), lambda x: x.reshape(12, 5), (0,)),
+    "layer_norm": (lambda x, **kw: fastnorm.layer_norm(x, axis=(1, 2), **kw), lambda x: x.reshape(4, 15), (1,)),
+    "rms_norm": (lambda x, **kw: fastnorm.rms_norm(x, eps=1e-5, **kw), lambda x: x.reshape(12, 5), (1,)),
+    "group_norm": (lambda x, **kw: fastnorm.group_norm(x, 3, **kw), lambda x: x.reshape(4, 3, 5), (2,)),
+    "instance_norm_last": (lambda x, **kw: fastnorm.instance_norm(x, axis=-1, **kw),
+                           lambda x: x.reshape(4, 3, 5), (1,)),
+}
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("name", NORMS_OF_UNITS)
+def test_float64_norms_of_data_spread_past_1e154(name, in_place):
+    # two units spread over +-1e307 (sums of squares past the largest double), the others ordinary: each unit
+    # normalizes as the same values scaled down by 2**-1000 (exactly) do, its mean and rstd scaled back; the
+    # ordinary units keep their bits
+    forward, units, reduce = NORMS_OF_UNITS[name]
+    x = _x((4, 3, 5), np.float64)
+    kept = [n for i, n in enumerate(units(x).shape) if i not in reduce]
+    extreme = np.zeros(math.prod(kept), bool)
+    extreme[:2] = True
+    extreme = extreme.reshape(kept)
+    wide = np.expand_dims(extreme, reduce)
+    big, scaled = x.copy(), x.copy()
+    units(big)[...] = np.where(wide, units(x) * 1e307, units(x))
+    units(scaled)[...] = np.where(wide, units(big) * 2.0 ** -1000, units(x))
+    expected = forward(scaled, return_stats=True)
+    given = big.copy()
+    got = forward(given, return_stats=True, out=given if in_place else None)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(np.where(wide, 0, units(got[0])), np.where(wide, 0, units(expected[0])))
+    if not in_place:
+        np.testing.assert_array_equal(given, big)
+    for got_s, expected_s, power in zip(got[1:], expected[1:], (1000, -1000)[-(len(got) - 1):]):
+        np.testing.assert_allclose(got_s, np.ldexp(expected_s, np.where(extreme, power, 0).reshape(got_s.shape)),
+                                   rtol=1e-13)
+
+
+@pytest.mark.parametrize("spread", [1e120, 1e200, 1e300])
+def test_float64_backwards_of_data_spread_far(spread):
+    # gradients of x with a spread past 1e150 (the constant of (x - mean) in dx near rstd**2 leaves the doubles'
+    # range) equal those of the same values scaled down by a power of two, scaled back
+    x = _x((6, 4, 2), np.float64) * spread
+    dy = _x((6, 4, 2), np.float64, seed=1)
+    down = 2.0 ** (66 - math.floor(math.log2(spread)))  # a spread near 1e20: eps plays no part in either
+    cases = ((fastnorm.batch_norm, fastnorm.batch_norm_backward, np.ones(4)),
+             (fastnorm.layer_norm, fastnorm.layer_norm_backward, np.ones(2)),
+             (lambda x, **kw: fastnorm.group_norm(x, 2, **kw),
+              lambda dy, x, m, r, g: fastnorm.group_norm_backward(dy, x, m, r, 2, g), np.ones(4)))
+    for forward, backward, gamma in cases:
+        _, mean, rstd = forward(x, return_stats=True)
+        _, mean_s, rstd_s = forward(x * down, return_stats=True)
+        dx, dgamma, dbeta = backward(dy, x, mean, rstd, gamma)
+        dx_s, dgamma_s, dbeta_s = backward(dy, x * down, mean_s, rstd_s, gamma)
+        np.testing.assert_allclose(dx, dx_s * down, rtol=1e-11)
+        np.testing.assert_allclose(dgamma, dgamma_s, rtol=1e-11)
+        np.testing.assert_array_equal(dbeta, dbeta_s)
+
 def test_half_parameter_gradients_do_not_overflow():
     x = np.random.default_rng(0).standard_normal((70000, 2)).astype(np.float16)
     dy = np.ones_like(x)

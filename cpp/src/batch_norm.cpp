@@ -48,8 +48,10 @@ namespace {
 // (bn_forward_train, bn_backward_train) must give the same bits.
 double batch_rstd(double m2, double count, double eps) { return 1.0 / std::sqrt(m2 / count + eps); }
 // dx = k_dy dy + k_xmu (x - mean) + k_one
+// (rstd sum_dy_xmu first: near 1 / sqrt(count) in size, so no intermediate leaves the range of doubles before the
+// result does, where the spread of x is up to about 1e150)
 double grad_k_xmu(double k_dy, double rstd, double sum_dy_xmu, double count) {
-  return -k_dy * rstd * rstd * sum_dy_xmu / count;
+  return -(k_dy * (rstd * (rstd * sum_dy_xmu))) / count;
 }
 double grad_k_one(double k_dy, double sum_dy, double count) { return -k_dy * sum_dy / count; }
 

@@ -136,7 +136,7 @@ void group_grad_consts(idx g, idx Cg, double count, double mean, double r, const
     sum_gx += w * sdx[c];
   }
   sum_gx *= r;
-  const double k_xmu = -(r * r * sum_gx / count), k_one = -(r * sum_g / count);
+  const double k_xmu = -(r * (r * sum_gx) / count), k_one = -(r * sum_g / count);  // as batch norm's grad_k_xmu
   const T hi = static_cast<T>(mean), k_xmu_t = static_cast<T>(k_xmu), k_one_t = folded(k_one, mean, hi, k_xmu);
   for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {  // as ChannelConsts::gradient
     k.hi[c] = hi;

@@ -131,6 +131,49 @@ def _grad_dtype(result: np.dtype) -> np.dtype:
     return result if result.itemsize >= 4 else _F32
 
 
+
+# ---- float64 statistics past the largest doubles ------------------------------------------------------------------
+#
+# A unit (channel, row, group) of float64 values spread beyond about 1e154 has a sum of squares past the largest
+# double, so its statistics overflow and the normalized values come out NaN although every true value is finite.
+# The kernels run at full speed on everything else; when a call's statistics come out non-finite, the units
+# concerned are normalized again from x * 2**k (a power of two: exact), with k per unit such that its largest
+# magnitude times sqrt(count) is about 2**500.  Their variance is then so far above eps that eps plays no part,
+# as in the unscaled maths, and their mean and rstd scale back exactly.  Other units keep k = 0 and their bits.
+
+def _overflowed(*stats) -> bool:
+    """Whether a float64 call's statistics hold inf or NaN; cheap, and a false alarm only where finite statistics
+    overflow their sum.  (An rstd of 0 is a variance that overflowed: callers check it apart.)"""
+    return not math.isfinite(sum(float(np.sum(s)) for s in stats))
+
+
+def _rescue_exponents(xv, reduce: tuple, bad) -> np.ndarray:
+    """k per unit (``xv``'s axes other than ``reduce``, kept with size 1): as above where ``bad``, 0 elsewhere and
+    where the unit holds inf or NaN (its NaN is genuine)."""
+    with np.errstate(invalid="ignore"):
+        a = np.abs(xv)
+        finite = np.isfinite(a)
+        top = np.max(a, axis=reduce, keepdims=True, where=finite, initial=0.0)
+        whole = finite.all(axis=reduce, keepdims=True)
+    count = math.prod(xv.shape[i] for i in reduce)
+    k = 500 - np.frexp(top)[1] - (count.bit_length() + 1) // 2
+    return np.where(bad.reshape(top.shape) & whole & (top > 0), k, 0)
+
+
+_TINY_RSTD = 2.0 ** -500  # rstd below it: a spread past about 1e150, where the backward's constant of (x - mean),
+#                           of the size of rstd**2, would leave the range of doubles
+
+
+def _backward_exponents(rstd) -> Optional[np.ndarray]:
+    """For a float64 backward: None when every rstd is at least _TINY_RSTD, else k per unit, 2**k the power of two
+    that brings the unit's spread (1 / rstd) near 1 where rstd is below it, and 0 elsewhere.  The backward then
+    runs on x * 2**k, mean * 2**k and rstd * 2**-k, and dx comes back as 2**k times its result (dx scales as
+    1 / x; the parameter gradients do not scale)."""
+    if not rstd.size or not rstd.min() < _TINY_RSTD:  # NaN statistics (no values) stay as they are
+        return None
+    return np.where((rstd > 0) & (rstd < _TINY_RSTD), np.frexp(rstd)[1], 0)
+
+
 def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, axis: Any = 1,
                training: bool = True, running_mean: Optional[np.ndarray] = None,
                running_var: Optional[np.ndarray] = None, momentum: Optional[float] = 0.1, eps: Optional[float] = 1e-5,
@@ -205,7 +248,8 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
                                   "num_batches_tracked": num_batches_tracked})
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
-    buf = kernel_output(out, x.shape, storage, (xb,), (g, b))
+    # float64 in place trains through a buffer of its own, so that x is still there to rescue an overflow from
+    buf = kernel_output(out, x.shape, storage, (xb,), (g, b, xb if training and storage == _F64 else None))
     if training:
         count = A * B
         if count <= 1:
@@ -214,6 +258,17 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
         mean, m2 = np.empty(C), np.empty(C)
         # statistics, constants and y in one call: one pass over memory where a channel fits in L2, else two
         _C.bn_forward_train(xb.reshape(-1), buf.reshape(-1), A, C, B, g, b, eps, mean, m2, threads, *post)
+        if storage == _F64 and _overflowed(mean, m2):
+            x3 = xb.reshape(A, C, B)
+            k = _rescue_exponents(x3, (0, 2), ~np.isfinite(mean + m2))
+            _C.bn_forward_train(np.ldexp(x3, k).reshape(-1), buf.reshape(-1), A, C, B, g, b, eps, mean, m2,
+                                threads, *post)
+            k = k.reshape(-1)
+            rstd = np.ldexp(1.0 / np.sqrt(m2 / count + eps), k)
+            with np.errstate(over="ignore"):  # m2 overflows where the true value does
+                mean, m2 = np.ldexp(mean, -k), np.ldexp(m2, -2 * k)
+        else:
+            rstd = None
         y = deliver(buf, out, result)
         if rm is None and not return_stats:
             return y
@@ -223,7 +278,9 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
                 num_batches_tracked += 1
             factor = momentum if momentum is not None else 1.0 / int(num_batches_tracked)
             _update_running(rm, rv, factor, mean, m2 / (count - 1) if running_var_unbiased else var)
-        return (y, mean, 1.0 / np.sqrt(var + eps)) if return_stats else y
+        if not return_stats:
+            return y
+        return y, mean, (1.0 / np.sqrt(var + eps)) if rstd is None else rstd
     if rm is None:
         raise ValueError("running_mean: test mode (training=False) needs running_mean and running_var")
     mean, var = rm.astype(np.float64), rv.astype(np.float64)
@@ -288,8 +345,14 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
     if training:  # sums, constants and dx in one call: one pass over memory where a channel fits in L2
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
+        k = _backward_exponents(rstd) if storage == _F64 else None
+        if k is not None:
+            xb = np.ldexp(xb.reshape(A, C, B), k[:, None])
+            mean, rstd = np.ldexp(mean, k), np.ldexp(rstd, -k)
         _C.bn_backward_train(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, g, b, sum_dy,
                              sum_dy_xmu, threads, *post)
+        if k is not None:
+            buf.reshape(A, C, B)[...] = np.ldexp(buf.reshape(A, C, B), k[:, None])
         # the parameter gradients before dx reaches out, which may share memory with rstd
         pd = _grad_dtype(result)
         grads = ((sum_dy_xmu * rstd).astype(pd), sum_dy.astype(pd)) if param_grads else (None, None)
@@ -377,10 +440,17 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
     mean, rstd = np.empty(M), np.empty(M)
-    buf = kernel_output(out, x.shape, storage, (xb,), (g, b))
+    # float64 in place goes through a buffer of its own, so that x is still there to rescue an overflow from
+    buf = kernel_output(out, x.shape, storage, (xb,), (g, b, xb if storage == _F64 else None))
     # each row's statistics (RMS: the mean of squares, as variance + mean^2, without cancellation), then the row
     # normalized while it is in cache
     _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads, *post)
+    if storage == _F64 and (_overflowed(mean, rstd) or not rstd.all()):
+        x2 = xb.reshape(M, D)
+        k = _rescue_exponents(x2, (1,), ~(np.isfinite(mean) & (rstd > 0)))
+        _C.ln_forward(np.ldexp(x2, k).reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd,
+                      threads, *post)
+        mean, rstd = np.ldexp(mean, -k.reshape(-1)), np.ldexp(rstd, k.reshape(-1))
     y = deliver(buf, out, result)
     if not return_stats:
         return y
@@ -534,10 +604,18 @@ def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None,
         check_out(out, x.shape, result)
     threads = resolve(num_threads)
     xb = as_buffer(x, storage)
-    buf = kernel_output(out, x.shape, storage, (xb,), (g, b))
+    # float64 in place goes through a buffer of its own, so that x is still there to rescue an overflow from
+    buf = kernel_output(out, x.shape, storage, (xb,), (g, b, xb if storage == _F64 else None))
     mean, rstd = np.empty((N, G)), np.empty((N, G))
+    post = _post_op(activation, negative_slope)
     _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
-                          rstd.reshape(-1), threads, *_post_op(activation, negative_slope))
+                          rstd.reshape(-1), threads, *post)
+    if storage == _F64 and x.size and (_overflowed(mean, rstd) or not rstd.all()):
+        x5 = xb.reshape(N, P, G, C // G, Q)
+        k = _rescue_exponents(x5, (1, 3, 4), ~(np.isfinite(mean) & (rstd > 0)))
+        _C.group_norm_forward(np.ldexp(x5, k).reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b,
+                              mean.reshape(-1), rstd.reshape(-1), threads, *post)
+        mean, rstd = np.ldexp(mean, -k.reshape(N, G)), np.ldexp(rstd, k.reshape(N, G))
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
@@ -571,8 +649,15 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     # per (sample, channel): s1 = sum of dy, s2 = sum of dy (x - mean)
     s1, s2 = np.empty((N, C)), np.empty((N, C))
     post = _post_op(activation, negative_slope)
+    k = _backward_exponents(rstd) if storage == _F64 else None
+    if k is not None:
+        wide = k.reshape(N, 1, G, 1, 1)
+        xb = np.ldexp(xb.reshape(N, P, G, C // G, Q), wide)
+        mean, rstd = np.ldexp(mean, k), np.ldexp(rstd, -k)
     _C.group_norm_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, mean.reshape(-1),
                            rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads, *post, b)
+    if k is not None:
+        buf.reshape(N, P, G, C // G, Q)[...] = np.ldexp(buf.reshape(N, P, G, C // G, Q), wide)
     if g is None or dx_only:
         grads = (None, None)
     elif x.size == 0:  # sums over nothing (the statistics of empty groups are NaN)

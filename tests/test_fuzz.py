@@ -372,6 +372,59 @@ def batch_norm_spec(backward):
     return build
 
 
+
+def batch_norm_stage_spec(stage):
+    """The staged batch norm: statistics, apply with given statistics, gradient sums, input gradient, running
+    statistics; the reference is the fused call on the same data."""
+    def build(data):
+        shp, axis = channel_shape(data)
+        C = shp[axis]
+        x = array(data, shp, dtype=data.draw(st.sampled_from(NORM_DTYPES), label="dtype"), label="x")
+        xs = x.astype(np.float32) if x.dtype.kind != "f" else x
+        stats = fastnorm.batch_norm_stats(xs, axis=axis)
+        if stage == "batch_norm_stats":
+            return Spec(lambda **a: fastnorm.batch_norm_stats(**a), dict(x=x, axis=axis),
+                        keywords=("axis", "num_threads"), out=False)
+        g = array(data, (C,), dtype=np.float64, specials=False, label="gamma") if data.draw(st.booleans()) else None
+        activation = data.draw(st.sampled_from([None, None, "relu", "gelu"]), label="act")
+        kw = dict(gamma=g, axis=axis, activation=activation)
+        if stage == "batch_norm_apply":
+            ok = finite_float(x) and activation is None and x.size > C
+            reference = near(ref.batch_norm(x, g, None, axis), x.dtype, rtol=1e-4) if ok else None
+            return Spec(fastnorm.batch_norm_apply, dict(x=x, stats=stats, **kw), params=("gamma",),
+                        reference=reference, keywords=("axis", "eps", "gamma", "stats", "activation", "num_threads"))
+        if stage == "update_running_stats":
+            rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+            return Spec(fastnorm.update_running_stats, dict(running_mean=rm, running_var=rv, stats=stats),
+                        keywords=("momentum", "stats", "num_batches_tracked"), out=False, elementwise=(),
+                        updated=("running_mean", "running_var"))
+        mean, rstd = stats.mean, 1.0 / np.sqrt(stats.m2 / max(int(stats.count), 1) + 1e-5)
+        dy = array(data, shp, dtype=x.dtype, label="dy")
+        if stage == "batch_norm_grad_sums":
+            return Spec(fastnorm.batch_norm_grad_sums, dict(dy=dy, x=x, mean=mean, rstd=rstd, **kw),
+                        params=("mean", "rstd", "gamma"), out=False,
+                        keywords=("axis", "mean", "rstd", "gamma", "activation", "num_threads"))
+        s_dy, s_dy_xmu = fastnorm.batch_norm_grad_sums(dy.astype(xs.dtype) if dy.dtype != xs.dtype else dy, xs, mean,
+                                                       rstd=rstd, **kw)
+        return Spec(fastnorm.batch_norm_input_grad,
+                    dict(dy=dy, x=x, mean=mean, rstd=rstd, sum_dy=s_dy, sum_dy_xmu=s_dy_xmu,
+                         count=max(int(stats.count), 1), **kw),
+                    params=("mean", "rstd", "gamma", "sum_dy", "sum_dy_xmu"),
+                    keywords=("axis", "mean", "rstd", "count", "sum_dy", "gamma", "activation", "num_threads"))
+    return build
+
+
+def scatter_spec(data):
+    shp = shape(data, min_dims=1, max_dims=3, max_side=6)
+    x = array(data, shp, label="x")
+    reference = None
+    if finite_float(x) and shp[0] > 1 and x.ndim > 1:
+        def reference(s):
+            np.testing.assert_allclose(s.covariance(), np.atleast_2d(np.cov(as_f64(x).reshape(shp[0], -1),
+                                                                            rowvar=False)), rtol=1e-8, atol=1e-8)
+    return Spec(lambda **a: fastnorm.scatter(**a), dict(x=x), out=False, reference=reference)
+
+
 def row_norm_spec(name, backward):
     def build(data):
         shp = shape(data, min_dims=1, max_dims=3, min_side=0, max_side=9)
@@ -545,7 +598,9 @@ SPECS.update({
     "rms_norm": row_norm_spec("rms_norm", False), "rms_norm_backward": row_norm_spec("rms_norm", True),
     "group_norm": group_norm_spec(False), "group_norm_backward": group_norm_spec(True),
     "instance_norm": group_norm_spec(False, True), "instance_norm_backward": group_norm_spec(True, True),
-    "moments": moments_spec, "fold_batch_norm": fold_spec,
+    "moments": moments_spec, "fold_batch_norm": fold_spec, "scatter": scatter_spec,
+    **{n: batch_norm_stage_spec(n) for n in ("batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums",
+                                             "batch_norm_input_grad", "update_running_stats")},
     **{f"Generator.{m}": sampler_spec(m) for m in ("uniform", "normal", "truncated_normal")},
     **{f"init.{n}": init_spec(n) for n in INITS},
     **{f"preprocessing.{k}": standardizer_spec(k) for k in ("Standardizer", "PCA", "Whitening")},
@@ -565,5 +620,5 @@ def test_every_public_function_is_fuzzed():
     public = {n for n in fastnorm.__all__ if callable(getattr(fastnorm, n)) and not isinstance(getattr(fastnorm, n),
                                                                                                type)}
     not_arrays = {"gradcheck", "numerical_gradient", "info", "get_num_threads", "set_num_threads", "set_buffer_cache",
-                  "buffer_cache_info", "merge_moments"}  # covered by their own tests
+                  "buffer_cache_info", "merge_moments", "merge_scatter"}  # covered by their own tests
     assert public - not_arrays <= covered, sorted(public - not_arrays - covered)

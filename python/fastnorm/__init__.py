@@ -14,7 +14,9 @@ from fastnorm.info import info
 from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                                     instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
-from fastnorm.statistics import Moments, merge_moments, moments
+from fastnorm.statistics import Moments, Scatter, merge_moments, merge_scatter, moments, scatter
+from fastnorm.batch_norm_stages import (batch_norm_apply, batch_norm_grad_sums, batch_norm_input_grad,
+                                        batch_norm_stats, update_running_stats)
 from fastnorm import diagnostics  # noqa: E402  (uses the functions above)
 
 __version__ = _C.build_info()["version"]
@@ -22,6 +24,8 @@ __version__ = _C.build_info()["version"]
 _C.isa()  # applies FASTNORM_ISA now: an unsupported level is a clear ValueError at import, never SIGILL
 
 __all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradcheck", "numerical_gradient", "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "set_buffer_cache",
-           "buffer_cache_info", "Moments", "moments", "merge_moments", "batch_norm", "batch_norm_backward", "layer_norm",
+           "buffer_cache_info", "Moments", "moments", "merge_moments", "Scatter", "scatter", "merge_scatter",
+           "batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batch_norm_input_grad", "update_running_stats",
+           "batch_norm", "batch_norm_backward", "layer_norm",
            "layer_norm_backward", "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "fold_batch_norm", *_activation_names]

@@ -95,6 +95,14 @@ def _update_running(rm, rv, factor: float, batch_mean, batch_var) -> None:
     rv[...] = (1 - factor) * rv.astype(np.float64) + factor * batch_var
 
 
+def _advance_running(rm, rv, momentum, counter, batch_mean, batch_var) -> None:
+    """One training step of the running statistics: the counter (when given) incremented, then the update with
+    ``momentum``, or with 1 / counter (the cumulative average) for momentum None."""
+    if counter is not None:
+        counter += 1
+    _update_running(rm, rv, momentum if momentum is not None else 1.0 / int(counter), batch_mean, batch_var)
+
+
 def _check_counter(counter) -> None:
     """num_batches_tracked: a writable 0-d ndarray of a signed or unsigned integer of 32 bits or more (PyTorch's is
     int64), >= 0 and below its dtype's maximum, so that adding one can neither wrap nor leave a zero."""
@@ -274,10 +282,8 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
             return y
         var = m2 / count
         if rm is not None:
-            if num_batches_tracked is not None:
-                num_batches_tracked += 1
-            factor = momentum if momentum is not None else 1.0 / int(num_batches_tracked)
-            _update_running(rm, rv, factor, mean, m2 / (count - 1) if running_var_unbiased else var)
+            _advance_running(rm, rv, momentum, num_batches_tracked, mean,
+                             m2 / (count - 1) if running_var_unbiased else var)
         if not return_stats:
             return y
         return y, mean, (1.0 / np.sqrt(var + eps)) if rstd is None else rstd

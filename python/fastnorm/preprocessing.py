@@ -26,7 +26,7 @@ from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deli
 from fastnorm._sklearn import BaseEstimator, TransformerMixin, estimator_input, feature_names, prefixed_names
 from fastnorm._threads import resolve
 from fastnorm._validate import integer, real
-from fastnorm.statistics import Moments, merge_moments, moments
+from fastnorm.statistics import Moments, Scatter, merge_moments, merge_scatter, moments, scatter
 
 class _NotFitted(ValueError, AttributeError):
     """scikit-learn's NotFittedError where it is not installed (and for type checkers)."""
@@ -155,7 +155,29 @@ class Standardizer(_Transformer):
         if batch.count.max(initial=0) > 0:
             _refuse_nonfinite(batch.mean, "mean")
             _refuse_nonfinite(batch.m2, "variance")
-        merged = batch if not hasattr(self, "moments_") else merge_moments(self.moments_, batch)
+        self._set_moments(batch if not hasattr(self, "moments_") else merge_moments(self.moments_, batch))
+        return self
+
+    @classmethod
+    def from_moments(cls, moments: Moments, axis: Any = 0, **params: Any) -> Standardizer:
+        """A fitted Standardizer from :class:`fastnorm.Moments` computed elsewhere (merged over pieces, processes
+        or machines, or by :func:`fastnorm.dask.moments`), as ``fit`` on all of that data would give.  ``axis``
+        are the axes the moments reduced, as in the constructor; ``params`` the constructor's other arguments."""
+        model = cls(axis, **params)
+        model._check_params()
+        mean = np.asarray(moments.mean, dtype=np.float64)
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        ndim = mean.ndim + len(axes)
+        reduced = normalize_axes(axis, ndim)
+        model._ndim, model._reduced = ndim, reduced
+        model._kept = tuple(a for a in range(ndim) if a not in reduced)
+        if model._kept == (1,) and ndim == 2:
+            model.n_features_in_ = mean.shape[0]
+        model._set_moments(Moments(np.asarray(moments.count, dtype=np.int64), mean,
+                                   np.asarray(moments.m2, dtype=np.float64)))
+        return model
+
+    def _set_moments(self, merged: Moments) -> None:
         n = int(np.max(merged.count))
         if n <= self.ddof:
             raise ValueError(f"x: the standardizer needs more than ddof={self.ddof} values per slot, got {n}")
@@ -163,7 +185,6 @@ class Standardizer(_Transformer):
         self.mean_ = self.moments_.mean
         self.var_ = self.moments_.var(self.ddof)
         self.scale_ = np.where(self.var_ > 0, np.sqrt(self.var_), 1.0) if self.with_std else None
-        return self
 
     def _reset(self):
         for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_",
@@ -234,33 +255,6 @@ class Standardizer(_Transformer):
         return deliver(((xb - m) * s + b).astype(compute, copy=False), out, result)
 
 
-class _Scatter:
-    """Count, mean and scatter matrix (sum over samples of outer(x - mean, x - mean)) of rows, in float64,
-    mergeable like :class:`fastnorm.Moments`."""
-
-    def __init__(self, features: int) -> None:
-        self.count = 0
-        self.mean = np.zeros(features)
-        self.scatter = np.zeros((features, features))
-
-    def add(self, rows: np.ndarray) -> None:
-        """Adds rows (N, D) in pieces of about 4 MiB: each piece's own mean and scatter, merged in."""
-        step = max(1, (1 << 19) // max(1, rows.shape[1]))
-        for start in range(0, rows.shape[0], step):
-            piece = np.asarray(rows[start:start + step], dtype=np.float64)
-            mean = piece.mean(axis=0)
-            _refuse_nonfinite(mean, "covariance")
-            dev = piece - mean
-            self._merge(piece.shape[0], mean, dev.T @ dev)
-
-    def _merge(self, nb: int, mean_b: np.ndarray, scatter_b: np.ndarray) -> None:
-        na, n = self.count, self.count + nb
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.scatter = self.scatter + scatter_b + np.outer(delta, delta) * (na * nb / n)
-        self.count = n
-
-
 class _CovarianceModel(_Transformer):
     """What PCA and Whitening share: rows (N, features...) fitted into a mergeable scatter, then the eigenvectors
     of the covariance, largest variance first, each signed so that its largest-magnitude entry is positive."""
@@ -276,9 +270,39 @@ class _CovarianceModel(_Transformer):
         """Adds ``x`` to the data seen so far; the eigendecomposition is recomputed when next needed."""
         self._check_params()
         rows = self._rows(x, fitting=True)
-        self._scatter.add(rows)
+        with np.errstate(invalid="ignore", over="ignore"):  # refused below
+            batch = scatter(rows)
+        _refuse_nonfinite(batch.mean, "covariance")
+        _refuse_nonfinite(batch.scatter, "covariance")
+        self._scatter = merge_scatter(self._scatter, batch)
         self._solution = None
         return self
+
+    @classmethod
+    def from_scatter(cls, scatter: Scatter, feature_shape: Any = None, **params: Any) -> Any:
+        """A fitted model from a :class:`fastnorm.Scatter` (computed elsewhere: merged over pieces, processes or
+        machines, or by :func:`fastnorm.dask.scatter`), as ``fit`` on all of that data would give.
+        ``feature_shape`` is the shape of one sample (default: the scatter's D features, flat); ``params`` are the
+        constructor's."""
+        model = cls(**params)
+        model._check_params()
+        mean = np.asarray(scatter.mean, dtype=np.float64)
+        D = mean.shape[0] if mean.ndim == 1 else -1
+        shape = (D,) if feature_shape is None else tuple(int(n) for n in np.atleast_1d(feature_shape))
+        if mean.ndim != 1 or math.prod(shape) != D:
+            raise ValueError(f"feature_shape: {shape} does not hold the scatter's {D} features")
+        model._reset()
+        model._feature_shape = shape
+        model.n_features_in_ = shape[0]  # as fit sets it: the size of axis 1
+        model._scatter = merge_scatter(Scatter(0, np.zeros(D), np.zeros((D, D))), scatter)
+        model._solve()
+        return model
+
+    @property
+    def scatter_(self) -> Scatter:
+        """The fitted data's :class:`fastnorm.Scatter` (count, mean, scatter matrix): mergeable with another's."""
+        self._solve()
+        return self._scatter
 
     def fit_transform(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Any:
         return self.fit(x).transform(x)
@@ -308,7 +332,8 @@ class _CovarianceModel(_Transformer):
             if not fitting:
                 raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
             self._feature_shape = features
-            self._scatter = _Scatter(math.prod(features))
+            D = math.prod(features)
+            self._scatter = Scatter(0, np.zeros(D), np.zeros((D, D)))
         elif features != self._feature_shape:
             raise ValueError(f"x: {math.prod(features)} features in shape {features}; fitted on "
                              f"{math.prod(self._feature_shape)} in shape {self._feature_shape}")

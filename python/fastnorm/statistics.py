@@ -17,7 +17,7 @@ from fastnorm import _C
 from fastnorm._array import as_array, as_buffer, normalize_axes, storage_dtype
 from fastnorm._threads import resolve
 
-__all__ = ["Moments", "moments", "merge_moments"]
+__all__ = ["Moments", "moments", "merge_moments", "Scatter", "scatter", "merge_scatter"]
 
 _F64 = np.dtype(np.float64)
 
@@ -117,11 +117,22 @@ def _rescaled(xb, A, C, B, mean, m2, num_threads):
         return np.where(redo, np.ldexp(mean_s, k), mean), np.where(redo, np.ldexp(m2_s, 2 * k), m2)
 
 
+def _merge_weights(na, nb):
+    """(n, n_a / n, n_b / n, n_a n_b / n) in float64, 0 where n is 0."""
+    n = na + nb
+    nf, naf, nbf = n.astype(np.float64), na.astype(np.float64), nb.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (n, np.where(nf > 0, naf / nf, 0.0), np.where(nf > 0, nbf / nf, 0.0),
+                np.where(nf > 0, naf * nbf / nf, 0.0))
+
+
 def merge_moments(a: Moments, b: Moments) -> Moments:
     """The moments of the union of two disjoint sets of values, from the moments of each (Chan et al. 1979).
 
-    n = n_a + n_b,  mean = mean_a + d n_b / n,  m2 = m2_a + m2_b + d^2 n_a n_b / n,  with d = mean_b - mean_a.
-    Shapes broadcast as in NumPy; slots where both counts are 0 stay (0, 0, 0).
+    n = n_a + n_b,  mean = mean_a n_a / n + mean_b n_b / n,  m2 = (m2_a + m2_b) + d^2 n_a n_b / n,  with
+    d = mean_b - mean_a.  Every operation in this form commutes, so ``merge_moments(a, b)`` and
+    ``merge_moments(b, a)`` have the same bits, and merging pieces in a fixed order gives the same bits wherever
+    it runs.  Shapes broadcast as in NumPy; slots where both counts are 0 stay (0, 0, 0).
     """
     for name, m in (("a", a), ("b", b)):
         if not all(hasattr(m, f) for f in ("count", "mean", "m2")):
@@ -129,13 +140,70 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     na, nb = np.asarray(a.count, dtype=np.int64), np.asarray(b.count, dtype=np.int64)
     if (na < 0).any() or (nb < 0).any():
         raise ValueError("count: moments need counts >= 0")
-    n = na + nb
-    nf, naf, nbf = n.astype(np.float64), na.astype(np.float64), nb.astype(np.float64)
+    n, wa, wb, cross = _merge_weights(na, nb)
     ma, mb = np.asarray(a.mean, dtype=np.float64), np.asarray(b.mean, dtype=np.float64)
     delta = mb - ma
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wb = np.where(nf > 0, nbf / nf, 0.0)
-        cross = np.where(nf > 0, naf * nbf / nf, 0.0)
-    mean = ma + delta * wb
-    m2 = np.asarray(a.m2, dtype=np.float64) + np.asarray(b.m2, dtype=np.float64) + delta * delta * cross
+    mean = ma * wa + mb * wb
+    m2 = (np.asarray(a.m2, dtype=np.float64) + np.asarray(b.m2, dtype=np.float64)) + delta * delta * cross
     return Moments(n, mean, m2)
+
+
+class Scatter(NamedTuple):
+    """Count, mean and scatter matrix (the sum over samples of outer(x - mean, x - mean)) of rows of D features,
+    in float64: the mergeable statistics behind PCA and whitening, as :class:`Moments` are behind standardizing.
+    ``covariance(ddof=1)`` is scatter / (count - ddof)."""
+    count: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    def covariance(self, ddof: int = 1) -> np.ndarray:
+        """The covariance matrix, scatter / (count - ddof)."""
+        return self.scatter / (self.count - ddof)
+
+
+_SCATTER_PIECE = 1 << 19  # values per piece of rows: each piece's own mean and scatter, merged in
+
+
+def scatter(x: ArrayLike) -> Scatter:
+    """The :class:`Scatter` of ``x``, samples along axis 0 and features after it (flattened): rows centred on the
+    mean of their piece (about 4 MiB of them at a time), each piece's scatter (a matrix product) merged in with
+    :func:`merge_scatter`, in float64.
+
+    References
+    ----------
+    Pebay, Formulas for robust, one-pass parallel computation of covariances and arbitrary-order statistical
+    moments, Sandia report SAND2008-6212, 2008.
+    """
+    x = as_array(x, "x")
+    if x.ndim < 1:
+        raise ValueError("x: expected samples along axis 0, got a 0-d array")
+    rows = x.reshape(x.shape[0], -1)
+    D = rows.shape[1]
+    total = Scatter(0, np.zeros(D), np.zeros((D, D)))
+    step = max(1, _SCATTER_PIECE // max(1, D))
+    for start in range(0, rows.shape[0], step):
+        piece = np.asarray(rows[start:start + step], dtype=np.float64)
+        mean = piece.mean(axis=0)
+        dev = piece - mean
+        total = merge_scatter(total, Scatter(piece.shape[0], mean, dev.T @ dev))
+    return total
+
+
+def merge_scatter(a: Scatter, b: Scatter) -> Scatter:
+    """The :class:`Scatter` of the union of two disjoint sets of rows: n = n_a + n_b,
+    mean = mean_a n_a / n + mean_b n_b / n, scatter = (scatter_a + scatter_b) + outer(d, d) n_a n_b / n with
+    d = mean_b - mean_a; symmetric in a and b, bit for bit, as :func:`merge_moments`."""
+    for name, m in (("a", a), ("b", b)):
+        if not all(hasattr(m, f) for f in ("count", "mean", "scatter")):
+            raise TypeError(f"{name}: expected Scatter (count, mean, scatter), got {type(m).__name__}")
+    na, nb = int(a.count), int(b.count)
+    if na < 0 or nb < 0:
+        raise ValueError("count: scatter needs counts >= 0")
+    ma, mb = np.asarray(a.mean, dtype=np.float64), np.asarray(b.mean, dtype=np.float64)
+    sa, sb = np.asarray(a.scatter, dtype=np.float64), np.asarray(b.scatter, dtype=np.float64)
+    if ma.shape != mb.shape or sa.shape != sb.shape or sa.shape != ma.shape * 2:
+        raise ValueError(f"b: scatter of {mb.shape[-1] if mb.ndim else 0} features does not match a's "
+                         f"{ma.shape[-1] if ma.ndim else 0}")
+    n, wa, wb, cross = (float(v) for v in _merge_weights(np.int64(na), np.int64(nb)))
+    delta = mb - ma
+    return Scatter(na + nb, ma * wa + mb * wb, (sa + sb) + np.outer(delta, delta) * cross)

@@ -132,6 +132,11 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return out
 
 
+def is_dask_array(x) -> bool:
+    """Whether ``x`` is a Dask array (checked without importing Dask, an optional extra)."""
+    return type(x).__module__.startswith("dask.") and hasattr(x, "__dask_graph__") and hasattr(x, "chunks")
+
+
 def kernel_output(out, shape: tuple, compute: np.dtype, inputs: tuple, params: tuple = ()) -> np.ndarray:
     """The buffer a kernel writes: ``out`` itself when it can, else a fresh array (fastnorm._memory); ``deliver``
     then puts the result where it belongs.

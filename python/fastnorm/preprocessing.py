@@ -21,8 +21,8 @@ from typing import Any, Dict, Optional, TYPE_CHECKING
 from numpy.typing import ArrayLike
 
 from fastnorm import _C
-from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axes,
-                             result_dtype, storage_dtype)
+from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, is_dask_array, kernel_output,
+                             normalize_axes, result_dtype, storage_dtype)
 from fastnorm._sklearn import BaseEstimator, TransformerMixin, estimator_input, feature_names, prefixed_names
 from fastnorm._threads import resolve
 from fastnorm._validate import integer, real
@@ -74,6 +74,36 @@ def _check_not_empty(x: np.ndarray) -> None:
 def _refuse_nonfinite(values: np.ndarray, what: str) -> None:
     if not np.isfinite(values).all():
         raise ValueError(f"x: contains NaN or infinity; the {what} would be NaN (clean or impute the data first)")
+
+
+
+def _fit_input(estimator, x, reset: bool):
+    """x for fit / partial_fit: an ndarray (scikit-learn's bookkeeping, fastnorm's checks), or a Dask array as it
+    is (fitted with fastnorm.dask's tree reductions, never loaded whole)."""
+    if is_dask_array(x):
+        if reset and x.ndim >= 2:
+            estimator.n_features_in_ = int(x.shape[1])
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"x: expected real data, got dtype {x.dtype}")
+        return x
+    return as_array(estimator_input(estimator, x, reset=reset), "x")
+
+
+def _fastnorm_dask():
+    from fastnorm import dask as fdask  # imported only for Dask input: Dask is an optional extra
+    return fdask
+
+
+def _lazy_rows(x, feature_shape, transform):
+    """``transform`` of a Dask array of samples (N, features...) block of rows by block of rows, lazily, with
+    every feature of a row in one block; the result's row shape is what ``transform`` gives for one sample."""
+    rows = x.reshape(x.shape[0], -1).rechunk({1: -1})
+    probe = transform(np.zeros((1, *feature_shape), x.dtype))
+    width = math.prod(probe.shape[1:])
+    flat = rows.map_blocks(lambda b: transform(b.reshape(-1, *feature_shape)).reshape(b.shape[0], width),
+                           chunks=(rows.chunks[0], (width,)), dtype=probe.dtype,
+                           meta=np.empty((0, 0), probe.dtype))
+    return flat.reshape((x.shape[0], *probe.shape[1:]))
 
 
 class Standardizer(_Transformer):
@@ -142,7 +172,7 @@ class Standardizer(_Transformer):
         """Adds ``x`` to the statistics seen so far (merged exactly as if fitted on all the data at once)."""
         self._check_params()
         first = not self.__sklearn_is_fitted__()
-        x = as_array(estimator_input(self, x, reset=first), "x")
+        x = _fit_input(self, x, first)
         if first:  # later batches may be empty
             _check_not_empty(x)
         reduced = normalize_axes(self.axis, x.ndim)
@@ -151,7 +181,10 @@ class Standardizer(_Transformer):
             self._check_layout(x)
         else:
             self._ndim, self._reduced, self._kept = x.ndim, reduced, kept
-        batch = moments(x, axis=reduced, num_threads=self.num_threads)
+        if is_dask_array(x):
+            batch = _fastnorm_dask().moments(x, axis=reduced)
+        else:
+            batch = moments(x, axis=reduced, num_threads=self.num_threads)
         if batch.count.max(initial=0) > 0:
             _refuse_nonfinite(batch.mean, "mean")
             _refuse_nonfinite(batch.m2, "variance")
@@ -204,8 +237,11 @@ class Standardizer(_Transformer):
 
     # -- transforms ----------------------------------------------------------------------------------------------
     def transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
-        """(x - mean_) / scale_ (each part as configured), in x's floating dtype (integers give float64)."""
+        """(x - mean_) / scale_ (each part as configured), in x's floating dtype (integers give float64); of a
+        Dask array, a lazy Dask array computed block by block."""
         self._check_fitted()
+        if is_dask_array(x):
+            return self._lazy(self.transform, x)
         x = estimator_input(self, x, reset=False)
         mean = self.mean_ if self.with_mean else np.zeros(self.mean_.shape)
         scale = 1.0 / self.scale_ if self.with_std else np.ones(self.mean_.shape)
@@ -215,13 +251,22 @@ class Standardizer(_Transformer):
         return self.fit(x).transform(x, out=out)
 
     def inverse_transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
-        """x * scale_ + mean_: undoes :meth:`transform`."""
+        """x * scale_ + mean_: undoes :meth:`transform` (lazily for a Dask array)."""
         self._check_fitted()
+        if is_dask_array(x):
+            return self._lazy(self.inverse_transform, x)
         x = estimator_input(self, x, reset=False)
         zeros = np.zeros(self.mean_.shape)
         scale = self.scale_ if self.with_std else np.ones(self.mean_.shape)
         shift = self.mean_ if self.with_mean else zeros
         return self._affine(x, zeros, scale, shift, out)
+
+    def _lazy(self, method, x):
+        """``method`` of a Dask array, block by block, with each block holding every kept slot."""
+        self._check_layout(x)
+        x = x.rechunk({a: -1 for a in self._kept})
+        dt = result_dtype(x.dtype)
+        return x.map_blocks(method, dtype=dt, meta=np.empty((0,) * x.ndim, dt))
 
     def _check_fitted(self):
         if not self.__sklearn_is_fitted__():
@@ -271,7 +316,7 @@ class _CovarianceModel(_Transformer):
         self._check_params()
         rows = self._rows(x, fitting=True)
         with np.errstate(invalid="ignore", over="ignore"):  # refused below
-            batch = scatter(rows)
+            batch = _fastnorm_dask().scatter(rows) if is_dask_array(rows) else scatter(rows)
         _refuse_nonfinite(batch.mean, "covariance")
         _refuse_nonfinite(batch.scatter, "covariance")
         self._scatter = merge_scatter(self._scatter, batch)
@@ -320,7 +365,7 @@ class _CovarianceModel(_Transformer):
         if not fitting and not self.__sklearn_is_fitted__():
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
         first = fitting and not self.__sklearn_is_fitted__()
-        x = as_array(estimator_input(self, x, reset=first), "x")
+        x = _fit_input(self, x, first) if fitting else as_array(estimator_input(self, x, reset=False), "x")
         if first:  # later batches may be empty
             _check_not_empty(x)
         if x.ndim < 2:
@@ -489,7 +534,9 @@ class PCA(_CovarianceModel):
         return np.sqrt(self.explained_variance_ + self.eps)
 
     def transform(self, x: ArrayLike) -> Any:
-        """(x - mean_) @ components_.T, whitened if configured: (N, n_components_)."""
+        """(x - mean_) @ components_.T, whitened if configured: (N, n_components_); of a Dask array, lazily."""
+        if is_dask_array(x):
+            return _lazy_rows(x, self._feature_shape, self.transform)
         matrix = self.components_.T
         if self.whiten:
             std = self._stds()
@@ -564,7 +611,9 @@ class Whitening(_CovarianceModel):
         return self._matrices()[0]
 
     def transform(self, x: ArrayLike) -> Any:
-        """Whitened x: (N, n_features) for "pca", x's shape for "zca"."""
+        """Whitened x: (N, n_features) for "pca", x's shape for "zca"; of a Dask array, lazily."""
+        if is_dask_array(x):
+            return _lazy_rows(x, self._feature_shape, self.transform)
         y = self._project(x, self._matrices()[0])
         return y.reshape((-1, *self._feature_shape)) if self.method == "zca" else y
 

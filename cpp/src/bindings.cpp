@@ -752,6 +752,14 @@ PYBIND11_MODULE(_C, m) {
            "loc"_a = 0.0, "scale"_a = 1.0, "low"_a = 0.0, "high"_a = 1.0, "a"_a = -2.0, "b"_a = 2.0);
   m.def("sample", &sample, "distribution"_a, "key"_a, "counter"_a, "out"_a.noconvert(), "params"_a,
         "num_threads"_a, "fresh_output"_a = false);
+  // The sampler's chunk geometry, per value size: a chunk of values is a pure function of its first counter, so
+  // any slice of a sample can be made alone (Generator's shard=).
+  m.def("sample_chunk_values", [](int itemsize) {
+    return itemsize == 4 ? fastnorm::kChunkColumns * fastnorm::values_per_column<float>()
+                         : fastnorm::kChunkColumns * fastnorm::values_per_column<double>();
+  });
+  m.def("sample_chunk_blocks",
+        [](int itemsize) { return itemsize == 4 ? fastnorm::chunk_blocks<float>() : fastnorm::chunk_blocks<double>(); });
   m.def("philox4x32_10", [](std::array<std::uint32_t, 4> ctr, std::array<std::uint32_t, 2> key) {
     std::array<std::uint32_t, 4> out{};
     fastnorm::philox4x32_10(ctr.data(), key.data(), out.data());

@@ -106,7 +106,9 @@ class Generator:
 
     # ---- sampling ---------------------------------------------------------------------------------------------
 
-    def _fill(self, dist: int, size, dtype, out, num_threads, params) -> np.ndarray:
+    def _fill(self, dist: int, size, dtype, out, num_threads, params, shard=None) -> np.ndarray:
+        if shard is not None:
+            return self._fill_shard(dist, size, dtype, out, num_threads, params, shard)
         if out is not None:
             if not isinstance(out, np.ndarray):
                 raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
@@ -131,9 +133,43 @@ class Generator:
         result = buf.astype(dt, copy=False)
         return result[()] if size is None else result
 
+    def _fill_shard(self, dist: int, size, dtype, out, num_threads, params, shard) -> np.ndarray:
+        """whole[shard] of the call without shard: the chunks of counters that cover the slice's span of flat
+        indices are sampled (a chunk's values depend only on its counter), then the slice is taken from them."""
+        if size is None:
+            raise ValueError("shard: needs a size, the whole array's shape")
+        shape, dt = _check_size(size), _check_dtype(dtype)
+        parts = (shard,) if isinstance(shard, slice) else shard
+        if not isinstance(parts, tuple) or not all(isinstance(p, slice) for p in parts) or len(parts) > len(shape):
+            raise TypeError(f"shard: expected a slice or a tuple of at most {len(shape)} slices, got {shard!r}")
+        ranges = [range(*p.indices(n)) for p, n in zip(parts, shape)] + [range(n) for n in shape[len(parts):]]
+        out_shape = tuple(len(r) for r in ranges)
+        work = np.dtype(np.float32) if dt.itemsize <= 4 else dt
+        per_chunk = _C.sample_chunk_values(work.itemsize)
+        blocks = _C.sample_chunk_blocks(work.itemsize)
+        total_chunks = -(-math.prod(shape) // per_chunk)
+        result = np.empty(out_shape, work)
+        if result.size:
+            strides = [math.prod(shape[a + 1:]) for a in range(len(shape))]
+            flat = sum(np.asarray(r, np.int64).reshape([-1 if a == b else 1 for b in range(len(shape))]) * strides[a]
+                       for a, r in enumerate(ranges))
+            first, last = int(flat.min()) // per_chunk, int(flat.max()) // per_chunk
+            span = np.empty((last - first + 1) * per_chunk, work)
+            _C.sample(dist, self._key, (self._counter + first * blocks) & _MASK64, span, params,
+                      resolve(num_threads), fresh_output=True)
+            result[...] = span[flat - first * per_chunk]
+        self._counter = (self._counter + total_chunks * blocks) & _MASK64
+        result = result.astype(dt, copy=False)
+        if out is not None:
+            if not isinstance(out, np.ndarray) or out.shape != out_shape:
+                raise ValueError(f"out: expected an array of the shard's shape {out_shape}")
+            np.copyto(out, result, casting="same_kind")
+            return out
+        return result
+
     def uniform(self, size: Optional[Union[int, Tuple[int, ...]]] = None, low: Any = 0.0, high: Any = 1.0,
                 dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
-                num_threads: Optional[int] = None) -> Any:
+                num_threads: Optional[int] = None, *, shard: Any = None) -> Any:
         """Uniform values on [low, high): low + (high - low) u with u on a grid of 2**-24 (float32) or 2**-53.
 
         ``high - low`` must be finite in the dtype computed in (float32 for float16 and float32) and both bounds
@@ -148,25 +184,32 @@ class Generator:
                 raise ValueError(f"low, high: bounds beyond the largest {dt}, got low={low}, high={high}")
             if not high - low <= float(np.finfo(work).max):  # also an overflow to inf in float64
                 raise ValueError(f"low, high: the range high - low overflows {work}, got low={low}, high={high}")
-        return self._fill(_UNIFORM, size, dtype, out, num_threads, _C.SampleParams(low=low, high=high))
+        return self._fill(_UNIFORM, size, dtype, out, num_threads, _C.SampleParams(low=low, high=high), shard)
 
     def normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
                dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
-               num_threads: Optional[int] = None) -> Any:
-        """Normal values with mean ``loc`` and standard deviation ``scale`` (Box-Muller on Philox uniforms)."""
+               num_threads: Optional[int] = None, *, shard: Any = None) -> Any:
+        """Normal values with mean ``loc`` and standard deviation ``scale`` (Box-Muller on Philox uniforms).
+
+        ``shard`` (every sampler has it): a tuple of slices into ``size`` (or one slice, of axis 0). The result is
+        then ``whole[shard]``, with exactly the bits the whole array would have there, and the generator moves on
+        as after the whole call, so that ranks (or Dask chunks) that each sample their slice of a large weight
+        start from the same weights as one process and stay in step.  The work and memory are those of the span
+        of the whole array's flat indices the slice covers: a block of rows costs its own size."""
         loc, scale = _finite("loc", loc), _finite("scale", scale)
         if scale < 0:
             raise ValueError(f"scale: must be >= 0, got {scale}")
-        return self._fill(_NORMAL, size, dtype, out, num_threads, _C.SampleParams(loc=loc, scale=scale))
+        return self._fill(_NORMAL, size, dtype, out, num_threads, _C.SampleParams(loc=loc, scale=scale), shard)
 
     def standard_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, dtype: DTypeLike = np.float32,
-                        out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
+                        out: Optional[np.ndarray] = None, num_threads: Optional[int] = None, *,
+                        shard: Any = None) -> Any:
         """Normal values with mean 0 and standard deviation 1."""
-        return self.normal(size, 0.0, 1.0, dtype=dtype, out=out, num_threads=num_threads)
+        return self.normal(size, 0.0, 1.0, dtype=dtype, out=out, num_threads=num_threads, shard=shard)
 
     def truncated_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
                          a: Any = -2.0, b: Any = 2.0, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
-                         num_threads: Optional[int] = None) -> Any:
+                         num_threads: Optional[int] = None, *, shard: Any = None) -> Any:
         """Normal values restricted to [loc + a scale, loc + b scale] (bounds in standard deviations, as Keras'
         and TensorFlow's truncated normal; PyTorch's ``trunc_normal_`` takes absolute bounds).
 
@@ -180,7 +223,7 @@ class Generator:
         if not a < b:
             raise ValueError(f"a, b: need a < b, got a={a}, b={b}")
         params = _C.SampleParams(loc=loc, scale=scale, a=a, b=b)
-        return self._fill(_TRUNCATED, size, dtype, out, num_threads, params)
+        return self._fill(_TRUNCATED, size, dtype, out, num_threads, params, shard)
 
 
 def default_rng(seed: Optional[int] = None) -> Generator:

@@ -1,5 +1,7 @@
 """fastnorm.dask: statistics of chunked arrays against the in-memory ones, the same bits for any number of workers,
 fitted estimators and lazy transforms."""
+import os
+
 import numpy as np
 import pytest
 
@@ -54,7 +56,17 @@ def test_same_bits_for_any_number_of_workers(workers):
         assert _same(fd.scatter(d), reference_s)
 
 
-def test_on_a_local_cluster_with_worker_processes():
+@pytest.fixture
+def environment_kept():
+    """Restores os.environ afterwards: the cluster's nanny sets OMP_NUM_THREADS and the BLAS thread counts to 1 in
+    this process (for its workers), which later subprocesses of the suite would inherit."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_on_a_local_cluster_with_worker_processes(environment_kept):
     distributed = pytest.importorskip("dask.distributed")
     x = _images()
     d = da.from_array(x, chunks=(5, 3, 6, 5))

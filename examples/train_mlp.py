@@ -54,9 +54,10 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray):
 
 
 class MLP:
-    """Linear -> [BatchNorm] -> ReLU, ``depth`` times, then a linear classifier."""
+    """Linear -> [BatchNorm] -> ReLU, ``depth`` times, then a linear classifier (``norm``: the batch-norm layer's
+    class, called as norm(features, axis=1))."""
 
-    def __init__(self, sizes: list, *, init: str, batch_norm: bool, seed: int):
+    def __init__(self, sizes: list, *, init: str, batch_norm: bool, seed: int, norm=BatchNorm):
         rng = fastnorm.random.Generator(seed)
         self.params, self.bns = [], []
         for i, (din, dout) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -68,7 +69,7 @@ class MLP:
                     (din, dout), layout="in_out", rng=rng)
             self.params.append({"w": w, "b": np.zeros(dout, np.float32)})
             if batch_norm and not last:
-                self.bns.append(BatchNorm(dout, axis=1))
+                self.bns.append(norm(dout, axis=1))
         self.velocity = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.params] + \
                         [{k: np.zeros_like(v) for k, v in bn.parameters().items()} for bn in self.bns]
 

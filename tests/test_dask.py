@@ -128,3 +128,14 @@ def test_bad_input():
         fd.scatter(da.ones((4, 3)), split_every=1)
     with pytest.raises(AttributeError):
         fd.not_an_activation
+
+
+def test_dataset_stats_example_runs(environment_kept):
+    pytest.importorskip("dask.distributed")
+    import subprocess
+    import sys
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "dataset_stats.py")
+    run = subprocess.run([sys.executable, example, "--images", "600", "--chunk", "200", "--workers", "1"],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "per-channel mean" in run.stdout and "ZCA of 16 x 16 x 3 = 768 features fitted on 600 images" in run.stdout

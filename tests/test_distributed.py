@@ -94,3 +94,19 @@ def test_shard_bad_input():
         Generator(0).normal((4, 4), shard=(1, 2))
     with pytest.raises(TypeError, match="shard: expected a slice"):
         Generator(0).normal((4, 4), shard=(slice(None),) * 3)
+
+
+def test_ddp_example_trains_as_one_process():
+    example = os.path.join(HERE, "..", "examples", "ddp_train.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def losses(cmd):
+        run = subprocess.run(cmd + [sys.executable, example, "--epochs", "2"], capture_output=True, text=True,
+                             timeout=240, env=env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return [float(v) for v in re.findall(r"loss ([0-9.]+)", run.stdout)]
+
+    one = losses([])
+    assert len(one) == 2 and one[1] < one[0]
+    for ranks in (2, 3):
+        np.testing.assert_allclose(losses([_mpiexec(), "-n", str(ranks)]), one, rtol=1e-3)

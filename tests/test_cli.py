@@ -114,3 +114,16 @@ def test_pytorch_baselines_are_its_fastest_calls():
         np.testing.assert_allclose(result.numpy(), want, rtol=2e-4, atol=2e-5, err_msg=case.name)
         if case.name.split()[0] in bench.FROM_OUTPUT and "bwd" in case.name:
             assert set(inputs) == {"dy", "y"}
+
+
+def test_bench_distributed_family(tmp_path, capsys):
+    pytest.importorskip("dask")
+    pytest.importorskip("mpi4py")
+    path = tmp_path / "d.json"
+    assert main(["bench", "--distributed", "--threads", "1", "--repeats", "2", "--no-torch", "--json",
+                 str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "fastnorm.dask" in text and "da.var(dtype=float64)" in text
+    rows = json.loads(path.read_text())["rows"]
+    assert [r.get("ranks") for r in rows] == [None, 2, 3]
+    assert all(r["sync_ms"] > 0 and r["collectives_ms"] > 0 for r in rows[1:])

@@ -110,3 +110,24 @@ def test_ddp_example_trains_as_one_process():
     assert len(one) == 2 and one[1] < one[0]
     for ranks in (2, 3):
         np.testing.assert_allclose(losses([_mpiexec(), "-n", str(ranks)]), one, rtol=1e-3)
+
+
+def test_torch_communicator_over_gloo():
+    torch = pytest.importorskip("torch")
+    import socket
+    import torch.distributed as dist
+    from fastnorm.distributed import TorchCommunicator
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        comm = TorchCommunicator()
+        assert (comm.rank, comm.size) == (0, 1)
+        np.testing.assert_array_equal(comm.allgather(np.arange(3.0)), [[0.0, 1.0, 2.0]])
+        np.testing.assert_array_equal(comm.allreduce(np.arange(3.0)), [0.0, 1.0, 2.0])
+        x = np.random.default_rng(0).standard_normal((6, 3))
+        assert sync_batch_norm(x, comm).tobytes() == fastnorm.batch_norm(x).tobytes()
+    finally:
+        dist.destroy_process_group()
+    assert torch is not None

@@ -747,6 +747,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to save the results (default bench-<date>-<time>.json here)")
     p.add_argument("--no-save", action="store_true", help="do not save the results")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    p.add_argument("--distributed", action="store_true",
+                   help="the distributed family instead: Dask statistics against da.var, SyncBatchNorm steps over "
+                        "2 and 3 MPI ranks against local batch norm and a torch.distributed (gloo) one")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write a Markdown report with plots (matplotlib) and the raw results into DIR")
 
@@ -784,6 +787,15 @@ def run(p: argparse.ArgumentParser, args: Any, argv: Any = None) -> int:
     repeats = args.repeats or (5 if args.quick else 15)
     maxt = fastnorm.get_num_threads()
     threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, maxt})
+    if args.distributed:
+        from fastnorm import bench_distributed
+        rows = bench_distributed.run(threads, repeats, not args.no_torch)
+        if not args.no_save:
+            path = args.json or time.strftime("bench-distributed-%Y%m%d-%H%M%S.json")
+            with open(path, "w") as f:
+                json.dump({"info": fastnorm.info(), "repeats": repeats, "rows": rows}, f, indent=1)
+            print(f"results: {path}")
+        return 0
     cases = _selected(p, args)
     torch_mod = None
     if not args.no_torch:

@@ -18,8 +18,8 @@ ranks that disagree raise the same ValueError together instead of hanging in a c
 
 A communicator is anything with ``rank``, ``size`` and ``allgather(buf) -> array of shape (size, len(buf))`` on
 float64 buffers (:class:`Communicator`); :class:`MPICommunicator` adapts mpi4py (``pip install
-"fastnorm[mpi]"``, run with ``mpiexec -n 4 python train.py``), and :class:`LocalCommunicator` is the one-process
-case.  PyTorch's ``SyncBatchNorm`` refuses CPU tensors; Keras and Flax all-reduce E[x] and E[x^2], which cancels
+"fastnorm[mpi]"``, run with ``mpiexec -n 4 python train.py``), :class:`TorchCommunicator` an existing
+``torch.distributed`` process group, and :class:`LocalCommunicator` is the one-process case.  PyTorch's ``SyncBatchNorm`` refuses CPU tensors; Keras and Flax all-reduce E[x] and E[x^2], which cancels
 for data far from zero.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from fastnorm.normalization import NormGrads, _channel_param, _grad_dtype, _layo
 from fastnorm.statistics import Moments, merge_moments
 from fastnorm._array import normalize_axis, result_dtype
 
-__all__ = ["Communicator", "MPICommunicator", "LocalCommunicator", "sync_batch_norm", "sync_batch_norm_backward",
+__all__ = ["Communicator", "MPICommunicator", "TorchCommunicator", "LocalCommunicator", "sync_batch_norm", "sync_batch_norm_backward",
            "SyncBatchNorm"]
 
 
@@ -77,6 +77,31 @@ class MPICommunicator:
         recv = np.empty_like(send)
         self.comm.Allreduce(send, recv, op=self._MPI.SUM)
         return recv
+
+
+class TorchCommunicator:
+    """A :class:`Communicator` over ``torch.distributed`` (any backend that runs on CPU tensors, gloo for one), for
+    programs that already have a PyTorch process group: the buffers travel as float64 tensors sharing the NumPy
+    arrays' memory."""
+
+    def __init__(self, group: Any = None) -> None:
+        import torch
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            raise ValueError("group: torch.distributed has no process group; call init_process_group first")
+        self._torch, self._dist, self.group = torch, dist, group
+        self.rank, self.size = dist.get_rank(group), dist.get_world_size(group)
+
+    def allgather(self, buf: np.ndarray) -> np.ndarray:
+        send = np.ascontiguousarray(buf, dtype=np.float64)
+        recv = np.empty((self.size, send.size), np.float64)
+        self._dist.all_gather(list(self._torch.from_numpy(recv)), self._torch.from_numpy(send), group=self.group)
+        return recv
+
+    def allreduce(self, buf: np.ndarray) -> np.ndarray:
+        out = np.array(buf, dtype=np.float64)
+        self._dist.all_reduce(self._torch.from_numpy(out), group=self.group)
+        return out
 
 
 class LocalCommunicator:

@@ -343,3 +343,40 @@ def pca(x, k):
     _, s, vt = np.linalg.svd(centered, full_matrices=False)
     vt = vt[:k] * np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(axis=1)])[:, None]
     return vt, s[:k] ** 2 / (x.shape[0] - 1), centered @ vt.T
+
+
+# ---- softmax and losses: the textbook formulas in float64 (mpmath where the doubles would not do) ---------------
+
+def log_softmax(x, axis=-1):
+    """x - max - log(sum(exp(x - max))) along ``axis``, in float64."""
+    x = f64(x)
+    if x.size == 0:
+        return x.copy()
+    m = np.max(x, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        shifted = x - m
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax(x, axis=-1):
+    return np.exp(log_softmax(x, axis))
+
+
+def cross_entropy(logits, target, weight=None, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
+    """PyTorch's definition, one row at a time: rows (N, C) and class indices (N,)."""
+    logp = log_softmax(logits, -1)
+    N, C = logp.shape
+    w = np.ones(C) if weight is None else f64(weight)
+    losses, weights = [], []
+    for i in range(N):
+        t = int(target[i])
+        if t == ignore_index:
+            losses.append(0.0)
+            weights.append(0.0)
+            continue
+        losses.append(-(1 - label_smoothing) * w[t] * logp[i, t] - label_smoothing / C * np.sum(w * logp[i]))
+        weights.append(w[t])
+    losses = np.array(losses)
+    if reduction == "none":
+        return losses
+    return losses.sum() if reduction == "sum" else losses.sum() / np.sum(weights)

@@ -22,6 +22,7 @@
 #include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/random.h"
+#include "fastnorm/softmax.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -271,6 +272,27 @@ std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter,
                         stream);
   });
   return next;
+}
+
+// Returns the counter after the call.
+std::uint64_t dropout(std::uint64_t key, std::uint64_t counter, const py::array& x, py::array& out,
+                      std::uint32_t threshold, double scale, double shift, double drop_shift, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  if (threshold > (1u << 24)) throw py::value_error("threshold: expected at most 2**24");
+  const idx n = static_cast<idx>(x.size());
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::dropout<T>(key, counter, xp, yp, n, threshold, static_cast<T>(scale), static_cast<T>(shift),
+                         static_cast<T>(drop_shift), num_threads);
+  });
+  return counter + static_cast<std::uint64_t>(fastnorm::dropout_chunks(n)) *
+                       static_cast<std::uint64_t>(fastnorm::kDropoutBlocks);
 }
 
 void copy(const py::array& src, py::array& dst, int num_threads) {
@@ -556,6 +578,92 @@ const T* cptr_or_null(const std::optional<py::array>& a) {
   return a ? cptr<T>(*a) : nullptr;
 }
 
+void softmax_forward(const py::array& x, py::array& out, idx A, idx C, idx B, bool log, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", A, C, B);
+  check_like(out, "out", dt, x.size());
+  check_writeable(out, "out");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    fastnorm::softmax_forward<T>(xp, yp, A, C, B, log, num_threads);
+  });
+}
+
+void softmax_backward(const py::array& dy, const py::array& y, py::array& dx, idx A, idx C, idx B, bool log,
+                      int num_threads) {
+  const Dtype dt = dtype_of(y, "y");
+  check_contiguous(y, "y");
+  check_layout(y, "y", A, C, B);
+  check_like(dy, "dy", dt, y.size());
+  check_like(dx, "dx", dt, y.size());
+  check_writeable(dx, "dx");
+  with_type(dt, [&](auto t) {
+    using T = decltype(t);
+    const T* dyp = cptr<T>(dy);
+    const T* yp = cptr<T>(y);
+    T* dxp = mptr<T>(dx);
+    py::gil_scoped_release nogil;
+    fastnorm::softmax_backward<T>(dyp, yp, dxp, A, C, B, log, num_threads);
+  });
+}
+
+// Class indices: int64, one per row, checked against [0, C) here (ignore_index aside) so that no row reads past
+// its logits.
+const std::int64_t* class_targets(const py::array& target, idx N, idx C, std::int64_t ignore_index) {
+  if (!(target.dtype().kind() == 'i' && target.itemsize() == 8)) throw py::type_error("target: expected int64");
+  check_contiguous(target, "target");
+  if (static_cast<idx>(target.size()) != N) throw py::value_error("target: expected one class index per row");
+  const auto* t = static_cast<const std::int64_t*>(target.data());
+  for (idx i = 0; i < N; ++i)
+    if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C))
+      throw py::value_error("target: class index " + std::to_string(t[i]) + " out of range [0, " +
+                            std::to_string(C) + ")");
+  return t;
+}
+
+void cross_entropy_forward(const py::array& x, const py::array& target, idx N, idx C, double eps,
+                           const py::object& weight, std::int64_t ignore_index, py::array& loss, py::array& lse,
+                           int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", N, C, 1);
+  const std::int64_t* t = class_targets(target, N, C, ignore_index);
+  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  double* lp = f64_output(loss, "loss", N);
+  double* sp = f64_output(lse, "lse", N);
+  with_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    py::gil_scoped_release nogil;
+    fastnorm::cross_entropy_forward<T>(xp, t, N, C, eps, w, ignore_index, lp, sp, num_threads);
+  });
+}
+
+void cross_entropy_backward(const py::array& x, const py::array& target, const py::array& lse, const py::array& g,
+                            py::array& dx, idx N, idx C, double eps, const py::object& weight,
+                            std::int64_t ignore_index, int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", N, C, 1);
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  const std::int64_t* t = class_targets(target, N, C, ignore_index);
+  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  const double* sp = channel_values(lse, "lse", N);
+  const double* gp = channel_values(g, "g", N);
+  with_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    py::gil_scoped_release nogil;
+    fastnorm::cross_entropy_backward<T>(xp, t, sp, gp, dxp, N, C, eps, w, ignore_index, num_threads);
+  });
+}
+
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::object& gamma,
                 const py::object& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
@@ -739,6 +847,19 @@ PYBIND11_MODULE(_C, m) {
         "N"_a, "P"_a, "C"_a, "Q"_a, "G"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a,
         "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
         "beta"_a = py::none());
+  m.def("dropout", &dropout, "key"_a, "counter"_a, "x"_a.noconvert(), "out"_a.noconvert(), "threshold"_a, "scale"_a,
+        "shift"_a, "drop_shift"_a, "num_threads"_a);
+  m.def("dropout_blocks", [](idx n) { return fastnorm::dropout_chunks(n) * fastnorm::kDropoutBlocks; });
+  m.def("softmax_forward", &softmax_forward, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a, "log"_a,
+        "num_threads"_a);
+  m.def("softmax_backward", &softmax_backward, "dy"_a.noconvert(), "y"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
+        "C"_a, "B"_a, "log"_a, "num_threads"_a);
+  m.def("cross_entropy_forward", &cross_entropy_forward, "x"_a.noconvert(), "target"_a.noconvert(), "N"_a, "C"_a,
+        "eps"_a, "weight"_a.none(true), "ignore_index"_a, "loss"_a.noconvert(), "lse"_a.noconvert(),
+        "num_threads"_a);
+  m.def("cross_entropy_backward", &cross_entropy_backward, "x"_a.noconvert(), "target"_a.noconvert(),
+        "lse"_a.noconvert(), "g"_a.noconvert(), "dx"_a.noconvert(), "N"_a, "C"_a, "eps"_a, "weight"_a.none(true),
+        "ignore_index"_a, "num_threads"_a);
   m.def("ln_forward", &ln_forward, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "eps"_a, "centered"_a,
         "gamma"_a.none(true), "beta"_a.none(true), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
         "post"_a = 0, "slope"_a = 0.01);

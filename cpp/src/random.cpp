@@ -509,6 +509,45 @@ void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, id
   });
 }
 
+namespace {
+
+// y = x k + c, (k, c) = keep ? (scale, shift) : (0, drop_shift), over one chunk's values (n <= kDropoutChunk); keep
+// iff the high 24 bits of the value's Philox word are >= threshold.  A multiply, not a select, so that NaN stays
+// NaN as in x * mask.
+template <class T>
+struct DropoutChunk {
+  static void run(const u32* words, const T* x, T* y, idx n, u32 threshold, T scale, T shift, T drop_shift) {
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) {
+      const bool keep = (words[i] >> 8) >= threshold;
+      y[i] = x[i] * (keep ? scale : T(0)) + (keep ? shift : drop_shift);
+    }
+  }
+};
+
+}  // namespace
+
+template <class T>
+void dropout(std::uint64_t key, std::uint64_t counter, const T* x, T* y, idx n, std::uint32_t threshold, T scale,
+             T shift, T drop_shift, int num_threads) {
+  const u32 k0 = static_cast<u32>(key), k1 = static_cast<u32>(key >> 32);
+  const idx chunks = dropout_chunks(n);
+  parallel_for(chunks, std::max<idx>(1, kElementwiseGrain / kDropoutChunk), num_threads, [&](idx c0, idx c1) {
+    alignas(64) u32 words[kDropoutChunk];
+    for (idx c = c0; c < c1; ++c) {
+      const idx begin = c * kDropoutChunk, len = std::min(kDropoutChunk, n - begin);
+      philox_chunk(counter + static_cast<u64>(c) * kDropoutBlocks, k0, k1, kDropoutBlocks, words);
+      isa_call<DropoutChunk<T>>(static_cast<const u32*>(words), x + begin, y + begin, len, threshold, scale, shift,
+                                drop_shift);
+    }
+  });
+}
+
+template void dropout<float>(std::uint64_t, std::uint64_t, const float*, float*, idx, std::uint32_t, float, float,
+                             float, int);
+template void dropout<double>(std::uint64_t, std::uint64_t, const double*, double*, idx, std::uint32_t, double,
+                              double, double, int);
+
 template void sample<float>(Distribution, std::uint64_t, std::uint64_t, float*, idx, const SampleParams&, int,
                            bool);
 template void sample<double>(Distribution, std::uint64_t, std::uint64_t, double*, idx, const SampleParams&, int,

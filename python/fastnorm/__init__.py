@@ -14,6 +14,10 @@ from fastnorm.info import info
 from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                                     instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
+from fastnorm.regularization import (alpha_dropout, alpha_dropout_backward, channel_dropout, channel_dropout_backward,
+                              dropout, dropout_backward)
+from fastnorm.losses import (cross_entropy, cross_entropy_backward, log_softmax, log_softmax_backward, nll_loss,
+                              nll_loss_backward, softmax, softmax_backward)
 from fastnorm.statistics import Moments, Scatter, merge_moments, merge_scatter, moments, scatter
 from fastnorm.batch_norm_stages import (batch_norm_apply, batch_norm_grad_sums, batch_norm_input_grad,
                                         batch_norm_stats, update_running_stats)
@@ -28,4 +32,6 @@ __all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradchec
            "batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batch_norm_input_grad", "update_running_stats",
            "batch_norm", "batch_norm_backward", "layer_norm",
            "layer_norm_backward", "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward",
-           "instance_norm", "instance_norm_backward", "fold_batch_norm", *_activation_names]
+           "instance_norm", "instance_norm_backward", "softmax", "softmax_backward", "log_softmax",
+           "log_softmax_backward", "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward", "dropout",
+           "dropout_backward", "alpha_dropout", "alpha_dropout_backward", "channel_dropout", "channel_dropout_backward", "fold_batch_norm", *_activation_names]

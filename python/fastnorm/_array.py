@@ -101,8 +101,10 @@ def as_buffer(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     copied: the kernels load and store whole items."""
     flags = arr.flags
     if (arr.dtype is dtype or arr.dtype == dtype) and flags.c_contiguous:
-        if flags.aligned:
+        if flags.aligned and arr.size:  # NumPy calls every empty array aligned, at whatever address
             return arr
+        if not arr.size:
+            return np.empty(arr.shape, dtype)
         return np.array(arr, dtype=dtype, order="C")
     out = np.asarray(arr, dtype=dtype, order="C")
     return out if out.flags.aligned else np.array(out, order="C")

@@ -28,7 +28,7 @@ from fastnorm.normalization import (_post_op, batch_norm, batch_norm_backward, g
                                     rms_norm, rms_norm_backward)
 
 __all__ = ["Layer", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm",
-           "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout"]
+           "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout", "Dropout", "AlphaDropout", "ChannelDropout", "Dropout2d"]
 
 
 def _post_op_kwargs(activation, negative_slope) -> Dict[str, Any]:
@@ -514,3 +514,74 @@ class Maxout(Layer):
 
     def __repr__(self) -> str:
         return f"Maxout(pieces={self.pieces}, axis={self.axis})"
+
+
+class Dropout(Layer):
+    """Dropout (Srivastava et al. 2014) as PyTorch's ``Dropout(p=0.5)``: in training each value is zeroed with
+    probability p and the others scaled by 1 / (1 - p); in eval mode the identity.  The mask comes from
+    ``generator`` (a :class:`fastnorm.random.Generator`, or ``seed`` for a new one) and is regenerated in the
+    backward, never stored."""
+    p: float
+    _kind = "dropout"
+
+    def __init__(self, p: float = 0.5, *, generator: Optional[Any] = None, seed: Optional[int] = None) -> None:
+        super().__init__()
+        from fastnorm.regularization import _probability
+        from fastnorm.random import Generator
+        self.p = _probability(p)
+        self.generator = generator if generator is not None else Generator(seed)
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        y, state = self._apply(x)
+        self._saved = state
+        return y
+
+    def _apply(self, x):
+        from fastnorm import regularization as d
+        f = d.dropout if self._kind == "dropout" else d.alpha_dropout
+        return f(x, self.p, generator=self.generator, training=self.training, return_state=True)
+
+    def backward(self, dy: ArrayLike) -> np.ndarray:
+        from fastnorm import regularization as d
+        if self._saved is None and not self.training:
+            return d.dropout_backward(dy, None)
+        state = self._need_saved()
+        f = d.dropout_backward if self._kind == "dropout" else d.alpha_dropout_backward
+        return f(dy, state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p}, training={self.training})"
+
+
+class AlphaDropout(Dropout):
+    """Alpha dropout for SELU networks (Klambauer et al. 2017), as PyTorch's ``AlphaDropout(p=0.5)``: dropped
+    values take SELU's saturation value and an affine map keeps zero mean and unit variance."""
+    _kind = "alpha"
+
+
+class ChannelDropout(Dropout):
+    """Channel dropout (PyTorch's Dropout1d / 2d / 3d): whole channels of a sample (along ``axis``, 1 for NCHW,
+    -1 for channels-last) zeroed with probability p, the others scaled by 1 / (1 - p)."""
+    axis: int
+
+    def __init__(self, p: float = 0.5, *, axis: int = 1, generator: Optional[Any] = None,
+                 seed: Optional[int] = None) -> None:
+        super().__init__(p, generator=generator, seed=seed)
+        self.axis = axis
+
+    def _apply(self, x):
+        from fastnorm.regularization import channel_dropout
+        return channel_dropout(x, self.p, axis=self.axis, generator=self.generator, training=self.training,
+                               return_state=True)
+
+    def backward(self, dy: ArrayLike) -> np.ndarray:
+        from fastnorm.regularization import channel_dropout_backward
+        if self._saved is None and not self.training:
+            return channel_dropout_backward(dy, None)
+        return channel_dropout_backward(dy, self._need_saved(), axis=self.axis)
+
+    def __repr__(self) -> str:
+        return f"ChannelDropout(p={self.p}, axis={self.axis}, training={self.training})"
+
+
+Dropout2d = ChannelDropout

@@ -59,4 +59,15 @@ template <class T>
 void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, idx n, const SampleParams& p,
             int num_threads, bool stream);
 
+// Dropout's mask from the same generator: value i of a call uses word i % kDropoutChunk of chunk i / kDropoutChunk,
+// the chunk's kDropoutBlocks Philox blocks from counter + chunk * kDropoutBlocks (words block-major as above), so
+// the mask is a pure function of (key, counter, i): the backward regenerates it instead of storing it.
+constexpr idx kDropoutBlocks = 256, kDropoutChunk = 4 * kDropoutBlocks;
+constexpr idx dropout_chunks(idx n) { return (n + kDropoutChunk - 1) / kDropoutChunk; }
+
+// y = x scale + shift where kept (the word's high 24 bits >= threshold), x * 0 + drop_shift where dropped.
+template <class T>
+void dropout(std::uint64_t key, std::uint64_t counter, const T* x, T* y, idx n, std::uint32_t threshold, T scale,
+             T shift, T drop_shift, int num_threads);
+
 }  // namespace fastnorm

@@ -879,8 +879,9 @@ PYBIND11_MODULE(_C, m) {
     return itemsize == 4 ? fastnorm::kChunkColumns * fastnorm::values_per_column<float>()
                          : fastnorm::kChunkColumns * fastnorm::values_per_column<double>();
   });
-  m.def("sample_chunk_blocks",
-        [](int itemsize) { return itemsize == 4 ? fastnorm::chunk_blocks<float>() : fastnorm::chunk_blocks<double>(); });
+  m.def("sample_chunk_blocks", [](int itemsize) {
+    return itemsize == 4 ? fastnorm::chunk_blocks<float>() : fastnorm::chunk_blocks<double>();
+  });
   m.def("philox4x32_10", [](std::array<std::uint32_t, 4> ctr, std::array<std::uint32_t, 2> key) {
     std::array<std::uint32_t, 4> out{};
     fastnorm::philox4x32_10(ctr.data(), key.data(), out.data());

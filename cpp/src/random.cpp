@@ -516,7 +516,8 @@ namespace {
 // NaN as in x * mask.
 template <class T>
 struct DropoutChunk {
-  static void run(const u32* words, const T* x, T* y, idx n, u32 threshold, T scale, T shift, T drop_shift) {
+  static FASTNORM_INLINE void run(const u32* words, const T* x, T* y, idx n, u32 threshold, T scale, T shift,
+                                  T drop_shift) {
 #pragma omp simd
     for (idx i = 0; i < n; ++i) {
       const bool keep = (words[i] >> 8) >= threshold;

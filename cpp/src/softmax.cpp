@@ -16,29 +16,38 @@ FASTNORM_INLINE T exp_le0(T v) {  // exp of v <= 0 (or NaN; a v rounded just abo
   return math::exp_nonpositive(v > T(0) ? T(0) : v).value();
 }
 
-// One row of n values.
+// One row of n values: the maximum, the sum of exp(x - max) (softmax keeps them in y), then y.  Separate loops per
+// variant: a store under a condition inside the exp loop kept GCC from vectorising it (softmax 5x slower).
+template <class T>
+FASTNORM_INLINE T row_max(const T* x, idx n) {
+  T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+  for (idx i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;  // NaN is skipped here; it turns the sum into NaN below
+  return m;
+}
+
 template <class T>
 struct SoftmaxRow {
-  static void run(const T* x, T* y, idx n, bool log) {
-    T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-    for (idx i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;  // NaN is skipped here; it turns the sum into NaN below
+  static FASTNORM_INLINE void run(const T* x, T* y, idx n, bool log) {
+    const T m = row_max(x, n);
     double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (idx i = 0; i < n; ++i) {
-      const T e = exp_le0(x[i] - m);
-      if (!log) y[i] = e;
-      s += e;
-    }
     if (log) {
+#pragma omp simd reduction(+ : s)
+      for (idx i = 0; i < n; ++i) s += exp_le0(x[i] - m);
       const T lse = static_cast<T>(std::log(s));
 #pragma omp simd
       for (idx i = 0; i < n; ++i) y[i] = (x[i] - m) - lse;
-    } else {
-      const T r = static_cast<T>(1.0 / s);
-#pragma omp simd
-      for (idx i = 0; i < n; ++i) y[i] *= r;
+      return;
     }
+#pragma omp simd reduction(+ : s)
+    for (idx i = 0; i < n; ++i) {
+      const T e = exp_le0(x[i] - m);
+      y[i] = e;
+      s += e;
+    }
+    const T r = static_cast<T>(1.0 / s);
+#pragma omp simd
+    for (idx i = 0; i < n; ++i) y[i] *= r;
   }
 };
 
@@ -47,7 +56,7 @@ constexpr idx kTile = 64;  // positions of a (C, B) slab reduced side by side wh
 // Positions [b0, b0 + w) of one (C, B) slab, w <= kTile.
 template <class T>
 struct SoftmaxTile {
-  static void run(const T* x, T* y, idx C, idx B, idx w, bool log) {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx C, idx B, idx w, bool log) {
     T m[kTile];
     double s[kTile];
     for (idx j = 0; j < w; ++j) {
@@ -62,11 +71,16 @@ struct SoftmaxTile {
     for (idx c = 0; c < C; ++c) {
       const T* xc = x + c * B;
       T* yc = y + c * B;
+      if (log) {
 #pragma omp simd
-      for (idx j = 0; j < w; ++j) {
-        const T e = exp_le0(xc[j] - m[j]);
-        if (!log) yc[j] = e;
-        s[j] += e;
+        for (idx j = 0; j < w; ++j) s[j] += exp_le0(xc[j] - m[j]);
+      } else {
+#pragma omp simd
+        for (idx j = 0; j < w; ++j) {
+          const T e = exp_le0(xc[j] - m[j]);
+          yc[j] = e;
+          s[j] += e;
+        }
       }
     }
     T k[kTile];
@@ -87,7 +101,7 @@ struct SoftmaxTile {
 
 template <class T>
 struct SoftmaxGradRow {
-  static void run(const T* dy, const T* y, T* dx, idx n, bool log) {
+  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, bool log) {
     double s = 0;
     if (log) {
 #pragma omp simd reduction(+ : s)
@@ -107,7 +121,7 @@ struct SoftmaxGradRow {
 
 template <class T>
 struct SoftmaxGradTile {
-  static void run(const T* dy, const T* y, T* dx, idx C, idx B, idx w, bool log) {
+  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx C, idx B, idx w, bool log) {
     double s[kTile] = {};
     for (idx c = 0; c < C; ++c) {
       const T *dyc = dy + c * B, *yc = y + c * B;
@@ -188,10 +202,9 @@ namespace {
 
 template <class T>
 struct CrossEntropyRow {  // loss and lse of one row
-  static void run(const T* x, idx C, std::int64_t t, double eps, const double* w, double* loss, double* lse) {
-    T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-    for (idx i = 0; i < C; ++i) m = x[i] > m ? x[i] : m;
+  static FASTNORM_INLINE void run(const T* x, idx C, std::int64_t t, double eps, const double* w, double* loss,
+                                  double* lse) {
+    const T m = row_max(x, C);
     double s = 0, sx = 0;
     if (w == nullptr) {
 #pragma omp simd reduction(+ : s, sx)
@@ -222,8 +235,8 @@ struct CrossEntropyRow {  // loss and lse of one row
 
 template <class T>
 struct CrossEntropyGradRow {
-  static void run(const T* x, T* dx, idx C, std::int64_t t, double lse, double g, double eps, const double* w,
-                  double sw) {
+  static FASTNORM_INLINE void run(const T* x, T* dx, idx C, std::int64_t t, double lse, double g, double eps,
+                                  const double* w, double sw) {
     const double wt = w ? w[t] : 1.0;
     const T a = static_cast<T>(g * ((1.0 - eps) * wt + eps * sw / static_cast<double>(C)));
     const T l = static_cast<T>(lse);

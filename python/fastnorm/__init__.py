@@ -27,11 +27,13 @@ __version__ = _C.build_info()["version"]
 
 _C.isa()  # applies FASTNORM_ISA now: an unsupported level is a clear ValueError at import, never SIGILL
 
-__all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradcheck", "numerical_gradient", "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "set_buffer_cache",
+__all__ = ["layers", "init", "random", "preprocessing", "diagnostics", "gradcheck", "numerical_gradient",
+           "GradcheckReport", "GradcheckError", "info", "get_num_threads", "set_num_threads", "set_buffer_cache",
            "buffer_cache_info", "Moments", "moments", "merge_moments", "Scatter", "scatter", "merge_scatter",
-           "batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batch_norm_input_grad", "update_running_stats",
-           "batch_norm", "batch_norm_backward", "layer_norm",
-           "layer_norm_backward", "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward",
-           "instance_norm", "instance_norm_backward", "softmax", "softmax_backward", "log_softmax",
-           "log_softmax_backward", "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward", "dropout",
-           "dropout_backward", "alpha_dropout", "alpha_dropout_backward", "channel_dropout", "channel_dropout_backward", "fold_batch_norm", *_activation_names]
+           "batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batch_norm_input_grad",
+           "update_running_stats", "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
+           "rms_norm", "rms_norm_backward", "group_norm", "group_norm_backward", "instance_norm",
+           "instance_norm_backward", "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+           "cross_entropy", "cross_entropy_backward", "nll_loss", "nll_loss_backward", "dropout",
+           "dropout_backward", "alpha_dropout", "alpha_dropout_backward", "channel_dropout",
+           "channel_dropout_backward", "fold_batch_norm", *_activation_names]

@@ -19,8 +19,9 @@ ranks that disagree raise the same ValueError together instead of hanging in a c
 A communicator is anything with ``rank``, ``size`` and ``allgather(buf) -> array of shape (size, len(buf))`` on
 float64 buffers (:class:`Communicator`); :class:`MPICommunicator` adapts mpi4py (``pip install
 "fastnorm[mpi]"``, run with ``mpiexec -n 4 python train.py``), :class:`TorchCommunicator` an existing
-``torch.distributed`` process group, and :class:`LocalCommunicator` is the one-process case.  PyTorch's ``SyncBatchNorm`` refuses CPU tensors; Keras and Flax all-reduce E[x] and E[x^2], which cancels
-for data far from zero.
+``torch.distributed`` process group, and :class:`LocalCommunicator` is the one-process case.  PyTorch's
+``SyncBatchNorm`` refuses CPU tensors; Keras and Flax all-reduce E[x] and E[x^2], which cancels for data far
+from zero.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ from fastnorm.normalization import NormGrads, _channel_param, _grad_dtype, _layo
 from fastnorm.statistics import Moments, merge_moments
 from fastnorm._array import normalize_axis, result_dtype
 
-__all__ = ["Communicator", "MPICommunicator", "TorchCommunicator", "LocalCommunicator", "sync_batch_norm", "sync_batch_norm_backward",
-           "SyncBatchNorm"]
+__all__ = ["Communicator", "MPICommunicator", "TorchCommunicator", "LocalCommunicator", "sync_batch_norm",
+           "sync_batch_norm_backward", "SyncBatchNorm"]
 
 
 @runtime_checkable
@@ -147,8 +148,9 @@ def _gathered_moments(comm, local: Moments) -> Moments:
 def sync_batch_norm(x: ArrayLike, comm: Communicator, *, gamma: Optional[ArrayLike] = None,
                     beta: Optional[ArrayLike] = None, axis: int = 1, training: bool = True,
                     running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
-                    momentum: Optional[float] = 0.1, eps: float = 1e-5, num_batches_tracked: Optional[np.ndarray] = None,
-                    return_stats: bool = False, activation: Optional[str] = None, negative_slope: float = 0.01,
+                    momentum: Optional[float] = 0.1, eps: float = 1e-5,
+                    num_batches_tracked: Optional[np.ndarray] = None, return_stats: bool = False,
+                    activation: Optional[str] = None, negative_slope: float = 0.01,
                     out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
     """Batch normalization of this rank's ``x`` with the statistics of the batch on all ranks of ``comm``.
 

@@ -28,7 +28,8 @@ from fastnorm.normalization import (_post_op, batch_norm, batch_norm_backward, g
                                     rms_norm, rms_norm_backward)
 
 __all__ = ["Layer", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm",
-           "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout", "Dropout", "AlphaDropout", "ChannelDropout", "Dropout2d"]
+           "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout", "Dropout",
+           "AlphaDropout", "ChannelDropout", "Dropout2d"]
 
 
 def _post_op_kwargs(activation, negative_slope) -> Dict[str, Any]:

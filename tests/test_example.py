@@ -21,7 +21,7 @@ def example():
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_backward_passes_gradcheck(example, batch_norm):
-    """The hand-written backward (softmax cross-entropy, linear, fastnorm's ReLU and BatchNorm) against centered
+    """The network's backward (fastnorm's cross-entropy, linear, fastnorm's ReLU and BatchNorm) against centered
     differences, in float64."""
     model = example.MLP([2, 6, 5, 3], init="he", batch_norm=batch_norm, seed=3)
     for p in model.params:

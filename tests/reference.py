@@ -348,14 +348,19 @@ def pca(x, k):
 # ---- softmax and losses: the textbook formulas in float64 (mpmath where the doubles would not do) ---------------
 
 def log_softmax(x, axis=-1):
-    """x - max - log(sum(exp(x - max))) along ``axis``, in float64."""
+    """x - max - log(sum(exp(x - max))) along ``axis``, in float64, the log of the sum taken as log1p of its part
+    beyond 1 (the maximum's own exp(0)): log(1 + 1e-13) in float64 keeps only three digits of 1e-13, the largest
+    logit's log-probability when the others are 30 below it."""
     x = f64(x)
     if x.size == 0:
         return x.copy()
     m = np.max(x, axis=axis, keepdims=True)
     with np.errstate(invalid="ignore"):
         shifted = x - m
-        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+        at_max = shifted == 0
+        beyond_one = np.sum(np.where(at_max, 0.0, np.exp(shifted)), axis=axis, keepdims=True) + \
+            (np.sum(at_max, axis=axis, keepdims=True) - 1)
+        return shifted - np.log1p(beyond_one)
 
 
 def softmax(x, axis=-1):

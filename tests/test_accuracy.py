@@ -173,3 +173,52 @@ def measure_all():
         b32, b64 = backward_error(name, np.float32)[0], backward_error(name, np.float64)[0]
         rows.append((name, f32[0], f64[0], b32, b64, f32[2], f64[2]))
     return rows
+
+
+# ---- softmax and log-softmax on extreme logits -----------------------------------------------------------------
+
+SOFTMAX_BOUNDS = {np.float32: (4, 8), np.float64: (4, 8)}  # log-softmax ulps; |sum(softmax) - 1| in eps
+
+
+def softmax_logits(dtype):
+    """Rows of 64 logits: spread over +-1e4 (most probabilities underflow), spread over 69 (probabilities down to
+    1e-30), near the dtype's largest values, a few huge ones among small ones, and ordinary N(0, 3) rows."""
+    rng = np.random.default_rng(11)
+    big = float(np.finfo(dtype).max)
+    rows = [rng.uniform(-1e4, 1e4, (50, 64)), rng.uniform(-69.0, 0.0, (50, 64)),
+            rng.uniform(0.5, 1.0, (20, 64)) * big * rng.choice([-1, 1], (20, 64)),
+            np.where(rng.random((20, 64)) < 0.05, 1e3, rng.standard_normal((20, 64))),
+            rng.standard_normal((100, 64)) * 3]
+    return np.concatenate(rows).astype(dtype)
+
+
+def _mp_log_softmax(row):
+    xs = [mp.mpf(float(v)) for v in row]
+    m = max(xs)
+    lse = m + mp.log(mp.fsum(mp.exp(v - m) for v in xs))
+    return np.array([float(v - lse) for v in xs])
+
+
+def softmax_error(dtype):
+    """(log-softmax: max ulps where the result is normal; softmax: max |row sum - 1| in units of eps)."""
+    from fastnorm import log_softmax, softmax
+    x = softmax_logits(dtype)
+    if dtype == np.float32:
+        want = ref.log_softmax(x)
+    else:  # every other row, against mpmath
+        x = x[::2]
+        want = np.array([_mp_log_softmax(r) for r in x])
+    with np.errstate(invalid="ignore"):
+        got = log_softmax(x).astype(np.float64)
+    # where the result is normal in dtype (x - max itself overflows for logits of both signs near the largest value:
+    # -inf is then the right rounding)
+    normal = (np.abs(want) >= np.finfo(dtype).tiny) & (np.abs(want) <= np.finfo(dtype).max)
+    ulps = np.abs(got[normal] - want[normal]) / _ulp(want[normal], dtype)
+    sums = softmax(x).astype(np.float64).sum(axis=1)
+    return float(ulps.max()), float(np.abs(sums - 1).max() / np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_and_softmax_accuracy(dtype):
+    lsm, total = softmax_error(dtype)
+    assert lsm <= SOFTMAX_BOUNDS[dtype][0] and total <= SOFTMAX_BOUNDS[dtype][1]

@@ -26,26 +26,40 @@ FASTNORM_INLINE T row_max(const T* x, idx n) {
   return m;
 }
 
+// sum exp(x - max) as ties + rest: ties the count of values equal to the maximum (each exp(0) = 1), rest the sum over
+// the others.  log(sum) = log1p((ties - 1) + rest) then keeps a rest far below 1 (the largest value's
+// log-probability -log(1 + rest) = -1e-30 is not 0), as log(1 + rest) could not.
+struct ExpSum {
+  double ties = 0, rest = 0;
+  double total() const { return ties + rest; }
+  double log_total() const { return std::log1p((ties - 1.0) + rest); }
+};
+
 template <class T>
 struct SoftmaxRow {
   static FASTNORM_INLINE void run(const T* x, T* y, idx n, bool log) {
     const T m = row_max(x, n);
-    double s = 0;
+    double ties = 0, rest = 0;
     if (log) {
-#pragma omp simd reduction(+ : s)
-      for (idx i = 0; i < n; ++i) s += exp_le0(x[i] - m);
-      const T lse = static_cast<T>(std::log(s));
+#pragma omp simd reduction(+ : ties, rest)
+      for (idx i = 0; i < n; ++i) {
+        const T e = exp_le0(x[i] - m);
+        ties += x[i] == m ? 1.0 : 0.0;
+        rest += x[i] == m ? T(0) : e;
+      }
+      const T lse = static_cast<T>(ExpSum{ties, rest}.log_total());
 #pragma omp simd
       for (idx i = 0; i < n; ++i) y[i] = (x[i] - m) - lse;
       return;
     }
-#pragma omp simd reduction(+ : s)
+#pragma omp simd reduction(+ : ties, rest)
     for (idx i = 0; i < n; ++i) {
       const T e = exp_le0(x[i] - m);
       y[i] = e;
-      s += e;
+      ties += x[i] == m ? 1.0 : 0.0;
+      rest += x[i] == m ? T(0) : e;
     }
-    const T r = static_cast<T>(1.0 / s);
+    const T r = static_cast<T>(1.0 / ExpSum{ties, rest}.total());
 #pragma omp simd
     for (idx i = 0; i < n; ++i) y[i] *= r;
   }
@@ -58,10 +72,10 @@ template <class T>
 struct SoftmaxTile {
   static FASTNORM_INLINE void run(const T* x, T* y, idx C, idx B, idx w, bool log) {
     T m[kTile];
-    double s[kTile];
+    double ties[kTile], rest[kTile];
     for (idx j = 0; j < w; ++j) {
       m[j] = -std::numeric_limits<T>::infinity();
-      s[j] = 0;
+      ties[j] = rest[j] = 0;
     }
     for (idx c = 0; c < C; ++c) {
       const T* xc = x + c * B;
@@ -73,18 +87,26 @@ struct SoftmaxTile {
       T* yc = y + c * B;
       if (log) {
 #pragma omp simd
-        for (idx j = 0; j < w; ++j) s[j] += exp_le0(xc[j] - m[j]);
+        for (idx j = 0; j < w; ++j) {
+          const T e = exp_le0(xc[j] - m[j]);
+          ties[j] += xc[j] == m[j] ? 1.0 : 0.0;
+          rest[j] += xc[j] == m[j] ? T(0) : e;
+        }
       } else {
 #pragma omp simd
         for (idx j = 0; j < w; ++j) {
           const T e = exp_le0(xc[j] - m[j]);
           yc[j] = e;
-          s[j] += e;
+          ties[j] += xc[j] == m[j] ? 1.0 : 0.0;
+          rest[j] += xc[j] == m[j] ? T(0) : e;
         }
       }
     }
     T k[kTile];
-    for (idx j = 0; j < w; ++j) k[j] = static_cast<T>(log ? std::log(s[j]) : 1.0 / s[j]);
+    for (idx j = 0; j < w; ++j) {
+      const ExpSum sum{ties[j], rest[j]};
+      k[j] = static_cast<T>(log ? sum.log_total() : 1.0 / sum.total());
+    }
     for (idx c = 0; c < C; ++c) {
       const T* xc = x + c * B;
       T* yc = y + c * B;
@@ -205,21 +227,26 @@ struct CrossEntropyRow {  // loss and lse of one row
   static FASTNORM_INLINE void run(const T* x, idx C, std::int64_t t, double eps, const double* w, double* loss,
                                   double* lse) {
     const T m = row_max(x, C);
-    double s = 0, sx = 0;
+    double ties = 0, rest = 0, sx = 0;
     if (w == nullptr) {
-#pragma omp simd reduction(+ : s, sx)
+#pragma omp simd reduction(+ : ties, rest, sx)
       for (idx i = 0; i < C; ++i) {
-        s += exp_le0(x[i] - m);
+        const T e = exp_le0(x[i] - m);
+        ties += x[i] == m ? 1.0 : 0.0;
+        rest += x[i] == m ? T(0) : e;
         sx += x[i];
       }
     } else {
-#pragma omp simd reduction(+ : s, sx)
+#pragma omp simd reduction(+ : ties, rest, sx)
       for (idx i = 0; i < C; ++i) {
-        s += exp_le0(x[i] - m);
+        const T e = exp_le0(x[i] - m);
+        ties += x[i] == m ? 1.0 : 0.0;
+        rest += x[i] == m ? T(0) : e;
         sx += w[i] * x[i];
       }
     }
-    const double l = static_cast<double>(m) + std::log(s);
+    const double log_sum = ExpSum{ties, rest}.log_total();
+    const double l = static_cast<double>(m) + log_sum;
     *lse = l;
     const double wt = w ? w[t] : 1.0;
     double sw = static_cast<double>(C);
@@ -227,7 +254,8 @@ struct CrossEntropyRow {  // loss and lse of one row
       sw = 0;
       for (idx i = 0; i < C; ++i) sw += w[i];
     }
-    double out = -(1.0 - eps) * wt * (static_cast<double>(x[t]) - l);
+    // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
+    double out = -(1.0 - eps) * wt * ((static_cast<double>(x[t]) - static_cast<double>(m)) - log_sum);
     if (eps != 0) out -= eps / static_cast<double>(C) * (sx - sw * l);
     *loss = out;
   }

@@ -276,20 +276,22 @@ std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter,
 
 // Returns the counter after the call.
 std::uint64_t dropout(std::uint64_t key, std::uint64_t counter, const py::array& x, py::array& out,
-                      std::uint32_t threshold, double scale, double shift, double drop_shift, int num_threads) {
+                      std::uint32_t threshold, double scale, double shift, double drop_shift, int num_threads,
+                      bool fresh_output) {
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_like(out, "out", dt, x.size());
   check_writeable(out, "out");
-  if (threshold > (1u << 24)) throw py::value_error("threshold: expected at most 2**24");
+  if (threshold > (1u << 16)) throw py::value_error("threshold: expected at most 2**16");
   const idx n = static_cast<idx>(x.size());
   with_type(dt, [&](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     py::gil_scoped_release nogil;
+    const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)));
     fastnorm::dropout<T>(key, counter, xp, yp, n, threshold, static_cast<T>(scale), static_cast<T>(shift),
-                         static_cast<T>(drop_shift), num_threads);
+                         static_cast<T>(drop_shift), num_threads, stream);
   });
   return counter + static_cast<std::uint64_t>(fastnorm::dropout_chunks(n)) *
                        static_cast<std::uint64_t>(fastnorm::kDropoutBlocks);
@@ -848,7 +850,7 @@ PYBIND11_MODULE(_C, m) {
         "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
         "beta"_a = py::none());
   m.def("dropout", &dropout, "key"_a, "counter"_a, "x"_a.noconvert(), "out"_a.noconvert(), "threshold"_a, "scale"_a,
-        "shift"_a, "drop_shift"_a, "num_threads"_a);
+        "shift"_a, "drop_shift"_a, "num_threads"_a, "fresh_output"_a = false);
   m.def("dropout_blocks", [](idx n) { return fastnorm::dropout_chunks(n) * fastnorm::kDropoutBlocks; });
   m.def("softmax_forward", &softmax_forward, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a, "log"_a,
         "num_threads"_a);

@@ -511,16 +511,23 @@ void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, id
 
 namespace {
 
-// y = x k + c, (k, c) = keep ? (scale, shift) : (0, drop_shift), over one chunk's values (n <= kDropoutChunk); keep
-// iff the high 24 bits of the value's Philox word are >= threshold.  A multiply, not a select, so that NaN stays
-// NaN as in x * mask.
+// y = x k + c, (k, c) = keep ? (scale, shift) : (0, drop_shift), over one chunk's values (n <= kDropoutChunk): value
+// i keeps iff its 16 random bits (the low half of word i, or the high half of word i - kDropoutChunk / 2) are
+// >= threshold.  A multiply, not a select, so that NaN stays NaN as in x * mask.
 template <class T>
 struct DropoutChunk {
   static FASTNORM_INLINE void run(const u32* words, const T* x, T* y, idx n, u32 threshold, T scale, T shift,
                                   T drop_shift) {
+    constexpr idx kHalf = kDropoutChunk / 2;
+    const idx low = std::min(n, kHalf);
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) {
-      const bool keep = (words[i] >> 8) >= threshold;
+    for (idx i = 0; i < low; ++i) {
+      const bool keep = (words[i] & 0xffffu) >= threshold;
+      y[i] = x[i] * (keep ? scale : T(0)) + (keep ? shift : drop_shift);
+    }
+#pragma omp simd
+    for (idx i = kHalf; i < n; ++i) {
+      const bool keep = (words[i - kHalf] >> 16) >= threshold;
       y[i] = x[i] * (keep ? scale : T(0)) + (keep ? shift : drop_shift);
     }
   }
@@ -530,24 +537,40 @@ struct DropoutChunk {
 
 template <class T>
 void dropout(std::uint64_t key, std::uint64_t counter, const T* x, T* y, idx n, std::uint32_t threshold, T scale,
-             T shift, T drop_shift, int num_threads) {
+             T shift, T drop_shift, int num_threads, bool stream) {
   const u32 k0 = static_cast<u32>(key), k1 = static_cast<u32>(key >> 32);
   const idx chunks = dropout_chunks(n);
   parallel_for(chunks, std::max<idx>(1, kElementwiseGrain / kDropoutChunk), num_threads, [&](idx c0, idx c1) {
-    alignas(64) u32 words[kDropoutChunk];
+    alignas(64) u32 words[4 * kDropoutBlocks];
+    alignas(64) T buf[kDropoutChunk];
     for (idx c = c0; c < c1; ++c) {
       const idx begin = c * kDropoutChunk, len = std::min(kDropoutChunk, n - begin);
+      // the next chunk's x on its way while Philox computes: read in bursts between the blocks' arithmetic, x
+      // missed the hardware prefetcher (16M values, 1 thread: 7.0 -> 3.3 ms; relu 2.5)
+      if (c + 1 < c1) {
+        const char* next = reinterpret_cast<const char*>(x + begin + kDropoutChunk);
+        const idx bytes = std::min(kDropoutChunk, n - begin - kDropoutChunk) * static_cast<idx>(sizeof(T));
+        for (idx b = 0; b < bytes; b += 64) __builtin_prefetch(next + b);
+      }
       philox_chunk(counter + static_cast<u64>(c) * kDropoutBlocks, k0, k1, kDropoutBlocks, words);
-      isa_call<DropoutChunk<T>>(static_cast<const u32*>(words), x + begin, y + begin, len, threshold, scale, shift,
+      // streamed: computed into an L1 buffer, then written past the caches (as sample)
+      T* out = stream ? buf : y + begin;
+      isa_call<DropoutChunk<T>>(static_cast<const u32*>(words), x + begin, out, len, threshold, scale, shift,
                                 drop_shift);
+#if FASTNORM_HAVE_STREAM
+      if (stream) stream_store(static_cast<const T*>(buf), y + begin, len);
+#endif
     }
+#if FASTNORM_HAVE_STREAM
+    if (stream) stream_fence();
+#endif
   });
 }
 
 template void dropout<float>(std::uint64_t, std::uint64_t, const float*, float*, idx, std::uint32_t, float, float,
-                             float, int);
+                             float, int, bool);
 template void dropout<double>(std::uint64_t, std::uint64_t, const double*, double*, idx, std::uint32_t, double,
-                              double, double, int);
+                              double, double, int, bool);
 
 template void sample<float>(Distribution, std::uint64_t, std::uint64_t, float*, idx, const SampleParams&, int,
                            bool);

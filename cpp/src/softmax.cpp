@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "fastnorm/parallel.h"
 #include "fastnorm/simd_math.h"
@@ -16,8 +15,6 @@ FASTNORM_INLINE T exp_le0(T v) {  // exp of v <= 0 (or NaN; a v rounded just abo
   return math::exp_nonpositive(v > T(0) ? T(0) : v).value();
 }
 
-// One row of n values: the maximum, the sum of exp(x - max) (softmax keeps them in y), then y.  Separate loops per
-// variant: a store under a condition inside the exp loop kept GCC from vectorising it (softmax 5x slower).
 template <class T>
 FASTNORM_INLINE T row_max(const T* x, idx n) {
   T m = -std::numeric_limits<T>::infinity();
@@ -27,47 +24,66 @@ FASTNORM_INLINE T row_max(const T* x, idx n) {
 }
 
 // sum exp(x - max) as ties + rest: ties the count of values equal to the maximum (each exp(0) = 1), rest the sum over
-// the others.  log(sum) = log1p((ties - 1) + rest) then keeps a rest far below 1 (the largest value's
-// log-probability -log(1 + rest) = -1e-30 is not 0), as log(1 + rest) could not.
+// the others.  log(sum) = log1p((ties - 1) + rest) keeps a rest far below 1 (the largest value's log-probability
+// -log(1 + rest) = -1e-13 when the next value is 30 below), which log(1 + rest) would round to a few digits.
 struct ExpSum {
   double ties = 0, rest = 0;
   double total() const { return ties + rest; }
-  double log_total() const { return std::log1p((ties - 1.0) + rest); }
+  template <class T>
+  T log_total() const {
+    return math::log1p_(static_cast<T>((ties - 1.0) + rest));
+  }
 };
 
-template <class T>
-struct SoftmaxRow {
-  static FASTNORM_INLINE void run(const T* x, T* y, idx n, bool log) {
-    const T m = row_max(x, n);
-    double ties = 0, rest = 0;
-    if (log) {
+// Blocks of kSumBlock values are summed in T lanes (16 terms of at most 1 per float lane), the blocks in double: as
+// accurate as double throughout, at the speed of float vectors.
+constexpr idx kSumBlock = 256;
+
+// The ExpSum of a row of n values given its maximum m; with kStore, exp(x - m) is written to y as well.
+template <bool kStore, class T>
+FASTNORM_INLINE ExpSum exp_sum(const T* x, T* y, idx n, T m) {
+  ExpSum s;
+  for (idx b = 0; b < n; b += kSumBlock) {
+    const idx end = std::min(n, b + kSumBlock);
+    T ties = 0, rest = 0;
 #pragma omp simd reduction(+ : ties, rest)
-      for (idx i = 0; i < n; ++i) {
-        const T e = exp_le0(x[i] - m);
-        ties += x[i] == m ? 1.0 : 0.0;
-        rest += x[i] == m ? T(0) : e;
-      }
-      const T lse = static_cast<T>(ExpSum{ties, rest}.log_total());
-#pragma omp simd
-      for (idx i = 0; i < n; ++i) y[i] = (x[i] - m) - lse;
-      return;
-    }
-#pragma omp simd reduction(+ : ties, rest)
-    for (idx i = 0; i < n; ++i) {
+    for (idx i = b; i < end; ++i) {
       const T e = exp_le0(x[i] - m);
-      y[i] = e;
-      ties += x[i] == m ? 1.0 : 0.0;
+      if constexpr (kStore) y[i] = e;
+      ties += x[i] == m ? T(1) : T(0);
       rest += x[i] == m ? T(0) : e;
     }
-    const T r = static_cast<T>(1.0 / ExpSum{ties, rest}.total());
+    s.ties += ties;
+    s.rest += rest;
+  }
+  return s;
+}
+
+// Rows [r0, r1) of n values each: the maximum, the sums, then y.  Separate loops per variant: a store under a
+// condition inside the exp loop kept GCC from vectorising it.
+template <class T>
+struct SoftmaxRows {
+  static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx n, bool log) {
+    for (idx r = r0; r < r1; ++r) {
+      const T *xr = x + r * n;
+      T* yr = y + r * n;
+      const T m = row_max(xr, n);
+      if (log) {
+        const T lse = exp_sum<false>(xr, yr, n, m).template log_total<T>();
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) y[i] *= r;
+        for (idx i = 0; i < n; ++i) yr[i] = (xr[i] - m) - lse;
+      } else {
+        const T k = static_cast<T>(1.0 / exp_sum<true>(xr, yr, n, m).total());
+#pragma omp simd
+        for (idx i = 0; i < n; ++i) yr[i] *= k;
+      }
+    }
   }
 };
 
 constexpr idx kTile = 64;  // positions of a (C, B) slab reduced side by side when B > 1
 
-// Positions [b0, b0 + w) of one (C, B) slab, w <= kTile.
+// Positions [b0, b0 + w) of one (C, B) slab, w <= kTile: the same steps, vectorised over the positions.
 template <class T>
 struct SoftmaxTile {
   static FASTNORM_INLINE void run(const T* x, T* y, idx C, idx B, idx w, bool log) {
@@ -105,7 +121,7 @@ struct SoftmaxTile {
     T k[kTile];
     for (idx j = 0; j < w; ++j) {
       const ExpSum sum{ties[j], rest[j]};
-      k[j] = static_cast<T>(log ? sum.log_total() : 1.0 / sum.total());
+      k[j] = log ? sum.log_total<T>() : static_cast<T>(1.0 / sum.total());
     }
     for (idx c = 0; c < C; ++c) {
       const T* xc = x + c * B;
@@ -121,22 +137,35 @@ struct SoftmaxTile {
   }
 };
 
+// A row's sum of a(i) in T lanes per block of kSumBlock, the blocks in double (as exp_sum).
+template <class T, class F>
+FASTNORM_INLINE double blocked_sum(idx n, const F& a) {
+  double s = 0;
+  for (idx b = 0; b < n; b += kSumBlock) {
+    const idx end = std::min(n, b + kSumBlock);
+    T part = 0;
+#pragma omp simd reduction(+ : part)
+    for (idx i = b; i < end; ++i) part += a(i);
+    s += part;
+  }
+  return s;
+}
+
 template <class T>
-struct SoftmaxGradRow {
-  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx n, bool log) {
-    double s = 0;
-    if (log) {
-#pragma omp simd reduction(+ : s)
-      for (idx i = 0; i < n; ++i) s += dy[i];
-      const T k = static_cast<T>(s);
+struct SoftmaxGradRows {  // softmax: dx = y (dy - sum dy y); log-softmax: dx = dy - exp(y) sum dy
+  static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx r0, idx r1, idx n, bool log) {
+    for (idx r = r0; r < r1; ++r) {
+      const T *dyr = dy + r * n, *yr = y + r * n;
+      T* dxr = dx + r * n;
+      if (log) {
+        const T k = static_cast<T>(blocked_sum<T>(n, [&](idx i) { return dyr[i]; }));
 #pragma omp simd
-      for (idx i = 0; i < n; ++i) dx[i] = dy[i] - exp_le0(y[i]) * k;
-    } else {
-#pragma omp simd reduction(+ : s)
-      for (idx i = 0; i < n; ++i) s += static_cast<double>(dy[i] * y[i]);
-      const T k = static_cast<T>(s);
+        for (idx i = 0; i < n; ++i) dxr[i] = dyr[i] - exp_le0(yr[i]) * k;
+      } else {
+        const T k = static_cast<T>(blocked_sum<T>(n, [&](idx i) { return dyr[i] * yr[i]; }));
 #pragma omp simd
-      for (idx i = 0; i < n; ++i) dx[i] = y[i] * (dy[i] - k);
+        for (idx i = 0; i < n; ++i) dxr[i] = yr[i] * (dyr[i] - k);
+      }
     }
   }
 };
@@ -171,14 +200,14 @@ struct SoftmaxGradTile {
   }
 };
 
-// Runs `row(a)` for every row (B == 1) or `tile(a, b0, w)` for every tile of every slab, in parallel: tasks hold
-// whole rows or tiles, so each result is computed by one thread whatever their number.
-template <class Row, class Tile>
-void over_slabs(idx A, idx C, idx B, int num_threads, const Row& row, const Tile& tile) {
+idx rows_per_task(idx C) { return std::max<idx>(1, kElementwiseGrain / std::max<idx>(C, 1)); }
+
+// Runs `rows(a0, a1)` over ranges of rows (B == 1) or `tile(a, b0, w)` for every tile of every slab, in parallel:
+// tasks hold whole rows or tiles, so each result is computed by one thread whatever their number.
+template <class Rows, class Tile>
+void over_slabs(idx A, idx C, idx B, int num_threads, const Rows& rows, const Tile& tile) {
   if (B == 1) {
-    parallel_for(A, std::max<idx>(1, kElementwiseGrain / std::max<idx>(C, 1)), num_threads, [&](idx a0, idx a1) {
-      for (idx a = a0; a < a1; ++a) row(a);
-    });
+    parallel_for(A, rows_per_task(C), num_threads, rows);
     return;
   }
   const idx tiles = (B + kTile - 1) / kTile;
@@ -191,7 +220,6 @@ void over_slabs(idx A, idx C, idx B, int num_threads, const Row& row, const Tile
   });
 }
 
-template <class T>
 FASTNORM_INLINE bool counted(std::int64_t t, idx C, std::int64_t ignore_index) {
   return t != ignore_index && t >= 0 && t < C;
 }
@@ -202,7 +230,7 @@ template <class T>
 void softmax_forward(const T* x, T* y, idx A, idx C, idx B, bool log, int num_threads) {
   if (A == 0 || C == 0 || B == 0) return;
   over_slabs(
-      A, C, B, num_threads, [&](idx a) { isa_call<SoftmaxRow<T>>(x + a * C, y + a * C, C, log); },
+      A, C, B, num_threads, [&](idx a0, idx a1) { isa_call<SoftmaxRows<T>>(x, y, a0, a1, C, log); },
       [&](idx a, idx b0, idx w) {
         isa_call<SoftmaxTile<T>>(x + a * C * B + b0, y + a * C * B + b0, C, B, w, log);
       });
@@ -212,8 +240,7 @@ template <class T>
 void softmax_backward(const T* dy, const T* y, T* dx, idx A, idx C, idx B, bool log, int num_threads) {
   if (A == 0 || C == 0 || B == 0) return;
   over_slabs(
-      A, C, B, num_threads,
-      [&](idx a) { isa_call<SoftmaxGradRow<T>>(dy + a * C, y + a * C, dx + a * C, C, log); },
+      A, C, B, num_threads, [&](idx a0, idx a1) { isa_call<SoftmaxGradRows<T>>(dy, y, dx, a0, a1, C, log); },
       [&](idx a, idx b0, idx w) {
         const idx at = a * C * B + b0;
         isa_call<SoftmaxGradTile<T>>(dy + at, y + at, dx + at, C, B, w, log);
@@ -222,103 +249,97 @@ void softmax_backward(const T* dy, const T* y, T* dx, idx A, idx C, idx B, bool 
 
 namespace {
 
+// What cross-entropy needs of the class weights: w (nullptr: all 1) and W = their sum.
+struct ClassWeights {
+  const double* w;
+  double sum;
+  double at(std::int64_t c) const { return w ? w[c] : 1.0; }
+};
+
 template <class T>
-struct CrossEntropyRow {  // loss and lse of one row
-  static FASTNORM_INLINE void run(const T* x, idx C, std::int64_t t, double eps, const double* w, double* loss,
-                                  double* lse) {
-    const T m = row_max(x, C);
-    double ties = 0, rest = 0, sx = 0;
-    if (w == nullptr) {
-#pragma omp simd reduction(+ : ties, rest, sx)
-      for (idx i = 0; i < C; ++i) {
-        const T e = exp_le0(x[i] - m);
-        ties += x[i] == m ? 1.0 : 0.0;
-        rest += x[i] == m ? T(0) : e;
-        sx += x[i];
+struct CrossEntropyRows {  // loss and lse of rows [r0, r1)
+  static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, idx r0, idx r1, idx C, double eps,
+                                  ClassWeights cw, std::int64_t ignore_index, double* loss, double* lse) {
+    for (idx r = r0; r < r1; ++r) {
+      const std::int64_t t = target[r];
+      if (!counted(t, C, ignore_index)) {
+        loss[r] = 0;
+        lse[r] = std::numeric_limits<double>::quiet_NaN();
+        continue;
       }
-    } else {
-#pragma omp simd reduction(+ : ties, rest, sx)
-      for (idx i = 0; i < C; ++i) {
-        const T e = exp_le0(x[i] - m);
-        ties += x[i] == m ? 1.0 : 0.0;
-        rest += x[i] == m ? T(0) : e;
-        sx += w[i] * x[i];
+      const T* xr = x + r * C;
+      const T m = row_max(xr, C);
+      const double log_sum = static_cast<double>(exp_sum<false>(xr, static_cast<T*>(nullptr), C, m).template
+                                                 log_total<T>());
+      lse[r] = static_cast<double>(m) + log_sum;
+      // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
+      double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - static_cast<double>(m)) - log_sum);
+      if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
+        const double swx = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
+                                : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
+        out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
       }
+      loss[r] = out;
     }
-    const double log_sum = ExpSum{ties, rest}.log_total();
-    const double l = static_cast<double>(m) + log_sum;
-    *lse = l;
-    const double wt = w ? w[t] : 1.0;
-    double sw = static_cast<double>(C);
-    if (w) {
-      sw = 0;
-      for (idx i = 0; i < C; ++i) sw += w[i];
-    }
-    // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
-    double out = -(1.0 - eps) * wt * ((static_cast<double>(x[t]) - static_cast<double>(m)) - log_sum);
-    if (eps != 0) out -= eps / static_cast<double>(C) * (sx - sw * l);
-    *loss = out;
   }
 };
 
 template <class T>
-struct CrossEntropyGradRow {
-  static FASTNORM_INLINE void run(const T* x, T* dx, idx C, std::int64_t t, double lse, double g, double eps,
-                                  const double* w, double sw) {
-    const double wt = w ? w[t] : 1.0;
-    const T a = static_cast<T>(g * ((1.0 - eps) * wt + eps * sw / static_cast<double>(C)));
-    const T l = static_cast<T>(lse);
-    const T lo = static_cast<T>(lse - static_cast<double>(l));  // lse = l + lo: x - lse without losing lse's low part
-    if (w == nullptr || eps == 0) {
-#pragma omp simd
-      for (idx i = 0; i < C; ++i) dx[i] = a * exp_le0((x[i] - l) - lo);
-      if (eps != 0) {
-        const T c = static_cast<T>(g * eps / static_cast<double>(C));
-#pragma omp simd
-        for (idx i = 0; i < C; ++i) dx[i] -= c;
+struct CrossEntropyGradRows {
+  static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, const double* lse, const double* g, T* dx,
+                                  idx r0, idx r1, idx C, double eps, ClassWeights cw, std::int64_t ignore_index) {
+    for (idx r = r0; r < r1; ++r) {
+      const std::int64_t t = target[r];
+      T* dxr = dx + r * C;
+      if (!counted(t, C, ignore_index)) {
+        std::fill(dxr, dxr + C, T(0));
+        continue;
       }
-    } else {
-      const double c = g * eps / static_cast<double>(C);
+      const T* xr = x + r * C;
+      const double wt = cw.at(t);
+      const T a = static_cast<T>(g[r] * ((1.0 - eps) * wt + eps * cw.sum / static_cast<double>(C)));
+      const T l = static_cast<T>(lse[r]);
+      const T lo = static_cast<T>(lse[r] - static_cast<double>(l));  // x - lse without losing lse's low part
+      const double c = g[r] * eps / static_cast<double>(C);
+      if (cw.w == nullptr || eps == 0) {
+        const T ct = static_cast<T>(c);
 #pragma omp simd
-      for (idx i = 0; i < C; ++i) dx[i] = a * exp_le0((x[i] - l) - lo) - static_cast<T>(c * w[i]);
+        for (idx i = 0; i < C; ++i) dxr[i] = a * exp_le0((xr[i] - l) - lo) - ct;
+      } else {
+#pragma omp simd
+        for (idx i = 0; i < C; ++i) dxr[i] = a * exp_le0((xr[i] - l) - lo) - static_cast<T>(c * cw.w[i]);
+      }
+      dxr[t] -= static_cast<T>(g[r] * (1.0 - eps) * wt);
     }
-    dx[t] -= static_cast<T>(g * (1.0 - eps) * wt);
   }
 };
+
+ClassWeights class_weights(const double* w, idx C) {
+  double sum = static_cast<double>(C);
+  if (w) {
+    sum = 0;
+    for (idx i = 0; i < C; ++i) sum += w[i];
+  }
+  return {w, sum};
+}
 
 }  // namespace
 
 template <class T>
 void cross_entropy_forward(const T* x, const std::int64_t* target, idx N, idx C, double eps, const double* w,
                            std::int64_t ignore_index, double* loss, double* lse, int num_threads) {
-  parallel_for(N, std::max<idx>(1, kElementwiseGrain / std::max<idx>(C, 1)), num_threads, [&](idx r0, idx r1) {
-    for (idx r = r0; r < r1; ++r) {
-      if (!counted<T>(target[r], C, ignore_index)) {
-        loss[r] = 0;
-        lse[r] = std::numeric_limits<double>::quiet_NaN();
-        continue;
-      }
-      isa_call<CrossEntropyRow<T>>(x + r * C, C, target[r], eps, w, loss + r, lse + r);
-    }
+  const ClassWeights cw = class_weights(w, C);
+  parallel_for(N, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
+    isa_call<CrossEntropyRows<T>>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
   });
 }
 
 template <class T>
 void cross_entropy_backward(const T* x, const std::int64_t* target, const double* lse, const double* g, T* dx, idx N,
                             idx C, double eps, const double* w, std::int64_t ignore_index, int num_threads) {
-  double sw = static_cast<double>(C);
-  if (w) {
-    sw = 0;
-    for (idx i = 0; i < C; ++i) sw += w[i];
-  }
-  parallel_for(N, std::max<idx>(1, kElementwiseGrain / std::max<idx>(C, 1)), num_threads, [&](idx r0, idx r1) {
-    for (idx r = r0; r < r1; ++r) {
-      if (!counted<T>(target[r], C, ignore_index)) {
-        std::fill(dx + r * C, dx + (r + 1) * C, T(0));
-        continue;
-      }
-      isa_call<CrossEntropyGradRow<T>>(x + r * C, dx + r * C, C, target[r], lse[r], g[r], eps, w, sw);
-    }
+  const ClassWeights cw = class_weights(w, C);
+  parallel_for(N, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
+    isa_call<CrossEntropyGradRows<T>>(x, target, lse, g, dx, r0, r1, C, eps, cw, ignore_index);
   });
 }
 

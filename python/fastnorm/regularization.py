@@ -3,8 +3,9 @@ forward and backward, on fastnorm's counter-based generator.
 
 The mask is a pure function of the generator's key and counter and of each value's index, so a call gives the
 same bits for any thread count and ISA level, and the backward regenerates the mask from the forward's ``state``
-(a small dict) instead of storing it: no mask memory.  A value is kept when 24 random bits reach p 2**24, and kept
-values are scaled by 1 / (1 - p) ("inverted dropout"), so nothing changes at test time.  NaN stays NaN, dropped or
+(a small dict) instead of storing it: no mask memory.  A value is kept when its 16 random bits reach p 2**16 (p
+rounded to a multiple of 2**-16, 1.5e-5), and kept values are scaled by 1 / (1 - p) ("inverted dropout"), so
+nothing changes at test time.  NaN stays NaN, dropped or
 not, as in PyTorch's x * mask.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from numpy.typing import ArrayLike
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axis,
                              result_dtype)
+from fastnorm._memory import fresh
 from fastnorm._threads import resolve
 from fastnorm._validate import real
 from fastnorm.random import Generator, _MASK64
@@ -38,7 +40,8 @@ def _probability(p) -> float:
 
 
 def _threshold(p: float) -> int:
-    return min(1 << 24, int(round(p * (1 << 24))))
+    """The drop threshold on the mask's 16 random bits per value: p rounded to a multiple of 2**-16."""
+    return min(1 << 16, int(round(p * (1 << 16))))
 
 
 def _state_of(generator, seed) -> Tuple[Generator, DropoutState]:
@@ -84,7 +87,7 @@ def _masked(x, key, counter, threshold, scale, shift, drop_shift, out, num_threa
     xb = as_buffer(x, compute)
     buf = kernel_output(out, x.shape, compute, (xb,))
     after = _C.dropout(key, counter, xb.reshape(-1), buf.reshape(-1), threshold, scale, shift, drop_shift,
-                       resolve(num_threads))
+                       resolve(num_threads), fresh(buf, out))
     return deliver(buf, out, result), after & _MASK64
 
 

@@ -59,15 +59,17 @@ template <class T>
 void sample(Distribution d, std::uint64_t key, std::uint64_t counter, T* out, idx n, const SampleParams& p,
             int num_threads, bool stream);
 
-// Dropout's mask from the same generator: value i of a call uses word i % kDropoutChunk of chunk i / kDropoutChunk,
-// the chunk's kDropoutBlocks Philox blocks from counter + chunk * kDropoutBlocks (words block-major as above), so
-// the mask is a pure function of (key, counter, i): the backward regenerates it instead of storing it.
-constexpr idx kDropoutBlocks = 256, kDropoutChunk = 4 * kDropoutBlocks;
+// Dropout's mask from the same generator: 16 random bits per value (a drop probability on a grid of 2**-16), from
+// chunks of kDropoutBlocks Philox blocks, chunk c at counter + c * kDropoutBlocks (words block-major as above):
+// value j of a chunk uses the low half of word j, value j + kDropoutChunk / 2 the high half.  The mask is a pure
+// function of (key, counter, index): the backward regenerates it instead of storing it.
+constexpr idx kDropoutBlocks = 128, kDropoutChunk = 8 * kDropoutBlocks;
 constexpr idx dropout_chunks(idx n) { return (n + kDropoutChunk - 1) / kDropoutChunk; }
 
-// y = x scale + shift where kept (the word's high 24 bits >= threshold), x * 0 + drop_shift where dropped.
+// y = x scale + shift where kept (the value's 16 bits >= threshold), x * 0 + drop_shift where dropped; `stream` as
+// sample's (without FASTNORM_HAVE_STREAM the values go to y directly).
 template <class T>
 void dropout(std::uint64_t key, std::uint64_t counter, const T* x, T* y, idx n, std::uint32_t threshold, T scale,
-             T shift, T drop_shift, int num_threads);
+             T shift, T drop_shift, int num_threads, bool stream);
 
 }  // namespace fastnorm

@@ -15,6 +15,21 @@ FASTNORM_INLINE T exp_le0(T v) {  // exp of v <= 0 (or NaN; a v rounded just abo
   return math::exp_nonpositive(v > T(0) ? T(0) : v).value();
 }
 
+// exp(v) * 2^K for v = x - max (<= 0 exactly, or NaN), without the final scaling by 2^-K: softmax divides by a sum
+// of the same scaled terms, and the sums scale back exactly (ExpParts).  One multiply less per value.
+template <class T>
+FASTNORM_INLINE T exp_scaled(T v) {
+  const math::ExpParts<T> e = math::exp_nonpositive(v);
+  return e.m * e.s1;
+}
+
+template <class T>
+constexpr double kExpUnscale = static_cast<double>(math::ExpParts<T>::s2);
+
+// |k| from which k 2^-K is a normal number (no precision lost folding the unscaling into a constant)
+template <class T>
+constexpr T kFoldable = std::numeric_limits<T>::min() / static_cast<T>(kExpUnscale<T>);
+
 template <class T>
 FASTNORM_INLINE T row_max(const T* x, idx n) {
   T m = -std::numeric_limits<T>::infinity();
@@ -35,26 +50,43 @@ struct ExpSum {
   }
 };
 
-// Blocks of kSumBlock values are summed in T lanes (16 terms of at most 1 per float lane), the blocks in double: as
-// accurate as double throughout, at the speed of float vectors.
+// Blocks of kSumBlock values are summed in T lanes (16 terms per float lane), the blocks in double: as accurate as
+// double throughout, at the speed of float vectors.
 constexpr idx kSumBlock = 256;
 
-// The ExpSum of a row of n values given its maximum m; with kStore, exp(x - m) is written to y as well.
-template <bool kStore, class T>
-FASTNORM_INLINE ExpSum exp_sum(const T* x, T* y, idx n, T m) {
+// The ExpSum of a row of n values given its maximum m (log-softmax, cross-entropy).
+template <class T>
+FASTNORM_INLINE ExpSum exp_sum(const T* x, idx n, T m) {
   ExpSum s;
   for (idx b = 0; b < n; b += kSumBlock) {
     const idx end = std::min(n, b + kSumBlock);
     T ties = 0, rest = 0;
 #pragma omp simd reduction(+ : ties, rest)
     for (idx i = b; i < end; ++i) {
-      const T e = exp_le0(x[i] - m);
-      if constexpr (kStore) y[i] = e;
+      const T e = exp_scaled(x[i] - m);
       ties += x[i] == m ? T(1) : T(0);
       rest += x[i] == m ? T(0) : e;
     }
     s.ties += ties;
-    s.rest += rest;
+    s.rest += rest * kExpUnscale<T>;
+  }
+  return s;
+}
+
+// softmax's sum of exp(x - m) * 2^K, the terms written to y (no ties apart: the total is all it needs).
+template <class T>
+FASTNORM_INLINE double exp_total_scaled(const T* x, T* y, idx n, T m) {
+  double s = 0;
+  for (idx b = 0; b < n; b += kSumBlock) {
+    const idx end = std::min(n, b + kSumBlock);
+    T part = 0;
+#pragma omp simd reduction(+ : part)
+    for (idx i = b; i < end; ++i) {
+      const T e = exp_scaled(x[i] - m);
+      y[i] = e;
+      part += e;
+    }
+    s += part;
   }
   return s;
 }
@@ -69,11 +101,11 @@ struct SoftmaxRows {
       T* yr = y + r * n;
       const T m = row_max(xr, n);
       if (log) {
-        const T lse = exp_sum<false>(xr, yr, n, m).template log_total<T>();
+        const T lse = exp_sum(xr, n, m).template log_total<T>();
 #pragma omp simd
         for (idx i = 0; i < n; ++i) yr[i] = (xr[i] - m) - lse;
       } else {
-        const T k = static_cast<T>(1.0 / exp_sum<true>(xr, yr, n, m).total());
+        const T k = static_cast<T>(1.0 / exp_total_scaled(xr, yr, n, m));
 #pragma omp simd
         for (idx i = 0; i < n; ++i) yr[i] *= k;
       }
@@ -104,24 +136,23 @@ struct SoftmaxTile {
       if (log) {
 #pragma omp simd
         for (idx j = 0; j < w; ++j) {
-          const T e = exp_le0(xc[j] - m[j]);
+          const T e = exp_scaled(xc[j] - m[j]);
           ties[j] += xc[j] == m[j] ? 1.0 : 0.0;
           rest[j] += xc[j] == m[j] ? T(0) : e;
         }
       } else {
 #pragma omp simd
         for (idx j = 0; j < w; ++j) {
-          const T e = exp_le0(xc[j] - m[j]);
+          const T e = exp_scaled(xc[j] - m[j]);
           yc[j] = e;
-          ties[j] += xc[j] == m[j] ? 1.0 : 0.0;
-          rest[j] += xc[j] == m[j] ? T(0) : e;
+          rest[j] += e;
         }
       }
     }
     T k[kTile];
     for (idx j = 0; j < w; ++j) {
-      const ExpSum sum{ties[j], rest[j]};
-      k[j] = log ? sum.log_total<T>() : static_cast<T>(1.0 / sum.total());
+      const ExpSum sum{ties[j], rest[j] * kExpUnscale<T>};
+      k[j] = log ? sum.log_total<T>() : static_cast<T>(1.0 / rest[j]);  // softmax: rest is the scaled total
     }
     for (idx c = 0; c < C; ++c) {
       const T* xc = x + c * B;
@@ -159,8 +190,14 @@ struct SoftmaxGradRows {  // softmax: dx = y (dy - sum dy y); log-softmax: dx = 
       T* dxr = dx + r * n;
       if (log) {
         const T k = static_cast<T>(blocked_sum<T>(n, [&](idx i) { return dyr[i]; }));
+        if (std::abs(k) >= kFoldable<T>) {  // exp(y) k as (m 2^(n+K)) (k 2^-K): one multiply less
+          const T ks = k * static_cast<T>(kExpUnscale<T>);
 #pragma omp simd
-        for (idx i = 0; i < n; ++i) dxr[i] = dyr[i] - exp_le0(yr[i]) * k;
+          for (idx i = 0; i < n; ++i) dxr[i] = dyr[i] - exp_scaled(yr[i] > T(0) ? T(0) : yr[i]) * ks;
+        } else {
+#pragma omp simd
+          for (idx i = 0; i < n; ++i) dxr[i] = dyr[i] - exp_le0(yr[i]) * k;
+        }
       } else {
         const T k = static_cast<T>(blocked_sum<T>(n, [&](idx i) { return dyr[i] * yr[i]; }));
 #pragma omp simd
@@ -269,8 +306,7 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1)
       }
       const T* xr = x + r * C;
       const T m = row_max(xr, C);
-      const double log_sum = static_cast<double>(exp_sum<false>(xr, static_cast<T*>(nullptr), C, m).template
-                                                 log_total<T>());
+      const double log_sum = static_cast<double>(exp_sum(xr, C, m).template log_total<T>());
       lse[r] = static_cast<double>(m) + log_sum;
       // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
       double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - static_cast<double>(m)) - log_sum);

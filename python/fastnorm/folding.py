@@ -19,14 +19,14 @@ def fold_batch_norm(weight: ArrayLike, bias: ArrayLike, gamma: ArrayLike, beta: 
                     eps: Optional[float] = 1e-5, *, transposed: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """The (weight, bias) of a linear or convolution layer equal to that layer followed by BatchNorm in test mode.
 
-    weight' = weight * s  (along the output-channel axis),   bias' = (bias - running_mean) * s + beta,
-    with s = gamma / sqrt(running_var + eps).
+    ``weight' = weight * s`` (along the output-channel axis), ``bias' = (bias - running_mean) * s + beta``,
+    with ``s = gamma / sqrt(running_var + eps)``.
 
     Parameters
     ----------
     weight : array_like
-        (out, in) for a linear layer, (out, in, *kernel) for a convolution of any kernel rank, or with
-        ``transposed=True`` a transposed convolution's (in, out, *kernel): output channels second.
+        (out, in) for a linear layer, ``(out, in, *kernel)`` for a convolution of any kernel rank, or with
+        ``transposed=True`` a transposed convolution's ``(in, out, *kernel)``: output channels second.
     bias : array_like of shape (out,) or None
         None for a layer without bias (the folded layer has one).
     gamma, beta, running_mean, running_var : array_like of shape (out,)

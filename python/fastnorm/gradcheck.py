@@ -23,7 +23,7 @@ def _as_inputs(inputs) -> List[Any]:
 
 def numerical_gradient(f: Callable[..., Any], inputs: Any, dy: Optional[ArrayLike] = None, *, wrt: int = 0,
                        eps: float = 1e-6) -> np.ndarray:
-    """d sum(f(*inputs) * dy) / d inputs[wrt] by centered differences (f(x + h) - f(x - h)) / 2h, element by
+    """``d sum(f(*inputs) * dy) / d inputs[wrt]`` by centered differences ``(f(x + h) - f(x - h)) / 2h``, element by
     element, in float64.  ``dy`` defaults to ones (the gradient of sum(f)).  ``inputs`` is a list or tuple of
     f's arguments, or one array for a function of one argument.  The inputs are not modified."""
     xs = _as_inputs(inputs)
@@ -49,7 +49,7 @@ def numerical_gradient(f: Callable[..., Any], inputs: Any, dy: Optional[ArrayLik
 
 @dataclass
 class GradcheckReport:
-    """Per input: the largest relative error |a - n| / max(|a|, |n|) and where it is."""
+    """Per input: the largest relative error ``|a - n| / max(|a|, |n|)`` and where it is."""
     max_rel_error: List[Optional[float]] = field(default_factory=list)
     worst_index: List[Any] = field(default_factory=list)
     analytic: List[Optional[float]] = field(default_factory=list)
@@ -80,13 +80,13 @@ def gradcheck(f: Callable[..., Any], inputs: Any, grads: Any, dy: Optional[Array
     """Checks analytic gradients of ``f(*inputs)`` against centered differences, in float64.
 
     ``inputs``: a list or tuple of f's arguments, or one array for a function of one argument.
-    ``grads``: the analytic gradients of sum(f(*inputs) * dy), one per input (None to skip an input), or a
+    ``grads``: the analytic gradients of ``sum(f(*inputs) * dy)``, one per input (None to skip an input), or a
     callable ``grads(dy, *inputs)`` returning them (a backward function); with one array as ``inputs``, one array
     (or a callable returning it) will do.  ``dy`` defaults to a fixed random
     array (seed 0), which exercises more than the all-ones gradient.  The error per element is the lecture's
-    relative error |a - n| / max(|a|, |n|, floor * the input's largest |a| or |n|): entries far below the
-    gradient's scale are judged on that scale, since centered differences carry an absolute error of about
-    1e-16 |f| / eps (two zeros agree).
+    relative error ``|a - n| / max(|a|, |n|, floor * m)``, m the input's largest ``|a|`` or ``|n|``: entries far
+    below the gradient's scale are judged on that scale, since centered differences carry an absolute error of
+    about ``1e-16 |f| / eps`` (two zeros agree).
     Returns a :class:`GradcheckReport`; raises :class:`GradcheckError` with it when the worst error exceeds
     ``tol`` and ``raise_on_failure``.  Relative errors around 1e-7 and below are typical of correct float64
     gradients of smooth functions; at kinks (relu at 0) expect larger ones.

@@ -4,9 +4,9 @@ Every initializer takes the weight's ``shape`` (or ``out=``, an array to fill in
 default) and ``rng=`` (None, an int seed, a ``fastnorm.random.Generator`` or a ``numpy.random.Generator``), and
 returns the array.  Weight layouts (``layout=``):
 
-- ``"out_in"``: (out, in) for a linear layer, (out, in, *kernel) for a convolution (PyTorch, and ``x @ W.T``);
+- ``"out_in"``: (out, in) for a linear layer, ``(out, in, *kernel)`` for a convolution (PyTorch, and ``x @ W.T``);
 - ``"in_out"``: (in, out) for a dense matrix applied as ``x @ W`` (Keras, the lecture's ``h @ W``) and
-  (in, out, *kernel) for a transposed convolution (PyTorch's ConvTranspose weights);
+  ``(in, out, *kernel)`` for a transposed convolution (PyTorch's ConvTranspose weights);
 - ``None`` (the default): ``"out_in"`` for convolutions and square matrices, whose fans cannot be misread, and
   a ValueError for a non-square 2-d weight used with fan_in or fan_out: its fans swap between the layouts, so
   the layout must be said (Xavier's average of the two needs nothing).
@@ -317,7 +317,7 @@ def identity(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 
 
 def dirac(shape: Optional[Union[int, Tuple[int, ...]]] = None, groups: int = 1, *, dtype: DTypeLike = np.float32,
           out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Convolution weights (out, in, *kernel) that pass their input through: in each of ``groups`` groups,
+    """Convolution weights ``(out, in, *kernel)`` that pass their input through: in each of ``groups`` groups,
     output channel i copies input channel i at the kernel's centre (PyTorch's ``dirac_``)."""
     shape, dtype = _target(shape, out, dtype)
     if len(shape) not in (3, 4, 5):

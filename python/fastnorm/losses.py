@@ -1,6 +1,6 @@
 """Softmax, log-softmax and cross-entropy, forward and backward: the loss end of a training step.
 
-Stable for any finite input: every row is shifted by its maximum before ``exp`` (so nothing overflows, for |x| up
+Stable for any finite input: every row is shifted by its maximum before ``exp`` (so nothing overflows, for ``|x|`` up
 to the dtype's largest value), the sums are taken in float64, and log-softmax is ``x - max - log(sum)``, never
 ``log(softmax)`` (which loses everything below the smallest float).  -inf entries (masked logits) get exactly 0
 probability; a row of only -inf gives NaN, as PyTorch's does (there is no distribution to normalize); NaN in a row

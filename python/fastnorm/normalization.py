@@ -305,11 +305,13 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                         num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`batch_norm` from the saved mean and rstd only.
 
-    With x_hat = (x - mean) rstd and N values per channel:
+    With x_hat = (x - mean) rstd and N values per channel::
+
       dbeta[c]  = sum of dy
       dgamma[c] = sum of dy * x_hat
       dx = gamma rstd (dy - dbeta / N - x_hat dgamma / N)        (training: mean and var depend on x)
       dx = gamma rstd dy                                         (test mode: they are constants)
+
     Sums are taken in float64 in a fixed order: bitwise the same for any thread count.
 
     Parameters
@@ -523,8 +525,10 @@ def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                         num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`layer_norm` from the saved mean and rstd only.
 
-    With xhat = (x - mean) rstd and g = dy gamma, per row of D values:
+    With xhat = (x - mean) rstd and g = dy gamma, per row of D values::
+
       dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma = sum over rows of dy xhat,  dbeta = sum of dy
+
     With a fused ``activation`` (give the forward's, and its ``beta``), dy is the activation output's gradient.
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
@@ -633,9 +637,11 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                         num_threads: Optional[int] = None) -> NormGrads:
     """Gradients of :func:`group_norm` from the saved mean and rstd, shape (N, num_groups).
 
-    With xhat = (x - mean) rstd, g = dy gamma and M values per group:
+    With xhat = (x - mean) rstd, g = dy gamma and M values per group::
+
       dx = rstd (g - sum_group(g) / M - xhat sum_group(g xhat) / M),
       dgamma[c] = sum of dy xhat over samples and positions, dbeta[c] = sum of dy.
+
     With a fused ``activation`` (give the forward's, and its ``beta``), dy is the activation output's gradient.
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """

@@ -131,7 +131,7 @@ class Standardizer(_Transformer):
     with_mean, with_std : bool
         Subtract the mean; divide by the standard deviation.
     ddof : int
-        var_ = m2 / (count - ddof); 0 (the default, as scikit-learn) is the biased variance.
+        ``var_ = m2 / (count - ddof)``; 0 (the default, as scikit-learn) is the biased variance.
     num_threads : int, optional
         Threads for the statistics and the transform; results do not depend on it.
 
@@ -237,7 +237,7 @@ class Standardizer(_Transformer):
 
     # -- transforms ----------------------------------------------------------------------------------------------
     def transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
-        """(x - mean_) / scale_ (each part as configured), in x's floating dtype (integers give float64); of a
+        """``(x - mean_) / scale_`` (each part as configured), in x's floating dtype (integers give float64); of a
         Dask array, a lazy Dask array computed block by block."""
         self._check_fitted()
         if is_dask_array(x):
@@ -251,7 +251,7 @@ class Standardizer(_Transformer):
         return self.fit(x).transform(x, out=out)
 
     def inverse_transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
-        """x * scale_ + mean_: undoes :meth:`transform` (lazily for a Dask array)."""
+        """``x * scale_ + mean_``: undoes :meth:`transform` (lazily for a Dask array)."""
         self._check_fitted()
         if is_dask_array(x):
             return self._lazy(self.inverse_transform, x)
@@ -443,7 +443,7 @@ class PCA(_CovarianceModel):
     x is (N, features...) (features are flattened: images work as they are).  The components are the
     eigenvectors of the covariance (divisor n - 1) with the largest eigenvalues, each signed so its largest-
     magnitude entry is positive (scikit-learn's convention since 1.5); ``transform(x) = (x - mean_) @
-    components_.T``, divided by sqrt(explained_variance_ + eps) with ``whiten=True``: decorrelated data (diagonal
+    components_.T``, divided by ``sqrt(explained_variance_ + eps)`` with ``whiten=True``: decorrelated data (diagonal
     covariance), whitened data (identity covariance).  Cost: O(N D^2) to fit plus O(D^3) for the eigenvectors,
     fine for D up to a few thousand (CIFAR's 3072); ``partial_fit`` merges scatter matrices, so it matches
     ``fit`` on the whole to rounding.
@@ -461,8 +461,11 @@ class PCA(_CovarianceModel):
 
     Attributes
     ----------
-    components_ (k, D), explained_variance_ (k,), explained_variance_ratio_ (k,), singular_values_ (k,),
-    mean_ (D,), covariance_ (D, D), n_components_, n_features_in_, n_samples_seen_.
+    components_ : ndarray (k, D)
+    explained_variance_, explained_variance_ratio_, singular_values_ : ndarray (k,)
+    mean_ : ndarray (D,)
+    covariance_ : ndarray (D, D)
+    n_components_, n_features_in_, n_samples_seen_ : int
     """
 
     def __init__(self, n_components: Any = None, *, whiten: bool = False, eps: float = 0.0) -> None:
@@ -527,14 +530,15 @@ class PCA(_CovarianceModel):
 
     @property
     def singular_values_(self) -> np.ndarray:
-        """Singular values of the centered data matrix: sqrt(explained_variance_ * (n - 1))."""
+        """Singular values of the centered data matrix: ``sqrt(explained_variance_ * (n - 1))``."""
         return np.sqrt(self.explained_variance_ * (self._scatter.count - 1))
 
     def _stds(self) -> np.ndarray:
         return np.sqrt(self.explained_variance_ + self.eps)
 
     def transform(self, x: ArrayLike) -> Any:
-        """(x - mean_) @ components_.T, whitened if configured: (N, n_components_); of a Dask array, lazily."""
+        """``(x - mean_) @ components_.T``, whitened if configured: (N, ``n_components_``); of a Dask array,
+        lazily."""
         if is_dask_array(x):
             return _lazy_rows(x, self._feature_shape, self.transform)
         matrix = self.components_.T

@@ -123,6 +123,22 @@ def test_cross_entropy_against_the_reference(kw, dtype):
     np.testing.assert_array_equal(fastnorm.cross_entropy_backward(x, t, grad=g, **kw), d)  # lse recomputed
 
 
+@pytest.mark.parametrize("kw", CE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_with_its_gradient_in_one_call(kw, dtype):
+    rng = np.random.default_rng(7)
+    x = _logits((40, 9), dtype)
+    t = rng.integers(0, 9, 40)
+    t[[0, 5]] = 2
+    kw = dict(kw, weight=rng.uniform(0.5, 2, 9)) if kw.get("weight") else kw
+    loss, d = fastnorm.cross_entropy(x, t, return_grad=True, **kw)
+    np.testing.assert_array_equal(loss, fastnorm.cross_entropy(x, t, **kw))
+    g = np.ones(40) if kw.get("reduction") == "none" else 1.0
+    tol = 4 * np.finfo(dtype).eps
+    np.testing.assert_allclose(d, fastnorm.cross_entropy_backward(x, t, grad=g, **kw), rtol=tol, atol=tol)
+    assert d.dtype == dtype and d.shape == x.shape
+
+
 def test_cross_entropy_on_a_class_axis_in_the_middle_and_probability_targets():
     rng = np.random.default_rng(4)
     x = _logits((2, 5, 3, 4), np.float64)
@@ -139,6 +155,10 @@ def test_cross_entropy_on_a_class_axis_in_the_middle_and_probability_targets():
     np.testing.assert_allclose(fastnorm.cross_entropy(x, p, axis=1), -(p * logp).sum(axis=1).mean(), rtol=1e-13)
     dp = fastnorm.cross_entropy_backward(x, p, axis=1)
     np.testing.assert_allclose(dp, (np.exp(logp) - p) / 24, rtol=1e-12, atol=1e-15)
+    _, dp2 = fastnorm.cross_entropy(x, p, axis=1, return_grad=True)
+    np.testing.assert_array_equal(dp2, dp)
+    _, d2 = fastnorm.cross_entropy(x, t, axis=1, return_grad=True)
+    np.testing.assert_allclose(d2, d, rtol=1e-14, atol=1e-17)
 
 
 def test_against_pytorch():

@@ -110,8 +110,10 @@ def cases() -> List[Tuple[str, Callable[[int], Any]]]:
             def ce(t, logits=logits, target=target):
                 loss, lse = fastnorm.cross_entropy(logits, target, label_smoothing=0.1, return_lse=True,
                                                    num_threads=t)
+                fused = fastnorm.cross_entropy(logits, target, label_smoothing=0.1, return_grad=True, num_threads=t)
                 return (np.asarray(loss), lse, fastnorm.cross_entropy_backward(logits, target, label_smoothing=0.1,
-                                                                               lse=lse, num_threads=t))
+                                                                               lse=lse, num_threads=t),
+                        np.asarray(fused[0]), fused[1])
             out.append((f"cross_entropy {tag}", ce))
             out.append((f"dropout {tag}", lambda t, x=x: (fastnorm.dropout(x, 0.3, seed=5, num_threads=t),
                                                           fastnorm.alpha_dropout(x, 0.3, seed=5, num_threads=t))))

@@ -666,6 +666,27 @@ void cross_entropy_backward(const py::array& x, const py::array& target, const p
   });
 }
 
+void cross_entropy_with_grad(const py::array& x, const py::array& target, const py::array& g, py::array& dx, idx N,
+                             idx C, double eps, const py::object& weight, std::int64_t ignore_index, py::array& loss,
+                             int num_threads) {
+  const Dtype dt = dtype_of(x, "x");
+  check_contiguous(x, "x");
+  check_layout(x, "x", N, C, 1);
+  check_like(dx, "dx", dt, x.size());
+  check_writeable(dx, "dx");
+  const std::int64_t* t = class_targets(target, N, C, ignore_index);
+  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  const double* gp = channel_values(g, "g", N);
+  double* lp = f64_output(loss, "loss", N);
+  with_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    T* dxp = mptr<T>(dx);
+    py::gil_scoped_release nogil;
+    fastnorm::cross_entropy_with_grad<T>(xp, t, gp, dxp, N, C, eps, w, ignore_index, lp, num_threads);
+  });
+}
+
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::object& gamma,
                 const py::object& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
@@ -862,6 +883,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("cross_entropy_backward", &cross_entropy_backward, "x"_a.noconvert(), "target"_a.noconvert(),
         "lse"_a.noconvert(), "g"_a.noconvert(), "dx"_a.noconvert(), "N"_a, "C"_a, "eps"_a, "weight"_a.none(true),
         "ignore_index"_a, "num_threads"_a);
+  m.def("cross_entropy_with_grad", &cross_entropy_with_grad, "x"_a.noconvert(), "target"_a.noconvert(),
+        "g"_a.noconvert(), "dx"_a.noconvert(), "N"_a, "C"_a, "eps"_a, "weight"_a.none(true), "ignore_index"_a,
+        "loss"_a.noconvert(), "num_threads"_a);
   m.def("ln_forward", &ln_forward, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "eps"_a, "centered"_a,
         "gamma"_a.none(true), "beta"_a.none(true), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
         "post"_a = 0, "slope"_a = 0.01);

@@ -350,6 +350,93 @@ struct CrossEntropyGradRows {
   }
 };
 
+// Loss and dlogits of rows [r0, r1), a group of rows at a time: each row's maximum and sums (exp(x - max) * 2^K
+// written to dx on the way), then the group's log1p and divisions side by side in vector lanes (one row at a time
+// they were a chain of dependent divisions as long as the row's vector work when rows are short), then each row's
+// dx scaled into softmax's share of the gradient, the target's and the smoothing's terms subtracted.  The group
+// stays in L1 between the steps.  The loss as CrossEntropyRows computes it.
+constexpr idx kGroupRows = 16;
+
+template <class T>
+struct CrossEntropyGradFusedRows {
+  static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, const double* g, T* dx, idx r0, idx r1,
+                                  idx C, double eps, ClassWeights cw, std::int64_t ignore_index, double* loss) {
+    const idx group = std::clamp<idx>(8192 / std::max<idx>(C * static_cast<idx>(sizeof(T)), 1), 1, kGroupRows);
+    T m[kGroupRows], log_sum[kGroupRows], beyond[kGroupRows];
+    double total[kGroupRows], coef[kGroupRows], swx[kGroupRows];
+    for (idx g0 = r0; g0 < r1; g0 += group) {
+      const idx n = std::min(group, r1 - g0);
+      for (idx j = 0; j < n; ++j) {
+        const idx r = g0 + j;
+        const T* xr = x + r * C;
+        T* dxr = dx + r * C;
+        beyond[j] = 0, total[j] = 1, swx[j] = 0;
+        if (!counted(target[r], C, ignore_index)) {
+          m[j] = 0;
+          continue;
+        }
+        m[j] = row_max(xr, C);
+        double ties = 0, rest = 0, scaled = 0;
+        for (idx b = 0; b < C; b += kSumBlock) {
+          const idx end = std::min(C, b + kSumBlock);
+          T bt = 0, br = 0;
+#pragma omp simd reduction(+ : bt, br)
+          for (idx i = b; i < end; ++i) {
+            const T e = exp_scaled(xr[i] - m[j]);
+            dxr[i] = e;
+            bt += xr[i] == m[j] ? T(1) : T(0);
+            br += xr[i] == m[j] ? T(0) : e;
+          }
+          ties += bt;
+          rest += br * kExpUnscale<T>;
+          scaled += static_cast<double>(br) + static_cast<double>(bt) / kExpUnscale<T>;
+        }
+        beyond[j] = static_cast<T>((ties - 1.0) + rest);
+        total[j] = scaled;
+        if (eps != 0)
+          swx[j] = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
+                        : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
+      }
+#pragma omp simd
+      for (idx j = 0; j < n; ++j) log_sum[j] = math::log1p_(beyond[j]);
+      for (idx j = 0; j < n; ++j) {
+        const std::int64_t t = target[g0 + j];
+        coef[j] = counted(t, C, ignore_index)
+                      ? g[g0 + j] * ((1.0 - eps) * cw.at(t) + eps * cw.sum / static_cast<double>(C))
+                      : 0.0;
+      }
+#pragma omp simd
+      for (idx j = 0; j < n; ++j) coef[j] /= total[j];
+      for (idx j = 0; j < n; ++j) {
+        const idx r = g0 + j;
+        const std::int64_t t = target[r];
+        T* dxr = dx + r * C;
+        if (!counted(t, C, ignore_index)) {
+          loss[r] = 0;
+          std::fill(dxr, dxr + C, T(0));
+          continue;
+        }
+        const double ls = static_cast<double>(log_sum[j]), wt = cw.at(t), mj = static_cast<double>(m[j]);
+        double out = -(1.0 - eps) * wt * ((static_cast<double>(x[r * C + t]) - mj) - ls);
+        if (eps != 0) out -= eps / static_cast<double>(C) * (swx[j] - cw.sum * (mj + ls));
+        loss[r] = out;
+        // dx = a softmax - c w - b [i == t]
+        const T a = static_cast<T>(coef[j]);
+        const double c = g[r] * eps / static_cast<double>(C);
+        if (cw.w == nullptr || eps == 0) {
+          const T ct = static_cast<T>(c);
+#pragma omp simd
+          for (idx i = 0; i < C; ++i) dxr[i] = dxr[i] * a - ct;
+        } else {
+#pragma omp simd
+          for (idx i = 0; i < C; ++i) dxr[i] = dxr[i] * a - static_cast<T>(c * cw.w[i]);
+        }
+        dxr[t] -= static_cast<T>(g[r] * (1.0 - eps) * wt);
+      }
+    }
+  }
+};
+
 ClassWeights class_weights(const double* w, idx C) {
   double sum = static_cast<double>(C);
   if (w) {
@@ -379,13 +466,24 @@ void cross_entropy_backward(const T* x, const std::int64_t* target, const double
   });
 }
 
+template <class T>
+void cross_entropy_with_grad(const T* x, const std::int64_t* target, const double* g, T* dx, idx N, idx C, double eps,
+                             const double* w, std::int64_t ignore_index, double* loss, int num_threads) {
+  const ClassWeights cw = class_weights(w, C);
+  parallel_for(N, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
+    isa_call<CrossEntropyGradFusedRows<T>>(x, target, g, dx, r0, r1, C, eps, cw, ignore_index, loss);
+  });
+}
+
 #define FASTNORM_SOFTMAX(T)                                                                                          \
   template void softmax_forward<T>(const T*, T*, idx, idx, idx, bool, int);                                        \
   template void softmax_backward<T>(const T*, const T*, T*, idx, idx, idx, bool, int);                             \
   template void cross_entropy_forward<T>(const T*, const std::int64_t*, idx, idx, double, const double*,             \
                                          std::int64_t, double*, double*, int);                                      \
   template void cross_entropy_backward<T>(const T*, const std::int64_t*, const double*, const double*, T*, idx, idx, \
-                                          double, const double*, std::int64_t, int);
+                                          double, const double*, std::int64_t, int);                                \
+  template void cross_entropy_with_grad<T>(const T*, const std::int64_t*, const double*, T*, idx, idx, double,       \
+                                           const double*, std::int64_t, double*, int);
 FASTNORM_SOFTMAX(float)
 FASTNORM_SOFTMAX(double)
 

@@ -632,8 +632,13 @@ def _register_losses():
             d[np.arange(len(t)), t] -= 1
             return loss, d / len(t)
 
-        register(Case(f"cross_entropy fwd+bwd {label}", setup, ours, 8, numpy=numpy_ce, torch=torch_ce,
-                      tags=("loss",), shape=shape))
+        def fused(i, o):
+            return fastnorm.cross_entropy(i["x"], i["t"], return_grad=True)
+
+        register(Case(f"cross_entropy fwd+bwd {label}", setup, fused, 8, numpy=numpy_ce, torch=torch_ce,
+                      tags=("loss",), shape=shape, has_out=False))
+        register(Case(f"cross_entropy fwd, bwd {label}", setup, ours, 8, torch=torch_ce, tags=("loss",),
+                      shape=shape))
 
     def setup_dropout(n, rng):
         x = rng.standard_normal(n).astype(np.float32)

@@ -166,6 +166,16 @@ def _reduce(per_row, weights, reduction, lead):
     return np.float64(total / denom) if denom else np.float64(np.nan)  # all ignored: NaN, as PyTorch
 
 
+def _row_grads(grad, reduction, lead, row_weights, N):
+    """Each row's share of the loss's gradient ``grad``: itself per row for "none", divided by the counted weight
+    for "mean" (NaN when nothing counts, as the loss)."""
+    g = np.asarray(grad, dtype=np.float64)
+    if reduction == "none":
+        return np.ascontiguousarray(np.broadcast_to(g, lead).reshape(-1), dtype=np.float64)
+    denom = float(np.sum(row_weights)) if reduction == "mean" else 1.0
+    return np.full(N, float(g) / denom if denom else np.nan)
+
+
 def _row_weights(t, w, ignore_index):
     counted = t != ignore_index
     if w is None:
@@ -175,7 +185,7 @@ def _row_weights(t, w, ignore_index):
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, reduction: str = "mean",
                   label_smoothing: float = 0.0, ignore_index: int = -100, weight: Optional[ArrayLike] = None,
-                  return_lse: bool = False, num_threads: Optional[int] = None) -> Any:
+                  return_lse: bool = False, return_grad: bool = False, num_threads: Optional[int] = None) -> Any:
     """Cross-entropy of softmax(logits) along ``axis`` against class indices or probabilities, in one pass over
     the logits (log-softmax fused in, no probabilities written).
 
@@ -189,7 +199,9 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, reduc
     floating ``target`` of the logits' shape, each row a distribution): loss_i = -sum_c target[c] logp_i[c].
 
     Returns the loss (float64), and with ``return_lse`` also the per-row log-sum-exp that
-    :func:`cross_entropy_backward` takes (so that it need not recompute it).
+    :func:`cross_entropy_backward` takes (so that it need not recompute it).  With ``return_grad``, returns
+    (loss, dlogits) instead: the gradient of this loss (its own gradient 1, or 1 per row for ``"none"``) from the
+    same visit of each row, what a training step needs, in the logits' dtype and shape.
 
     References
     ----------
@@ -209,8 +221,17 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, reduc
         with np.errstate(invalid="ignore"):  # 0 * -inf: a masked class the target gives no mass
             per_row = -np.sum(np.where(p == 0, 0.0, p * logp), axis=1)
         loss = _reduce(per_row, np.ones(N), reduction, lead)
+        if return_grad:
+            return loss, cross_entropy_backward(x, t_arr, axis, reduction=reduction, num_threads=num_threads)
         return (loss, None) if return_lse else loss
     t = _class_targets(t_arr, lead, C, ignore_index)
+    if return_grad:
+        row_w = _row_weights(t, w, ignore_index)
+        g = _row_grads(1.0, reduction, lead, row_w, N)
+        per_row, d = np.empty(N), np.empty((N, C), compute)
+        _C.cross_entropy_with_grad(rows.reshape(-1), t, g, d.reshape(-1), N, C, eps, w, ignore_index, per_row,
+                                   resolve(num_threads))
+        return _reduce(per_row, row_w, reduction, lead), _deliver_rows(d, ax, x.shape, None, result_dtype(x.dtype))
     per_row, lse = np.empty(N), np.empty(N)
     _C.cross_entropy_forward(rows.reshape(-1), t, N, C, eps, w, ignore_index, per_row, lse, resolve(num_threads))
     loss = _reduce(per_row, _row_weights(t, w, ignore_index), reduction, lead)
@@ -250,11 +271,7 @@ def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, axis: int = -1,
         d = (sm * p.sum(axis=1, keepdims=True) - p) * scale[:, None]
         return _deliver_rows(d.astype(compute, copy=False), ax, x.shape, out, result)
     t = _class_targets(t_arr, lead, C, ignore_index)
-    if reduction == "none":
-        g = np.ascontiguousarray(g_rows, dtype=np.float64)
-    else:
-        denom = float(np.sum(_row_weights(t, w, ignore_index))) if reduction == "mean" else 1.0
-        g = np.full(N, float(g_arr) / denom if denom else np.nan)
+    g = _row_grads(g_arr, reduction, lead, _row_weights(t, w, ignore_index), N)
     if lse is None:
         lse_rows = np.empty(N)
         _C.cross_entropy_forward(rows.reshape(-1), t, N, C, eps, w, ignore_index, np.empty(N), lse_rows,

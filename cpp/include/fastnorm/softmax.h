@@ -30,4 +30,9 @@ template <class T>
 void cross_entropy_backward(const T* x, const std::int64_t* target, const double* lse, const double* g, T* dx, idx N,
                             idx C, double eps, const double* w, std::int64_t ignore_index, int num_threads);
 
+// Both at once, each row visited once: loss[i] as cross_entropy_forward and dx as cross_entropy_backward.
+template <class T>
+void cross_entropy_with_grad(const T* x, const std::int64_t* target, const double* g, T* dx, idx N, idx C, double eps,
+                             const double* w, std::int64_t ignore_index, double* loss, int num_threads);
+
 }  // namespace fastnorm

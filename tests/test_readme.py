@@ -63,3 +63,15 @@ def test_the_training_table_is_the_example_s_output():
     assert done.returncode == 0, done.stderr
     fresh = done.stdout[done.stdout.index("run            loss@1"):]
     _assert_same_figures(_block_after("run            loss@1"), fresh, "examples/train_mlp.py")
+
+
+def test_the_user_guide_training_step_runs_and_learns():
+    guide = open(os.path.join(ROOT, "docs", "guide.md")).read()
+    code = re.search(r"```python\n(.*?)```", guide, re.S).group(1)
+    namespace = {}
+    exec(code, namespace)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    losses = [float(namespace["step"](x, y)) for _ in range(5)]
+    assert losses[-1] < losses[0]

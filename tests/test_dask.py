@@ -121,6 +121,27 @@ def test_lazy_activations_and_batch_norm():
     np.testing.assert_allclose(y.compute(), fastnorm.batch_norm(x, activation="relu"), rtol=1e-5, atol=1e-5)
 
 
+def test_lazy_row_and_sample_norms():
+    x = _images(np.float32, offset=2)
+    d = da.from_array(x, chunks=(13, 2, 3, 5))
+    g = np.linspace(0.5, 1.5, 5)
+    for lazy, want in ((fd.layer_norm(d, g, None), fastnorm.layer_norm(x, g)),
+                       (fd.layer_norm(d, axis=(2, 3)), fastnorm.layer_norm(x, axis=(2, 3))),
+                       (fd.rms_norm(d, g, activation="relu"), fastnorm.rms_norm(x, g, activation="relu")),
+                       (fd.group_norm(d, 3), fastnorm.group_norm(x, 3)),
+                       (fd.instance_norm(d, axis=-1), fastnorm.instance_norm(x, axis=-1))):
+        assert fd.is_dask_array(lazy)
+        assert lazy.compute().tobytes() == want.tobytes()
+
+
+def test_missing_dask_names_the_extra():
+    import subprocess
+    import sys
+    code = "import sys; sys.modules['dask'] = None; import fastnorm.dask"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode != 0 and 'pip install "fastnorm[dask]"' in run.stderr
+
+
 def test_bad_input():
     with pytest.raises(TypeError, match="x: expected a dask.array.Array"):
         fd.moments(np.ones(3))

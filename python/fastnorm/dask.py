@@ -6,8 +6,9 @@ the chunking and ``split_every``, never by the scheduler, so the result has the 
 workers or threads, on the threaded scheduler, on worker processes or on a cluster.  float32 chunks are
 accumulated in float64 (``dask.array.var`` of float32 data accumulates in float32).
 
-Transforms (the activations, batch normalization with given statistics, fitted preprocessing estimators) return
-lazy Dask arrays computed chunk by chunk with fastnorm's kernels.
+Transforms (the activations, batch normalization with the whole array's statistics, layer / RMS / group / instance
+normalization, fitted preprocessing estimators) return lazy Dask arrays computed chunk by chunk with fastnorm's
+kernels.
 
 Needs the optional extra: ``pip install "fastnorm[dask]"``.
 """
@@ -31,7 +32,8 @@ from fastnorm.statistics import Moments, Scatter, merge_moments, merge_scatter
 from fastnorm.statistics import moments as _moments
 from fastnorm.statistics import scatter as _scatter
 
-__all__ = ["moments", "scatter", "batch_norm_stats", "batch_norm", "elementwise", "is_dask_array"]
+__all__ = ["moments", "scatter", "batch_norm_stats", "batch_norm", "layer_norm", "rms_norm", "group_norm",
+           "instance_norm", "elementwise", "is_dask_array"]
 
 _STATS = np.dtype([("count", np.int64), ("mean", np.float64), ("m2", np.float64)])
 
@@ -157,6 +159,39 @@ def batch_norm(x: Any, stats: Optional[Moments] = None, *, axis: int = 1, **kwar
     ax = normalize_axes(axis, x.ndim)[0]
     x = x.rechunk({ax: -1})  # each block holds every channel
     return elementwise(batch_norm_apply, x, stats, axis=ax, **kwargs)
+
+
+def _per_sample(func, x, whole_axes, *args, **kwargs):
+    """``func`` lazily over blocks that hold every value along ``whole_axes`` (what one normalization sees)."""
+    if not is_dask_array(x):
+        raise TypeError(f"x: expected a dask.array.Array, got {type(x).__name__}")
+    return elementwise(func, x.rechunk({a: -1 for a in whole_axes}), *args, **kwargs)
+
+
+def layer_norm(x: Any, gamma: Any = None, beta: Any = None, *, axis: Any = -1, **kwargs: Any) -> Any:
+    """:func:`fastnorm.layer_norm` of a Dask array, lazily: blocks hold whole rows (the normalized axes)."""
+    from fastnorm import layer_norm as f
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return _per_sample(f, x, normalize_axes(axes, x.ndim), gamma, beta, axis=axis, **kwargs)
+
+
+def rms_norm(x: Any, gamma: Any = None, *, axis: Any = -1, **kwargs: Any) -> Any:
+    """:func:`fastnorm.rms_norm` of a Dask array, lazily: blocks hold whole rows."""
+    from fastnorm import rms_norm as f
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return _per_sample(f, x, normalize_axes(axes, x.ndim), gamma, axis=axis, **kwargs)
+
+
+def group_norm(x: Any, num_groups: int, gamma: Any = None, beta: Any = None, **kwargs: Any) -> Any:
+    """:func:`fastnorm.group_norm` of a Dask array, lazily: blocks hold whole samples (batch axis 0)."""
+    from fastnorm import group_norm as f
+    return _per_sample(f, x, tuple(range(1, x.ndim)), num_groups, gamma, beta, **kwargs)
+
+
+def instance_norm(x: Any, **kwargs: Any) -> Any:
+    """:func:`fastnorm.instance_norm` (input statistics) of a Dask array, lazily: blocks hold whole samples."""
+    from fastnorm import instance_norm as f
+    return _per_sample(f, x, tuple(range(1, x.ndim)), **kwargs)
 
 
 # the activations by name, lazily: fastnorm.dask.relu(x) is elementwise(fastnorm.relu, x)

@@ -168,6 +168,8 @@ def check_updated_apart(out, updated: dict) -> None:
     arrays = [(name, a) for name, a in updated.items() if a is not None]
     if out is not None:
         arrays.insert(0, ("out", out))
+    if len(arrays) < 2:
+        return
     for i, (name_a, a) in enumerate(arrays):
         for name_b, b in arrays[i + 1:]:
             if np.may_share_memory(a, b):
@@ -196,7 +198,7 @@ def _overlaps_partly(out: np.ndarray, a: np.ndarray) -> bool:
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     """``axis`` as an index in [0, ndim), NumPy-style negative values allowed; clear errors otherwise."""
-    ax = integer(axis, name)
+    ax = axis if type(axis) is int else integer(axis, name)
     if not -ndim <= ax < ndim:
         raise ValueError(f"{name}: {ax} is out of range for an array of {ndim} dimensions")
     return ax % ndim

@@ -27,7 +27,7 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-ordered array, from the buffer cache when it is large."""
-    if dtype.itemsize * math.prod(shape) >= _MIN_BYTES and _limit > 0:
+    if _limit > 0 and dtype.itemsize * math.prod(shape) >= _MIN_BYTES:
         return _C.empty(shape, dtype)
     return np.empty(shape, dtype=dtype)
 

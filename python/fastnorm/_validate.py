@@ -23,6 +23,10 @@ def real(value, name: str, *, finite: bool = True, minimum: float | None = None,
          maximum: float | None = None) -> float:
     """``value`` as a float: a real number (bool, int, float, NumPy real scalar or 0-d array), finite unless
     ``finite=False``, > 0 with ``positive``, within [minimum, maximum] when given."""
+    if type(value) is float and math.isfinite(value):  # the common case, without the general checks' 0.4 us
+        if (not positive or value > 0) and (minimum is None or value >= minimum) and \
+                (maximum is None or value <= maximum):
+            return value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Real, np.number)) \

@@ -833,7 +833,8 @@ def format_table(rows: List[Dict[str, Any]], copy: Dict[int, float]) -> str:
 # The default run: one case of each family, about a minute on 2 cores (--full runs every case).
 HEADLINE = ("relu fwd", "relu bwd", "sigmoid bwd", "gelu fwd", "batch_norm fwd nchw 32x64x56x56",
             "batch_norm bwd nchw 32x64x56x56", "layer_norm fwd 8192x1024", "layer_norm bwd 8192x1024",
-            "group_norm fwd nhwc 32x64x56x56", "moments nchw 32x64x56x56", "normal 4096x4096")
+            "group_norm fwd nhwc 32x64x56x56", "moments nchw 32x64x56x56", "normal 4096x4096",
+            "softmax fwd 8192x1024", "cross_entropy fwd+bwd 4096x1000", "dropout fwd")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -53,7 +53,10 @@ def test_backward_matches_reference(data, draw):
     rtol, atol = TOL[x.dtype.type]
     scale = 1 + np.abs(edx).max()
     np.testing.assert_allclose(dx, edx, rtol=rtol * 10, atol=atol * 10 * scale)
-    np.testing.assert_allclose(dgamma, edg, rtol=rtol * 10, atol=atol * 10 * (1 + np.abs(edg).max()))
+    # the reference's own rounding: x - mean carries an error of an ulp of x, which rstd (up to 1 / sqrt(eps) for
+    # a constant channel) scales and the sum over the channel's values adds up
+    noise = np.abs(dy).sum() * np.finfo(np.float64).eps * (1 + np.abs(x).max()) * rstd.max()
+    np.testing.assert_allclose(dgamma, edg, rtol=rtol * 10, atol=atol * 10 * (1 + np.abs(edg).max()) + noise)
     np.testing.assert_allclose(dbeta, edb, rtol=rtol * 10, atol=atol * 10 * (1 + np.abs(edb).max()))
 
 

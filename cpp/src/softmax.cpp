@@ -46,7 +46,7 @@ struct ExpSum {
   double total() const { return ties + rest; }
   template <class T>
   T log_total() const {
-    return math::log1p_(static_cast<T>((ties - 1.0) + rest));
+    return static_cast<T>(math::log1p_((ties - 1.0) + rest));  // in double: float's log1p cost 1-2 ulps more
   }
 };
 
@@ -362,7 +362,8 @@ struct CrossEntropyGradFusedRows {
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, const double* g, T* dx, idx r0, idx r1,
                                   idx C, double eps, ClassWeights cw, std::int64_t ignore_index, double* loss) {
     const idx group = std::clamp<idx>(8192 / std::max<idx>(C * static_cast<idx>(sizeof(T)), 1), 1, kGroupRows);
-    T m[kGroupRows], log_sum[kGroupRows], beyond[kGroupRows];
+    T m[kGroupRows];
+    double log_sum[kGroupRows], beyond[kGroupRows];
     double total[kGroupRows], coef[kGroupRows], swx[kGroupRows];
     for (idx g0 = r0; g0 < r1; g0 += group) {
       const idx n = std::min(group, r1 - g0);
@@ -391,7 +392,7 @@ struct CrossEntropyGradFusedRows {
           rest += br * kExpUnscale<T>;
           scaled += static_cast<double>(br) + static_cast<double>(bt) / kExpUnscale<T>;
         }
-        beyond[j] = static_cast<T>((ties - 1.0) + rest);
+        beyond[j] = (ties - 1.0) + rest;
         total[j] = scaled;
         if (eps != 0)
           swx[j] = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
@@ -416,7 +417,9 @@ struct CrossEntropyGradFusedRows {
           std::fill(dxr, dxr + C, T(0));
           continue;
         }
-        const double ls = static_cast<double>(log_sum[j]), wt = cw.at(t), mj = static_cast<double>(m[j]);
+        // log(sum) rounded to T, as CrossEntropyRows has it
+        const double ls = static_cast<double>(static_cast<T>(log_sum[j]));
+        const double wt = cw.at(t), mj = static_cast<double>(m[j]);
         double out = -(1.0 - eps) * wt * ((static_cast<double>(x[r * C + t]) - mj) - ls);
         if (eps != 0) out -= eps / static_cast<double>(C) * (swx[j] - cw.sum * (mj + ls));
         loss[r] = out;

@@ -91,23 +91,50 @@ FASTNORM_INLINE double exp_total_scaled(const T* x, T* y, idx n, T m) {
   return s;
 }
 
-// Rows [r0, r1) of n values each: the maximum, the sums, then y.  Separate loops per variant: a store under a
-// condition inside the exp loop kept GCC from vectorising it.
+// Rows of at most kGroupBytes together: each row's maximum and sums, then (log-softmax) the group's log1p side by
+// side in vector lanes (one row at a time, a chain of dependent divisions as long as a short row's vector work),
+// then the outputs; the group stays in L1 between the steps.
+constexpr idx kGroupRows = 16, kGroupBytes = 8192;
+
+template <class T>
+idx group_rows(idx n) {
+  return std::clamp<idx>(kGroupBytes / std::max<idx>(n * static_cast<idx>(sizeof(T)), 1), 1, kGroupRows);
+}
+
+// Rows [r0, r1) of n values each.  Separate loops per variant: a store under a condition inside the exp loop kept
+// GCC from vectorising it.
 template <class T>
 struct SoftmaxRows {
   static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx n, bool log) {
-    for (idx r = r0; r < r1; ++r) {
-      const T *xr = x + r * n;
-      T* yr = y + r * n;
-      const T m = row_max(xr, n);
-      if (log) {
-        const T lse = exp_sum(xr, n, m).template log_total<T>();
-#pragma omp simd
-        for (idx i = 0; i < n; ++i) yr[i] = (xr[i] - m) - lse;
-      } else {
+    if (!log) {
+      for (idx r = r0; r < r1; ++r) {
+        const T* xr = x + r * n;
+        T* yr = y + r * n;
+        const T m = row_max(xr, n);
         const T k = static_cast<T>(1.0 / exp_total_scaled(xr, yr, n, m));
 #pragma omp simd
         for (idx i = 0; i < n; ++i) yr[i] *= k;
+      }
+      return;
+    }
+    const idx group = group_rows<T>(n);
+    T m[kGroupRows];
+    double beyond[kGroupRows], lse[kGroupRows];
+    for (idx g0 = r0; g0 < r1; g0 += group) {
+      const idx count = std::min(group, r1 - g0);
+      for (idx j = 0; j < count; ++j) {
+        const T* xr = x + (g0 + j) * n;
+        m[j] = row_max(xr, n);
+        const ExpSum s = exp_sum(xr, n, m[j]);
+        beyond[j] = (s.ties - 1.0) + s.rest;
+      }
+#pragma omp simd
+      for (idx j = 0; j < count; ++j) lse[j] = math::log1p_(beyond[j]);  // ExpSum::log_total, side by side
+      for (idx j = 0; j < count; ++j) {
+        const T *xr = x + (g0 + j) * n, mj = m[j], l = static_cast<T>(lse[j]);
+        T* yr = y + (g0 + j) * n;
+#pragma omp simd
+        for (idx i = 0; i < n; ++i) yr[i] = (xr[i] - mj) - l;
       }
     }
   }
@@ -294,28 +321,44 @@ struct ClassWeights {
 };
 
 template <class T>
-struct CrossEntropyRows {  // loss and lse of rows [r0, r1)
+struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxRows' log-softmax
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, idx r0, idx r1, idx C, double eps,
                                   ClassWeights cw, std::int64_t ignore_index, double* loss, double* lse) {
-    for (idx r = r0; r < r1; ++r) {
-      const std::int64_t t = target[r];
-      if (!counted(t, C, ignore_index)) {
-        loss[r] = 0;
-        lse[r] = std::numeric_limits<double>::quiet_NaN();
-        continue;
+    const idx group = group_rows<T>(C);
+    T m[kGroupRows];
+    double beyond[kGroupRows], log_sum[kGroupRows];
+    for (idx g0 = r0; g0 < r1; g0 += group) {
+      const idx count = std::min(group, r1 - g0);
+      for (idx j = 0; j < count; ++j) {
+        const T* xr = x + (g0 + j) * C;
+        m[j] = 0, beyond[j] = 0;
+        if (!counted(target[g0 + j], C, ignore_index)) continue;
+        m[j] = row_max(xr, C);
+        const ExpSum sum = exp_sum(xr, C, m[j]);
+        beyond[j] = (sum.ties - 1.0) + sum.rest;
       }
-      const T* xr = x + r * C;
-      const T m = row_max(xr, C);
-      const double log_sum = static_cast<double>(exp_sum(xr, C, m).template log_total<T>());
-      lse[r] = static_cast<double>(m) + log_sum;
-      // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
-      double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - static_cast<double>(m)) - log_sum);
-      if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
-        const double swx = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
-                                : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
-        out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
+#pragma omp simd
+      for (idx j = 0; j < count; ++j) log_sum[j] = math::log1p_(beyond[j]);
+      for (idx j = 0; j < count; ++j) {
+        const idx r = g0 + j;
+        const std::int64_t t = target[r];
+        if (!counted(t, C, ignore_index)) {
+          loss[r] = 0;
+          lse[r] = std::numeric_limits<double>::quiet_NaN();
+          continue;
+        }
+        const T* xr = x + r * C;
+        const double ls = static_cast<double>(static_cast<T>(log_sum[j])), mj = static_cast<double>(m[j]);
+        lse[r] = mj + ls;
+        // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
+        double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - mj) - ls);
+        if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
+          const double swx = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
+                                  : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
+          out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
+        }
+        loss[r] = out;
       }
-      loss[r] = out;
     }
   }
 };
@@ -355,13 +398,11 @@ struct CrossEntropyGradRows {
 // they were a chain of dependent divisions as long as the row's vector work when rows are short), then each row's
 // dx scaled into softmax's share of the gradient, the target's and the smoothing's terms subtracted.  The group
 // stays in L1 between the steps.  The loss as CrossEntropyRows computes it.
-constexpr idx kGroupRows = 16;
-
 template <class T>
 struct CrossEntropyGradFusedRows {
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, const double* g, T* dx, idx r0, idx r1,
                                   idx C, double eps, ClassWeights cw, std::int64_t ignore_index, double* loss) {
-    const idx group = std::clamp<idx>(8192 / std::max<idx>(C * static_cast<idx>(sizeof(T)), 1), 1, kGroupRows);
+    const idx group = group_rows<T>(C);
     T m[kGroupRows];
     double log_sum[kGroupRows], beyond[kGroupRows];
     double total[kGroupRows], coef[kGroupRows], swx[kGroupRows];

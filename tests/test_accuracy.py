@@ -16,6 +16,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
+import fastnorm
 import reference as ref
 from helpers import call_backward, call_forward
 
@@ -221,4 +222,7 @@ def softmax_error(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_log_softmax_and_softmax_accuracy(dtype):
     lsm, total = softmax_error(dtype)
-    assert lsm <= SOFTMAX_BOUNDS[dtype][0] and total <= SOFTMAX_BOUNDS[dtype][1]
+    # The bounds are the optimized builds' (every ISA level).  The sanitizer build vectorises the row sums
+    # differently (float lanes summed in another order: 4.14 ulps measured), so it gets one ulp more.
+    sanitized = "-fsanitize" in fastnorm._C.build_info()["flags"]
+    assert lsm <= SOFTMAX_BOUNDS[dtype][0] + sanitized and total <= SOFTMAX_BOUNDS[dtype][1] + sanitized

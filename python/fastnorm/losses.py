@@ -301,17 +301,21 @@ def _deliver_rows(rows, ax, shape, out, result):
     return np.ascontiguousarray(full).astype(result, copy=False)
 
 
+def _nll_inputs(log_probs, target, axis, reduction, ignore_index, weight):
+    """What both NLL functions need: the rows (N, C) with their layout, the class indices and each row's weight."""
+    lp = as_array(log_probs, "log_probs")
+    rows, lead, ax, compute, result = _class_rows(lp, axis)
+    _, w = _options(reduction, 0.0, weight, rows.shape[1])
+    t = _class_targets(target, lead, rows.shape[1], ignore_index)
+    return lp, rows, lead, ax, compute, result, t, _row_weights(t, w, ignore_index)
+
+
 def nll_loss(log_probs: ArrayLike, target: ArrayLike, axis: int = -1, *, reduction: str = "mean",
              ignore_index: int = -100, weight: Optional[ArrayLike] = None) -> Any:
     """Negative log-likelihood of class indices given log-probabilities (for example :func:`log_softmax`'s):
     loss_i = -w[t_i] log_probs_i[t_i], reduced as :func:`cross_entropy`."""
-    lp = as_array(log_probs, "log_probs")
-    rows, lead, _, _, _ = _class_rows(lp, axis)
-    N, C = rows.shape
-    _, w = _options(reduction, 0.0, weight, C)
-    t = _class_targets(target, lead, C, ignore_index)
-    rw = _row_weights(t, w, ignore_index)
-    picked = rows[np.arange(N), np.where(t == ignore_index, 0, t)].astype(np.float64)
+    _, rows, lead, _, _, _, t, rw = _nll_inputs(log_probs, target, axis, reduction, ignore_index, weight)
+    picked = rows[np.arange(rows.shape[0]), np.where(t == ignore_index, 0, t)].astype(np.float64)
     per_row = np.where(rw > 0, -rw * picked, 0.0)
     return _reduce(per_row, rw, reduction, lead)
 
@@ -320,14 +324,10 @@ def nll_loss_backward(log_probs: ArrayLike, target: ArrayLike, axis: int = -1, *
                       reduction: str = "mean", ignore_index: int = -100,
                       weight: Optional[ArrayLike] = None) -> np.ndarray:
     """d loss / d log_probs of :func:`nll_loss`: -g w[t] at each row's target, 0 elsewhere."""
-    lp = as_array(log_probs, "log_probs")
-    rows, lead, ax, compute, result = _class_rows(lp, axis)
+    lp, rows, lead, ax, compute, result, t, rw = _nll_inputs(log_probs, target, axis, reduction, ignore_index,
+                                                             weight)
     N, C = rows.shape
-    _, w = _options(reduction, 0.0, weight, C)
-    t = _class_targets(target, lead, C, ignore_index)
-    rw = _row_weights(t, w, ignore_index)
-    g = np.broadcast_to(np.asarray(grad, np.float64), lead).reshape(-1) if reduction == "none" else \
-        np.full(N, float(grad) / (float(rw.sum()) if reduction == "mean" else 1.0))
+    g = _row_grads(grad, reduction, lead, rw, N)
     d = np.zeros((N, C), compute)
     d[np.arange(N), np.where(t == ignore_index, 0, t)] = np.where(rw > 0, -g * rw, 0.0)
     return _deliver_rows(d, ax, lp.shape, None, result)

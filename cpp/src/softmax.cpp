@@ -101,6 +101,30 @@ idx group_rows(idx n) {
   return std::clamp<idx>(kGroupBytes / std::max<idx>(n * static_cast<idx>(sizeof(T)), 1), 1, kGroupRows);
 }
 
+// Rows [r0, r1) of n values a group at a time: each row's maximum and ExpSum (rows where counted_row(r) is false
+// are skipped), the group's log(sum)s side by side in vector lanes, then out(r, max, log(sum)) for every row.
+template <class T, class Counted, class Out>
+FASTNORM_INLINE void over_row_groups(const T* x, idx r0, idx r1, idx n, const Counted& counted_row,
+                                     const Out& out) {
+  const idx group = group_rows<T>(n);
+  T m[kGroupRows];
+  double beyond[kGroupRows], log_sum[kGroupRows];
+  for (idx g0 = r0; g0 < r1; g0 += group) {
+    const idx count = std::min(group, r1 - g0);
+    for (idx j = 0; j < count; ++j) {
+      m[j] = 0, beyond[j] = 0;
+      if (!counted_row(g0 + j)) continue;
+      const T* xr = x + (g0 + j) * n;
+      m[j] = row_max(xr, n);
+      const ExpSum s = exp_sum(xr, n, m[j]);
+      beyond[j] = (s.ties - 1.0) + s.rest;
+    }
+#pragma omp simd
+    for (idx j = 0; j < count; ++j) log_sum[j] = math::log1p_(beyond[j]);  // ExpSum::log_total, side by side
+    for (idx j = 0; j < count; ++j) out(g0 + j, m[j], log_sum[j]);
+  }
+}
+
 // Rows [r0, r1) of n values each.  Separate loops per variant: a store under a condition inside the exp loop kept
 // GCC from vectorising it.
 template <class T>
@@ -117,26 +141,14 @@ struct SoftmaxRows {
       }
       return;
     }
-    const idx group = group_rows<T>(n);
-    T m[kGroupRows];
-    double beyond[kGroupRows], lse[kGroupRows];
-    for (idx g0 = r0; g0 < r1; g0 += group) {
-      const idx count = std::min(group, r1 - g0);
-      for (idx j = 0; j < count; ++j) {
-        const T* xr = x + (g0 + j) * n;
-        m[j] = row_max(xr, n);
-        const ExpSum s = exp_sum(xr, n, m[j]);
-        beyond[j] = (s.ties - 1.0) + s.rest;
-      }
+    over_row_groups(
+        x, r0, r1, n, [](idx) { return true; },
+        [&](idx r, T m, double log_sum) {
+          const T *xr = x + r * n, l = static_cast<T>(log_sum);
+          T* yr = y + r * n;
 #pragma omp simd
-      for (idx j = 0; j < count; ++j) lse[j] = math::log1p_(beyond[j]);  // ExpSum::log_total, side by side
-      for (idx j = 0; j < count; ++j) {
-        const T *xr = x + (g0 + j) * n, mj = m[j], l = static_cast<T>(lse[j]);
-        T* yr = y + (g0 + j) * n;
-#pragma omp simd
-        for (idx i = 0; i < n; ++i) yr[i] = (xr[i] - mj) - l;
-      }
-    }
+          for (idx i = 0; i < n; ++i) yr[i] = (xr[i] - m) - l;
+        });
   }
 };
 
@@ -324,42 +336,29 @@ template <class T>
 struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxRows' log-softmax
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, idx r0, idx r1, idx C, double eps,
                                   ClassWeights cw, std::int64_t ignore_index, double* loss, double* lse) {
-    const idx group = group_rows<T>(C);
-    T m[kGroupRows];
-    double beyond[kGroupRows], log_sum[kGroupRows];
-    for (idx g0 = r0; g0 < r1; g0 += group) {
-      const idx count = std::min(group, r1 - g0);
-      for (idx j = 0; j < count; ++j) {
-        const T* xr = x + (g0 + j) * C;
-        m[j] = 0, beyond[j] = 0;
-        if (!counted(target[g0 + j], C, ignore_index)) continue;
-        m[j] = row_max(xr, C);
-        const ExpSum sum = exp_sum(xr, C, m[j]);
-        beyond[j] = (sum.ties - 1.0) + sum.rest;
-      }
-#pragma omp simd
-      for (idx j = 0; j < count; ++j) log_sum[j] = math::log1p_(beyond[j]);
-      for (idx j = 0; j < count; ++j) {
-        const idx r = g0 + j;
-        const std::int64_t t = target[r];
-        if (!counted(t, C, ignore_index)) {
-          loss[r] = 0;
-          lse[r] = std::numeric_limits<double>::quiet_NaN();
-          continue;
-        }
-        const T* xr = x + r * C;
-        const double ls = static_cast<double>(static_cast<T>(log_sum[j])), mj = static_cast<double>(m[j]);
-        lse[r] = mj + ls;
-        // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
-        double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - mj) - ls);
-        if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
-          const double swx = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
-                                  : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
-          out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
-        }
-        loss[r] = out;
+    for (idx r = r0; r < r1; ++r) {  // rows with no loss
+      if (!counted(target[r], C, ignore_index)) {
+        loss[r] = 0;
+        lse[r] = std::numeric_limits<double>::quiet_NaN();
       }
     }
+    over_row_groups(
+        x, r0, r1, C, [&](idx r) { return counted(target[r], C, ignore_index); },
+        [&](idx r, T m, double log_sum_exact) {
+          const std::int64_t t = target[r];
+          if (!counted(t, C, ignore_index)) return;
+          const T* xr = x + r * C;
+          const double ls = static_cast<double>(static_cast<T>(log_sum_exact)), mj = static_cast<double>(m);
+          lse[r] = mj + ls;
+          // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
+          double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - mj) - ls);
+          if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
+            const double swx = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
+                                    : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
+            out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
+          }
+          loss[r] = out;
+        });
   }
 };
 

@@ -116,6 +116,34 @@ def test_pytorch_baselines_are_its_fastest_calls():
             assert set(inputs) == {"dy", "y"}
 
 
+def test_onnx_runtime_peer_computes_the_same_op():
+    """Each case's ONNX node (its attributes, eps, input order) computes what the case's fastnorm call computes, its
+    output bound to the preallocated array, and the accuracy measure sees both sides' errors."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is optional; the benchmark compares with it when installed")
+    pytest.importorskip("onnx")
+    import numpy as np
+
+    from fastnorm import bench, bench_onnx
+    rng = np.random.default_rng(0)
+    cases = [c for c in bench.REGISTRY if c.onnx is not None]
+    assert {c.onnx.op_type for c in cases} >= {"Relu", "Tanh", "Gelu", "LayerNormalization", "RMSNormalization",
+                                                  "BatchNormalization", "InstanceNormalization",
+                                                  "GroupNormalization", "Softmax", "LogSoftmax"}
+    for case in cases:
+        if "sweep" in case.tags and case.shape[-1] not in (128, 1024):
+            continue  # the same node at other widths
+        n = 4096 if case.shape is None else int(np.prod(case.shape))
+        inputs = case.setup(n, rng)
+        theirs = np.full(case.shape or n, np.nan, np.float32)
+        bench_onnx.bind(case.onnx, inputs, theirs, 1)()
+        ours = case.fastnorm(inputs, None)
+        scale = np.maximum(np.abs(ours), 1)
+        assert np.max(np.abs(theirs - ours) / scale) < 1e-4, case.name
+        mine, peer = bench._accuracy(case, inputs, theirs)
+        assert 0 <= mine < (1e-5 if case.onnx.metric == "abs" else 200), case.name
+        assert np.isfinite(peer), case.name
+
+
 def test_bench_distributed_family(tmp_path, capsys):
     pytest.importorskip("dask")
     pytest.importorskip("mpi4py")

@@ -1,7 +1,9 @@
-"""Microbenchmarks: fastnorm against the plainest NumPy formula and PyTorch's CPU kernels, side by side.
+"""Microbenchmarks: fastnorm against the plainest NumPy formula, PyTorch's and ONNX Runtime's CPU kernels.
 
 Each case runs, in one process and at the same thread count: fastnorm with a preallocated ``out=`` and
-allocating its result, NumPy, and PyTorch (when importable; its own allocating call and its ``.out`` overload).
+allocating its result, NumPy, PyTorch (when importable; its own allocating call and its ``.out`` overload) and,
+for the ops ONNX Runtime has, a one-node ONNX model with its output bound to a preallocated array
+(:mod:`fastnorm.bench_onnx`, with each side's accuracy on the case).
 Reported per case: the median time, GB/s of compulsory traffic (activation forward: read x, write y; backward:
 read dy and x, write dx), and that bandwidth as a fraction of a copy kernel measured in the same run on the same
 bytes and threads.  Machines are shared and noisy: compare ratios within one run, not times across runs.
@@ -26,6 +28,8 @@ import numpy as np
 
 import fastnorm
 from fastnorm import _C
+from fastnorm import bench_onnx
+from fastnorm.bench_onnx import OnnxOp
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Case:
     shape: Optional[Tuple[int, ...]] = None
     has_out: bool = True
     dtype: Any = np.float32  # of the out= array
+    onnx: Optional[OnnxOp] = None  # the same op in ONNX Runtime, when it has one
 
 
 REGISTRY: list[Case] = []
@@ -151,6 +156,16 @@ def torch_clamp_min(x: ArrayLike, o: Any) -> Any:
     return torch.clamp_min(x, 0, out=o)
 
 
+# The activations ONNX Runtime has, as ONNX nodes with fastnorm's parameters (silu has no ONNX op).
+ONNX_ACTIVATIONS = {
+    "relu": OnnxOp("Relu"), "leaky_relu": OnnxOp("LeakyRelu", attrs={"alpha": 0.01}),
+    "sigmoid": OnnxOp("Sigmoid"), "tanh": OnnxOp("Tanh"), "elu": OnnxOp("Elu", attrs={"alpha": 1.0}),
+    "selu": OnnxOp("Selu"), "gelu": OnnxOp("Gelu"), "gelu_tanh": OnnxOp("Gelu", attrs={"approximate": "tanh"}),
+    "softplus": OnnxOp("Softplus"), "mish": OnnxOp("Mish"),
+    "hardsigmoid": OnnxOp("HardSigmoid", attrs={"alpha": 1 / 6, "beta": 0.5}), "hardswish": OnnxOp("HardSwish"),
+}
+
+
 def _register_activations():
     try:
         import torch
@@ -165,7 +180,8 @@ def _register_activations():
         bwd = getattr(fastnorm, public + "_backward")
         register(Case(f"{name} fwd", _normal_x, (lambda i, o, f=fwd, kw=kw: f(i["x"], out=o, **kw)), 8,
                       numpy=(lambda i, o, f=np_fwd: f(i["x"], o)) if np_fwd else None,
-                      torch=(lambda i, o, f=t_fwd: f(i["x"], o)) if t_fwd else None, tags=("activation",)))
+                      torch=(lambda i, o, f=t_fwd: f(i["x"], o)) if t_fwd else None, tags=("activation",),
+                      onnx=ONNX_ACTIVATIONS.get(name)))
         if name in FROM_OUTPUT:  # the backward from y, on every side
             register(Case(f"{name} bwd", _dy_and_output(fwd), (lambda i, o, f=bwd: f(i["dy"], y=i["y"], out=o)), 12,
                           numpy=lambda i, o, g=np_grad: _np_out(i["dy"] * g(i["y"]), o),
@@ -331,7 +347,11 @@ def _register_batch_norm():
 
         def setup(n, rng, shape=shape, c=c_, axis=axis):
             bn = lambda x, g, b: fastnorm.batch_norm(x, gamma=g, beta=b, axis=axis, return_stats=True)  # noqa: E731
-            return dict(_norm_inputs(rng, shape, c, bn), rm=np.zeros(c, np.float32), rv=np.ones(c, np.float32))
+            inputs = _norm_inputs(rng, shape, c, bn)
+            # test mode's running statistics: the batch's own, so that eval and train outputs look alike
+            rv_eval = (1 / np.square(inputs["rstd"].astype(np.float64)) - 1e-5).astype(np.float32)
+            return dict(inputs, rm=np.zeros(c, np.float32), rv=np.ones(c, np.float32),
+                        rm_eval=inputs["mean"].astype(np.float32), rv_eval=rv_eval)
 
         def fwd(i, o, axis=axis):
             return fastnorm.batch_norm(i["x"], gamma=i["gamma"], beta=i["beta"], axis=axis, running_mean=i["rm"],
@@ -359,8 +379,29 @@ def _register_batch_norm():
             m, v = x.mean(axis=red, keepdims=True), x.var(axis=red, keepdims=True)
             return (x - m) / np.sqrt(v + 1e-5)
 
+        def eval_fwd(i, o, axis=axis):
+            return fastnorm.batch_norm(i["x"], gamma=i["gamma"], beta=i["beta"], axis=axis, training=False,
+                                       running_mean=i["rm_eval"], running_var=i["rv_eval"], out=o)
+
+        def torch_eval(t, o, layout=layout):
+            import torch
+            x = t["x"].permute(0, 3, 1, 2) if layout == "nhwc" else t["x"]
+            return torch.nn.functional.batch_norm(x, t["rm_eval"], t["rv_eval"], t["gamma"], t["beta"],
+                                                  training=False)
+
+        def numpy_eval(i, o, axis=axis):
+            shape_c = [1] * 4
+            shape_c[axis] = -1
+            scale = (i["gamma"] / np.sqrt(i["rv_eval"] + 1e-5)).reshape(shape_c)
+            return (i["x"] - i["rm_eval"].reshape(shape_c)) * scale + i["beta"].reshape(shape_c)
+
         register(Case(f"batch_norm fwd {label}", setup, fwd, 8, numpy=numpy_fwd, torch=torch_fwd,
                       tags=("normalization",), shape=shape))
+        # ONNX Runtime's BatchNormalization is test mode, NCHW only
+        bn_onnx = OnnxOp("BatchNormalization", ("x", "gamma", "beta", "rm_eval", "rv_eval"), {"epsilon": 1e-5},
+                         "abs") if layout == "nchw" else None
+        register(Case(f"batch_norm eval {label}", setup, eval_fwd, 8, numpy=numpy_eval, torch=torch_eval,
+                      tags=("normalization",), shape=shape, onnx=bn_onnx))
         register(Case(f"batch_norm bwd {label}", setup, bwd, 12, torch=torch_bwd, tags=("normalization",),
                       shape=shape))
 
@@ -368,37 +409,68 @@ def _register_batch_norm():
 _register_batch_norm()
 
 
+LN_ONNX = OnnxOp("LayerNormalization", ("x", "gamma", "beta"), {"axis": -1, "epsilon": 1e-5}, "abs")
+RMS_ONNX = OnnxOp("RMSNormalization", ("x", "gamma"), {"axis": -1, "epsilon": 1e-5}, "abs")
+# Row widths of the sweep (at 8M values each): short rows to long, with common transformer widths among them.
+SWEEP_WIDTHS = (64, 128, 256, 512, 768, 1024, 2048, 4096, 8192, 16384)
+
+
+def _register_row_norm(family: str, shape: Tuple[int, int], tags: Tuple[str, ...]) -> None:
+    """Layer or RMS norm (eps 1e-5) over the rows of ``shape``, forward and backward (traffic as batch norm).
+    PyTorch has no fused CPU backward for RMS norm (autograd composes it from elementwise ops), so that case has no
+    PyTorch column."""
+    label = "x".join(map(str, shape))
+    d = shape[-1]
+    rms = family == "rms_norm"
+
+    def setup(n, rng):
+        if rms:
+            stats = lambda x, g, b: (None, None, fastnorm.rms_norm(x, g, eps=1e-5, return_stats=True)[1])  # noqa: E731
+        else:
+            stats = lambda x, g, b: fastnorm.layer_norm(x, g, b, return_stats=True)  # noqa: E731
+        return _norm_inputs(rng, shape, d, stats)
+
+    def fwd(i, o):
+        if rms:
+            return fastnorm.rms_norm(i["x"], i["gamma"], eps=1e-5, out=o)
+        return fastnorm.layer_norm(i["x"], i["gamma"], i["beta"], out=o)
+
+    def bwd(i, o):
+        if rms:
+            return fastnorm.rms_norm_backward(i["dy"], i["x"], i["rstd"], i["gamma"], out=o)
+        return fastnorm.layer_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"], out=o)
+
+    def torch_fwd(t, o):
+        import torch
+        if rms:
+            return torch.nn.functional.rms_norm(t["x"], (d,), t["gamma"], 1e-5)
+        return torch.nn.functional.layer_norm(t["x"], (d,), t["gamma"], t["beta"], 1e-5)
+
+    def torch_bwd(t, o):
+        import torch
+        return torch.ops.aten.native_layer_norm_backward(
+            t["dy"], t["x"], [d], t["mean"].float().unsqueeze(-1), t["rstd"].float().unsqueeze(-1),
+            t["gamma"], t["beta"], [True, True, True])
+
+    def numpy_fwd(i, o):
+        x = i["x"]
+        if rms:
+            return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + 1e-5) * i["gamma"]
+        m, v = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        return (x - m) / np.sqrt(v + 1e-5) * i["gamma"] + i["beta"]
+
+    register(Case(f"{family} fwd {label}", setup, fwd, 8, numpy=numpy_fwd, torch=torch_fwd, tags=tags,
+                  shape=shape, onnx=RMS_ONNX if rms else LN_ONNX))
+    register(Case(f"{family} bwd {label}", setup, bwd, 12, torch=None if rms else torch_bwd, tags=tags,
+                  shape=shape))
+
+
 def _register_layer_norm():
-    """Layer norm over the last axis, forward and backward, on baselines.md's shapes (traffic as batch norm)."""
-    for shape in [(8192, 1024), (65536, 128)]:
-        label = "x".join(map(str, shape))
-
-        def setup(n, rng, shape=shape):
-            ln = lambda x, g, b: fastnorm.layer_norm(x, g, b, return_stats=True)  # noqa: E731
-            return _norm_inputs(rng, shape, shape[-1], ln)
-
-        def torch_fwd(t, o, d=shape[-1]):
-            import torch
-            return torch.nn.functional.layer_norm(t["x"], (d,), t["gamma"], t["beta"], 1e-5)
-
-        def torch_bwd(t, o, d=shape[-1]):
-            import torch
-            return torch.ops.aten.native_layer_norm_backward(
-                t["dy"], t["x"], [d], t["mean"].float().unsqueeze(-1), t["rstd"].float().unsqueeze(-1),
-                t["gamma"], t["beta"], [True, True, True])
-
-        def numpy_fwd(i, o):
-            x = i["x"]
-            m, v = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
-            return (x - m) / np.sqrt(v + 1e-5) * i["gamma"] + i["beta"]
-
-        register(Case(f"layer_norm fwd {label}", setup,
-                      lambda i, o: fastnorm.layer_norm(i["x"], i["gamma"], i["beta"], out=o), 8,
-                      numpy=numpy_fwd, torch=torch_fwd, tags=("normalization",), shape=shape))
-        register(Case(f"layer_norm bwd {label}", setup,
-                      lambda i, o: fastnorm.layer_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"],
-                                                                out=o), 12,
-                      torch=torch_bwd, tags=("normalization",), shape=shape))
+    """Layer and RMS norm over the last axis, on rows of every width of the sweep at 8M values (baselines.md's
+    8192x1024 and 65536x128 among them)."""
+    for family in ("layer_norm", "rms_norm"):
+        for d in SWEEP_WIDTHS:
+            _register_row_norm(family, ((1 << 23) // d, d), ("normalization", "sweep"))
 
 
 _register_layer_norm()
@@ -412,7 +484,8 @@ def _register_group_and_instance_norm():
 
         def setup(n, rng, shape=shape, c=c_, axis=axis):
             gn = lambda x, g, b: fastnorm.group_norm(x, 32, g, b, axis=axis, return_stats=True)  # noqa: E731
-            return _norm_inputs(rng, shape, c, gn)
+            # ones and zeros: the affine ONNX's InstanceNormalization requires, as an identity
+            return dict(_norm_inputs(rng, shape, c, gn), ones=np.ones(c, np.float32), zeros=np.zeros(c, np.float32))
 
         def perm(v, layout=layout):
             return v.permute(0, 3, 1, 2) if layout == "nhwc" else v
@@ -435,14 +508,18 @@ def _register_group_and_instance_norm():
         register(Case(f"group_norm fwd {label}", setup,
                       lambda i, o, axis=axis: fastnorm.group_norm(i["x"], 32, i["gamma"], i["beta"], axis=axis,
                                                                   out=o),
-                      8, torch=torch_gn_fwd, tags=("normalization",), shape=shape))
+                      8, torch=torch_gn_fwd, tags=("normalization",), shape=shape,
+                      onnx=OnnxOp("GroupNormalization", ("x", "gamma", "beta"), {"num_groups": 32, "epsilon": 1e-5},
+                                  "abs") if layout == "nchw" else None))
         register(Case(f"group_norm bwd {label}", setup,
                       lambda i, o, axis=axis: fastnorm.group_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"],
                                                                            32, i["gamma"], axis=axis, out=o),
                       12, torch=torch_gn_bwd, tags=("normalization",), shape=shape))
         register(Case(f"instance_norm fwd {label}", setup,
                       lambda i, o, axis=axis: fastnorm.instance_norm(i["x"], axis=axis, out=o),
-                      8, torch=torch_in_fwd, tags=("normalization",), shape=shape))
+                      8, torch=torch_in_fwd, tags=("normalization",), shape=shape,
+                      onnx=OnnxOp("InstanceNormalization", ("x", "ones", "zeros"), {"epsilon": 1e-5}, "abs")
+                      if layout == "nchw" else None))
 
 
 _register_group_and_instance_norm()
@@ -600,7 +677,8 @@ def _register_losses():
                     np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
 
             register(Case(f"{name} fwd {label}", setup, lambda i, o, f=fwd: f(i["x"], out=o), 8, numpy=numpy_fwd,
-                          torch=torch_fwd, tags=("loss",), shape=shape))
+                          torch=torch_fwd, tags=("loss",), shape=shape,
+                          onnx=OnnxOp("LogSoftmax" if log else "Softmax", attrs={"axis": -1}, metric="abs")))
             register(Case(f"{name} bwd {label}", setup, lambda i, o, b=bwd: b(i["dy"], i["y"], out=o), 12,
                           torch=torch_bwd, tags=("loss",), shape=shape))
 
@@ -718,9 +796,10 @@ def _blas_threads(threads: int):
     return threadpool_limits(threads, user_api="blas")
 
 
-def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod: Any) -> Dict[str, Any]:
+def run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod: Any,
+             onnx: bool = True) -> Dict[str, Any]:
     with _blas_threads(threads):
-        return _run_case(case, n, threads, repeats, copy_gbs, torch_mod)
+        return _run_case(case, n, threads, repeats, copy_gbs, torch_mod, onnx)
 
 
 def _to_torch(torch_mod, a: np.ndarray):
@@ -730,7 +809,18 @@ def _to_torch(torch_mod, a: np.ndarray):
     return torch_mod.from_numpy(a)
 
 
-def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod) -> Dict[str, Any]:
+def _accuracy(case: Case, inputs: Dict[str, Any], theirs: np.ndarray) -> Tuple[float, float]:
+    """(fastnorm's error, the peer's) on the case against fastnorm's float64 evaluation of the same op."""
+    wide = {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
+            for k, v in inputs.items()}
+    reference = case.fastnorm(wide, None)
+    metric = case.onnx.metric if case.onnx is not None else "ulp"
+    return (bench_onnx.error(case.fastnorm(inputs, None), reference, metric),
+            bench_onnx.error(theirs, reference, metric))
+
+
+def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, torch_mod,
+              onnx: bool = True) -> Dict[str, Any]:
     rng = np.random.default_rng(0)
     if case.shape is not None:
         n = int(np.prod(case.shape))
@@ -764,6 +854,17 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
         # PyTorch's out= overloads: activation forwards and backwards (grad_input=) and the samplers
         with_out = case.has_out and any(t in case.tags for t in ("activation", "random", "loss"))
         record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if with_out else None)
+    if onnx and case.onnx is not None and out is not None:
+        theirs = np.empty_like(out)
+        try:
+            ort_call = bench_onnx.bind(case.onnx, inputs, theirs, threads)  # None: no ONNX Runtime here
+        except Exception as e:  # an ONNX Runtime too old for the op, say: the other columns still count
+            print(f"ONNX Runtime cannot run {case.name}: {str(e).splitlines()[0]}", flush=True)
+            ort_call = None
+        if ort_call is not None:
+            record("onnx_ms", ort_call)
+            row["vs_onnx"] = row["onnx_ms"] / row["fastnorm_out_ms"]
+            row["fastnorm_error"], row["onnx_error"] = _accuracy(case, inputs, theirs)
     best = min(v for v in (row["fastnorm_out_ms"], row["fastnorm_alloc_ms"]) if v is not None)
     row["gbs"] = moved / (best / 1e3) / 1e9
     row["copy_fraction"] = row["gbs"] / copy_gbs
@@ -830,6 +931,25 @@ def format_table(rows: List[Dict[str, Any]], copy: Dict[int, float]) -> str:
     return "\n".join(lines)
 
 
+def format_onnx_table(rows: List[Dict[str, Any]]) -> str:
+    """The cases ONNX Runtime has: both sides' times with out= (ORT's output bound to a preallocated array), the
+    ratio, and each side's error against float64 (ulps for activations, absolute for norms and softmaxes)."""
+    mine = [r for r in rows if r.get("onnx_ms")]
+    width = max([26] + [len(r["case"]) for r in mine])
+    head = (f"{'case (vs ONNX Runtime)':<{width}}{'thr':>4}{'out= ms':>9}{'ORT ms':>9}{'x ORT':>7}{'error':>10}"
+            f"{'ORT err':>10}")
+    lines = [head, "-" * len(head)]
+    for r in mine:
+        lines.append(f"{r['case']:<{width}}{r['threads']:>4}{_fmt(r['fastnorm_out_ms']):>9}{_fmt(r['onnx_ms']):>9}"
+                     f"{_fmt(r.get('vs_onnx'), '.2f', 'x'):>7}{_fmt(r.get('fastnorm_error'), '.2g'):>10}"
+                     f"{_fmt(r.get('onnx_error'), '.2g'):>10}")
+    lines += textwrap.wrap(
+        "x ORT: ONNX Runtime's time / fastnorm's, both writing into a preallocated array.  error: the largest error "
+        "against the op evaluated in float64, in float32 ulps for activations, absolute for norms and softmaxes.",
+        100)
+    return "\n".join(lines)
+
+
 # The default run: one case of each family, about a minute on 2 cores (--full runs every case).
 HEADLINE = ("relu fwd", "relu bwd", "sigmoid bwd", "gelu fwd", "batch_norm fwd nchw 32x64x56x56",
             "batch_norm bwd nchw 32x64x56x56", "layer_norm fwd 8192x1024", "layer_norm bwd 8192x1024",
@@ -853,6 +973,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to save the results (default bench-<date>-<time>.json here)")
     p.add_argument("--no-save", action="store_true", help="do not save the results")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime even if it is installed")
     p.add_argument("--distributed", action="store_true",
                    help="the distributed family instead: Dask statistics against da.var, SyncBatchNorm steps over "
                         "2 and 3 MPI ranks against local batch norm and a torch.distributed (gloo) one")
@@ -909,10 +1030,13 @@ def run(p: argparse.ArgumentParser, args: Any, argv: Any = None) -> int:
             import torch as torch_mod
         except ImportError:
             print("PyTorch is not installed: comparing with NumPy only (pip install torch to add it)")
+    onnx_peer = not args.no_onnx and bench_onnx.runtime() is not None
+    ort_version = bench_onnx.runtime()[1].__version__ if onnx_peer else None  # type: ignore[index]
     info = fastnorm.info()
     total = len(cases) * len(threads)
     print(f"fastnorm {info['version']}  ISA {info['isa']}  {platform.machine()}  float32, {n} elements, "
           f"median of {repeats}" + (f", torch {torch_mod.__version__}" if torch_mod else "") +
+          (f", onnxruntime {ort_version}" if ort_version else "") +
           f": {total} measurements" + ("" if args.full or args.filter else " (the headline cases; --full: all)"),
           flush=True)
 
@@ -921,7 +1045,7 @@ def run(p: argparse.ArgumentParser, args: Any, argv: Any = None) -> int:
     for t in threads:
         copy[t] = copy_bandwidth(4 * n, t, repeats)
         for case in cases:
-            rows.append(run_case(case, n, t, repeats, copy[t], torch_mod))
+            rows.append(run_case(case, n, t, repeats, copy[t], torch_mod, onnx_peer))
             done, elapsed = len(rows), time.perf_counter() - start
             left = elapsed / done * (total - done)
             print(f"[{done}/{total}] {case.name} ({t} thread{'s' if t > 1 else ''}): {elapsed:.0f} s elapsed, "
@@ -929,9 +1053,12 @@ def run(p: argparse.ArgumentParser, args: Any, argv: Any = None) -> int:
     small = small_call_overhead()
     print()
     print(format_table(rows, copy))
+    if any(r.get("onnx_ms") for r in rows):
+        print()
+        print(format_onnx_table(rows))
     print(textwrap.fill("call on 1,000 elements: " + ", ".join(f"{k} {v:.2f} us" for k, v in small.items()), 100))
     results = {"info": info, "n": n, "repeats": repeats, "copy_gbs": copy, "rows": rows, "small_call": small,
-               "torch": getattr(torch_mod, "__version__", None)}
+               "torch": getattr(torch_mod, "__version__", None), "onnxruntime": ort_version}
     if not args.no_save:
         path = args.json or time.strftime("bench-%Y%m%d-%H%M%S.json")
         with open(path, "w") as f:
@@ -941,7 +1068,8 @@ def run(p: argparse.ArgumentParser, args: Any, argv: Any = None) -> int:
         from fastnorm.report import write_report
         command = "python -m fastnorm bench " + " ".join(argv if argv is not None else sys.argv[1:])
         path = write_report(args.report, rows=rows, copy=copy, info=info, n=n, repeats=repeats,
-                            torch_version=getattr(torch_mod, "__version__", None), small_call=small,
+                            torch_version=getattr(torch_mod, "__version__", None), onnx_version=ort_version,
+                            small_call=small,
                             command=command.strip())
         print(f"report: {path}")
     return 0

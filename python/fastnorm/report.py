@@ -7,7 +7,7 @@ PyTorch per op and thread count), ``bandwidth.png`` (fraction of the copy bandwi
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import datetime
 import json
@@ -44,6 +44,21 @@ def _table(rows: list) -> List[Any]:
                      f"{_fmt(r['gbs'], '.1f')} | {_fmt(100 * r['copy_fraction'], '.0f')}% | "
                      f"{_fmt(r.get('numpy_ms'), '.3f')} | {_fmt(min(torch) if torch else None, '.3f')} | "
                      f"{_fmt(r.get('vs_numpy'), '.1f')} | {_fmt(r.get('vs_torch_best'), '.2f')} |")
+    return lines
+
+
+def _onnx_table(rows: list) -> List[Any]:
+    lines = []
+    for t in sorted({r["threads"] for r in rows}):
+        vs = sorted((r["vs_onnx"], r["case"]) for r in rows if r["threads"] == t and r.get("vs_onnx"))
+        lines.append(f"- {t} thread{'s' if t > 1 else ''}: {len(vs)} ops, median "
+                     f"{statistics.median(v for v, _ in vs):.2f}x ONNX Runtime, slowest {vs[0][0]:.2f}x ({vs[0][1]})")
+    lines += ["", "| case | threads | fastnorm ms (out=) | ONNX Runtime ms | x ONNX Runtime | fastnorm error | "
+             "ONNX Runtime error |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['threads']} | {_fmt(r['fastnorm_out_ms'], '.3f')} | "
+                     f"{_fmt(r['onnx_ms'], '.3f')} | {_fmt(r.get('vs_onnx'), '.2f')} | "
+                     f"{_fmt(r.get('fastnorm_error'), '.2g')} | {_fmt(r.get('onnx_error'), '.2g')} |")
     return lines
 
 
@@ -125,20 +140,23 @@ def _plots(directory: str, rows: list, threads: list) -> List[Any]:
 
 
 def write_report(directory: str, *, rows: List[Dict[str, Any]], copy: Dict[int, float], info: Dict[str, Any],
-                 n: int, repeats: int, torch_version: Optional[str], small_call: Dict[str, float], command: str) -> str:
+                 n: int, repeats: int, torch_version: Optional[str], small_call: Dict[str, float], command: str,
+                 onnx_version: Optional[str] = None) -> str:
     """Writes the report into ``directory`` (created if needed); returns the path of its README.md."""
     os.makedirs(directory, exist_ok=True)
     threads = sorted({r["threads"] for r in rows})
     m = machine()
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump({"machine": m, "info": info, "n": n, "repeats": repeats, "copy_gbs": copy, "rows": rows,
-                   "small_call": small_call, "torch": torch_version, "command": command}, f, indent=1)
+                   "small_call": small_call, "torch": torch_version, "onnxruntime": onnx_version,
+                   "command": command}, f, indent=1)
     plots = _plots(directory, rows, threads)
     lines = [f"# fastnorm benchmark report: {m['cpu']}", "",
              f"Made on {datetime.date.today().isoformat()} with `{command}`.", "",
              f"- Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['os']}",
              f"- fastnorm {info.get('version')} at ISA {info.get('isa')} (compiler {info.get('compiler')}), "
-             f"NumPy {info.get('numpy')}, PyTorch {torch_version or 'not installed'}, Python {m['python']}",
+             f"NumPy {info.get('numpy')}, PyTorch {torch_version or 'not installed'}, ONNX Runtime "
+             f"{onnx_version or 'not installed'}, Python {m['python']}",
              f"- float32 unless a case says otherwise; elementwise cases on {n} elements ({4 * n / 2**20:.0f} MiB "
              f"per array), the others at their shapes; median of {repeats} calls; thread counts "
              f"{', '.join(map(str, threads))}",
@@ -156,6 +174,13 @@ def write_report(directory: str, *, rows: List[Dict[str, Any]], copy: Dict[int, 
     for t in threads:
         lines += ["", f"## {t} thread{'s' if t > 1 else ''}", ""]
         lines += _table([r for r in rows if r["threads"] == t])
+    if any(r.get("onnx_ms") for r in rows):
+        lines += ["", "## ONNX Runtime (MLAS)", "",
+                  "The ops ONNX Runtime has, as one-node models with their inputs and output bound to NumPy arrays "
+                  "(`io_binding`), against fastnorm with `out=`: x ONNX Runtime is its time over fastnorm's. Errors "
+                  "against the same op evaluated in float64: float32 ulps for activations, absolute for the norms and "
+                  "softmaxes.", ""]
+        lines += _onnx_table([r for r in rows if r.get("onnx_ms")])
     if len(threads) > 1:
         lines += ["", "## Thread scaling (fastnorm's fastest call)", ""]
         lines += _scaling(rows, threads)

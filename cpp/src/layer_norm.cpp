@@ -29,6 +29,56 @@ struct Centering {
   FASTNORM_INLINE T normalized(T x, T gamma, T beta) const { return xhat(x) * gamma + beta; }
 };
 
+// RMS norm's statistic for a float row: the sum of x^2, added in float over kW lanes kChunk values at a time (8
+// terms a lane), each chunk's lanes then added into double partial sums (the rest of the row's values straight
+// into those), folded pairwise: within about 10 * 2^-24 of the exact sum, where there is nothing to cancel
+// (DESIGN.md: float32 sums over a local chunk, accumulated in float64).  The double moments (mean and m2 of the row,
+// two conversions and four operations per value) made RMS norm's statistics cost as much as its normalization.
+// The chunk is whole blocks only: a tail loop over the float lanes would keep them in memory, not in registers.
+// A sum that is not finite (overflow, NaN) or so small that squares may be denormal (below 2^-100) is taken again
+// from the double moments (square_sum).
+struct SquareSums {
+  static constexpr bool takes_isa = true;
+  static constexpr idx kW = 64, kChunk = 8 * kW, kWide = 16;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const float* x, idx n, double* sum) {
+    double wide[kWide] = {};
+    idx i = 0;
+    for (; i + kChunk <= n; i += kChunk) {
+      float acc[kW] = {};
+      for (idx k = 0; k < kChunk; k += kW) {
+#pragma omp simd
+        for (idx j = 0; j < kW; ++j) acc[j] += x[i + k + j] * x[i + k + j];
+      }
+#pragma omp simd
+      for (idx j = 0; j < kWide; ++j)
+        wide[j] += (static_cast<double>(acc[j]) + static_cast<double>(acc[j + kWide])) +
+                   (static_cast<double>(acc[j + 2 * kWide]) + static_cast<double>(acc[j + 3 * kWide]));
+    }
+    for (; i + kWide <= n; i += kWide) {
+#pragma omp simd
+      for (idx j = 0; j < kWide; ++j) wide[j] += static_cast<double>(x[i + j]) * x[i + j];
+    }
+    for (idx j = 0; i < n; ++i, ++j) wide[j] += static_cast<double>(x[i]) * x[i];
+    for (idx w = kWide / 2; w > 0; w /= 2) {
+#pragma omp simd
+      for (idx j = 0; j < w; ++j) wide[j] += wide[j + w];
+    }
+    *sum = wide[0];
+  }
+};
+
+// The sum of squares of a row of RMS norm where SquareSums takes it (float rows), else -1.
+template <class T>
+double square_sum(const T* x, idx n) {
+  if constexpr (std::is_same_v<T, float>) {
+    double s;
+    isa_call<SquareSums>(x, n, &s);
+    if (std::isfinite(s) && s >= 0x1p-100) return s;
+  }
+  return -1;
+}
+
 template <Isa I, class T, class Op>
 struct ApplyBlock {  // y = post(z) for one block of a row
   static constexpr bool kElementwise = true;
@@ -246,6 +296,12 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
       for (idx g0 = r0; g0 < r1; g0 += group) {
         const idx g1 = std::min(r1, g0 + group);
         for (idx r = g0; r < g1; ++r) {
+          const double squares = centered ? -1 : square_sum(x + r * D, D);
+          if (squares >= 0) {
+            mean[r] = 0.0;
+            rstd[r] = 1.0 / std::sqrt(squares / n + eps);
+            continue;
+          }
           const Moments m = loops::run_moments<T>(x + r * D, D);  // rows of no values: mean = m2 = 0
           const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
           mean[r] = centered ? m.mean : 0.0;

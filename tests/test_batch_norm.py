@@ -191,7 +191,7 @@ def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
     _, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, return_stats=True)
     k_dy = gamma * rstd
     dx1, s1, s2 = np.empty_like(x), np.empty(C), np.empty(C)
-    none = fastnorm.normalization._post_op(None, 0.01)
+    none = fastnorm._validate.post_op(None, 0.01)
     assert _C.bn_backward_train(dy.reshape(-1), x.reshape(-1), dx1.reshape(-1), A, C, B, mean, rstd, gamma, None,
                                 s1, s2, threads, *none, one_pass_only=True)
     t1, t2 = np.empty(C), np.empty(C)
@@ -212,7 +212,7 @@ def test_one_pass_backward_declines_unsuited_shapes(rng):
         A, C, B = shape
         dx = np.full_like(x, 7)
         assert not _C.bn_backward_train(x.reshape(-1), x.reshape(-1), dx.reshape(-1), A, C, B, np.zeros(C),
-                                        np.ones(C), None, None, np.empty(C), np.empty(C), threads, 0, 0.01,
+                                        np.ones(C), None, None, np.empty(C), np.empty(C), threads, "none", 0.01,
                                         one_pass_only=True)
         assert (dx == 7).all()
 
@@ -230,7 +230,7 @@ def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activ
     x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
     A, C, B = shape[0], shape[1], int(np.prod(shape[2:]))
     gamma, beta = (rng.uniform(0.5, 1.5, C), rng.standard_normal(C)) if affine else (None, None)
-    post = fastnorm.normalization._post_op(activation, 0.01)
+    post = fastnorm._validate.post_op(activation, 0.01)
     eps = 1e-3
     y1, mean1, m21 = np.empty_like(x), np.empty(C), np.empty(C)
     assert _C.bn_forward_train(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, threads,
@@ -254,7 +254,7 @@ def test_one_pass_forward_declines_unsuited_shapes(rng):
         y = np.full_like(x, 7)
         mean, m2 = np.full(C, 7.0), np.full(C, 7.0)
         assert not _C.bn_forward_train(x.reshape(-1), y.reshape(-1), A, C, B, None, None, 1e-5, mean, m2,
-                                       threads, 0, 0.01, one_pass_only=True)
+                                       threads, "none", 0.01, one_pass_only=True)
         assert (y == 7).all() and (mean == 7).all() and (m2 == 7).all()
 
 
@@ -271,7 +271,7 @@ def test_whole_training_calls_equal_the_steps(shape, dtype, affine, activation, 
     dy = rng.standard_normal(shape).astype(dtype)
     A, C, B = shape
     gamma, beta = (rng.uniform(0.5, 1.5, C), rng.standard_normal(C)) if affine else (None, None)
-    post = fastnorm.normalization._post_op(activation, 0.01)
+    post = fastnorm._validate.post_op(activation, 0.01)
     eps, count = 1e-3, A * B
     y1, mean1, m21 = np.empty_like(x), np.empty(C), np.empty(C)
     _C.bn_forward_train(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, 2, *post)

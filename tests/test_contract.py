@@ -180,3 +180,17 @@ def test_info_reports_the_build():
     assert i["isa"] in i["supported_isas"]
     for key in ["openmp", "num_threads", "compiler", "flags"]:
         assert key in i
+
+
+def test_the_names_python_passes_are_the_kernels_tables():
+    """Post-ops and distributions cross into C++ by name, from one table per enum (enum_table.h): the Python names
+    are the kernels', and a name outside a table is refused naming the argument."""
+    from fastnorm import _C, _validate, random
+    assert ("none",) + _validate.POST_OPS == tuple(_C.post_op_names())
+    assert (random._UNIFORM, random._NORMAL, random._TRUNCATED) == tuple(_C.distribution_names())
+    assert len(_C.activation_names()) == len(set(_C.activation_names())) >= 14
+    x = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="activation: unknown value 'tanh'"):
+        _C.ln_forward(x, np.empty_like(x), 2, 4, 1e-5, True, None, None, np.empty(2), np.empty(2), 1, "tanh", 0.0)
+    with pytest.raises(ValueError, match="distribution: unknown value 'cauchy'"):
+        _C.sample("cauchy", 1, 0, np.empty(4, np.float32), _C.SampleParams(), 1, False)

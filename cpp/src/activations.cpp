@@ -38,23 +38,14 @@ struct has_output_backward<Op, std::void_t<decltype(&Op::template backward_from_
 // Calls f(Op{}) for the struct behind `op`: the one switch over activations.
 template <class F>
 void visit(Activation op, F&& f) {
+#define FASTNORM_ACTIVATION_CASE(name, Op) \
+  case Activation::name:                   \
+    return f(Op{});
   switch (op) {
-    case Activation::sigmoid: return f(Sigmoid{});
-    case Activation::tanh: return f(Tanh{});
-    case Activation::relu: return f(Relu{});
-    case Activation::leaky_relu: return f(LeakyRelu{});
-    case Activation::elu: return f(Elu{});
-    case Activation::selu: return f(Selu{});
-    case Activation::gelu: return f(Gelu{});
-    case Activation::gelu_tanh: return f(GeluTanh{});
-    case Activation::silu: return f(Silu{});
-    case Activation::softplus: return f(Softplus{});
-    case Activation::mish: return f(Mish{});
-    case Activation::hardtanh: return f(Hardtanh{});
-    case Activation::hardsigmoid: return f(Hardsigmoid{});
-    case Activation::hardswish: return f(Hardswish{});
+    FASTNORM_ACTIVATIONS(FASTNORM_ACTIVATION_CASE)
     case Activation::count: break;
   }
+#undef FASTNORM_ACTIVATION_CASE
   throw std::invalid_argument("unknown activation id");
 }
 
@@ -221,9 +212,7 @@ struct MaxoutBackwardRows {
 }  // namespace
 
 const std::vector<const char*>& activation_names() {
-  static const std::vector<const char*> names = {
-      "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh",
-      "silu", "softplus", "mish", "hardtanh", "hardsigmoid", "hardswish"};
+  static const std::vector<const char*> names = {FASTNORM_ACTIVATIONS(FASTNORM_ENUM_NAME)};
   return names;
 }
 

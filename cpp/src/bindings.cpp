@@ -253,9 +253,11 @@ void maxout_backward(const py::array& dy, const py::array& x, py::array& out, id
 
 // Fills out (contiguous float32/float64) from the generator state (key, counter); returns the counter after it.
 // fresh_output: out was just allocated (never streamed into: its pages are not mapped yet, see activations.h).
-std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter, py::array& out,
+std::uint64_t sample(const std::string& distribution_name, std::uint64_t key, std::uint64_t counter, py::array& out,
                      const fastnorm::SampleParams& p, int num_threads, bool fresh_output) {
-  if (distribution < 0 || distribution > 2) throw py::value_error("unknown distribution id");
+  const auto distribution =
+      fastnorm::enum_from_name<fastnorm::Distribution>(fastnorm::distribution_names(), distribution_name,
+                                                       "distribution");
   const Dtype dt = dtype_of(out, "out");
   check_contiguous(out, "out");
   check_writeable(out, "out");
@@ -268,8 +270,7 @@ std::uint64_t sample(int distribution, std::uint64_t key, std::uint64_t counter,
                                 static_cast<std::uint64_t>(fastnorm::chunk_blocks<T>());
     py::gil_scoped_release nogil;
     const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)));
-    fastnorm::sample<T>(static_cast<fastnorm::Distribution>(distribution), key, counter, op, n, p, num_threads,
-                        stream);
+    fastnorm::sample<T>(distribution, key, counter, op, n, p, num_threads, stream);
   });
   return next;
 }
@@ -370,11 +371,9 @@ double* f64_output(py::array& a, const char* name, idx n) {
   return mptr<double>(a);
 }
 
-// The activation fused after a normalization: kind 0 none, 1 relu, 2 leaky_relu (slope), 3 silu, 4 gelu.
-fastnorm::PostOp post_op(int kind, double slope) {
-  if (kind < 0 || kind > 4) throw py::value_error("unknown post-op id " + std::to_string(kind));
-  return {static_cast<fastnorm::PostOpKind>(kind), slope};
-}
+// The activation fused after a normalization, by its name (post_op_names(): "none", "relu", ...), and leaky_relu's
+// slope.
+fastnorm::PostOp post_op(const std::string& kind, double slope) { return fastnorm::post_op_named(kind, slope); }
 
 // Optional per-channel float64 parameters: None gives a null pointer (gamma 1, beta 0).
 const double* optional_values(const py::object& a, const char* name, idx C) {
@@ -390,7 +389,7 @@ struct PostOpInput {
   const double* shift;
 };
 
-PostOpInput post_op_input(int post, double slope, const py::object& scale, const py::object& shift, idx C) {
+PostOpInput post_op_input(const std::string& post, double slope, const py::object& scale, const py::object& shift, idx C) {
   const fastnorm::PostOp op = post_op(post, slope);
   if (!op.active()) return {op, nullptr, nullptr};
   const double* zs = optional_values(scale, "scale", C);
@@ -400,7 +399,7 @@ PostOpInput post_op_input(int post, double slope, const py::object& scale, const
 }
 
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
-              const py::array& scale, const py::array& shift, int num_threads, int post, double slope) {
+              const py::array& scale, const py::array& shift, int num_threads, const std::string& post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage dt = map_inputs(x, out, A, C, B);
   const double* m = channel_values(mean, "mean", C);
@@ -417,7 +416,7 @@ void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py:
 
 // With a post-op, scale and shift (the forward's) give z; they are ignored otherwise.
 void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, const py::array& mean,
-                  py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope,
+                  py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope,
                   const py::object& scale, const py::object& shift) {
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
   const fastnorm::PostOp op = z.op;
@@ -439,8 +438,8 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
 // The whole training forward / backward (batch_norm.h); one_pass_only, for the tests: the by-channel kernel alone,
 // returning whether it ran.
 bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
-                      const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads, int post,
-                      double slope, bool one_pass_only) {
+                      const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads,
+                      const std::string& post, double slope, bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage dt = map_inputs(x, out, A, C, B);
   const double* g = optional_values(gamma, "gamma", C);
@@ -460,7 +459,7 @@ bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, c
 
 bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                        const py::array& mean, const py::array& rstd, const py::object& gamma, const py::object& beta,
-                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, int post, double slope,
+                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope,
                        bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage dt = grad_inputs(dy, x, dx, A, C, B);
@@ -484,7 +483,7 @@ bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, i
 
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
-                   int num_threads, int post, double slope, const py::object& scale, const py::object& shift) {
+                   int num_threads, const std::string& post, double slope, const py::object& scale, const py::object& shift) {
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
   const fastnorm::PostOp op = z.op;
   const double *zs = z.scale, *zb = z.shift;
@@ -523,7 +522,7 @@ fastnorm::GroupShape group_io(const py::array& x, const py::array& out, const ch
 
 void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C, idx Q, idx G, double eps,
                         const py::object& gamma, const py::object& beta, py::array& mean, py::array& rstd,
-                        int num_threads, int post, double slope) {
+                        int num_threads, const std::string& post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
   Storage dt;
   const fastnorm::GroupShape s = group_io(x, out, "out", N, P, C, Q, G, &dt);
@@ -542,7 +541,7 @@ void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C,
 
 void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx, idx N, idx P, idx C, idx Q, idx G,
                          const py::array& mean, const py::array& rstd, const py::object& gamma, py::array& sum_dy,
-                         py::array& sum_dy_xmu, int num_threads, int post, double slope, const py::object& beta) {
+                         py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope, const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
   Storage dt;
   const fastnorm::GroupShape s = group_io(x, dx, "dx", N, P, C, Q, G, &dt);
@@ -688,7 +687,7 @@ void cross_entropy_with_grad(const py::array& x, const py::array& target, const 
 }
 
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::object& gamma,
-                const py::object& beta, py::array& mean, py::array& rstd, int num_threads, int post, double slope) {
+                const py::object& beta, py::array& mean, py::array& rstd, int num_threads, const std::string& post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage st = storage_of(x, "x");
   check_contiguous(x, "x");
@@ -713,7 +712,7 @@ void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bo
 
 void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, idx D, const py::array& mean,
                  const py::array& rstd, const py::object& gamma, bool centered, const py::object& dgamma,
-                 const py::object& dbeta, int num_threads, int post, double slope, const py::object& beta) {
+                 const py::object& dbeta, int num_threads, const std::string& post, double slope, const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
   const Storage st = storage_of(x, "x");
   check_contiguous(x, "x");
@@ -827,11 +826,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_stream_threshold", &fastnorm::set_stream_threshold, "nbytes"_a);
   m.def("max_threads", &fastnorm::max_threads, "omp_get_max_threads() of the calling thread (1 without OpenMP)");
   m.def("thread_limit", &fastnorm::thread_limit, "The most threads any call starts (4 per CPU, at least 64)");
-  m.def("activation_names", [] {
-    std::vector<std::string> out;
-    for (const char* n : fastnorm::activation_names()) out.emplace_back(n);
-    return out;
-  });
+  // The names of each enum's values, from its table (enum_table.h): what Python passes for them.
+  const auto names = [](const std::vector<const char*>& of) { return std::vector<std::string>(of.begin(), of.end()); };
+  m.def("activation_names", [names] { return names(fastnorm::activation_names()); });
+  m.def("post_op_names", [names] { return names(fastnorm::post_op_names()); });
+  m.def("distribution_names", [names] { return names(fastnorm::distribution_names()); });
 
   m.def("activation_forward", &activation_forward, "op"_a, "x"_a.noconvert(), "out"_a.noconvert(), "a"_a, "b"_a,
         "num_threads"_a, "fresh_output"_a = false);
@@ -848,27 +847,27 @@ PYBIND11_MODULE(_C, m) {
   m.def("channel_moments", &channel_moments, "x"_a.noconvert(), "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(),
         "m2"_a.noconvert(), "num_threads"_a);
   m.def("bn_forward_train", &bn_forward_train, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
-        "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a = 0,
+        "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a = "none",
         "slope"_a = 0.01, "one_pass_only"_a = false);
   m.def("bn_backward_train", &bn_backward_train, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
         "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a, "beta"_a,
-        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = "none", "slope"_a = 0.01,
         "one_pass_only"_a = false);
   m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
-        "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = 0,
+        "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = "none",
         "slope"_a = 0.01);
   m.def("bn_grad_sums", &bn_grad_sums, "dy"_a.noconvert(), "x"_a.noconvert(), "A"_a, "C"_a, "B"_a,
-        "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0,
+        "mean"_a.noconvert(), "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = "none",
         "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
   m.def("bn_input_grad", &bn_input_grad, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "A"_a,
         "C"_a, "B"_a, "mean"_a.noconvert(), "k_dy"_a.noconvert(), "k_xmu"_a.noconvert(), "k_one"_a.noconvert(),
-        "num_threads"_a, "post"_a = 0, "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
+        "num_threads"_a, "post"_a = "none", "slope"_a = 0.01, "scale"_a = py::none(), "shift"_a = py::none());
   m.def("group_norm_forward", &group_norm_forward, "x"_a.noconvert(), "out"_a.noconvert(), "N"_a, "P"_a, "C"_a,
         "Q"_a, "G"_a, "eps"_a, "gamma"_a, "beta"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
-        "post"_a = 0, "slope"_a = 0.01);
+        "post"_a = "none", "slope"_a = 0.01);
   m.def("group_norm_backward", &group_norm_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
         "N"_a, "P"_a, "C"_a, "Q"_a, "G"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a,
-        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = 0, "slope"_a = 0.01,
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = "none", "slope"_a = 0.01,
         "beta"_a = py::none());
   m.def("dropout", &dropout, "key"_a, "counter"_a, "x"_a.noconvert(), "out"_a.noconvert(), "threshold"_a, "scale"_a,
         "shift"_a, "drop_shift"_a, "num_threads"_a, "fresh_output"_a = false);
@@ -888,7 +887,7 @@ PYBIND11_MODULE(_C, m) {
         "loss"_a.noconvert(), "num_threads"_a);
   m.def("ln_forward", &ln_forward, "x"_a.noconvert(), "out"_a.noconvert(), "M"_a, "D"_a, "eps"_a, "centered"_a,
         "gamma"_a.none(true), "beta"_a.none(true), "mean"_a.noconvert(), "rstd"_a.noconvert(), "num_threads"_a,
-        "post"_a = 0, "slope"_a = 0.01);
+        "post"_a = "none", "slope"_a = 0.01);
   m.def("ln_backward", &ln_backward, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(), "M"_a, "D"_a,
         "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a.none(true), "centered"_a, "dgamma"_a.none(true),
         "dbeta"_a.none(true), "num_threads"_a, "post"_a, "slope"_a, "beta"_a.none(true));

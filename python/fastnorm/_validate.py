@@ -71,3 +71,19 @@ def shape(value, name: str = "shape") -> Tuple[Any, ...]:
     except TypeError:
         raise TypeError(f"{name}: expected an int or a tuple of ints, got {_kind(value)}") from None
     return tuple(integer(s, name, 0, "non-negative sizes") for s in items)
+
+
+# The activations a normalization can apply in its own pass (oneDNN's post-ops), as the kernels name them
+# (post_op.h's table; "none" is the kernels' name for no activation).
+POST_OPS: Tuple[str, ...] = ("relu", "leaky_relu", "silu", "gelu")
+NO_POST_OP: Tuple[str, float] = ("none", 0.01)
+
+
+def post_op(activation, negative_slope) -> Tuple[str, float]:
+    """(name, slope), as the normalization kernels take a fused activation, for ``activation`` (None or one of
+    POST_OPS) and leaky_relu's ``negative_slope``; ValueError naming ``activation`` otherwise."""
+    if activation is None:
+        return NO_POST_OP
+    if not isinstance(activation, str) or activation not in POST_OPS:
+        raise ValueError(f"activation: unknown {activation!r}; valid: None, " + ", ".join(repr(k) for k in POST_OPS))
+    return activation, real(negative_slope, "negative_slope")

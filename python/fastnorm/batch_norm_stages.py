@@ -25,8 +25,9 @@ from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
                              kernel_output, result_dtype, storage_dtype)
 from fastnorm._threads import resolve
+from fastnorm._validate import post_op
 from fastnorm.normalization import (_advance_running, _channel_param, _check_counter, _eps, _layout, _momentum,
-                                    _post_op, _required, _running_pair)
+                                    _required, _running_pair)
 from fastnorm.statistics import Moments, _rescaled
 
 __all__ = ["batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batch_norm_input_grad",
@@ -101,7 +102,7 @@ def batch_norm_apply(x: ArrayLike, stats: Moments, *, gamma: Optional[ArrayLike]
     eps = _eps(eps, compute_dtype(x.dtype, "x"))
     count, mean, m2 = _channel_stats(stats, C)
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     if out is not None:
         check_out(out, x.shape, result)
     rstd = 1.0 / np.sqrt(m2 / count + eps)
@@ -115,7 +116,7 @@ def batch_norm_apply(x: ArrayLike, stats: Moments, *, gamma: Optional[ArrayLike]
 
 def _forward_affine(g, b, rstd, post, C: int):
     """The forward's scale and shift, from which a fused activation's input is recomputed (None without one)."""
-    if not post[0]:
+    if post[0] == "none":
         return None, None
     _required(rstd, "rstd", "batch_norm_apply")
     return (rstd if g is None else g * rstd), (np.zeros(C) if b is None else b)
@@ -140,7 +141,7 @@ def batch_norm_grad_sums(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, *, axis: 
     _required(mean, "mean", "batch_norm_apply")
     mean = _channel_param(mean, "mean", C)
     rstd = _channel_param(rstd, "rstd", C)
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     z = _forward_affine(_channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C), rstd, post, C)
     sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
     _C.bn_grad_sums(as_buffer(dy, storage).reshape(-1), as_buffer(x, storage).reshape(-1), A, C, B, mean, sum_dy,
@@ -168,7 +169,7 @@ def batch_norm_input_grad(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Ar
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
         raise ValueError(f"count: expected the batch's number of values per channel, an int > 0, got {count!r}")
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     if out is not None:
         check_out(out, x.shape, result)
     n = float(count)

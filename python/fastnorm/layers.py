@@ -21,9 +21,9 @@ from typing import Any, Dict, Optional, Tuple
 from numpy.typing import ArrayLike, DTypeLike
 
 from fastnorm import _validate
-from fastnorm._validate import integer, real
+from fastnorm._validate import integer, post_op, real
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
-from fastnorm.normalization import (_post_op, batch_norm, batch_norm_backward, group_norm, group_norm_backward,
+from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                                     instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
                                     rms_norm, rms_norm_backward)
 
@@ -34,7 +34,7 @@ __all__ = ["Layer", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "L
 
 def _post_op_kwargs(activation, negative_slope) -> Dict[str, Any]:
     """The fused activation's keyword arguments, validated now (a bad name fails at construction)."""
-    _post_op(activation, negative_slope)
+    post_op(activation, negative_slope)
     return {"activation": activation, "negative_slope": real(negative_slope, "negative_slope")}
 
 

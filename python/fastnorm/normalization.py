@@ -17,7 +17,7 @@ from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, check_updated_apart, common_dtype,
                              compute_dtype, deliver, kernel_output, normalize_axis, result_dtype, storage_dtype)
 from fastnorm._threads import resolve
-from fastnorm._validate import integer, real
+from fastnorm._validate import NO_POST_OP, integer, post_op, real
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
@@ -27,20 +27,6 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # What the backwards return: dx, and dgamma and dbeta (None without gamma, or with dx_only).
 NormGrads = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
-
-# Activations that can follow a normalization in the same pass (oneDNN's post-ops): name -> kernel id.
-POST_OPS = {"relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
-
-
-def _post_op(activation, negative_slope) -> Tuple[Any, ...]:
-    """(kernel id, slope) for ``activation`` (None or one of POST_OPS), with a clear error otherwise."""
-    if activation is None:
-        return 0, 0.01
-    if activation not in POST_OPS:
-        raise ValueError(f"activation: unknown {activation!r}; valid: None, " +
-                         ", ".join(repr(k) for k in POST_OPS))
-    return POST_OPS[activation], real(negative_slope, "negative_slope")
-
 
 def _layout(shape: tuple, axis, name: str = "axis"):
     if len(shape) < 2:
@@ -244,7 +230,7 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
     g, b = _channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C)
     rm, rv = _running_pair(running_mean, running_var, C)
     momentum = _momentum(momentum, allow_none=True)
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     if num_batches_tracked is not None:
         _check_counter(num_batches_tracked)
     if training and rm is not None and momentum is None and num_batches_tracked is None:
@@ -343,7 +329,7 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     _required(mean, "mean", "batch_norm"), _required(rstd, "rstd", "batch_norm")
     mean, rstd = _channel_param(mean, "mean", C), _channel_param(rstd, "rstd", C)
     g = _channel_param(gamma, "gamma", C)
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     b = _channel_param(beta, "beta", C)
     if out is not None:
         check_out(out, x.shape, result)
@@ -368,7 +354,7 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     # test mode: mean and rstd are constants, dx = gamma rstd dy
     g1 = np.ones(C) if g is None else g
     # the forward's scale and shift, from which a fused activation's input is recomputed
-    z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] else (None, None)
+    z = (g1 * rstd, np.zeros(C) if b is None else b) if post[0] != "none" else (None, None)
     k_dy = g1 * rstd
     sum_dy = sum_dy_xmu = None
     if param_grads:
@@ -428,7 +414,7 @@ def _row_stats(value, name: str, lead: tuple, forward: str = "layer_norm"):
     return as_buffer(arr, _F64).reshape(-1)
 
 
-def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads, post=(0, 0.01)):
+def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_threads, post=NO_POST_OP):
     x = as_array(x, "x")
     # float16 and bfloat16 rows are read and written as such, computed in float32 (gamma and beta too)
     storage, compute, result = storage_dtype(x.dtype, "x"), compute_dtype(x.dtype, "x"), result_dtype(x.dtype)
@@ -465,8 +451,8 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     return (y, mean.reshape(lead), rstd.reshape(lead)) if centered else (y, rstd.reshape(lead))
 
 
-def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads, beta=None, post=(0,
-                             0.01)):
+def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, out, num_threads, beta=None,
+                             post=NO_POST_OP):
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = common_dtype(dy.dtype, x.dtype)
@@ -515,7 +501,7 @@ def layer_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, beta: Optional[A
     Ba, Kiros & Hinton, Layer normalization, arXiv:1607.06450, 2016.
     """
     return _normalize_rows(x, gamma, beta, axis, eps, True, return_stats, out, num_threads,
-                           _post_op(activation, negative_slope))
+                           post_op(activation, negative_slope))
 
 
 def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
@@ -533,7 +519,7 @@ def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
     return _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, True, dx_only, out, num_threads, beta,
-                                    _post_op(activation, negative_slope))
+                                    post_op(activation, negative_slope))
 
 
 def rms_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, *, axis: Any = -1, eps: Optional[float] = None,
@@ -549,7 +535,7 @@ def rms_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, *, axis: Any = -1,
     Zhang & Sennrich, Root mean square layer normalization, NeurIPS 2019.
     """
     return _normalize_rows(x, gamma, None, axis, eps, False, return_stats, out, num_threads,
-                           _post_op(activation, negative_slope))
+                           post_op(activation, negative_slope))
 
 
 def rms_norm_backward(dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, gamma: Optional[ArrayLike] = None, *,
@@ -559,7 +545,7 @@ def rms_norm_backward(dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, gamma: Optio
     """Gradients of :func:`rms_norm` from the saved rstd: with xhat = x rstd and g = dy gamma, per row,
     dx = rstd (g - xhat mean(g xhat)), dgamma = sum over rows of dy xhat.  Returns (dx, dgamma)."""
     dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads,
-                                             None, _post_op(activation, negative_slope))
+                                             None, post_op(activation, negative_slope))
     return dx, dgamma
 
 
@@ -617,7 +603,7 @@ def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None,
     # float64 in place goes through a buffer of its own, so that x is still there to rescue an overflow from
     buf = kernel_output(out, x.shape, storage, (xb,), (g, b, xb if storage == _F64 else None))
     mean, rstd = np.empty((N, G)), np.empty((N, G))
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
                           rstd.reshape(-1), threads, *post)
     if storage == _F64 and x.size and (_overflowed(mean, rstd) or not rstd.all()):
@@ -660,7 +646,7 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
     # per (sample, channel): s1 = sum of dy, s2 = sum of dy (x - mean)
     s1, s2 = np.empty((N, C)), np.empty((N, C))
-    post = _post_op(activation, negative_slope)
+    post = post_op(activation, negative_slope)
     k = _backward_exponents(rstd) if storage == _F64 else None
     if k is not None:
         wide = k.reshape(N, 1, G, 1, 1)

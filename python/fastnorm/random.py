@@ -27,7 +27,7 @@ from fastnorm import _C, _validate
 from fastnorm._memory import empty, fresh
 from fastnorm._threads import resolve
 
-_UNIFORM, _NORMAL, _TRUNCATED = 0, 1, 2
+_UNIFORM, _NORMAL, _TRUNCATED = "uniform", "normal", "truncated_normal"  # as the kernels name them
 _MASK64 = (1 << 64) - 1
 _ALGORITHM = "philox4x32_10"
 
@@ -106,7 +106,7 @@ class Generator:
 
     # ---- sampling ---------------------------------------------------------------------------------------------
 
-    def _fill(self, dist: int, size, dtype, out, num_threads, params, shard=None) -> np.ndarray:
+    def _fill(self, dist: str, size, dtype, out, num_threads, params, shard=None) -> np.ndarray:
         if shard is not None:
             return self._fill_shard(dist, size, dtype, out, num_threads, params, shard)
         if out is not None:
@@ -133,7 +133,7 @@ class Generator:
         result = buf.astype(dt, copy=False)
         return result[()] if size is None else result
 
-    def _fill_shard(self, dist: int, size, dtype, out, num_threads, params, shard) -> np.ndarray:
+    def _fill_shard(self, dist: str, size, dtype, out, num_threads, params, shard) -> np.ndarray:
         """whole[shard] of the call without shard: the chunks of counters that cover the slice's span of flat
         indices are sampled (a chunk's values depend only on its counter), then the slice is taken from them."""
         if size is None:

@@ -7,28 +7,30 @@
 
 #include <vector>
 
+#include "fastnorm/enum_table.h"
 #include "fastnorm/isa.h"
 
 namespace fastnorm {
 
-// Elementwise activations; the order is the ids the bindings hand to Python.
-enum class Activation : int {
-  sigmoid,
-  tanh,
-  relu,
-  leaky_relu,   // a = negative_slope
-  elu,          // a = alpha
-  selu,
-  gelu,         // exact: x Phi(x)
-  gelu_tanh,    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-  silu,
-  softplus,     // a = beta, b = threshold
-  mish,
-  hardtanh,     // a = min_val, b = max_val
-  hardsigmoid,
-  hardswish,
-  count
-};
+// Elementwise activations and the act:: struct (activation_ops.h) behind each; the order is the ids the bindings
+// hand to Python with activation_names().
+#define FASTNORM_ACTIVATIONS(X)  \
+  X(sigmoid, Sigmoid)            \
+  X(tanh, Tanh)                  \
+  X(relu, Relu)                  \
+  X(leaky_relu, LeakyRelu)       /* a = negative_slope */ \
+  X(elu, Elu)                    /* a = alpha */ \
+  X(selu, Selu)                  \
+  X(gelu, Gelu)                  /* exact: x Phi(x) */ \
+  X(gelu_tanh, GeluTanh)         /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */ \
+  X(silu, Silu)                  \
+  X(softplus, Softplus)          /* a = beta, b = threshold */ \
+  X(mish, Mish)                  \
+  X(hardtanh, Hardtanh)          /* a = min_val, b = max_val */ \
+  X(hardsigmoid, Hardsigmoid)    \
+  X(hardswish, Hardswish)
+
+enum class Activation : int { FASTNORM_ACTIVATIONS(FASTNORM_ENUM_VALUE) count };
 
 // Python-facing names in enum order ("sigmoid", "tanh", ..., "gelu_tanh", ...).
 const std::vector<const char*>& activation_names();

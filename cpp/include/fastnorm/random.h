@@ -13,14 +13,24 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
+#include "fastnorm/enum_table.h"
 #include "fastnorm/isa.h"
 
 namespace fastnorm {
 
 constexpr idx kChunkColumns = 256;
 
-enum class Distribution : int { uniform = 0, normal = 1, truncated_normal = 2 };
+// The distributions sample() draws from; Python passes their names.
+#define FASTNORM_DISTRIBUTIONS(X) X(uniform) X(normal) X(truncated_normal)
+
+enum class Distribution : int { FASTNORM_DISTRIBUTIONS(FASTNORM_ENUM_VALUE) };
+
+inline const std::vector<const char*>& distribution_names() {
+  static const std::vector<const char*> names = {FASTNORM_DISTRIBUTIONS(FASTNORM_ENUM_NAME)};
+  return names;
+}
 
 // 4 per column for float (24 bits each), 2 for double (53-bit uniforms take two words).
 template <class T>

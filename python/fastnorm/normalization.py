@@ -39,6 +39,11 @@ def _channel_param(value, name: str, channels: int):
     """gamma, beta, mean, rstd: None, or C contiguous values as float64."""
     if value is None:
         return None
+    if type(value) is np.ndarray and value.shape == (channels,) and value.dtype.kind == "f" \
+            and value.dtype.itemsize in (4, 8) and value.dtype.isnative:  # the common case, without the general conversion's 0.4 us
+        if value.dtype.itemsize == 8 and value.flags.c_contiguous and value.flags.aligned:
+            return value
+        return value.astype(_F64)  # a new array: contiguous and aligned
     arr = as_array(value, name)
     if arr.shape != (channels,):
         raise ValueError(f"{name}: expected shape ({channels},) (one value per channel), got {arr.shape}")
@@ -107,6 +112,8 @@ def _check_counter(counter) -> None:
 def _eps(eps, compute: np.dtype) -> float:
     """eps > 0, large enough that 1 / sqrt(eps), the largest rstd, is finite in the computation's dtype (float32
     for float32 and half data): below that a constant channel would normalize to 0 * inf = NaN."""
+    if type(eps) is float and _MIN_EPS.get(compute, 0.0) <= eps < math.inf and eps > 0:  # the common case
+        return eps
     e = real(eps, "eps", finite=False)
     if not (math.isfinite(e) and e > 0):
         raise ValueError(f"eps: expected a finite number > 0, got {e}")
@@ -251,11 +258,11 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
                              f"(shape {x.shape}, channel axis {axis})")
         mean, m2 = np.empty(C), np.empty(C)
         # statistics, constants and y in one call: one pass over memory where a channel fits in L2, else two
-        _C.bn_forward_train(xb.reshape(-1), buf.reshape(-1), A, C, B, g, b, eps, mean, m2, threads, *post)
+        _C.bn_forward_train(xb, buf, A, C, B, g, b, eps, mean, m2, threads, *post)
         if storage == _F64 and _overflowed(mean, m2):
             x3 = xb.reshape(A, C, B)
             k = _rescue_exponents(x3, (0, 2), ~np.isfinite(mean + m2))
-            _C.bn_forward_train(np.ldexp(x3, k).reshape(-1), buf.reshape(-1), A, C, B, g, b, eps, mean, m2,
+            _C.bn_forward_train(np.ldexp(x3, k), buf, A, C, B, g, b, eps, mean, m2,
                                 threads, *post)
             k = k.reshape(-1)
             rstd = np.ldexp(1.0 / np.sqrt(m2 / count + eps), k)
@@ -279,7 +286,7 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
     rstd = 1.0 / np.sqrt(var + eps)
     scale = rstd if g is None else g * rstd
     shift = np.zeros(C) if b is None else b
-    _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, mean, scale, shift, threads, *post)
+    _C.bn_apply(xb, buf, A, C, B, mean, scale, shift, threads, *post)
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
@@ -343,7 +350,7 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
         if k is not None:
             xb = np.ldexp(xb.reshape(A, C, B), k[:, None])
             mean, rstd = np.ldexp(mean, k), np.ldexp(rstd, -k)
-        _C.bn_backward_train(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, rstd, g, b, sum_dy,
+        _C.bn_backward_train(dyb, xb, buf, A, C, B, mean, rstd, g, b, sum_dy,
                              sum_dy_xmu, threads, *post)
         if k is not None:
             buf.reshape(A, C, B)[...] = np.ldexp(buf.reshape(A, C, B), k[:, None])
@@ -359,10 +366,10 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     sum_dy = sum_dy_xmu = None
     if param_grads:
         sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
-        _C.bn_grad_sums(dyb.reshape(-1), xb.reshape(-1), A, C, B, mean, sum_dy, sum_dy_xmu, threads, *post,
+        _C.bn_grad_sums(dyb, xb, A, C, B, mean, sum_dy, sum_dy_xmu, threads, *post,
                         *z)
     k_xmu = k_one = np.zeros(C)
-    _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
+    _C.bn_input_grad(dyb, xb, buf, A, C, B, mean, k_dy, k_xmu, k_one,
                      threads, *post, *z)
     pd = _grad_dtype(result)
     grads = ((sum_dy_xmu * rstd).astype(pd), sum_dy.astype(pd)) if param_grads else (None, None)
@@ -393,6 +400,9 @@ def _feature_param(value, name: str, shape: tuple, dtype):
     use 1 and 0 then: no default as large as a row)."""
     if value is None:
         return None
+    if type(value) is np.ndarray and value.shape == shape and value.dtype == dtype and value.flags.c_contiguous \
+            and value.flags.aligned:  # the common case, without the general conversion's 0.4 us
+        return value if value.ndim == 1 else value.reshape(-1)
     arr = as_array(value, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (the normalized axes), got {arr.shape}")
@@ -407,6 +417,9 @@ def _required(value, name: str, forward: str) -> None:
 
 
 def _row_stats(value, name: str, lead: tuple, forward: str = "layer_norm"):
+    if type(value) is np.ndarray and value.ndim == 1 and value.shape == lead and value.dtype == _F64 \
+            and value.dtype.isnative and value.flags.c_contiguous and value.flags.aligned:
+        return value  # the forward's own statistics of a 2-D x: the common case, without the general checks
     _required(value, name, forward)
     arr = as_array(value, name)
     if arr.shape != lead and arr.size != math.prod(lead):
@@ -438,11 +451,11 @@ def _normalize_rows(x, gamma, beta, axis, eps, centered, return_stats, out, num_
     buf = kernel_output(out, x.shape, storage, (xb,), (g, b, xb if storage == _F64 else None))
     # each row's statistics (RMS: the mean of squares, as variance + mean^2, without cancellation), then the row
     # normalized while it is in cache
-    _C.ln_forward(xb.reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd, threads, *post)
+    _C.ln_forward(xb, buf, M, D, eps, centered, g, b, mean, rstd, threads, *post)
     if storage == _F64 and (_overflowed(mean, rstd) or not rstd.all()):
         x2 = xb.reshape(M, D)
         k = _rescue_exponents(x2, (1,), ~(np.isfinite(mean) & (rstd > 0)))
-        _C.ln_forward(np.ldexp(x2, k).reshape(-1), buf.reshape(-1), M, D, eps, centered, g, b, mean, rstd,
+        _C.ln_forward(np.ldexp(x2, k), buf, M, D, eps, centered, g, b, mean, rstd,
                       threads, *post)
         mean, rstd = np.ldexp(mean, -k.reshape(-1)), np.ldexp(rstd, k.reshape(-1))
     y = deliver(buf, out, result)
@@ -476,7 +489,7 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     param_grads = gamma is not None and not dx_only
     dgamma, dbeta = (np.empty(D), np.empty(D)) if param_grads else (None, None)
     buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b))
-    _C.ln_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), M, D, mean, rstd, g, centered, dgamma, dbeta,
+    _C.ln_backward(dyb, xb, buf, M, D, mean, rstd, g, centered, dgamma, dbeta,
                    resolve(num_threads), *post, b)
     dx = deliver(buf, out, result)
     if not param_grads:
@@ -604,13 +617,11 @@ def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None,
     buf = kernel_output(out, x.shape, storage, (xb,), (g, b, xb if storage == _F64 else None))
     mean, rstd = np.empty((N, G)), np.empty((N, G))
     post = post_op(activation, negative_slope)
-    _C.group_norm_forward(xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b, mean.reshape(-1),
-                          rstd.reshape(-1), threads, *post)
+    _C.group_norm_forward(xb, buf, N, P, C, Q, G, eps, g, b, mean, rstd, threads, *post)
     if storage == _F64 and x.size and (_overflowed(mean, rstd) or not rstd.all()):
         x5 = xb.reshape(N, P, G, C // G, Q)
         k = _rescue_exponents(x5, (1, 3, 4), ~(np.isfinite(mean) & (rstd > 0)))
-        _C.group_norm_forward(np.ldexp(x5, k).reshape(-1), buf.reshape(-1), N, P, C, Q, G, eps, g, b,
-                              mean.reshape(-1), rstd.reshape(-1), threads, *post)
+        _C.group_norm_forward(np.ldexp(x5, k), buf, N, P, C, Q, G, eps, g, b, mean, rstd, threads, *post)
         mean, rstd = np.ldexp(mean, -k.reshape(N, G)), np.ldexp(rstd, k.reshape(N, G))
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
@@ -652,8 +663,7 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
         wide = k.reshape(N, 1, G, 1, 1)
         xb = np.ldexp(xb.reshape(N, P, G, C // G, Q), wide)
         mean, rstd = np.ldexp(mean, k), np.ldexp(rstd, -k)
-    _C.group_norm_backward(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), N, P, C, Q, G, mean.reshape(-1),
-                           rstd.reshape(-1), g, s1.reshape(-1), s2.reshape(-1), threads, *post, b)
+    _C.group_norm_backward(dyb, xb, buf, N, P, C, Q, G, mean, rstd, g, s1, s2, threads, *post, b)
     if k is not None:
         buf.reshape(N, P, G, C // G, Q)[...] = np.ldexp(buf.reshape(N, P, G, C // G, Q), wide)
     if g is None or dx_only:

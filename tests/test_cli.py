@@ -116,6 +116,30 @@ def test_pytorch_baselines_are_its_fastest_calls():
             assert set(inputs) == {"dy", "y"}
 
 
+def test_pytorch_norm_baselines_write_into_the_out_array():
+    """The norms' PyTorch baselines take its native_*.out overloads when given an output (the statistics or
+    parameter gradients they also write go to small tensors of their own), and compute what fastnorm computes."""
+    torch = pytest.importorskip("torch", reason="PyTorch is optional; this compares with it when installed")
+    import numpy as np
+
+    from fastnorm import bench
+    rng = np.random.default_rng(0)
+    names = ["batch_norm fwd nchw 64x256x14x14", "batch_norm bwd nhwc 64x256x14x14",
+             "batch_norm eval nchw 64x256x14x14", "layer_norm fwd 32768x256", "layer_norm bwd 32768x256",
+             "group_norm fwd nhwc 64x256x14x14", "group_norm bwd nchw 64x256x14x14"]
+    cases = {c.name: c for c in bench.REGISTRY}
+    for name in names:
+        case = cases[name]
+        inputs = case.setup(0, rng)
+        tin = {k: torch.from_numpy(v) for k, v in inputs.items() if isinstance(v, np.ndarray)}
+        out = np.full(case.shape, np.nan, np.float32)
+        result = case.torch(tin, torch.from_numpy(out))
+        assert result.data_ptr() == out.ctypes.data, f"{name}: PyTorch allocates"
+        want = case.fastnorm(inputs, None)
+        want = want[0] if isinstance(want, tuple) else want  # a backward's dx
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 def test_onnx_runtime_peer_computes_the_same_op():
     """Each case's ONNX node (its attributes, eps, input order) computes what the case's fastnorm call computes, its
     output bound to the preallocated array, and the accuracy measure sees both sides' errors."""

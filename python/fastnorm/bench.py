@@ -327,6 +327,19 @@ def _image_layouts():
             yield dims, layout, shape, 1 if layout == "nchw" else -1, f"{layout} {'x'.join(map(str, dims))}"
 
 
+def _torch_out(t: Dict[str, Any], o: Any, perm: Any = None) -> Any:
+    """The out= tensor PyTorch writes for a norm case: ``o`` viewed as x's shape (and, for channels-last data, as
+    the NCHW view PyTorch computes on), so that its kernels write the same memory as fastnorm's out=."""
+    v = o.view(t["x"].shape)
+    return perm(v) if perm is not None else v
+
+
+def _small(*shape: int) -> Any:
+    """A small float32 tensor for the statistics or parameter gradients an out= norm call also writes."""
+    import torch
+    return torch.empty(shape)
+
+
 def _norm_inputs(rng, shape, c, forward):
     """x, per-channel gamma and beta, dy, and the statistics ``forward(x, gamma, beta)`` saves: a norm case's
     inputs."""
@@ -361,17 +374,26 @@ def _register_batch_norm():
             return fastnorm.batch_norm_backward(i["dy"], i["x"], i["mean"], i["rstd"], i["gamma"], axis=axis,
                                                 out=o)
 
-        def torch_fwd(t, o, layout=layout):
-            import torch
-            x = t["x"].permute(0, 3, 1, 2) if layout == "nhwc" else t["x"]  # channels-last NCHW view
-            return torch.nn.functional.batch_norm(x, t["rm"], t["rv"], t["gamma"], t["beta"], training=True)
+        perm = (lambda v: v.permute(0, 3, 1, 2)) if layout == "nhwc" else (lambda v: v)  # channels-last NCHW view
 
-        def torch_bwd(t, o, layout=layout):
+        def torch_fwd(t, o, perm=perm, training=True, rm="rm", rv="rv"):
             import torch
-            perm = (lambda v: v.permute(0, 3, 1, 2)) if layout == "nhwc" else (lambda v: v)
-            return torch.ops.aten.native_batch_norm_backward(
-                perm(t["dy"]), perm(t["x"]), t["gamma"], t["rm"], t["rv"], t["mean"].float(),
-                t["rstd"].float(), True, 1e-5, [True, True, True])
+            args = (perm(t["x"]), t["gamma"], t["beta"], t[rm], t[rv], training, 0.1, 1e-5)
+            if o is None:
+                return torch.ops.aten.native_batch_norm(*args)[0]
+            c = t["gamma"].shape[0]
+            return torch.ops.aten.native_batch_norm.out(*args, out=_torch_out(t, o, perm), save_mean=_small(c),
+                                                        save_invstd=_small(c))[0]
+
+        def torch_bwd(t, o, perm=perm):
+            import torch
+            args = (perm(t["dy"]), perm(t["x"]), t["gamma"], t["rm"], t["rv"], t["mean"].float(),
+                    t["rstd"].float(), True, 1e-5, [True, True, True])
+            if o is None:
+                return torch.ops.aten.native_batch_norm_backward(*args)[0]
+            c = t["gamma"].shape[0]
+            return torch.ops.aten.native_batch_norm_backward.out(*args, out0=_torch_out(t, o, perm), out1=_small(c),
+                                                                 out2=_small(c))[0]
 
         def numpy_fwd(i, o, axis=axis):
             x = i["x"]
@@ -383,11 +405,8 @@ def _register_batch_norm():
             return fastnorm.batch_norm(i["x"], gamma=i["gamma"], beta=i["beta"], axis=axis, training=False,
                                        running_mean=i["rm_eval"], running_var=i["rv_eval"], out=o)
 
-        def torch_eval(t, o, layout=layout):
-            import torch
-            x = t["x"].permute(0, 3, 1, 2) if layout == "nhwc" else t["x"]
-            return torch.nn.functional.batch_norm(x, t["rm_eval"], t["rv_eval"], t["gamma"], t["beta"],
-                                                  training=False)
+        def torch_eval(t, o, f=torch_fwd):
+            return f(t, o, training=False, rm="rm_eval", rv="rv_eval")
 
         def numpy_eval(i, o, axis=axis):
             shape_c = [1] * 4
@@ -442,15 +461,23 @@ def _register_row_norm(family: str, shape: Tuple[int, int], tags: Tuple[str, ...
 
     def torch_fwd(t, o):
         import torch
-        if rms:
+        if rms:  # a composite of elementwise ops on the CPU: no out= form
             return torch.nn.functional.rms_norm(t["x"], (d,), t["gamma"], 1e-5)
-        return torch.nn.functional.layer_norm(t["x"], (d,), t["gamma"], t["beta"], 1e-5)
+        args = (t["x"], [d], t["gamma"], t["beta"], 1e-5)
+        if o is None:
+            return torch.ops.aten.native_layer_norm(*args)[0]
+        m = t["x"].shape[0]
+        return torch.ops.aten.native_layer_norm.out(*args, out0=_torch_out(t, o), out1=_small(m, 1),
+                                                    out2=_small(m, 1))[0]
 
     def torch_bwd(t, o):
         import torch
-        return torch.ops.aten.native_layer_norm_backward(
-            t["dy"], t["x"], [d], t["mean"].float().unsqueeze(-1), t["rstd"].float().unsqueeze(-1),
-            t["gamma"], t["beta"], [True, True, True])
+        args = (t["dy"], t["x"], [d], t["mean"].float().unsqueeze(-1), t["rstd"].float().unsqueeze(-1),
+                t["gamma"], t["beta"], [True, True, True])
+        if o is None:
+            return torch.ops.aten.native_layer_norm_backward(*args)[0]
+        return torch.ops.aten.native_layer_norm_backward.out(*args, out0=_torch_out(t, o), out1=_small(d),
+                                                             out2=_small(d))[0]
 
     def numpy_fwd(i, o):
         x = i["x"]
@@ -490,16 +517,24 @@ def _register_group_and_instance_norm():
         def perm(v, layout=layout):
             return v.permute(0, 3, 1, 2) if layout == "nhwc" else v
 
-        def torch_gn_fwd(t, o, perm=perm):
+        def torch_gn_fwd(t, o, perm=perm, dims=dims):
             import torch
-            return torch.nn.functional.group_norm(perm(t["x"]), 32, t["gamma"], t["beta"], 1e-5)
+            n, c, h, w = dims
+            args = (perm(t["x"]), t["gamma"], t["beta"], n, c, h * w, 32, 1e-5)
+            if o is None:
+                return torch.ops.aten.native_group_norm(*args)[0]
+            return torch.ops.aten.native_group_norm.out(*args, out0=_torch_out(t, o, perm), out1=_small(n, 32),
+                                                        out2=_small(n, 32))[0]
 
         def torch_gn_bwd(t, o, perm=perm, dims=dims):
             import torch
             n, c, h, w = dims
-            return torch.ops.aten.native_group_norm_backward(
-                perm(t["dy"]), perm(t["x"]), t["mean"].float(), t["rstd"].float(), t["gamma"], n, c, h * w, 32,
-                [True, True, True])
+            args = (perm(t["dy"]), perm(t["x"]), t["mean"].float(), t["rstd"].float(), t["gamma"], n, c, h * w, 32,
+                    [True, True, True])
+            if o is None:
+                return torch.ops.aten.native_group_norm_backward(*args)[0]
+            return torch.ops.aten.native_group_norm_backward.out(*args, out0=_torch_out(t, o, perm), out1=_small(c),
+                                                                 out2=_small(c))[0]
 
         def torch_in_fwd(t, o, perm=perm):
             import torch
@@ -851,8 +886,9 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
         tin = {k: _to_torch(torch_mod, v) for k, v in inputs.items() if isinstance(v, np.ndarray)}
         tout = _to_torch(torch_mod, np.empty(case.shape or n, dtype=case.dtype))
         record("torch_alloc_ms", _try(lambda: case.torch(tin, None)))
-        # PyTorch's out= overloads: activation forwards and backwards (grad_input=) and the samplers
-        with_out = case.has_out and any(t in case.tags for t in ("activation", "random", "loss"))
+        # PyTorch's out= overloads: activation forwards and backwards (grad_input=), the samplers, softmax, and the
+        # norms' native_*.out (instance norm and RMS norm have none: those calls allocate either way)
+        with_out = case.has_out and any(t in case.tags for t in ("activation", "random", "loss", "normalization"))
         record("torch_out_ms", _try(lambda: case.torch(tin, tout)) if with_out else None)
     if onnx and case.onnx is not None and out is not None:
         theirs = np.empty_like(out)

@@ -135,7 +135,13 @@ def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
 
 
 def is_dask_array(x) -> bool:
-    """Whether ``x`` is a Dask array (checked without importing Dask, an optional extra)."""
+    """Whether ``x`` is a Dask array (checked without importing Dask, an optional extra).
+
+    Parameters
+    ----------
+    x : object
+        Anything.
+    """
     return type(x).__module__.startswith("dask.") and hasattr(x, "__dask_graph__") and hasattr(x, "chunks")
 
 

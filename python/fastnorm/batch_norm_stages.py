@@ -21,9 +21,10 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnorm import _C
+from fastnorm import _C, normalization
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
                              kernel_output, result_dtype, storage_dtype)
+from fastnorm._docs import documented
 from fastnorm._threads import resolve
 from fastnorm._validate import post_op
 from fastnorm.normalization import (_advance_running, _channel_param, _check_counter, _eps, _layout, _momentum,
@@ -34,6 +35,16 @@ __all__ = ["batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batc
            "update_running_stats"]
 
 
+
+# The parameters the stages share with the normalizations, described once (fastnorm._docs).
+_PARAMS = dict(normalization._PARAMS,
+               axis=("int, default 1", "The channel axis: 1 for (N, D) and NCHW-style data, -1 for channels-last."),
+               mean=("array_like of shape (C,)", "The batch's per-channel mean (float64)."),
+               rstd=("array_like of shape (C,)", "The batch's per-channel 1 / sqrt(var + eps)."),
+               gamma=("array_like of shape (C,), optional", "The scale (default 1)."),
+               beta=("array_like of shape (C,), optional", "The shift (default 0); with a fused activation, the "
+                                                           "forward's."))
+
 def batch_norm_stats(x: ArrayLike, *, axis: Any = 1, num_threads: Optional[int] = None) -> Moments:
     """The per-channel :class:`fastnorm.Moments` of ``x`` (count, mean and m2 over every axis but ``axis``, in
     float64): batch normalization's statistics, as the fused :func:`fastnorm.batch_norm` computes them (same
@@ -42,7 +53,9 @@ def batch_norm_stats(x: ArrayLike, *, axis: Any = 1, num_threads: Optional[int] 
     Parameters
     ----------
     x : array_like, rank >= 2
-        Activations; ``axis`` is the channel axis (1 for (N, D) and NCHW, -1 for channels-last).
+        Activations.
+    axis : int, default 1
+        The channel axis (1 for (N, D) and NCHW, -1 for channels-last).
     num_threads : int, optional
         Threads to use; the result does not depend on it.
 
@@ -122,6 +135,8 @@ def _forward_affine(g, b, rstd, post, C: int):
     return (rstd if g is None else g * rstd), (np.zeros(C) if b is None else b)
 
 
+@documented(_PARAMS, returns=("tuple of numpy.ndarray", "(s_dy, s_dy_xmu), each of shape (C,)."),
+            rstd=("array_like of shape (C,), optional", "The forward's rstd: needed with a fused activation only."))
 def batch_norm_grad_sums(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, *, axis: Any = 1,
                          rstd: Optional[ArrayLike] = None, gamma: Optional[ArrayLike] = None,
                          beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
@@ -149,6 +164,10 @@ def batch_norm_grad_sums(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, *, axis: 
     return sum_dy, sum_dy_xmu
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "dx (``out`` when given)."),
+            sum_dy=("array_like of shape (C,)", "The whole batch's sum of dy per channel."),
+            sum_dy_xmu=("array_like of shape (C,)", "The whole batch's sum of dy (x - mean) per channel."),
+            count=("int", "The whole batch's number of values per channel."))
 def batch_norm_input_grad(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike, sum_dy: ArrayLike,
                           sum_dy_xmu: ArrayLike, count: int, *, gamma: Optional[ArrayLike] = None, axis: Any = 1,
                           beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
@@ -183,6 +202,13 @@ def batch_norm_input_grad(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Ar
     return deliver(buf, out, result)
 
 
+@documented(_PARAMS, returns=("None", "The arrays are updated in place."),
+            running_mean=("numpy.ndarray of shape (C,)", "The running mean, updated in place."),
+            running_var=("numpy.ndarray of shape (C,)", "The running variance, updated in place."),
+            stats=("Moments", "The batch's per-channel statistics (:func:`batch_norm_stats`)."),
+            num_batches_tracked=("0-d integer numpy.ndarray, optional", "Batches seen, incremented here; needed "
+                                                                        "with ``momentum=None``."),
+            unbiased=("bool, default True", "Use the batch's unbiased variance m2 / (count - 1), as PyTorch does."))
 def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray, stats: Moments, *,
                          momentum: Optional[float] = 0.1, num_batches_tracked: Optional[np.ndarray] = None,
                          unbiased: bool = True) -> None:

@@ -26,6 +26,7 @@ except ImportError as e:  # pragma: no cover - exercised without the extra
     raise ImportError("fastnorm.dask needs Dask: pip install \"fastnorm[dask]\" (dask[array,distributed])") from e
 
 from fastnorm import activations as _activations
+from fastnorm._docs import documented
 from fastnorm._array import is_dask_array, normalize_axes, result_dtype
 from fastnorm.batch_norm_stages import batch_norm_apply
 from fastnorm.statistics import Moments, Scatter, merge_moments, merge_scatter
@@ -68,6 +69,22 @@ def _aggregate(parts, axis=None, keepdims=False, **_):
     return out
 
 
+
+# The parameters of the Dask versions, described once (fastnorm._docs).
+_PARAMS = {
+    "x": ("dask.array.Array", "The data, chunked."),
+    "axis": ("int or tuple of int", "As the in-memory function's."),
+    "split_every": ("int, optional", "Children per node of the reduction tree (Dask's default when None)."),
+    "stats": ("Moments, optional", "The whole array's per-channel statistics (computed now when None)."),
+    "gamma": ("array_like, optional", "The scale, as the in-memory function's."),
+    "beta": ("array_like, optional", "The shift, as the in-memory function's."),
+    "num_groups": ("int", "Groups of consecutive channels."),
+    "func": ("callable", "A function of one block (and ``args``, ``kwargs``) returning a block of its shape."),
+    "args": ("Any", "More positional arguments of ``func``."),
+    "kwargs": ("Any", "Keyword arguments of the in-memory function (eps, activation, negative_slope, ...)."),
+}
+_LAZY = ("dask.array.Array", "The result, lazily, with x's chunks.")
+
 def moments(x: Any, axis: Any = None, *, split_every: Optional[int] = None, compute: bool = True) -> Moments:
     """:func:`fastnorm.moments` of a Dask array: count, mean and m2 over ``axis`` in float64, as a tree reduction
     (``dask.array.reduction``) of per-chunk moments merged in block order.
@@ -105,6 +122,8 @@ def moments(x: Any, axis: Any = None, *, split_every: Optional[int] = None, comp
     return Moments(np.array(count.flat[0] if count.size else 0, np.int64), out["mean"], out["m2"])
 
 
+@documented(_PARAMS, returns=("Moments", "count, mean and m2 per channel, computed."),
+            axis=("int, default 1", "The channel axis."))
 def batch_norm_stats(x: Any, *, axis: int = 1, split_every: Optional[int] = None) -> Moments:
     """Per-channel :class:`fastnorm.Moments` of a Dask array (every axis but the channel ``axis`` reduced), as
     :func:`fastnorm.batch_norm_stats` gives in memory, to normalize with :func:`batch_norm`."""
@@ -114,6 +133,8 @@ def batch_norm_stats(x: Any, *, axis: int = 1, split_every: Optional[int] = None
     return moments(x, tuple(a for a in range(x.ndim) if a != ax[0]), split_every=split_every)
 
 
+@documented(_PARAMS, returns=("Scatter", "count, mean and scatter matrix, computed."),
+            split_every=("int, default 8", "Children per node of the merge tree."))
 def scatter(x: Any, *, split_every: int = 8) -> Scatter:
     """:func:`fastnorm.scatter` of a Dask array (samples along axis 0, features after it): each block of rows'
     scatter computed with every feature in one chunk, merged in a tree of ``split_every`` children per node, in
@@ -139,6 +160,7 @@ def _merge_scatters(parts) -> Scatter:
     return total
 
 
+@documented(_PARAMS, returns=_LAZY, kwargs=("Any", "Keyword arguments of ``func``."))
 def elementwise(func: Callable[..., Any], x: Any, *args: Any, **kwargs: Any) -> Any:
     """``func(block, *args, **kwargs)`` on every block of ``x``, lazily: for the activations
     (``fastnorm.dask.elementwise(fastnorm.gelu, x)``, or ``fastnorm.dask.gelu(x)``) and other functions of one
@@ -149,6 +171,7 @@ def elementwise(func: Callable[..., Any], x: Any, *args: Any, **kwargs: Any) -> 
     return x.map_blocks(func, *args, dtype=dt, meta=np.empty((0,) * x.ndim, dt), **kwargs)
 
 
+@documented(_PARAMS, returns=_LAZY, axis=("int, default 1", "The channel axis."))
 def batch_norm(x: Any, stats: Optional[Moments] = None, *, axis: int = 1, **kwargs: Any) -> Any:
     """Batch normalization of a Dask array with the statistics of all of it (computed now with
     :func:`batch_norm_stats` unless given), applied lazily block by block with
@@ -168,6 +191,7 @@ def _per_sample(func, x, whole_axes, *args, **kwargs):
     return elementwise(func, x.rechunk({a: -1 for a in whole_axes}), *args, **kwargs)
 
 
+@documented(_PARAMS, returns=_LAZY, axis=("int or tuple of int, default -1", "The normalized (trailing) axes."))
 def layer_norm(x: Any, gamma: Any = None, beta: Any = None, *, axis: Any = -1, **kwargs: Any) -> Any:
     """:func:`fastnorm.layer_norm` of a Dask array, lazily: blocks hold whole rows (the normalized axes)."""
     from fastnorm import layer_norm as f
@@ -175,6 +199,7 @@ def layer_norm(x: Any, gamma: Any = None, beta: Any = None, *, axis: Any = -1, *
     return _per_sample(f, x, normalize_axes(axes, x.ndim), gamma, beta, axis=axis, **kwargs)
 
 
+@documented(_PARAMS, returns=_LAZY, axis=("int or tuple of int, default -1", "The normalized (trailing) axes."))
 def rms_norm(x: Any, gamma: Any = None, *, axis: Any = -1, **kwargs: Any) -> Any:
     """:func:`fastnorm.rms_norm` of a Dask array, lazily: blocks hold whole rows."""
     from fastnorm import rms_norm as f
@@ -182,12 +207,14 @@ def rms_norm(x: Any, gamma: Any = None, *, axis: Any = -1, **kwargs: Any) -> Any
     return _per_sample(f, x, normalize_axes(axes, x.ndim), gamma, axis=axis, **kwargs)
 
 
+@documented(_PARAMS, returns=_LAZY)
 def group_norm(x: Any, num_groups: int, gamma: Any = None, beta: Any = None, **kwargs: Any) -> Any:
     """:func:`fastnorm.group_norm` of a Dask array, lazily: blocks hold whole samples (batch axis 0)."""
     from fastnorm import group_norm as f
     return _per_sample(f, x, tuple(range(1, x.ndim)), num_groups, gamma, beta, **kwargs)
 
 
+@documented(_PARAMS, returns=_LAZY)
 def instance_norm(x: Any, **kwargs: Any) -> Any:
     """:func:`fastnorm.instance_norm` (input statistics) of a Dask array, lazily: blocks hold whole samples."""
     from fastnorm import instance_norm as f

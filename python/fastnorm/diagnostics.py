@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 
 import fastnorm
 from fastnorm import init as _init
+from fastnorm._docs import documented
 from fastnorm.random import Generator
 from fastnorm.statistics import moments
 
@@ -128,9 +129,12 @@ class ActivationStats:
     def __str__(self) -> str:
         return self.table()
 
+    @documented({}, returns=("matplotlib.figure.Figure", "The figure."),
+                path=("str or path-like, optional", "Where to save the figure."),
+                what=("{'activations', 'preactivations', 'gradients'}, default 'activations'", "Which statistics."),
+                title=("str, optional", "The figure's title."))
     def plot(self, path: Any = None, *, what: str = "activations", title: Optional[str] = None) -> Any:
-        """A row of per-layer histograms, as in the lecture (matplotlib must be installed); saved to ``path`` when
-        given.  ``what``: "activations", "preactivations" or "gradients".  Returns the matplotlib Figure."""
+        """A row of per-layer histograms, as in the lecture (matplotlib must be installed)."""
         _check_choice(what, ("activations", "preactivations", "gradients"), "what")
         try:
             import matplotlib
@@ -205,6 +209,11 @@ def tensor_stats(x: ArrayLike, *, activation: Optional[str] = None, bins: int = 
                        edges=edges)
 
 
+@documented({}, activation=("str, optional", "The activation the layers apply, for the saturation fraction "
+                                             "(tanh, sigmoid saturate; None: not measured)."),
+            bins=("int, default 50", "Histogram bins."),
+            range=("tuple of float, optional", "The histograms' range (default: each layer's own min and max)."),
+            num_threads=("int, optional", "Threads for the statistics; they do not depend on it."))
 class Recorder:
     """Records per-layer statistics of any network: call :meth:`record` with each layer's output during the
     forward pass and :meth:`record_gradient` with the gradient of the loss with respect to it during the
@@ -240,6 +249,9 @@ class Recorder:
     def _stats(self, x, activation, range_):
         return tensor_stats(x, activation=activation, bins=self.bins, range=range_, num_threads=self.num_threads)
 
+    @documented({}, name=("str", "The layer's name."), activations=("array_like", "The layer's output."),
+                preactivations=("array_like, optional", "Its nonlinearity's input."),
+                activation=("str, optional", "The layer's activation, when it differs from the recorder's."))
     def record(self, name: str, activations: Any, *, preactivations: Any = None,
                activation: Optional[str] = None) -> None:
         """Statistics of a layer's output (and of its nonlinearity's input, when given)."""
@@ -249,6 +261,9 @@ class Recorder:
         if preactivations is not None:
             layer.preactivations = self._stats(preactivations, None, None)
 
+    @documented({}, name=("str", "The layer's name."),
+                gradient=("array_like", "dL/d(the layer's output)."),
+                weight_gradient=("array_like, optional", "dL/dW, for its Frobenius norm."))
     def record_gradient(self, name: str, gradient: Any, *, weight_gradient: Any = None) -> None:
         """Statistics of dL/d(the layer's output), and the Frobenius norm of dL/dW when given."""
         layer = self._layer(name)
@@ -310,6 +325,10 @@ def activation_stats(*, depth: int = 6, width: int = 4096, batch_size: int = 64,
         Seeds the input, the weights and the upstream gradient (fastnorm's Philox generator).
     progress : callable, optional
         Called with a short message before each layer.
+    bins : int, default 50
+        Histogram bins per layer.
+    num_threads : int, optional
+        Threads for the kernels and statistics; the results do not depend on it.
 
     Returns
     -------

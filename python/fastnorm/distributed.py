@@ -30,7 +30,9 @@ from typing import Any, Optional, Protocol, Tuple, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fastnorm import normalization
 from fastnorm._array import as_array, storage_dtype
+from fastnorm._docs import documented
 from fastnorm.batch_norm_stages import (batch_norm_apply, batch_norm_grad_sums, batch_norm_input_grad,
                                         batch_norm_stats, update_running_stats)
 from fastnorm.layers import BatchNorm
@@ -40,6 +42,27 @@ from fastnorm._array import normalize_axis, result_dtype
 
 __all__ = ["Communicator", "MPICommunicator", "TorchCommunicator", "LocalCommunicator", "sync_batch_norm",
            "sync_batch_norm_backward", "SyncBatchNorm"]
+
+
+# The parameters of synchronized batch norm: batch norm's (fastnorm.normalization), plus the communicator.
+_PARAMS = dict(
+    normalization._PARAMS,
+    comm=("Communicator", "The process group the batch is spread over (:class:`MPICommunicator`, "
+                          ":class:`TorchCommunicator`, :class:`LocalCommunicator` or any object with rank, size and "
+                          "allgather)."),
+    axis=("int, default 1", "The channel axis: 1 for (N, D) and NCHW-style data, -1 for channels-last."),
+    gamma=("array_like of shape (C,), optional", "The scale (default 1)."),
+    beta=("array_like of shape (C,), optional", "The shift (default 0)."),
+    training=("bool, default True", "False: normalize with the running statistics, without communication."),
+    num_batches_tracked=("0-d integer numpy.ndarray, optional", "Batches seen; required with momentum=None."),
+    mean=("array_like of shape (C,)", "The forward's global mean (``return_stats=True``)."),
+    rstd=("array_like of shape (C,)", "The forward's global 1 / sqrt(var + eps)."),
+    group=("torch.distributed.ProcessGroup, optional", "The group (default: the whole world)."),
+    num_features=("int", "C, the number of channels."),
+    affine=("bool, default True", "Learn a per-channel weight and bias."),
+    track_running_stats=("bool, default True", "Keep running statistics, synchronized across ranks."),
+    dtype=("data-type, default float32", "The parameters' and buffers' dtype."),
+)
 
 
 @runtime_checkable
@@ -52,6 +75,7 @@ class Communicator(Protocol):
     def allgather(self, buf: np.ndarray) -> np.ndarray: ...
 
 
+@documented(_PARAMS, comm=("mpi4py communicator, optional", "Default ``MPI.COMM_WORLD``."))
 class MPICommunicator:
     """A :class:`Communicator` over an mpi4py communicator (``MPI.COMM_WORLD`` by default): one ``Allgather`` on
     the NumPy buffers, no copies through pickle.  ``allreduce`` (a sum, ``Allreduce``) is there for the
@@ -80,6 +104,7 @@ class MPICommunicator:
         return recv
 
 
+@documented(_PARAMS)
 class TorchCommunicator:
     """A :class:`Communicator` over ``torch.distributed`` (any backend that runs on CPU tensors, gloo for one), for
     programs that already have a PyTorch process group: the buffers travel as float64 tensors sharing the NumPy
@@ -145,6 +170,8 @@ def _gathered_moments(comm, local: Moments) -> Moments:
     return total
 
 
+@documented(_PARAMS, returns=("numpy.ndarray or tuple", "y, or (y, mean, rstd) with ``return_stats`` (the global "
+                                                        "statistics, for :func:`sync_batch_norm_backward`)."))
 def sync_batch_norm(x: ArrayLike, comm: Communicator, *, gamma: Optional[ArrayLike] = None,
                     beta: Optional[ArrayLike] = None, axis: int = 1, training: bool = True,
                     running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
@@ -159,8 +186,6 @@ def sync_batch_norm(x: ArrayLike, comm: Communicator, *, gamma: Optional[ArrayLi
     update ``running_mean`` / ``running_var`` (the unbiased variance of the whole batch) identically everywhere.
     A rank whose batch is empty still takes part.  ``training=False``: the running statistics, no communication.
 
-    Parameters are :func:`fastnorm.batch_norm`'s, plus ``comm`` (a :class:`Communicator`).  Returns y, or
-    (y, mean, rstd) with ``return_stats`` (the global statistics, for :func:`sync_batch_norm_backward`).
     """
     x = as_array(x, "x")
     _check_comm(comm)
@@ -184,6 +209,9 @@ def sync_batch_norm(x: ArrayLike, comm: Communicator, *, gamma: Optional[ArrayLi
     return (y, mean, rstd) if return_stats else y
 
 
+@documented(_PARAMS, returns=("tuple", "(dx, dgamma, dbeta), dgamma and dbeta this rank's share (sum them over ranks "
+                                       "once, with the other parameter gradients); None without gamma or with "
+                                       "``dx_only``."))
 def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike, comm: Communicator,
                              gamma: Optional[ArrayLike] = None, *, axis: int = 1, dx_only: bool = False,
                              beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
@@ -192,8 +220,6 @@ def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd:
     """Gradients of :func:`sync_batch_norm` (training) on this rank: the gradient sums of every rank and their
     counts gathered in one collective and summed in rank order, dx from them over the global count.
 
-    Returns (dx, dgamma, dbeta) with dgamma and dbeta this rank's share (sum them over ranks once, with the other
-    parameter gradients); None without gamma or with ``dx_only``.
     """
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     _check_comm(comm)
@@ -219,6 +245,7 @@ def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd:
     return dx, (s_dy_xmu * rstd_b).astype(pd), s_dy.astype(pd)
 
 
+@documented(_PARAMS, comm=("Communicator, optional", "The process group (default: a :class:`LocalCommunicator`)."))
 class SyncBatchNorm(BatchNorm):
     """Batch normalization synchronized over the ranks of ``comm`` in training (:func:`sync_batch_norm`), as
     PyTorch's ``SyncBatchNorm`` on GPUs, here on CPUs: ``SyncBatchNorm(num_features, comm, eps=1e-5,

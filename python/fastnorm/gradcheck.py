@@ -11,6 +11,8 @@ from typing import Any, Callable, List, Optional, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fastnorm._docs import documented
+
 __all__ = ["numerical_gradient", "gradcheck", "GradcheckReport", "GradcheckError"]
 
 
@@ -21,6 +23,19 @@ def _as_inputs(inputs) -> List[Any]:
     return [np.array(a, dtype=np.float64) for a in inputs]
 
 
+
+# The parameters described once (fastnorm._docs).
+_PARAMS = {
+    "f": ("callable", "The function, of NumPy arrays, returning an array."),
+    "inputs": ("list, tuple or array_like", "f's arguments; one array for a function of one argument."),
+    "dy": ("array_like, optional", "The weights of f's output in the checked sum(f * dy): ones for "
+                                   ":func:`numerical_gradient`, a fixed random array (seed 0) for :func:`gradcheck`, "
+                                   "which exercises more than the all-ones gradient."),
+    "eps": ("float, default 1e-6", "The step h of the centered differences."),
+}
+
+@documented(_PARAMS, returns=("numpy.ndarray", "The gradient, float64, of inputs[wrt]'s shape."),
+            wrt=("int, default 0", "Which input the gradient is taken with respect to."))
 def numerical_gradient(f: Callable[..., Any], inputs: Any, dy: Optional[ArrayLike] = None, *, wrt: int = 0,
                        eps: float = 1e-6) -> np.ndarray:
     """``d sum(f(*inputs) * dy) / d inputs[wrt]`` by centered differences ``(f(x + h) - f(x - h)) / 2h``, element by
@@ -75,15 +90,20 @@ class GradcheckError(AssertionError):
     """An analytic gradient disagrees with the numerical one; the message is the report."""
 
 
+@documented(_PARAMS, returns=("GradcheckReport", "The worst error and where, per input."),
+            grads=("sequence, array or callable", "The analytic gradients of ``sum(f(*inputs) * dy)``, one per input "
+                                                  "(None to skip an input), or a callable ``grads(dy, *inputs)`` "
+                                                  "returning them (a backward function); with one array as "
+                                                  "``inputs``, one array (or a callable returning it) will do."),
+            tol=("float, default 1e-6", "The largest relative error accepted."),
+            floor=("float, default 1e-3", "Entries below floor times the gradient's scale are judged on that "
+                                          "scale."),
+            raise_on_failure=("bool, default True", "Raise GradcheckError when the worst error exceeds ``tol``."))
 def gradcheck(f: Callable[..., Any], inputs: Any, grads: Any, dy: Optional[ArrayLike] = None, *, eps: float = 1e-6,
               tol: float = 1e-6, floor: float = 1e-3, raise_on_failure: bool = True) -> GradcheckReport:
     """Checks analytic gradients of ``f(*inputs)`` against centered differences, in float64.
 
-    ``inputs``: a list or tuple of f's arguments, or one array for a function of one argument.
-    ``grads``: the analytic gradients of ``sum(f(*inputs) * dy)``, one per input (None to skip an input), or a
-    callable ``grads(dy, *inputs)`` returning them (a backward function); with one array as ``inputs``, one array
-    (or a callable returning it) will do.  ``dy`` defaults to a fixed random
-    array (seed 0), which exercises more than the all-ones gradient.  The error per element is the lecture's
+    The error per element is the lecture's
     relative error ``|a - n| / max(|a|, |n|, floor * m)``, m the input's largest ``|a|`` or ``|n|``: entries far
     below the gradient's scale are judged on that scale, since centered differences carry an absolute error of
     about ``1e-16 |f| / eps`` (two zeros agree).

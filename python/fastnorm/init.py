@@ -24,6 +24,7 @@ from typing import Any, Tuple, Union
 from numpy.typing import ArrayLike, DTypeLike
 
 from fastnorm import _validate
+from fastnorm._docs import documented
 from fastnorm.random import as_generator
 from fastnorm.statistics import moments
 
@@ -41,7 +42,34 @@ _NONLINEARITIES = _LINEAR_GAIN + ("tanh", "relu", "leaky_relu", "selu")
 # A standard normal truncated to [-2, 2] has this standard deviation (Keras' variance_scaling constant).
 _TRUNC2_STD = 0.87962566103423978
 
+# The parameters the initializers share, described once (fastnorm._docs).
+_PARAMS = {
+    "shape": ("int or tuple of int, optional", "The weight's shape; may be left out when ``out`` is given."),
+    "layout": ("{'out_in', 'in_out'} or None, optional",
+               "How the weight's first two axes are read for its fans (see the module's docstring): 'out_in' for "
+               "``x @ W.T`` and convolutions, 'in_out' for ``x @ W``; None: 'out_in' where that cannot be misread "
+               "(convolutions, square matrices), else a ValueError."),
+    "dtype": ("data-type, default float32", "The result's dtype (ignored when ``out`` is given)."),
+    "out": ("numpy.ndarray, optional", "An array to fill in place and return instead of a new one."),
+    "rng": ("None, int, fastnorm.random.Generator or numpy.random.Generator, optional",
+            "Where the values come from: None for fresh entropy, an int seed, or a generator (whose state "
+            "advances)."),
+    "num_threads": ("int, optional",
+                    "Threads to sample with (default: fastnorm's setting); the values do not depend on it."),
+    "gain": ("float, default 1", "A factor on the standard deviation or bound (see :func:`calculate_gain`)."),
+    "mode": ("{'fan_in', 'fan_out', 'fan_avg'}, default 'fan_in'",
+             "Which fan the variance is divided by: fan_in keeps the forward pass's variance, fan_out the "
+             "backward's."),
+    "nonlinearity": ("str, default 'leaky_relu'", "The activation after the layer, for :func:`calculate_gain`."),
+    "a": ("float, default 0", "leaky_relu's negative slope, for :func:`calculate_gain` (0: relu's gain)."),
+}
+_WEIGHT = ("numpy.ndarray", "The weight (``out`` when given).")
 
+
+@documented(_PARAMS, returns=("float", "The gain."),
+            nonlinearity=("str", "One of linear, identity, conv1d, conv2d, conv3d, conv_transpose1d / 2d / 3d, "
+                                 "sigmoid, tanh, relu, leaky_relu, selu."),
+            param=("float, optional", "leaky_relu's negative slope (default 0.01)."))
 def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     """The recommended gain for a nonlinearity (PyTorch's values): 1 for linear, convolutions and sigmoid, 5/3 for
     tanh, sqrt(2) for relu, sqrt(2 / (1 + slope^2)) for leaky_relu (slope ``param``, default 0.01), 3/4 for selu.
@@ -62,6 +90,9 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     return math.sqrt(2.0 / (1 + slope ** 2))
 
 
+@documented(_PARAMS, returns=("tuple of int", "(fan_in, fan_out): in * prod(kernel) and out * prod(kernel)."),
+            shape=("tuple of int", "The weight's shape, at least 2-d: ``(out, in, *kernel)`` or "
+                                   "``(in, out, *kernel)``."))
 def compute_fans(shape: Optional[Union[int, Tuple[int, ...]]], layout: Optional[str] = None) -> Tuple[Any, ...]:
     """(fan_in, fan_out) of a weight of this shape and layout (see the module's docstring).
 
@@ -130,6 +161,7 @@ def _trunc(shape, std, mean, a_std, b_std, dtype, out, rng, num_threads=None):
                                               num_threads=num_threads)
 
 
+@documented(_PARAMS, returns=_WEIGHT, mean=("float", "The mean."), std=("float", "The standard deviation (>= 0)."))
 def normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, mean: ArrayLike = 0.0, std: Any = 1.0, *,
            dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None,
            num_threads: Optional[int] = None) -> np.ndarray:
@@ -138,6 +170,7 @@ def normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, mean: ArrayLike 
     return _normal(shape, std, mean, dtype, out, rng, num_threads)
 
 
+@documented(_PARAMS, returns=_WEIGHT, a=("float", "The lower bound."), b=("float", "The upper bound (> a)."))
 def uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, b: Any = 1.0, *,
             dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None,
             num_threads: Optional[int] = None) -> np.ndarray:
@@ -147,6 +180,7 @@ def uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, b
     return _uniform(shape, a, b, dtype, out, rng, num_threads)
 
 
+@documented(_PARAMS, returns=_WEIGHT, value=("float", "The value of every entry."))
 def constant(shape: Optional[Union[int, Tuple[int, ...]]] = None, value: Any = 0.0, *, dtype: DTypeLike = np.float32,
              out: Optional[np.ndarray] = None) -> np.ndarray:
     """Every entry ``value``."""
@@ -157,16 +191,21 @@ def constant(shape: Optional[Union[int, Tuple[int, ...]]] = None, value: Any = 0
     return out
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def zeros(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, dtype: DTypeLike = np.float32,
           out: Optional[np.ndarray] = None) -> np.ndarray:
     return constant(shape, 0.0, dtype=dtype, out=out)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def ones(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, dtype: DTypeLike = np.float32,
          out: Optional[np.ndarray] = None) -> np.ndarray:
     return constant(shape, 1.0, dtype=dtype, out=out)
 
 
+@documented(_PARAMS, returns=_WEIGHT, mean=("float", "The mean of the normal before truncation."),
+            std=("float", "Its standard deviation (> 0)."), a=("float", "The lower bound, absolute."),
+            b=("float", "The upper bound, absolute (> a)."))
 def trunc_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, mean: ArrayLike = 0.0, std: Any = 1.0,
                  a: Any = -2.0, b: Any = 2.0, *, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
                  rng: Any = None, num_threads: Optional[int] = None) -> np.ndarray:
@@ -179,6 +218,7 @@ def trunc_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, mean: Arra
     return _trunc(shape, std, mean, (a - mean) / std, (b - mean) / std, dtype, out, rng, num_threads)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def xavier_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *,
                   layout: Optional[str] = None, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
                   rng: Any = None) -> np.ndarray:
@@ -187,6 +227,7 @@ def xavier_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: flo
     return _normal(shape, gain * math.sqrt(1.0 / _fan(shape, "fan_avg", layout)), 0.0, dtype, out, rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def xavier_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *,
                    layout: Optional[str] = None, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
                    rng: Any = None) -> np.ndarray:
@@ -196,6 +237,7 @@ def xavier_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: fl
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def kaiming_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, mode: str = "fan_in",
                    nonlinearity: str = "leaky_relu", *, layout: Optional[str] = None, dtype: DTypeLike = np.float32,
                    out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
@@ -206,6 +248,7 @@ def kaiming_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any =
     return _normal(shape, std, 0.0, dtype, out, rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def kaiming_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any = 0.0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu", *, layout: Optional[str] = None, dtype: DTypeLike = np.float32,
                     out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
@@ -215,6 +258,9 @@ def kaiming_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any 
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT, scale=("float, default 1", "The target variance times fan (> 0)."),
+            distribution=("{'truncated_normal', 'normal', 'uniform'}, default 'truncated_normal'",
+                          "The distribution of the values."))
 def variance_scaling(shape: Optional[Union[int, Tuple[int, ...]]] = None, scale: Any = 1.0, mode: str = "fan_in",
                      distribution: str = "truncated_normal", *, layout: Optional[str] = None,
                      dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
@@ -234,18 +280,21 @@ def variance_scaling(shape: Optional[Union[int, Tuple[int, ...]]] = None, scale:
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def lecun_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, layout: Optional[str] = None,
                  dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """LeCun et al. 1998 (and SELU's init): variance 1 / fan_in, truncated normal as Keras."""
     return variance_scaling(shape, 1.0, "fan_in", "truncated_normal", layout=layout, dtype=dtype, out=out, rng=rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def lecun_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, *, layout: Optional[str] = None,
                   dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """LeCun et al. 1998: U(-b, b), b = sqrt(3 / fan_in)."""
     return variance_scaling(shape, 1.0, "fan_in", "uniform", layout=layout, dtype=dtype, out=out, rng=rng)
 
 
+@documented(_PARAMS, returns=_WEIGHT)
 def orthogonal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *,
                dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """Saxe et al. 2013: a (semi-)orthogonal matrix times ``gain``.  The weight is flattened to
@@ -302,6 +351,8 @@ def _haar_columns(g, block=64):
     return q
 
 
+@documented(_PARAMS, returns=_WEIGHT, shape=("int or tuple of int, optional", "A 2-d shape; may be left out when "
+                                                                               "``out`` is given."))
 def identity(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 1.0, *, dtype: DTypeLike = np.float32,
              out: Optional[np.ndarray] = None) -> np.ndarray:
     """``gain`` times the identity matrix (2-d; the rectangular part is zero), as PyTorch's ``eye_``."""
@@ -315,6 +366,8 @@ def identity(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 
     return out
 
 
+@documented(_PARAMS, returns=_WEIGHT, groups=("int, default 1", "Groups of a grouped convolution: out and in split "
+                                                          "into this many blocks, each an identity."))
 def dirac(shape: Optional[Union[int, Tuple[int, ...]]] = None, groups: int = 1, *, dtype: DTypeLike = np.float32,
           out: Optional[np.ndarray] = None) -> np.ndarray:
     """Convolution weights ``(out, in, *kernel)`` that pass their input through: in each of ``groups`` groups,
@@ -339,6 +392,8 @@ def dirac(shape: Optional[Union[int, Tuple[int, ...]]] = None, groups: int = 1, 
     return out
 
 
+@documented(_PARAMS, returns=_WEIGHT, sparsity=("float, default 0.9", "The fraction of each column set to 0."),
+            std=("float, default 0.01", "The standard deviation of the other entries."))
 def sparse(shape: Optional[Union[int, Tuple[int, ...]]] = None, sparsity: float = 0.9, std: Any = 0.01, *,
            dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """Martens 2010: a 2-d weight with N(0, std^2) values and, in every column, ceil(sparsity * rows) zeros at
@@ -379,17 +434,26 @@ def _layer_output(forward, x, i, n):
     return np.asarray(outputs[i], dtype=np.float64)
 
 
+@documented(_PARAMS, returns=("list of float", "The final output variance of each layer."),
+            weights=("sequence of numpy.ndarray", "The network's weight arrays, updated in place."),
+            forward=("callable", "``forward(x)`` runs the network on the batch ``x`` with the current weights and "
+                                 "returns one output per weight: the output of that weight's layer (before or after "
+                                 "its activation, as the paper allows)."),
+            x=("array_like", "The batch the variances are measured on."),
+            tol=("float, default 0.02", "How close to 1 each output variance is made."),
+            max_iter=("int, default 10", "Rescaling passes per layer at most."),
+            orthogonal_init=("bool, default True", "Start each weight from an orthogonal matrix (Saxe et al.)."),
+            rng=_PARAMS["rng"])
 def lsuv(weights: Sequence[np.ndarray], forward: Callable, x: ArrayLike, *, tol: float = 0.02, max_iter: int = 10,
          orthogonal_init: bool = True, rng: Any = None) -> List[Any]:
     """Layer-sequential unit-variance initialization (Mishkin & Matas 2016, "All you need is a good init").
 
-    ``weights``: the network's weight arrays, updated in place.  ``forward(x)``: runs the network on the batch
-    ``x`` with the current weights and returns one output per weight, the output of the layer that weight
-    belongs to (before or after its activation, as the paper allows).  Layer by layer, from the first: the
-    weight is made orthogonal (Saxe et al., unless ``orthogonal_init=False``), then divided by the standard
-    deviation of its layer's output until that variance is within ``tol`` of 1 (at most ``max_iter`` passes).
+    Layer by layer, from the first: the weight is made orthogonal, then divided by the standard deviation of its
+    layer's output until that variance is within ``tol`` of 1.
 
-    Returns the final output variance of each layer.  Example::
+    Examples
+    --------
+    ::
 
         W = [np.empty((256, 784), np.float32), np.empty((10, 256), np.float32)]
         def forward(x):
@@ -413,17 +477,23 @@ def lsuv(weights: Sequence[np.ndarray], forward: Callable, x: ArrayLike, *, tol:
     return variances
 
 
+@documented(_PARAMS, returns=("list of tuple of float", "Per layer, the largest deviation of a unit's mean from 0 "
+                                                       "and of its standard deviation from 1, measured after the "
+                                                       "update."),
+            weights=("sequence of numpy.ndarray", "Per layer, the weight, updated in place."),
+            biases=("sequence of numpy.ndarray or None", "Per layer, the bias, updated in place (None for a layer "
+                                                         "without one: then only the scale is set)."),
+            forward=("callable", "``forward(x)`` returns each layer's pre-activation output (before its "
+                                 "nonlinearity), computed with the current weights."),
+            x=("array_like", "The batch the statistics are measured on."),
+            output_axis=("int, default -1", "The unit axis of the outputs (-1 for (N, D), 1 for NCHW)."),
+            layout=("{'out_in', 'in_out'}, default 'out_in'", "The weights' layout: which axis holds the units."),
+            eps=("float, default 1e-8", "Added to each unit's variance before its square root."))
 def data_dependent(weights: Sequence[np.ndarray], biases: Sequence[Optional[np.ndarray]], forward: Callable,
                    x: ArrayLike, *, output_axis: int = -1, layout: str = "out_in", eps: float = 1e-8) -> List[Any]:
     """Data-dependent initialization of Krähenbühl et al. 2016 (ICLR): layer by layer, each output unit's
-    pre-activation is made zero-mean and unit-variance on the batch ``x``.
-
-    ``weights`` / ``biases``: per layer, updated in place (a bias may be None when the layer has none: then only
-    the scale is set).  ``forward(x)`` returns each layer's pre-activation output (before its nonlinearity),
-    computed with the current weights.  ``output_axis``: the unit axis of those outputs (-1 for (N, D), 1 for
-    NCHW).  ``layout``: the weights' layout, which says which weight axis holds the units.  With the mean mu and
-    standard deviation sigma of a unit, W <- W / sigma and b <- (b - mu) / sigma.  Returns, per layer, the largest
-    deviation of a unit's mean from 0 and of its standard deviation from 1, measured after the update.
+    pre-activation is made zero-mean and unit-variance on the batch ``x``: with the mean mu and standard deviation
+    sigma of a unit, W <- W / sigma and b <- (b - mu) / sigma.
     """
     _check_network(weights, forward, x)
     if len(biases) != len(weights):

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 from numpy.typing import ArrayLike, DTypeLike
 
 from fastnorm import _validate
+from fastnorm._docs import documented
 from fastnorm._validate import integer, post_op, real
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
 from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
@@ -51,6 +52,29 @@ def _to_numpy(value, name: str) -> np.ndarray:
     return arr
 
 
+# The constructor parameters the layers share, described once (fastnorm._docs), PyTorch's names and defaults.
+_PARAMS = {
+    "num_features": ("int", "C, the number of channels."),
+    "eps": ("float, default 1e-5", "Added to the variance before its square root."),
+    "momentum": ("float or None, default 0.1", "The running statistics' update weight, new = (1 - momentum) old + "
+                                               "momentum batch; None: the cumulative average."),
+    "affine": ("bool", "Learn a per-channel weight (scale, 1 at start) and bias (shift, 0 at start)."),
+    "track_running_stats": ("bool", "Keep running_mean and running_var (and num_batches_tracked), updated in "
+                                    "training and used in eval mode; without them the batch's own statistics are "
+                                    "used in both modes."),
+    "axis": ("int, default 1", "The channel axis: 1 for NCHW-style data, -1 for channels-last."),
+    "activation": ("{None, 'relu', 'leaky_relu', 'silu', 'gelu'}, optional",
+                   "An activation applied in the normalization's own pass (y = activation(norm(x)))."),
+    "negative_slope": ("float, default 0.01", "leaky_relu's slope for negative inputs."),
+    "dtype": ("data-type, default float32", "The parameters' and buffers' dtype."),
+    "normalized_shape": ("int or tuple of int", "The shape of the trailing axes normalized together."),
+    "elementwise_affine": ("bool, default True", "Learn a weight (and bias) of ``normalized_shape``."),
+    "p": ("float, default 0.5", "The probability of dropping a value (or channel), in [0, 1)."),
+    "generator": ("fastnorm.random.Generator, optional", "Where the masks come from; its state advances with every "
+                                                          "training forward."),
+    "seed": ("int, optional", "A seed for a new generator, when ``generator`` is not given."),
+}
+
 class Layer(ABC):
     """Base class: train/eval mode, parameters and buffers as named NumPy arrays, state dicts, ``__call__``."""
 
@@ -73,6 +97,7 @@ class Layer(ABC):
         return self.forward(x)
 
     @abstractmethod
+    @documented({}, returns=("numpy.ndarray", "The output."), x=("array_like", "The input."))
     def forward(self, x: ArrayLike) -> np.ndarray:
         """The layer's output for ``x`` (keeping what ``backward`` needs)."""
 
@@ -96,10 +121,11 @@ class Layer(ABC):
         import torch
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state_dict().items()}
 
+    @documented({}, state=("dict", "Arrays (NumPy arrays or PyTorch tensors) by PyTorch's names."),
+                strict=("bool, default True", "The keys must match exactly (else missing and unexpected keys are "
+                                              "ignored)."))
     def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
-        """Copies ``state``'s values (NumPy arrays or PyTorch tensors, by PyTorch's names) into this layer's arrays,
-        cast to their dtypes.  ``strict``: the keys must match exactly (else missing and unexpected keys are
-        ignored)."""
+        """Copies ``state``'s values into this layer's arrays, cast to their dtypes."""
         names = [n for n in self._params + self._buffers if getattr(self, n) is not None]
         missing, unexpected = set(names) - set(state), set(state) - set(names)
         if strict and (missing or unexpected):
@@ -158,6 +184,8 @@ class Layer(ABC):
         return x
 
 
+@documented(_PARAMS, affine=("bool, default True", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default True", _PARAMS["track_running_stats"][1]))
 class BatchNorm(Layer):
     """Batch normalization (Ioffe & Szegedy 2015) over every axis but ``axis``, with running statistics.
 
@@ -231,16 +259,22 @@ class BatchNorm(Layer):
                 f"training={self.training})")
 
 
+@documented(_PARAMS, affine=("bool, default True", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default True", _PARAMS["track_running_stats"][1]))
 class BatchNorm1d(BatchNorm):
     """BatchNorm on (N, C) or (N, C, L) input, as PyTorch's BatchNorm1d."""
     _ranks = (2, 3)
 
 
+@documented(_PARAMS, affine=("bool, default True", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default True", _PARAMS["track_running_stats"][1]))
 class BatchNorm2d(BatchNorm):
     """BatchNorm on (N, C, H, W) input (channels-last with ``axis=-1``), as PyTorch's BatchNorm2d."""
     _ranks = (4,)
 
 
+@documented(_PARAMS, affine=("bool, default True", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default True", _PARAMS["track_running_stats"][1]))
 class BatchNorm3d(BatchNorm):
     """BatchNorm on (N, C, D, H, W) input, as PyTorch's BatchNorm3d."""
     _ranks = (5,)
@@ -253,6 +287,7 @@ def _normalized_shape(value) -> Tuple[Any, ...]:
     return shape
 
 
+@documented(_PARAMS, bias=("bool, default True", "Learn a bias too (with ``elementwise_affine``)."))
 class LayerNorm(Layer):
     """Layer normalization (Ba et al. 2016) over the trailing axes of shape ``normalized_shape``.
 
@@ -298,6 +333,7 @@ class LayerNorm(Layer):
                 f"bias={self.bias is not None})")
 
 
+@documented(_PARAMS, eps=("float, optional", "Added to the mean square; None: the dtype's machine epsilon."))
 class RMSNorm(Layer):
     """RMS normalization (Zhang & Sennrich 2019) over the trailing axes of shape ``normalized_shape``.
 
@@ -336,6 +372,8 @@ class RMSNorm(Layer):
         return f"RMSNorm({self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine})"
 
 
+@documented(_PARAMS, num_groups=("int", "Groups of consecutive channels, a divisor of ``num_channels``."),
+            num_channels=("int", "C, the number of channels."), affine=("bool, default True", _PARAMS["affine"][1]))
 class GroupNorm(Layer):
     """Group normalization (Wu & He 2018): ``num_groups`` groups of the ``num_channels`` channels along ``axis``
     (batch axis 0).  ``GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)`` as PyTorch's: weight = 1 and
@@ -382,6 +420,9 @@ class GroupNorm(Layer):
                 f"axis={self.axis})")
 
 
+@documented(_PARAMS, momentum=("float, default 0.1", "The running statistics' update weight."),
+            affine=("bool, default False", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default False", _PARAMS["track_running_stats"][1]))
 class InstanceNorm(Layer):
     """Instance normalization (Ulyanov et al. 2016) per (sample, channel).
 
@@ -446,21 +487,32 @@ class InstanceNorm(Layer):
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, axis={self.axis})")
 
 
+@documented(_PARAMS, momentum=("float, default 0.1", "The running statistics' update weight."),
+            affine=("bool, default False", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default False", _PARAMS["track_running_stats"][1]))
 class InstanceNorm1d(InstanceNorm):
     """InstanceNorm on (N, C, L) or unbatched (C, L) input, as PyTorch's InstanceNorm1d."""
     _rank = 3
 
 
+@documented(_PARAMS, momentum=("float, default 0.1", "The running statistics' update weight."),
+            affine=("bool, default False", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default False", _PARAMS["track_running_stats"][1]))
 class InstanceNorm2d(InstanceNorm):
     """InstanceNorm on (N, C, H, W) or unbatched (C, H, W) input, as PyTorch's InstanceNorm2d."""
     _rank = 4
 
 
+@documented(_PARAMS, momentum=("float, default 0.1", "The running statistics' update weight."),
+            affine=("bool, default False", _PARAMS["affine"][1]),
+            track_running_stats=("bool, default False", _PARAMS["track_running_stats"][1]))
 class InstanceNorm3d(InstanceNorm):
     """InstanceNorm on (N, C, D, H, W) or unbatched (C, D, H, W) input, as PyTorch's InstanceNorm3d."""
     _rank = 5
 
 
+@documented(_PARAMS, num_parameters=("int, default 1", "1 (one slope) or the number of channels along ``axis``."),
+            init=("float, default 0.25", "The slopes' starting value."))
 class PReLU(Layer):
     """Parametric ReLU (He et al. 2015): ``PReLU(num_parameters=1, init=0.25)`` as PyTorch's, one learned slope
     (``weight``, also readable as ``alpha``) or one per channel along ``axis``."""
@@ -496,6 +548,8 @@ class PReLU(Layer):
         return f"PReLU(num_parameters={self.weight.size}, axis={self.axis})"
 
 
+@documented(_PARAMS, pieces=("int", "The size of each group the maximum is taken over."),
+            axis=("int, default 1", "The axis of the groups."))
 class Maxout(Layer):
     """Maxout (Goodfellow et al. 2013): the maximum over groups of ``pieces`` consecutive entries along ``axis``.
     No parameters; put it after a linear layer with pieces times as many outputs."""
@@ -517,6 +571,7 @@ class Maxout(Layer):
         return f"Maxout(pieces={self.pieces}, axis={self.axis})"
 
 
+@documented(_PARAMS)
 class Dropout(Layer):
     """Dropout (Srivastava et al. 2014) as PyTorch's ``Dropout(p=0.5)``: in training each value is zeroed with
     probability p and the others scaled by 1 / (1 - p); in eval mode the identity.  The mask comes from
@@ -554,12 +609,14 @@ class Dropout(Layer):
         return f"{type(self).__name__}(p={self.p}, training={self.training})"
 
 
+@documented(_PARAMS)
 class AlphaDropout(Dropout):
     """Alpha dropout for SELU networks (Klambauer et al. 2017), as PyTorch's ``AlphaDropout(p=0.5)``: dropped
     values take SELU's saturation value and an affine map keeps zero mean and unit variance."""
     _kind = "alpha"
 
 
+@documented(_PARAMS, axis=("int, default 1", "The channel axis: 1 for NCHW-style data, -1 for channels-last."))
 class ChannelDropout(Dropout):
     """Channel dropout (PyTorch's Dropout1d / 2d / 3d): whole channels of a sample (along ``axis``, 1 for NCHW,
     -1 for channels-last) zeroed with probability p, the others scaled by 1 / (1 - p)."""

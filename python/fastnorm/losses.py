@@ -20,11 +20,39 @@ from numpy.typing import ArrayLike
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
                              kernel_output, normalize_axis, result_dtype)
+from fastnorm._docs import documented
 from fastnorm._threads import resolve
 from fastnorm._validate import real
 
 __all__ = ["softmax", "softmax_backward", "log_softmax", "log_softmax_backward", "cross_entropy",
            "cross_entropy_backward", "nll_loss", "nll_loss_backward"]
+
+
+# The parameters the losses share, described once (fastnorm._docs).
+_PARAMS = {
+    "x": ("array_like", "Logits (float16 / bfloat16 computed in float32, integers as float64)."),
+    "logits": ("array_like", "Unnormalized log-probabilities, the classes along ``axis``."),
+    "log_probs": ("array_like", "Log-probabilities, the classes along ``axis``."),
+    "y": ("array_like", "The forward's output."),
+    "dy": ("array_like", "The gradient of the loss with respect to y, y's shape."),
+    "axis": ("int, default -1", "The class axis."),
+    "target": ("array_like", "Class indices (integers, the logits' shape without the class axis) or, for "
+                             "cross-entropy, probabilities (floating, the logits' shape, each row a distribution)."),
+    "reduction": ("{'mean', 'sum', 'none'}, default 'mean'",
+                  "'mean' divides the summed loss by the summed weights of the counted rows (NaN when none counts), "
+                  "'sum' adds, 'none' returns one loss per row."),
+    "label_smoothing": ("float in [0, 1], default 0", "The share s of the target spread uniformly over the classes."),
+    "ignore_index": ("int, default -100", "Rows whose class index is this count nothing."),
+    "weight": ("array_like of shape (C,), optional", "A weight per class (default 1)."),
+    "grad": ("float or array_like, default 1", "The loss's own gradient: a scalar, or one per row for "
+                                                 "``reduction='none'``."),
+    "lse": ("array_like, optional", "Each row's log-sum-exp from ``cross_entropy(..., return_lse=True)``, which "
+                                    "saves its recomputation."),
+    "out": ("numpy.ndarray, optional", "Where to write the result (NumPy's out= rules; it may be an input)."),
+    "num_threads": ("int, optional", "Threads to use (default: fastnorm's setting); the results do not depend on "
+                                     "it."),
+}
+_LOSS = ("float or numpy.ndarray", "The loss (float64): a scalar, or one per row for ``reduction='none'``.")
 
 
 def _layout(shape: tuple, axis) -> Tuple[int, int, int]:
@@ -61,20 +89,10 @@ def _softmax_backward(dy, y, axis, log: bool, out, num_threads):
     return deliver(buf, out, result)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "y, x's shape and dtype."))
 def softmax(x: ArrayLike, axis: int = -1, *, out: Optional[np.ndarray] = None,
             num_threads: Optional[int] = None) -> np.ndarray:
     """Softmax along ``axis``: y = exp(x - max) / sum(exp(x - max)), each slice along the axis summing to 1.
-
-    Parameters
-    ----------
-    x : array_like
-        Logits (float16 / bfloat16 computed in float32, integers as float64).
-    axis : int
-        The class axis (default the last).
-    out : ndarray, optional
-        Where to write y (NumPy's out= rules; it may be x itself).
-    num_threads : int, optional
-        Threads to use; results do not depend on it.
 
     Examples
     --------
@@ -84,19 +102,22 @@ def softmax(x: ArrayLike, axis: int = -1, *, out: Optional[np.ndarray] = None,
     return _softmax(x, axis, False, out, num_threads)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "y, x's shape and dtype."))
 def log_softmax(x: ArrayLike, axis: int = -1, *, out: Optional[np.ndarray] = None,
                 num_threads: Optional[int] = None) -> np.ndarray:
     """Log-softmax along ``axis``: y = x - max - log(sum(exp(x - max))), without forming softmax (so
-    probabilities below the smallest float keep their logarithm).  Parameters as :func:`softmax`."""
+    probabilities below the smallest float keep their logarithm)."""
     return _softmax(x, axis, True, out, num_threads)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "dx."))
 def softmax_backward(dy: ArrayLike, y: ArrayLike, axis: int = -1, *, out: Optional[np.ndarray] = None,
                      num_threads: Optional[int] = None) -> np.ndarray:
     """Gradient of :func:`softmax` from its output y: dx = y (dy - sum(dy y)), the sum along ``axis``."""
     return _softmax_backward(dy, y, axis, False, out, num_threads)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "dx."))
 def log_softmax_backward(dy: ArrayLike, y: ArrayLike, axis: int = -1, *, out: Optional[np.ndarray] = None,
                          num_threads: Optional[int] = None) -> np.ndarray:
     """Gradient of :func:`log_softmax` from its output y: dx = dy - exp(y) sum(dy), the sum along ``axis``."""
@@ -183,6 +204,12 @@ def _row_weights(t, w, ignore_index):
     return np.where(counted, w[np.where(counted, t, 0)], 0.0)
 
 
+@documented(_PARAMS, returns=("float, numpy.ndarray or tuple",
+                              "The loss; (loss, lse) with ``return_lse``; (loss, dlogits) with ``return_grad``."),
+            return_lse=("bool, default False", "Also return each row's log-sum-exp (float64), for "
+                                               ":func:`cross_entropy_backward`."),
+            return_grad=("bool, default False", "Return (loss, dlogits) instead: the gradient of this loss from the "
+                                                "same visit of each row, in the logits' dtype and shape."))
 def cross_entropy(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, reduction: str = "mean",
                   label_smoothing: float = 0.0, ignore_index: int = -100, weight: Optional[ArrayLike] = None,
                   return_lse: bool = False, return_grad: bool = False, num_threads: Optional[int] = None) -> Any:
@@ -238,6 +265,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, reduc
     return (loss, lse) if return_lse else loss
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "dlogits, in the logits' dtype and shape."))
 def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, grad: Any = 1.0,
                            reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100,
                            weight: Optional[ArrayLike] = None, lse: Optional[ArrayLike] = None,
@@ -310,6 +338,7 @@ def _nll_inputs(log_probs, target, axis, reduction, ignore_index, weight):
     return lp, rows, lead, ax, compute, result, t, _row_weights(t, w, ignore_index)
 
 
+@documented(_PARAMS, returns=_LOSS)
 def nll_loss(log_probs: ArrayLike, target: ArrayLike, axis: int = -1, *, reduction: str = "mean",
              ignore_index: int = -100, weight: Optional[ArrayLike] = None) -> Any:
     """Negative log-likelihood of class indices given log-probabilities (for example :func:`log_softmax`'s):
@@ -320,6 +349,7 @@ def nll_loss(log_probs: ArrayLike, target: ArrayLike, axis: int = -1, *, reducti
     return _reduce(per_row, rw, reduction, lead)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray", "d loss / d log_probs."))
 def nll_loss_backward(log_probs: ArrayLike, target: ArrayLike, axis: int = -1, *, grad: Any = 1.0,
                       reduction: str = "mean", ignore_index: int = -100,
                       weight: Optional[ArrayLike] = None) -> np.ndarray:

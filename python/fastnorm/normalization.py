@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, check_updated_apart, common_dtype,
                              compute_dtype, deliver, kernel_output, normalize_axis, result_dtype, storage_dtype)
+from fastnorm._docs import documented
 from fastnorm._threads import resolve
 from fastnorm._validate import NO_POST_OP, integer, post_op, real
 
@@ -24,6 +25,42 @@ __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backwa
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+# The parameters the normalizations share, described once (fastnorm._docs); each function's own in its decorator.
+_PARAMS = {
+    "x": ("array_like", "The activations (float16, bfloat16, float32 or float64 keep their dtype; integers and bools "
+                        "become float64)."),
+    "dy": ("array_like", "The gradient of the loss with respect to the forward's output, x's shape."),
+    "gamma": ("array_like, optional", "The scale, one value per feature (default 1)."),
+    "beta": ("array_like, optional", "The shift, one value per feature (default 0); a backward with a fused "
+                                     "activation needs the forward's, to recompute the activation's input."),
+    "eps": ("float, default 1e-5", "Added to the variance before its square root (> 0, large enough that "
+                                   "1 / sqrt(eps) is finite in the computation's dtype)."),
+    "return_stats": ("bool, default False", "Also return the statistics the backward takes (float64)."),
+    "activation": ("{None, 'relu', 'leaky_relu', 'silu', 'gelu'}, optional",
+                   "Applied to the normalized value in the same pass, so the normalized tensor is never written; "
+                   "give the backward the forward's."),
+    "negative_slope": ("float, default 0.01", "leaky_relu's slope for negative inputs."),
+    "dx_only": ("bool, default False", "Return the parameter gradients as None instead of computing them."),
+    "out": ("numpy.ndarray, optional", "Where to write the result (NumPy's out= rules); may be x itself."),
+    "num_threads": ("int, optional", "Threads to use (default: fastnorm's setting); the results do not depend on "
+                                     "it."),
+    "running_mean": ("numpy.ndarray of shape (C,), optional", "The running mean, updated in place in training and "
+                                                             "read otherwise."),
+    "running_var": ("numpy.ndarray of shape (C,), optional", "The running variance, as ``running_mean``."),
+    "momentum": ("float in [0, 1] or None, default 0.1", "The running statistics' update weight: new = (1 - "
+                                                          "momentum) old + momentum batch."),
+    "num_groups": ("int", "Groups of consecutive channels, a divisor of the channel count."),
+}
+_ROW_AXIS = ("int or tuple of int, default -1", "The normalized axes: the trailing ones.")
+_CHANNEL_AXIS = ("int, default 1", "The channel axis: 1 for NCHW-style data, -1 for channels-last; the batch axis "
+                                   "is 0.")
+_ROW_MEAN = ("array_like", "The forward's mean, one value per row (x's leading shape).")
+_ROW_RSTD = ("array_like", "The forward's 1 / sqrt(var + eps), one value per row.")
+_GROUP_MEAN = ("array_like of shape (N, num_groups)", "The forward's mean per sample and group.")
+_GROUP_RSTD = ("array_like of shape (N, num_groups)", "The forward's 1 / sqrt(var + eps) per sample and group.")
+_GRADS = ("tuple", "(dx, dgamma, dbeta): dgamma and dbeta None without gamma or with ``dx_only``, else in the "
+                   "result's dtype (float32 for half data).")
 
 # What the backwards return: dx, and dgamma and dbeta (None without gamma, or with dx_only).
 NormGrads = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
@@ -40,7 +77,7 @@ def _channel_param(value, name: str, channels: int):
     if value is None:
         return None
     if type(value) is np.ndarray and value.shape == (channels,) and value.dtype.kind == "f" \
-            and value.dtype.itemsize in (4, 8) and value.dtype.isnative:  # the common case, without the general conversion's 0.4 us
+            and value.dtype.itemsize in (4, 8) and value.dtype.isnative:  # the common case, 0.4 us faster
         if value.dtype.itemsize == 8 and value.flags.c_contiguous and value.flags.aligned:
             return value
         return value.astype(_F64)  # a new array: contiguous and aligned
@@ -199,9 +236,11 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
     Parameters
     ----------
     x : array_like, rank >= 2
-        Activations; ``axis`` is the channel axis: 1 for (N, D) and NCHW-style data, -1 for channels-last.
+        Activations.
     gamma, beta : array_like of shape (C,), optional
         Scale and shift (default 1 and 0).
+    axis : int, default 1
+        The channel axis: 1 for (N, D) and NCHW-style data, -1 for channels-last.
     training : bool
     running_mean, running_var : ndarray of shape (C,), optional
         Running statistics, read in test mode and updated in place in training.
@@ -215,7 +254,9 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
         :func:`batch_norm_backward`.
     activation : None, "relu", "leaky_relu", "silu" or "gelu"
         Applied to the normalized value in the same pass (y = activation(batch_norm(x))), so the normalized
-        tensor is never written; ``negative_slope`` is leaky_relu's.  Give the same to the backward.
+        tensor is never written.  Give the same to the backward.
+    negative_slope : float, default 0.01
+        leaky_relu's slope for negative inputs.
     out : ndarray, optional
         Where to write y (NumPy's out= rules).
     num_threads : int, optional
@@ -320,9 +361,15 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
         Whether the forward normalized with batch statistics.
     dx_only : bool
         Skip dgamma and dbeta (frozen parameters): they are returned as None.
+    axis : int, default 1
+        The forward's channel axis.
     beta, activation, negative_slope :
         For a forward with a fused ``activation``: dy is then the gradient of the activation's output, and the
         normalized value it was applied to is recomputed from x, mean, rstd, gamma and ``beta``.
+    out : ndarray, optional
+        Where to write dx (NumPy's out= rules).
+    num_threads : int, optional
+        Threads to use; results do not depend on it.
 
     Returns
     -------
@@ -498,6 +545,9 @@ def _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, centered, dx_only, 
     return dx, dgamma.reshape(shape).astype(pd), dbeta.reshape(shape).astype(pd)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray or tuple", "y, or (y, mean, rstd) with ``return_stats``."), axis=_ROW_AXIS,
+            gamma=("array_like, optional", "The scale, of the normalized axes' shape (default 1)."),
+            beta=("array_like, optional", "The shift, of the normalized axes' shape (default 0)."))
 def layer_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, *, axis: Any = -1,
                eps: Optional[float] = 1e-5, return_stats: bool = False, activation: Optional[str] = None,
                negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
@@ -517,6 +567,7 @@ def layer_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, beta: Optional[A
                            post_op(activation, negative_slope))
 
 
+@documented(_PARAMS, returns=_GRADS, mean=_ROW_MEAN, rstd=_ROW_RSTD, axis=_ROW_AXIS)
 def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
                         gamma: Optional[ArrayLike] = None, *, axis: Any = -1, dx_only: bool = False,
                         beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
@@ -535,6 +586,10 @@ def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
                                     post_op(activation, negative_slope))
 
 
+@documented(_PARAMS, returns=("numpy.ndarray or tuple", "y, or (y, rstd) with ``return_stats``."), axis=_ROW_AXIS,
+            eps=("float, optional", "Added to the mean square; None: the computation dtype's machine epsilon "
+                                    "(PyTorch's default)."),
+            gamma=("array_like, optional", "The scale, of the normalized axes' shape (default 1)."))
 def rms_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, *, axis: Any = -1, eps: Optional[float] = None,
              return_stats: bool = False, activation: Optional[str] = None, negative_slope: float = 0.01,
              out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
@@ -551,6 +606,8 @@ def rms_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, *, axis: Any = -1,
                            post_op(activation, negative_slope))
 
 
+@documented(_PARAMS, returns=("tuple", "(dx, dgamma): dgamma None without gamma or with ``dx_only``."),
+            rstd=("array_like", "The forward's 1 / sqrt(mean(x^2) + eps), one value per row."), axis=_ROW_AXIS)
 def rms_norm_backward(dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, gamma: Optional[ArrayLike] = None, *,
                       axis: Any = -1, dx_only: bool = False, activation: Optional[str] = None,
                       negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
@@ -587,6 +644,9 @@ def _per_channel(per_group, C):
     return np.repeat(per_group, C // per_group.shape[1], axis=1)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray or tuple", "y, or (y, mean, rstd) with ``return_stats``, the "
+                                                           "statistics of shape (N, num_groups)."),
+            axis=_CHANNEL_AXIS)
 def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, *,
                axis: Any = 1, eps: Optional[float] = 1e-5, return_stats: bool = False,
                activation: Optional[str] = None, negative_slope: float = 0.01, out: Optional[np.ndarray] = None,
@@ -627,6 +687,7 @@ def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None,
     return (y, mean, rstd) if return_stats else y
 
 
+@documented(_PARAMS, returns=_GRADS, mean=_GROUP_MEAN, rstd=_GROUP_RSTD, axis=_CHANNEL_AXIS)
 def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike, num_groups: int,
                         gamma: Optional[ArrayLike] = None, *, axis: Any = 1, dx_only: bool = False,
                         beta: Optional[ArrayLike] = None, activation: Optional[str] = None,
@@ -684,6 +745,11 @@ def _group_stats(value, name: str, N: int, G: int):
     return as_buffer(arr, _F64)
 
 
+@documented(_PARAMS, returns=("numpy.ndarray or tuple", "y, or (y, mean, rstd) with ``return_stats``: (N, C), or (C,) "
+                                                              "without input statistics."),
+            axis=_CHANNEL_AXIS,
+            use_input_stats=("bool, default True", "Normalize with each instance's statistics (updating the running "
+                                                   "ones when given); False: with the running statistics."))
 def instance_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None, axis: Any = 1,
                   use_input_stats: bool = True, running_mean: Optional[np.ndarray] = None,
                   running_var: Optional[np.ndarray] = None, momentum: Optional[float] = 0.1,
@@ -723,6 +789,10 @@ def instance_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Opti
     return (y, mean, rstd) if return_stats else y
 
 
+@documented(_PARAMS, returns=_GRADS, axis=_CHANNEL_AXIS,
+            mean=("array_like", "The forward's mean: (N, C), or (C,) without input statistics."),
+            rstd=("array_like", "The forward's 1 / sqrt(var + eps), as ``mean``."),
+            use_input_stats=("bool, default True", "As given to the forward."))
 def instance_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
                            gamma: Optional[ArrayLike] = None, *, axis: Any = 1, use_input_stats: bool = True,
                            dx_only: bool = False, beta: Optional[ArrayLike] = None, activation: Optional[str] = None,

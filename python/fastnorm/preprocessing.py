@@ -23,10 +23,20 @@ from numpy.typing import ArrayLike
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, is_dask_array, kernel_output,
                              normalize_axes, result_dtype, storage_dtype)
+from fastnorm._docs import documented
 from fastnorm._sklearn import BaseEstimator, TransformerMixin, estimator_input, feature_names, prefixed_names
 from fastnorm._threads import resolve
 from fastnorm._validate import integer, real
 from fastnorm.statistics import Moments, Scatter, merge_moments, merge_scatter, moments, scatter
+
+
+# The estimator methods' parameters, described once (fastnorm._docs).
+_EST = {
+    "x": ("array_like or dask.array.Array", "The data, samples along axis 0."),
+    "y": ("array_like", "Ignored (scikit-learn's protocol); for ``inverse_transform``, the transformed data."),
+    "out": ("numpy.ndarray, optional", "Where to write the result (NumPy's out= rules)."),
+    "input_features": ("array_like of str, optional", "The input's feature names (default: those seen in fit)."),
+}
 
 class _NotFitted(ValueError, AttributeError):
     """scikit-learn's NotFittedError where it is not installed (and for type checkers)."""
@@ -163,11 +173,13 @@ class Standardizer(_Transformer):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
 
     # -- fitting -------------------------------------------------------------------------------------------------
+    @documented(_EST, returns=("Standardizer", "self."))
     def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Standardizer:
         """Computes the statistics of ``x`` (forgetting earlier ones). Returns self."""
         self._reset()
         return self.partial_fit(x)
 
+    @documented(_EST, returns=("Standardizer", "self."))
     def partial_fit(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Standardizer:
         """Adds ``x`` to the statistics seen so far (merged exactly as if fitted on all the data at once)."""
         self._check_params()
@@ -192,10 +204,13 @@ class Standardizer(_Transformer):
         return self
 
     @classmethod
+    @documented(_EST, returns=("Standardizer", "A fitted one."),
+                moments=("Moments", "The statistics of the data, kept axes' shape."),
+                axis=("int or tuple of int, default 0", "The axes the moments reduced, as in the constructor."),
+                params=("Any", "The constructor's other arguments."))
     def from_moments(cls, moments: Moments, axis: Any = 0, **params: Any) -> Standardizer:
         """A fitted Standardizer from :class:`fastnorm.Moments` computed elsewhere (merged over pieces, processes
-        or machines, or by :func:`fastnorm.dask.moments`), as ``fit`` on all of that data would give.  ``axis``
-        are the axes the moments reduced, as in the constructor; ``params`` the constructor's other arguments."""
+        or machines, or by :func:`fastnorm.dask.moments`), as ``fit`` on all of that data would give."""
         model = cls(axis, **params)
         model._check_params()
         mean = np.asarray(moments.mean, dtype=np.float64)
@@ -230,12 +245,14 @@ class Standardizer(_Transformer):
             raise ValueError(f"x: shape {x.shape} does not match the fitted data: expected {self._ndim} dimensions "
                              f"with sizes {fitted} on axes {self._kept}")
 
+    @documented(_EST, returns=("numpy.ndarray of str", "The names."))
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The output features' names: the input's (each output feature is its input feature, standardized)."""
         self._check_fitted()
         return feature_names(self, input_features)
 
     # -- transforms ----------------------------------------------------------------------------------------------
+    @documented(_EST, returns=("numpy.ndarray or dask.array.Array", "The transformed data."))
     def transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
         """``(x - mean_) / scale_`` (each part as configured), in x's floating dtype (integers give float64); of a
         Dask array, a lazy Dask array computed block by block."""
@@ -250,6 +267,7 @@ class Standardizer(_Transformer):
     def fit_transform(self, x: ArrayLike, y: Optional[ArrayLike] = None, *, out: Optional[np.ndarray] = None) -> Any:
         return self.fit(x).transform(x, out=out)
 
+    @documented(_EST, returns=("numpy.ndarray or dask.array.Array", "The data."))
     def inverse_transform(self, x: ArrayLike, *, out: Optional[np.ndarray] = None) -> Any:
         """``x * scale_ + mean_``: undoes :meth:`transform` (lazily for a Dask array)."""
         self._check_fitted()
@@ -486,6 +504,7 @@ class PCA(_CovarianceModel):
                                  f"{n_components}")
         real(self.eps, "eps", minimum=0.0)
 
+    @documented(_EST, returns=("numpy.ndarray of str", "The names."))
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """pca0, pca1, ...: one name per component."""
         self._solve()
@@ -536,6 +555,7 @@ class PCA(_CovarianceModel):
     def _stds(self) -> np.ndarray:
         return np.sqrt(self.explained_variance_ + self.eps)
 
+    @documented(_EST, returns=("numpy.ndarray or dask.array.Array", "The transformed data."))
     def transform(self, x: ArrayLike) -> Any:
         """``(x - mean_) @ components_.T``, whitened if configured: (N, ``n_components_``); of a Dask array,
         lazily."""
@@ -547,6 +567,7 @@ class PCA(_CovarianceModel):
             matrix = matrix * np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
         return self._project(x, matrix)
 
+    @documented(_EST, returns=("numpy.ndarray or dask.array.Array", "The data."))
     def inverse_transform(self, y: ArrayLike) -> np.ndarray:
         """Back to the data space, (N, features...): exact when all components are kept."""
         matrix = self.components_
@@ -555,6 +576,8 @@ class PCA(_CovarianceModel):
         return self._unproject(y, matrix, self.n_components_).reshape((-1, *self._feature_shape))
 
 
+@documented({}, method=("{'zca', 'pca'}, default 'zca'", "Which whitening (above)."),
+            eps=("float, default 1e-5", "Added to each variance before its inverse square root (> 0)."))
 class Whitening(_CovarianceModel):
     """PCA or ZCA whitening: data with identity covariance.
 
@@ -582,6 +605,7 @@ class Whitening(_CovarianceModel):
             raise ValueError(f"method: expected 'pca' or 'zca', got {self.method!r}")
         real(self.eps, "eps", minimum=0.0)
 
+    @documented(_EST, returns=("numpy.ndarray of str", "The names."))
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """ZCA: the input's names (whitened data keep their features); PCA: whitening0, whitening1, ..."""
         self._solve()
@@ -614,6 +638,7 @@ class Whitening(_CovarianceModel):
     def whitening_matrix_(self) -> np.ndarray:
         return self._matrices()[0]
 
+    @documented(_EST, returns=("numpy.ndarray or dask.array.Array", "The transformed data."))
     def transform(self, x: ArrayLike) -> Any:
         """Whitened x: (N, n_features) for "pca", x's shape for "zca"; of a Dask array, lazily."""
         if is_dask_array(x):
@@ -621,6 +646,7 @@ class Whitening(_CovarianceModel):
         y = self._project(x, self._matrices()[0])
         return y.reshape((-1, *self._feature_shape)) if self.method == "zca" else y
 
+    @documented(_EST, returns=("numpy.ndarray or dask.array.Array", "The data."))
     def inverse_transform(self, y: ArrayLike) -> np.ndarray:
         """Back to the data space, (N, features...)."""
         width = self._scatter.mean.shape[0]

@@ -24,6 +24,7 @@ from typing import Any, Tuple, Union
 from numpy.typing import DTypeLike
 
 from fastnorm import _C, _validate
+from fastnorm._docs import documented
 from fastnorm._memory import empty, fresh
 from fastnorm._threads import resolve
 
@@ -62,11 +63,29 @@ def _finite(name: str, value) -> float:
     return _validate.real(value, name)
 
 
+
+# The samplers' parameters, described once (fastnorm._docs).
+_PARAMS = {
+    "seed": ("int or None, optional", "An int in [0, 2**64), or None for fresh entropy from the operating system."),
+    "size": ("int or tuple of int, optional", "The result's shape (``out``'s when given; None: one value)."),
+    "dtype": ("{float16, float32, float64}, default float32", "The result's dtype (ignored when ``out`` is given)."),
+    "out": ("numpy.ndarray, optional", "An array to fill in place and return."),
+    "num_threads": ("int, optional", "Threads to sample with; the values do not depend on it."),
+    "shard": ("slice or tuple of slice, optional",
+              "Sample only ``whole[shard]`` of the array ``size`` describes, with exactly the bits the whole array "
+              "would have there; the generator moves on as after the whole call, so that ranks or Dask chunks that "
+              "each sample their slice of a large weight stay in step."),
+    "loc": ("float, default 0", "The mean (of the normal before truncation)."),
+    "scale": ("float, default 1", "The standard deviation (>= 0)."),
+}
+_VALUES = ("numpy.ndarray", "The values (``out`` when given).")
+
+@documented(_PARAMS)
 class Generator:
     """Philox4x32-10 counter-based generator (Salmon et al. 2011).
 
-    ``seed``: an int in [0, 2**64), or None for fresh entropy from the operating system.  The state is the
-    64-bit key derived from the seed and a 64-bit block counter; ``state`` reads and restores it.
+    The state is the 64-bit key derived from the seed and a 64-bit block counter; ``state`` reads and restores
+    it.
     """
 
     def __init__(self, seed: Optional[int] = None) -> None:
@@ -167,6 +186,8 @@ class Generator:
             return out
         return result
 
+    @documented(_PARAMS, returns=_VALUES, low=("float, default 0", "The lower bound."),
+                high=("float, default 1", "The upper bound (> low)."))
     def uniform(self, size: Optional[Union[int, Tuple[int, ...]]] = None, low: Any = 0.0, high: Any = 1.0,
                 dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
                 num_threads: Optional[int] = None, *, shard: Any = None) -> Any:
@@ -186,27 +207,29 @@ class Generator:
                 raise ValueError(f"low, high: the range high - low overflows {work}, got low={low}, high={high}")
         return self._fill(_UNIFORM, size, dtype, out, num_threads, _C.SampleParams(low=low, high=high), shard)
 
+    @documented(_PARAMS, returns=_VALUES)
     def normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
                dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
                num_threads: Optional[int] = None, *, shard: Any = None) -> Any:
         """Normal values with mean ``loc`` and standard deviation ``scale`` (Box-Muller on Philox uniforms).
 
-        ``shard`` (every sampler has it): a tuple of slices into ``size`` (or one slice, of axis 0). The result is
-        then ``whole[shard]``, with exactly the bits the whole array would have there, and the generator moves on
-        as after the whole call, so that ranks (or Dask chunks) that each sample their slice of a large weight
-        start from the same weights as one process and stay in step.  The work and memory are those of the span
-        of the whole array's flat indices the slice covers: a block of rows costs its own size."""
+        With ``shard`` (every sampler has it: a tuple of slices into ``size``, or one slice of axis 0) the work
+        and memory are those of the span of the whole array's flat indices the slice covers: a block of rows costs
+        its own size."""
         loc, scale = _finite("loc", loc), _finite("scale", scale)
         if scale < 0:
             raise ValueError(f"scale: must be >= 0, got {scale}")
         return self._fill(_NORMAL, size, dtype, out, num_threads, _C.SampleParams(loc=loc, scale=scale), shard)
 
+    @documented(_PARAMS, returns=_VALUES)
     def standard_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, dtype: DTypeLike = np.float32,
                         out: Optional[np.ndarray] = None, num_threads: Optional[int] = None, *,
                         shard: Any = None) -> Any:
         """Normal values with mean 0 and standard deviation 1."""
         return self.normal(size, 0.0, 1.0, dtype=dtype, out=out, num_threads=num_threads, shard=shard)
 
+    @documented(_PARAMS, returns=_VALUES, a=("float, default -2", "The lower bound, in standard deviations from loc."),
+                                   b=("float, default 2", "The upper bound, in standard deviations (> a)."))
     def truncated_normal(self, size: Optional[Union[int, Tuple[int, ...]]] = None, loc: Any = 0.0, scale: Any = 1.0,
                          a: Any = -2.0, b: Any = 2.0, dtype: DTypeLike = np.float32, out: Optional[np.ndarray] = None,
                          num_threads: Optional[int] = None, *, shard: Any = None) -> Any:
@@ -226,6 +249,7 @@ class Generator:
         return self._fill(_TRUNCATED, size, dtype, out, num_threads, params, shard)
 
 
+@documented(_PARAMS, returns=("Generator", "A new generator."))
 def default_rng(seed: Optional[int] = None) -> Generator:
     """A new :class:`Generator` (NumPy's spelling)."""
     return Generator(seed)
@@ -278,6 +302,8 @@ class _NumpySampler:
         return self._deliver(loc + scale * z, dt, out, size)
 
 
+@documented(_PARAMS, returns=("Generator or numpy.random.Generator", "A generator with fastnorm's sampling methods."),
+            rng=("None, int, Generator or numpy.random.Generator", "What to sample from."))
 def as_generator(rng: Any = None) -> Any:
     """What every ``rng=`` argument accepts: None (fresh entropy), an int seed, a fastnorm ``Generator``, or a
     ``numpy.random.Generator`` (then its own sequence is used, through the same methods)."""

@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike
 from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, compute_dtype, deliver, kernel_output, normalize_axis,
                              result_dtype)
+from fastnorm._docs import documented
 from fastnorm._memory import fresh
 from fastnorm._threads import resolve
 from fastnorm._validate import real
@@ -31,6 +32,28 @@ DropoutState = Dict[str, Any]
 # SELU's negative saturation value, -lambda alpha (Klambauer et al. 2017)
 _SELU_SATURATION = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
 
+
+
+# The parameters the dropout functions share, described once (fastnorm._docs).
+_PARAMS = {
+    "x": ("array_like", "The activations."),
+    "dy": ("array_like", "The gradient of the loss with respect to the forward's output."),
+    "p": ("float in [0, 1], default 0.5", "The probability of dropping a value (or a channel)."),
+    "generator": ("fastnorm.random.Generator, optional", "Where the mask's randomness comes from (its counter "
+                                                          "moves on); or ``seed`` for a fresh generator (neither: "
+                                                          "fresh entropy)."),
+    "seed": ("int, optional", "A seed for a fresh generator, when ``generator`` is not given."),
+    "training": ("bool, default True", "False: the identity (x itself), as at test time."),
+    "return_state": ("bool, default False", "Also return the state the backward regenerates the mask from (None "
+                                            "when nothing was dropped)."),
+    "state": ("DropoutState or None", "The forward's state (``return_state=True``); None: nothing was dropped."),
+    "axis": ("int, default 1", "The channel axis: 1 for NCHW-style data, -1 for channels-last; the batch axis is "
+                               "0."),
+    "out": ("numpy.ndarray, optional", "Where to write the result (NumPy's out= rules; it may be an input)."),
+    "num_threads": ("int, optional", "Threads to use; the mask does not depend on them."),
+}
+_FORWARD = ("numpy.ndarray or tuple", "y, or (y, state) with ``return_state``.")
+_BACKWARD = ("numpy.ndarray", "dx.")
 
 def _probability(p) -> float:
     p = real(p, "p")
@@ -125,29 +148,11 @@ def _alpha(p: float) -> Tuple[float, float, float]:
     return a, b, a * s + b
 
 
+@documented(_PARAMS, returns=_FORWARD)
 def dropout(x: ArrayLike, p: float = 0.5, *, generator: Optional[Generator] = None, seed: Optional[int] = None,
             training: bool = True, return_state: bool = False, out: Optional[np.ndarray] = None,
             num_threads: Optional[int] = None) -> Any:
     """Inverted dropout: each value zeroed with probability ``p``, the others scaled by 1 / (1 - p).
-
-    Parameters
-    ----------
-    x : array_like
-    p : float in [0, 1]
-        Drop probability.
-    generator : fastnorm.random.Generator, optional
-        Where the mask's randomness comes from (its counter moves on); or ``seed`` for a fresh generator (neither:
-        fresh entropy).
-    training : bool
-        False: the identity (x itself), as at test time.
-    return_state : bool
-        Also return the state the backward regenerates the mask from (None when nothing was dropped).
-    out, num_threads :
-        NumPy's out= rules; threads to use (the mask does not depend on them).
-
-    Returns
-    -------
-    y, or (y, state) with ``return_state``.
 
     References
     ----------
@@ -156,12 +161,14 @@ def dropout(x: ArrayLike, p: float = 0.5, *, generator: Optional[Generator] = No
     return _forward(x, p, generator, seed, training, return_state, out, num_threads, _standard)
 
 
+@documented(_PARAMS, returns=_BACKWARD)
 def dropout_backward(dy: ArrayLike, state: Optional[DropoutState], *, out: Optional[np.ndarray] = None,
                      num_threads: Optional[int] = None) -> np.ndarray:
     """dx = dy * mask / (1 - p), the mask regenerated from the forward's ``state``."""
     return _backward(dy, state, out, num_threads, lambda p: _standard(p)[0])
 
 
+@documented(_PARAMS, returns=_FORWARD)
 def alpha_dropout(x: ArrayLike, p: float = 0.5, *, generator: Optional[Generator] = None,
                   seed: Optional[int] = None, training: bool = True, return_state: bool = False,
                   out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> Any:
@@ -175,6 +182,7 @@ def alpha_dropout(x: ArrayLike, p: float = 0.5, *, generator: Optional[Generator
     return _forward(x, p, generator, seed, training, return_state, out, num_threads, _alpha)
 
 
+@documented(_PARAMS, returns=_BACKWARD)
 def alpha_dropout_backward(dy: ArrayLike, state: Optional[DropoutState], *, out: Optional[np.ndarray] = None,
                            num_threads: Optional[int] = None) -> np.ndarray:
     """dx = a dy where kept, 0 where dropped (the mask regenerated from ``state``)."""
@@ -193,6 +201,7 @@ def _channel_mask(shape, axis, state) -> np.ndarray:
     return m.reshape([shape[0] if i == 0 else shape[ax] if i == ax else 1 for i in range(len(shape))])
 
 
+@documented(_PARAMS, returns=_FORWARD)
 def channel_dropout(x: ArrayLike, p: float = 0.5, *, axis: int = 1, generator: Optional[Generator] = None,
                     seed: Optional[int] = None, training: bool = True, return_state: bool = False,
                     out: Optional[np.ndarray] = None) -> Any:
@@ -217,6 +226,7 @@ def channel_dropout(x: ArrayLike, p: float = 0.5, *, axis: int = 1, generator: O
     return (y, state) if return_state else y
 
 
+@documented(_PARAMS, returns=_BACKWARD)
 def channel_dropout_backward(dy: ArrayLike, state: Optional[DropoutState], *, axis: int = 1,
                              out: Optional[np.ndarray] = None) -> np.ndarray:
     """dx = dy * the forward's per-channel mask / (1 - p), regenerated from ``state``."""

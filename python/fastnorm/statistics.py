@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 
 from fastnorm import _C
 from fastnorm._array import as_array, as_buffer, normalize_axes, storage_dtype
+from fastnorm._docs import documented
 from fastnorm._threads import resolve
 
 __all__ = ["Moments", "moments", "merge_moments", "Scatter", "scatter", "merge_scatter"]
@@ -22,6 +23,21 @@ __all__ = ["Moments", "moments", "merge_moments", "Scatter", "scatter", "merge_s
 _F64 = np.dtype(np.float64)
 
 
+
+# The parameters described once (fastnorm._docs).
+_PARAMS = {
+    "count": ("int or numpy.ndarray of int64", "The number of values (per slot)."),
+    "mean": ("numpy.ndarray", "Their mean, float64."),
+    "m2": ("numpy.ndarray", "Their sum of squared deviations from the mean, float64."),
+    "scatter": ("numpy.ndarray of shape (D, D)", "The sum over samples of outer(x - mean, x - mean), float64."),
+    "x": ("array_like", "The values."),
+    "axis": ("int, tuple of int or None, default None", "The axes summed over (None: all)."),
+    "num_threads": ("int, optional", "Threads to use; the result does not depend on them."),
+    "a": ("Moments or Scatter", "The statistics of one set."),
+    "b": ("Moments or Scatter", "The statistics of another, disjoint set."),
+}
+
+@documented(_PARAMS)
 class Moments(NamedTuple):
     """Count, mean and m2 (sum of squared deviations from the mean) of a set of values, per slot, in float64.
 
@@ -32,6 +48,8 @@ class Moments(NamedTuple):
     mean: np.ndarray
     m2: np.ndarray
 
+    @documented({}, returns=("numpy.ndarray", "The variance per slot."),
+                ddof=("int, default 0", "Delta degrees of freedom: 0 biased, 1 unbiased."))
     def var(self, ddof: int = 0) -> np.ndarray:
         """The variance, m2 / (count - ddof): biased for ddof=0, unbiased for ddof=1."""
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -126,6 +144,8 @@ def _merge_weights(na, nb):
                 np.where(nf > 0, naf * nbf / nf, 0.0))
 
 
+@documented(_PARAMS, returns=("Moments", "The statistics of the union."), a=("Moments", "The moments of one set."),
+            b=("Moments", "The moments of another, disjoint set."))
 def merge_moments(a: Moments, b: Moments) -> Moments:
     """The moments of the union of two disjoint sets of values, from the moments of each (Chan et al. 1979).
 
@@ -148,6 +168,7 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     return Moments(n, mean, m2)
 
 
+@documented(_PARAMS, count=("int", "The number of rows."), mean=("numpy.ndarray of shape (D,)", "Their mean, float64."))
 class Scatter(NamedTuple):
     """Count, mean and scatter matrix (the sum over samples of outer(x - mean, x - mean)) of rows of D features,
     in float64: the mergeable statistics behind PCA and whitening, as :class:`Moments` are behind standardizing.
@@ -156,6 +177,8 @@ class Scatter(NamedTuple):
     mean: np.ndarray
     scatter: np.ndarray
 
+    @documented({}, returns=("numpy.ndarray of shape (D, D)", "The covariance matrix."),
+                ddof=("int, default 1", "Delta degrees of freedom: 1 unbiased, 0 biased."))
     def covariance(self, ddof: int = 1) -> np.ndarray:
         """The covariance matrix, scatter / (count - ddof)."""
         return self.scatter / (self.count - ddof)
@@ -164,6 +187,8 @@ class Scatter(NamedTuple):
 _SCATTER_PIECE = 1 << 19  # values per piece of rows: each piece's own mean and scatter, merged in
 
 
+@documented(_PARAMS, returns=("Scatter", "count, mean and scatter matrix."),
+            x=("array_like", "Samples along axis 0, features after it (flattened)."))
 def scatter(x: ArrayLike) -> Scatter:
     """The :class:`Scatter` of ``x``, samples along axis 0 and features after it (flattened): rows centred on the
     mean of their piece (about 4 MiB of them at a time), each piece's scatter (a matrix product) merged in with
@@ -189,6 +214,8 @@ def scatter(x: ArrayLike) -> Scatter:
     return total
 
 
+@documented(_PARAMS, returns=("Scatter", "The statistics of the union."),
+            a=("Scatter", "The scatter of one set of rows."), b=("Scatter", "The scatter of another, disjoint set."))
 def merge_scatter(a: Scatter, b: Scatter) -> Scatter:
     """The :class:`Scatter` of the union of two disjoint sets of rows: n = n_a + n_b,
     mean = mean_a n_a / n + mean_b n_b / n, scatter = (scatter_a + scatter_b) + outer(d, d) n_a n_b / n with

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from fastnorm.__main__ import main
-from fastnorm.bench import _half_dtypes
+from fastnorm.bench_cases import _half_dtypes
 
 
 def test_info_prints_the_build(capsys):
@@ -99,7 +99,7 @@ def test_pytorch_baselines_are_its_fastest_calls():
     torch = pytest.importorskip("torch", reason="PyTorch is optional; this compares with it when installed")
     import numpy as np
 
-    from fastnorm import bench
+    from fastnorm import bench, bench_cases
     rng = np.random.default_rng(0)
     cases = [c for c in bench.REGISTRY if "activation" in c.tags and "half" not in c.tags and c.torch]
     assert len(cases) > 20
@@ -112,7 +112,7 @@ def test_pytorch_baselines_are_its_fastest_calls():
             assert result is tout or result.data_ptr() == tout.data_ptr(), f"{case.name}: PyTorch allocates"
         want = case.fastnorm(inputs, None)
         np.testing.assert_allclose(result.numpy(), want, rtol=2e-4, atol=2e-5, err_msg=case.name)
-        if case.name.split()[0] in bench.FROM_OUTPUT and "bwd" in case.name:
+        if case.name.split()[0] in bench_cases.FROM_OUTPUT and "bwd" in case.name:
             assert set(inputs) == {"dy", "y"}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from fastnorm._docs import documented
 
-MODULES = ["activations", "normalization", "batch_norm_stages", "losses", "regularization", "statistics", "init",
+MODULES = ["activations", "normalization", "row_norms", "group_norms", "batch_norm_stages", "losses", "regularization", "statistics", "init",
            "random", "layers", "preprocessing", "diagnostics", "gradcheck", "folding", "distributed", "dask"]
 # Data classes and exceptions: their fields are attributes, not parameters.
 EXEMPT = {"TensorStats", "LayerStats", "ActivationStats", "GradcheckReport", "GradcheckError", "NotFittedError",

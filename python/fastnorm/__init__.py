@@ -11,9 +11,9 @@ from fastnorm.activations import __all__ as _activation_names
 from fastnorm.folding import fold_batch_norm
 from fastnorm.gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
 from fastnorm.info import info
-from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
-                                    instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
-                                    rms_norm, rms_norm_backward)
+from fastnorm.group_norms import group_norm, group_norm_backward, instance_norm, instance_norm_backward
+from fastnorm.normalization import batch_norm, batch_norm_backward
+from fastnorm.row_norms import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from fastnorm.regularization import (alpha_dropout, alpha_dropout_backward, channel_dropout, channel_dropout_backward,
                               dropout, dropout_backward)
 from fastnorm.losses import (cross_entropy, cross_entropy_backward, log_softmax, log_softmax_backward, nll_loss,

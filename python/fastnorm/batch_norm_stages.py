@@ -21,13 +21,13 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnorm import _C, normalization
+from fastnorm import _C, _norm_common
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
                              kernel_output, result_dtype, storage_dtype)
 from fastnorm._docs import documented
 from fastnorm._threads import resolve
 from fastnorm._validate import post_op
-from fastnorm.normalization import (_advance_running, _channel_param, _check_counter, _eps, _layout, _momentum,
+from fastnorm._norm_common import (_advance_running, _channel_param, _check_counter, _eps, _layout, _momentum,
                                     _required, _running_pair)
 from fastnorm.statistics import Moments, _rescaled
 
@@ -37,7 +37,7 @@ __all__ = ["batch_norm_stats", "batch_norm_apply", "batch_norm_grad_sums", "batc
 
 
 # The parameters the stages share with the normalizations, described once (fastnorm._docs).
-_PARAMS = dict(normalization._PARAMS,
+_PARAMS = dict(_norm_common._PARAMS,
                axis=("int, default 1", "The channel axis: 1 for (N, D) and NCHW-style data, -1 for channels-last."),
                mean=("array_like of shape (C,)", "The batch's per-channel mean (float64)."),
                rstd=("array_like of shape (C,)", "The batch's per-channel 1 / sqrt(var + eps)."),

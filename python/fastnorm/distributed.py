@@ -30,13 +30,14 @@ from typing import Any, Optional, Protocol, Tuple, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnorm import normalization
+from fastnorm import _norm_common
 from fastnorm._array import as_array, storage_dtype
 from fastnorm._docs import documented
 from fastnorm.batch_norm_stages import (batch_norm_apply, batch_norm_grad_sums, batch_norm_input_grad,
                                         batch_norm_stats, update_running_stats)
 from fastnorm.layers import BatchNorm
-from fastnorm.normalization import NormGrads, _channel_param, _grad_dtype, _layout, batch_norm, batch_norm_backward
+from fastnorm._norm_common import NormGrads, _channel_param, _grad_dtype, _layout
+from fastnorm.normalization import batch_norm, batch_norm_backward
 from fastnorm.statistics import Moments, merge_moments
 from fastnorm._array import normalize_axis, result_dtype
 
@@ -44,9 +45,9 @@ __all__ = ["Communicator", "MPICommunicator", "TorchCommunicator", "LocalCommuni
            "sync_batch_norm_backward", "SyncBatchNorm"]
 
 
-# The parameters of synchronized batch norm: batch norm's (fastnorm.normalization), plus the communicator.
+# The parameters of synchronized batch norm: the normalizations' (fastnorm._norm_common), plus the communicator.
 _PARAMS = dict(
-    normalization._PARAMS,
+    _norm_common._PARAMS,
     comm=("Communicator", "The process group the batch is spread over (:class:`MPICommunicator`, "
                           ":class:`TorchCommunicator`, :class:`LocalCommunicator` or any object with rank, size and "
                           "allgather)."),

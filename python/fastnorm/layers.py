@@ -24,9 +24,9 @@ from fastnorm import _validate
 from fastnorm._docs import documented
 from fastnorm._validate import integer, post_op, real
 from fastnorm.activations import maxout, maxout_backward, prelu, prelu_backward
-from fastnorm.normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
-                                    instance_norm, instance_norm_backward, layer_norm, layer_norm_backward,
-                                    rms_norm, rms_norm_backward)
+from fastnorm.group_norms import group_norm, group_norm_backward, instance_norm, instance_norm_backward
+from fastnorm.normalization import batch_norm, batch_norm_backward
+from fastnorm.row_norms import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
 __all__ = ["Layer", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm",
            "InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "PReLU", "Maxout", "Dropout",

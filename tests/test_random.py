@@ -249,3 +249,23 @@ def test_streaming_stores_give_the_same_bits(method, dtype, stream_threshold):
         getattr(g, method)(out.shape, out=out, num_threads=2)
         results.append(out.tobytes())
     assert results[0] == results[1]
+
+
+def test_out_arrays_to_fill_are_checked_the_same_way_everywhere_before_any_sampling():
+    """Samplers (whole or sharded) and initializers validate out= with one helper: a read-only, misshapen or
+    integer array is refused naming out, and the generator has not moved on."""
+    from fastnorm.random import Generator
+    g = Generator(3)
+    state = g.state
+    ro = np.zeros((4, 4), np.float32)
+    ro.flags.writeable = False
+    for call in (lambda: g.normal((4, 4), out=ro), lambda: g.normal((4, 4), out=np.zeros((4, 5), np.float32)),
+                 lambda: g.uniform((4, 4), out=np.zeros((4, 4), np.int32)),
+                 lambda: g.normal((8, 4), out=np.zeros((3, 4), np.float32), shard=slice(0, 4))):
+        with pytest.raises((TypeError, ValueError), match="^out: "):
+            call()
+        assert g.state == state
+    with pytest.raises(ValueError, match="^out: array is read-only"):
+        fastnorm.init.kaiming_normal(out=ro, layout="out_in")
+    with pytest.raises(ValueError, match="^out: array is read-only"):
+        fastnorm.init.zeros(out=ro)

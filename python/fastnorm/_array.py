@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from fastnorm import _C
 from fastnorm._memory import empty
@@ -118,6 +118,20 @@ def common_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
 def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_b}: shape {b.shape} differs from {name_a}'s shape {a.shape}")
+
+
+def check_fill(out, shape: Optional[tuple], shape_name: str = "shape", dtypes: Optional[tuple] = None) -> np.ndarray:
+    """Validates ``out`` as an array filled in place in its own dtype (samplers, initializers): a writeable ndarray,
+    of one of ``dtypes`` when given, of ``shape`` when given (the caller's ``shape_name`` for it)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+    if not out.flags.writeable:
+        raise ValueError("out: array is read-only")
+    if dtypes is not None and out.dtype not in dtypes:
+        raise TypeError(f"out: expected a {', '.join(np.dtype(d).name for d in dtypes)} array, got {out.dtype}")
+    if shape is not None and tuple(shape) != out.shape:
+        raise ValueError(f"out: shape {out.shape} does not match {shape_name} {tuple(shape)}")
+    return out
 
 
 def check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any, Tuple, Union
 from numpy.typing import ArrayLike, DTypeLike
 
 from fastnorm import _validate
+from fastnorm._array import check_fill
 from fastnorm._docs import documented
 from fastnorm.random import as_generator
 from fastnorm.statistics import moments
@@ -131,10 +132,7 @@ def _fan(shape, mode: str, layout: Optional[str]) -> float:
 def _target(shape, out, dtype):
     """(shape, dtype) of the result: out's when given."""
     if out is not None:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
-        if shape is not None and tuple(shape) != out.shape:
-            raise ValueError(f"out: shape {out.shape} does not match shape {tuple(shape)}")
+        check_fill(out, None if shape is None else _validate.shape(shape))
         return out.shape, out.dtype
     if shape is None:
         raise ValueError("shape: give a shape or out=")

@@ -24,10 +24,12 @@ from typing import Any, Tuple, Union
 from numpy.typing import DTypeLike
 
 from fastnorm import _C, _validate
+from fastnorm._array import check_fill
 from fastnorm._docs import documented
 from fastnorm._memory import empty, fresh
 from fastnorm._threads import resolve
 
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _UNIFORM, _NORMAL, _TRUNCATED = "uniform", "normal", "truncated_normal"  # as the kernels name them
 _MASK64 = (1 << 64) - 1
 _ALGORITHM = "philox4x32_10"
@@ -129,14 +131,7 @@ class Generator:
         if shard is not None:
             return self._fill_shard(dist, size, dtype, out, num_threads, params, shard)
         if out is not None:
-            if not isinstance(out, np.ndarray):
-                raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
-            if not out.flags.writeable:
-                raise ValueError("out: array is read-only")
-            if out.dtype not in (np.float16, np.float32, np.float64):
-                raise TypeError(f"out: expected a float16, float32 or float64 array, got {out.dtype}")
-            if size is not None and _check_size(size) != out.shape:
-                raise ValueError(f"out: shape {out.shape} does not match size {_check_size(size)}")
+            check_fill(out, None if size is None else _check_size(size), "size", _FLOATS)
             shape, dt = out.shape, out.dtype
         else:
             shape, dt = _check_size(size), _check_dtype(dtype)
@@ -163,6 +158,8 @@ class Generator:
             raise TypeError(f"shard: expected a slice or a tuple of at most {len(shape)} slices, got {shard!r}")
         ranges = [range(*p.indices(n)) for p, n in zip(parts, shape)] + [range(n) for n in shape[len(parts):]]
         out_shape = tuple(len(r) for r in ranges)
+        if out is not None:  # checked before the generator moves on
+            check_fill(out, out_shape, "the shard's shape", _FLOATS)
         work = np.dtype(np.float32) if dt.itemsize <= 4 else dt
         per_chunk = _C.sample_chunk_values(work.itemsize)
         blocks = _C.sample_chunk_blocks(work.itemsize)
@@ -180,8 +177,6 @@ class Generator:
         self._counter = (self._counter + total_chunks * blocks) & _MASK64
         result = result.astype(dt, copy=False)
         if out is not None:
-            if not isinstance(out, np.ndarray) or out.shape != out_shape:
-                raise ValueError(f"out: expected an array of the shard's shape {out_shape}")
             np.copyto(out, result, casting="same_kind")
             return out
         return result

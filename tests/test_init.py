@@ -171,3 +171,25 @@ def test_a_non_square_2d_weight_needs_its_layout_said():
     assert init.kaiming_normal((64, 64), rng=0).shape == (64, 64)
     assert init.kaiming_normal((8, 4, 3, 3), rng=0).shape == (8, 4, 3, 3)
     assert abs(init.xavier_normal((784, 100), rng=0).std() - math.sqrt(2 / 884)) < 0.002
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: fastnorm.init.kaiming_normal((4, 4), a="x", layout="out_in"), "a"),
+    (lambda: fastnorm.init.kaiming_uniform((4, 4), a="x", layout="out_in"), "a"),
+    (lambda: fastnorm.init.xavier_normal((4, 4), gain="x"), "gain"),
+    (lambda: fastnorm.init.xavier_uniform((4, 4), gain="x"), "gain"),
+    (lambda: fastnorm.init.orthogonal((4, 4), gain="x"), "gain"),
+    (lambda: fastnorm.init.identity((4, 4), gain="x"), "gain"),
+    (lambda: fastnorm.init.sparse((4, 4), sparsity="x"), "sparsity"),
+    (lambda: fastnorm.init.sparse((4, 4), sparsity=1.5), "sparsity"),
+    (lambda: fastnorm.init.constant((4, 4), value="x"), "value"),
+    (lambda: fastnorm.init.calculate_gain("leaky_relu", "x"), "param"),
+    (lambda: fastnorm.init.lsuv([np.zeros((4, 4), np.float32)], lambda x: [x], np.ones((2, 4)), tol="x"), "tol"),
+    (lambda: fastnorm.init.lsuv([np.zeros((4, 4), np.float32)], lambda x: [x], np.ones((2, 4)), max_iter=1.5),
+     "max_iter"),
+    (lambda: fastnorm.init.data_dependent([np.ones((4, 4), np.float32)], [None], lambda x: [x], np.ones((2, 4)),
+                                          eps="x"), "eps"),
+])
+def test_every_scalar_argument_is_refused_by_its_name(call, name):
+    with pytest.raises((TypeError, ValueError), match=f"^{name}: "):
+        call()

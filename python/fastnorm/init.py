@@ -85,9 +85,7 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
         return math.sqrt(2.0)
     if nonlinearity == "selu":
         return 3.0 / 4
-    slope = 0.01 if param is None else param
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-        raise ValueError(f"param: expected a number for the negative slope, got {param!r}")
+    slope = 0.01 if param is None else _validate.real(param, "param")
     return math.sqrt(2.0 / (1 + slope ** 2))
 
 
@@ -183,6 +181,7 @@ def constant(shape: Optional[Union[int, Tuple[int, ...]]] = None, value: Any = 0
              out: Optional[np.ndarray] = None) -> np.ndarray:
     """Every entry ``value``."""
     shape, dtype = _target(shape, out, dtype)
+    value = _validate.real(value, "value", finite=False)
     if out is None:
         return np.full(shape, value, dtype=dtype)
     out[...] = value
@@ -222,7 +221,8 @@ def xavier_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: flo
                   rng: Any = None) -> np.ndarray:
     """Glorot & Bengio 2010: N(0, std^2), std = gain sqrt(2 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
-    return _normal(shape, gain * math.sqrt(1.0 / _fan(shape, "fan_avg", layout)), 0.0, dtype, out, rng)
+    return _normal(shape, _validate.real(gain, "gain") * math.sqrt(1.0 / _fan(shape, "fan_avg", layout)), 0.0, dtype,
+                   out, rng)
 
 
 @documented(_PARAMS, returns=_WEIGHT)
@@ -231,7 +231,7 @@ def xavier_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: fl
                    rng: Any = None) -> np.ndarray:
     """Glorot & Bengio 2010: U(-a, a), a = gain sqrt(6 / (fan_in + fan_out))."""
     shape, dtype = _target(shape, out, dtype)
-    bound = gain * math.sqrt(3.0 / _fan(shape, "fan_avg", layout))
+    bound = _validate.real(gain, "gain") * math.sqrt(3.0 / _fan(shape, "fan_avg", layout))
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
@@ -242,7 +242,7 @@ def kaiming_normal(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any =
     """He et al. 2015: N(0, std^2), std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a); with relu
     that is the lecture's sqrt(2 / D_in)."""
     shape, dtype = _target(shape, out, dtype)
-    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode, layout))
+    std = calculate_gain(nonlinearity, _validate.real(a, "a")) / math.sqrt(_fan(shape, mode, layout))
     return _normal(shape, std, 0.0, dtype, out, rng)
 
 
@@ -252,7 +252,7 @@ def kaiming_uniform(shape: Optional[Union[int, Tuple[int, ...]]] = None, a: Any 
                     out: Optional[np.ndarray] = None, rng: Any = None) -> np.ndarray:
     """He et al. 2015: U(-b, b), b = gain sqrt(3 / fan)."""
     shape, dtype = _target(shape, out, dtype)
-    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(shape, mode, layout))
+    bound = calculate_gain(nonlinearity, _validate.real(a, "a")) * math.sqrt(3.0 / _fan(shape, mode, layout))
     return _uniform(shape, -bound, bound, dtype, out, rng)
 
 
@@ -303,6 +303,7 @@ def orthogonal(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float 
     shape, dtype = _target(shape, out, dtype)
     if len(shape) < 2:
         raise ValueError(f"shape: orthogonal needs at least 2 dimensions, got {shape}")
+    gain = _validate.real(gain, "gain")
     rows, cols = shape[0], math.prod(shape[1:])
     work = np.float32 if np.dtype(dtype).itemsize <= 4 else np.float64
     q = _haar_columns(as_generator(rng).normal((max(rows, cols), min(rows, cols)), dtype=work))
@@ -357,7 +358,7 @@ def identity(shape: Optional[Union[int, Tuple[int, ...]]] = None, gain: float = 
     shape, dtype = _target(shape, out, dtype)
     if len(shape) != 2:
         raise ValueError(f"shape: identity needs a 2-d weight, got {shape}")
-    w = gain * np.eye(*shape, dtype=np.float64)
+    w = _validate.real(gain, "gain") * np.eye(*shape, dtype=np.float64)
     if out is None:
         return w.astype(dtype)
     np.copyto(out, w, casting="same_kind")
@@ -399,8 +400,7 @@ def sparse(shape: Optional[Union[int, Tuple[int, ...]]] = None, sparsity: float 
     shape, dtype = _target(shape, out, dtype)
     if len(shape) != 2:
         raise ValueError(f"shape: sparse needs a 2-d weight, got {shape}")
-    if not 0 <= sparsity <= 1:
-        raise ValueError(f"sparsity: must be in [0, 1], got {sparsity}")
+    sparsity = _validate.real(sparsity, "sparsity", minimum=0.0, maximum=1.0)
     rows, cols = shape
     gen = as_generator(rng)
     w = gen.normal(shape, 0.0, std, dtype=np.float64)
@@ -460,6 +460,8 @@ def lsuv(weights: Sequence[np.ndarray], forward: Callable, x: ArrayLike, *, tol:
         fastnorm.init.lsuv(W, forward, x_batch, rng=0)
     """
     _check_network(weights, forward, x)
+    tol = _validate.real(tol, "tol", minimum=0.0)
+    max_iter = _validate.integer(max_iter, "max_iter", 0, "an int >= 0")
     gen = as_generator(rng)
     variances = []
     for i, w in enumerate(weights):
@@ -494,6 +496,8 @@ def data_dependent(weights: Sequence[np.ndarray], biases: Sequence[Optional[np.n
     sigma of a unit, W <- W / sigma and b <- (b - mu) / sigma.
     """
     _check_network(weights, forward, x)
+    eps = _validate.real(eps, "eps", minimum=0.0)
+    output_axis = _validate.integer(output_axis, "output_axis")
     if len(biases) != len(weights):
         raise ValueError(f"biases: expected {len(weights)} entries (None for a layer without bias)")
     if layout not in _LAYOUTS:

@@ -239,7 +239,7 @@ struct ChannelsBackward {
       }
     }
   }
-  static constexpr idx kMaxBlock = 8;
+  static constexpr idx kMaxBlock = tuning::kBnMaxBlock;
 };
 
 }  // namespace
@@ -248,10 +248,10 @@ template <class T>
 bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean,
                             const double* rstd, const double* k_dy, double* sum_dy, double* sum_dy_xmu,
                             int num_threads) {
-  // The channels a task works on must stay in L2 (1 MiB of dy and x: any current x86 server core's L2) between
-  // its two loops, and every thread needs a channel.  Narrow storage too, widened in registers in both loops
-  // (float16 32x64x56x56, 1 / 2 threads: 2.34 -> 2.07 / 1.18 -> 0.93 ms; bfloat16 2.44 -> 2.50 / 1.25 -> 1.17).
-  constexpr idx kL2Bytes = idx(1) << 20;
+  // The channels a task works on must stay in L2 between its two loops (tuning.h), and every thread needs a
+  // channel.  Narrow storage too, widened in registers in both loops (float16 32x64x56x56, 1 / 2 threads:
+  // 2.34 -> 2.07 / 1.18 -> 0.93 ms; bfloat16 2.44 -> 2.50 / 1.25 -> 1.17).
+  constexpr idx kL2Bytes = tuning::kBnBackwardL2Bytes;
   const idx channel_bytes = A * B * 2 * static_cast<idx>(sizeof(T));
   const idx threads = resolve_threads(num_threads);
   if (B <= 1 || A <= 0 || channel_bytes > kL2Bytes || C < threads) return false;
@@ -279,12 +279,11 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
                            double eps, double* mean, double* m2, int num_threads, const PostOp& post) {
   using V = compute_t<T>;
   // A task's channels stay in L2 between their statistics and their normalization (as bn_backward_by_channel),
-  // with room to spare: x alone, up to half an MiB (1 thread, 256x64x28x28 float32, 800 KB a channel, was 3-15%
-  // slower than the two passes; 160x64x28x28, 500 KB, 10-15% faster).  Runs long enough for channel_moments to
-  // sum them in pieces (RunPieces), which give the same bits here.  Narrow storage too, widened in registers for
+  // with room to spare (tuning.h).  Runs long enough for channel_moments to sum them in pieces (RunPieces), which
+  // give the same bits here.  Narrow storage too, widened in registers for
   // each of the two loops (unlike the backward's scratch widening, this pays: float16 32x64x56x56, 1 thread,
   // 1.69 -> 1.35 ms; bfloat16 1.74 -> 1.68).
-  constexpr idx kL2Bytes = idx(1) << 19, kMaxBlock = 8;
+  constexpr idx kL2Bytes = tuning::kBnForwardL2Bytes, kMaxBlock = tuning::kBnMaxBlock;
   const idx channel_bytes = A * B * static_cast<idx>(sizeof(T));
   const idx threads = resolve_threads(num_threads);
   if (B < kMinRunMoments || A <= 0 || channel_bytes > kL2Bytes || C < threads) return false;

@@ -46,7 +46,7 @@ template <class T, class Op>
 void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
                         double* mean, double* rstd, act::Params<compute_t<T>> p, int num_threads) {
   using V = compute_t<T>;
-  constexpr idx kBatchBytes = 4096;
+  constexpr idx kBatchBytes = tuning::kGnBatchBytes;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
   const bool stream = stream_out<T>(s.N * s.G * len, act::compute_bound<Op>::value);

@@ -282,15 +282,14 @@ template <class T>
 void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const compute_t<T>* gamma,
                 const compute_t<T>* beta, double* mean, double* rstd, int num_threads, const PostOp& post) {
   using C = compute_t<T>;
-  constexpr idx kGroupBytes = 1024, kMaxGroup = 8;
+  constexpr idx kGroupBytes = tuning::kLnGroupBytes, kMaxGroup = tuning::kLnMaxGroup;
   const double n = static_cast<double>(std::max<idx>(D, 1));
   const act::Params<C> p = post.params<C>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
     const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
     // Rows under kGroupBytes a group at a time, statistics first: the rows' divisions and square roots overlap
-    // instead of each waiting in front of its row's normalization (the group stays in L1).  262144x32 float32, 1
-    // thread: 20.0 -> 12.2 ms; groups of 4 KiB made 65536x128 8% slower at 2 threads.
+    // instead of each waiting in front of its row's normalization (the group stays in L1; tuning.h).
     const idx row_bytes = std::max<idx>(D * static_cast<idx>(sizeof(T)), 1);
     const idx group = std::clamp<idx>(kGroupBytes / row_bytes, 1, kMaxGroup);
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
@@ -332,7 +331,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // Rows of up to kMaterialize values take the functors that need gamma and the per-thread parameter partials: a
   // missing gamma is materialised (ones) and the partials kept without parameter gradients too, scratch of at most
   // a few MB.  Longer rows take the nullable functors (RowSums), which keep nothing as large as a row.
-  constexpr idx kMaterialize = idx(1) << 20;
+  constexpr idx kMaterialize = tuning::kLnMaterialize;
   const bool nullable = D > kMaterialize;
   std::vector<C> ones;
   if (gamma == nullptr && !nullable) {
@@ -346,7 +345,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   std::vector<double> pb(pg.size(), 0.0);
   // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
-  constexpr idx kFlushRows = 16;
+  constexpr idx kFlushRows = tuning::kLnFlushRows;
   const act::Params<C> p = post.params<C>();
   const bool stream = stream_rows(dx, M, D, false);
   // Each row takes two passes: its sums, which read it from memory, then its gradient, from L1 (and written out

@@ -40,7 +40,7 @@ namespace {
 
 idx threshold_from_environment() {
   const char* env = std::getenv("FASTNORM_STREAM_BYTES");
-  if (env == nullptr || *env == '\0') return idx(16) << 20;
+  if (env == nullptr || *env == '\0') return tuning::kStreamBytes;
   try {
     std::size_t used = 0;
     const long long v = std::stoll(env, &used);

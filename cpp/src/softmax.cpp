@@ -52,7 +52,7 @@ struct ExpSum {
 
 // Blocks of kSumBlock values are summed in T lanes (16 terms per float lane), the blocks in double: as accurate as
 // double throughout, at the speed of float vectors.
-constexpr idx kSumBlock = 256;
+constexpr idx kSumBlock = tuning::kSoftmaxSumBlock;
 
 // The ExpSum of a row of n values given its maximum m (log-softmax, cross-entropy).
 template <class T>
@@ -94,7 +94,7 @@ FASTNORM_INLINE double exp_total_scaled(const T* x, T* y, idx n, T m) {
 // Rows of at most kGroupBytes together: each row's maximum and sums, then (log-softmax) the group's log1p side by
 // side in vector lanes (one row at a time, a chain of dependent divisions as long as a short row's vector work),
 // then the outputs; the group stays in L1 between the steps.
-constexpr idx kGroupRows = 16, kGroupBytes = 8192;
+constexpr idx kGroupRows = tuning::kSoftmaxGroupRows, kGroupBytes = tuning::kSoftmaxGroupBytes;
 
 template <class T>
 idx group_rows(idx n) {
@@ -152,7 +152,7 @@ struct SoftmaxRows {
   }
 };
 
-constexpr idx kTile = 64;  // positions of a (C, B) slab reduced side by side when B > 1
+constexpr idx kTile = tuning::kSoftmaxTile;  // positions of a (C, B) slab reduced side by side when B > 1
 
 // Positions [b0, b0 + w) of one (C, B) slab, w <= kTile: the same steps, vectorised over the positions.
 template <class T>

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "fastnorm/isa.h"
+#include "fastnorm/tuning.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -28,8 +29,8 @@
 namespace fastnorm {
 
 constexpr idx kBlock = 64;  // a multiple of every vector width (16 floats, 8 doubles per AVX-512 register)
-constexpr idx kStreamStep = 256;  // elements per sub-block (a multiple of kBlock): 1-2 KiB, stays in L1
-constexpr idx kStreamPiece = 2048;  // elements per L1 piece of the normalization kernels' streamed outputs
+constexpr idx kStreamStep = tuning::kStreamStep;  // a multiple of kBlock
+constexpr idx kStreamPiece = tuning::kStreamPiece;
 
 // dst[i] = src[i] for n a multiple of kBlock and dst 64-byte aligned, with streaming stores as wide as the active
 // ISA level has (stream.cpp: intrinsics live there, compiled per level).  stream_fence() orders them before

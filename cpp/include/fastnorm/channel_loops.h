@@ -631,7 +631,7 @@ Moments shifted_moments(const T* x, idx n) {
 // forward norms: 32x64x56x56 float16 group norm, 1 thread, 1.42 -> 1.10 ms.)  Pieces whose sums overflow, see NaN,
 // or whose spread is so small that squares may underflow (b < 2^-100) are summed again as float32 data are
 // (ShiftedSums, in double).
-constexpr idx kNarrowPiece = 2048;
+constexpr idx kNarrowPiece = tuning::kNarrowPiece;
 
 template <class S>
 struct NarrowPieceSums {  // S: the narrow storage type, or float for values already widened
@@ -744,7 +744,7 @@ Moments run_moments(const S* x, idx n) {
 // storage merges pieces of at most kNarrowPiece values in order within the block.  Whoever computes a channel's
 // moments this way (moments.cpp's tasks, one per channel and block; batch_norm.cpp's fused forward, one per
 // channel) gets the same bits.
-constexpr idx kMinRunMoments = 64;  // shorter runs are summed across the row instead (moments.cpp)
+constexpr idx kMinRunMoments = tuning::kMinRunMoments;  // shorter runs are summed across the row (moments.cpp)
 
 struct RunPieces {
   idx A, C, B, piece, pieces_per_run, units, units_per_task, blocks;

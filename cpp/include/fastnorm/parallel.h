@@ -11,11 +11,12 @@
 #include <vector>
 
 #include "fastnorm/isa.h"
+#include "fastnorm/tuning.h"
 
 namespace fastnorm {
 
-// Chunk size for elementwise work: 64 KiB of float32.  Below two chunks a thread team costs more than it saves.
-constexpr idx kElementwiseGrain = 16384;
+// Chunk size for elementwise work (tuning.h).
+constexpr idx kElementwiseGrain = tuning::kElementwiseGrain;
 
 bool have_openmp();
 // omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl, torch.set_num_threads all set it), 1 without OpenMP.

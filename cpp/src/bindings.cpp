@@ -626,14 +626,35 @@ const std::int64_t* class_targets(const py::array& target, idx N, idx C, std::in
   return t;
 }
 
-void cross_entropy_forward(const py::array& x, const py::array& target, idx N, idx C, double eps,
-                           const py::object& weight, std::int64_t ignore_index, py::array& loss, py::array& lse,
-                           int num_threads) {
+// What every cross-entropy binding checks first: logits rows (N, C) and their dtype, the class indices (in range or
+// ignore_index), the optional class weights, and dx (null: none) written like the logits.
+struct CrossEntropyInputs {
+  Dtype dt;
+  const std::int64_t* t;
+  const double* w;
+};
+
+CrossEntropyInputs cross_entropy_inputs(const py::array& x, const py::array& target, py::array* dx, idx N, idx C,
+                                        const py::object& weight, std::int64_t ignore_index) {
   const Dtype dt = dtype_of(x, "x");
   check_contiguous(x, "x");
   check_layout(x, "x", N, C, 1);
+  if (dx != nullptr) {
+    check_like(*dx, "dx", dt, x.size());
+    check_writeable(*dx, "dx");
+  }
   const std::int64_t* t = class_targets(target, N, C, ignore_index);
   const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  return {dt, t, w};
+}
+
+void cross_entropy_forward(const py::array& x, const py::array& target, idx N, idx C, double eps,
+                           const py::object& weight, std::int64_t ignore_index, py::array& loss, py::array& lse,
+                           int num_threads) {
+  const CrossEntropyInputs in = cross_entropy_inputs(x, target, nullptr, N, C, weight, ignore_index);
+  const Dtype dt = in.dt;
+  const std::int64_t* t = in.t;  // plain locals: a lambda may not capture a structured binding before C++20
+  const double* w = in.w;
   double* lp = f64_output(loss, "loss", N);
   double* sp = f64_output(lse, "lse", N);
   with_type(dt, [&](auto tag) {
@@ -647,13 +668,10 @@ void cross_entropy_forward(const py::array& x, const py::array& target, idx N, i
 void cross_entropy_backward(const py::array& x, const py::array& target, const py::array& lse, const py::array& g,
                             py::array& dx, idx N, idx C, double eps, const py::object& weight,
                             std::int64_t ignore_index, int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", N, C, 1);
-  check_like(dx, "dx", dt, x.size());
-  check_writeable(dx, "dx");
-  const std::int64_t* t = class_targets(target, N, C, ignore_index);
-  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  const CrossEntropyInputs in = cross_entropy_inputs(x, target, &dx, N, C, weight, ignore_index);
+  const Dtype dt = in.dt;
+  const std::int64_t* t = in.t;
+  const double* w = in.w;
   const double* sp = channel_values(lse, "lse", N);
   const double* gp = channel_values(g, "g", N);
   with_type(dt, [&](auto tag) {
@@ -668,13 +686,10 @@ void cross_entropy_backward(const py::array& x, const py::array& target, const p
 void cross_entropy_with_grad(const py::array& x, const py::array& target, const py::array& g, py::array& dx, idx N,
                              idx C, double eps, const py::object& weight, std::int64_t ignore_index, py::array& loss,
                              int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", N, C, 1);
-  check_like(dx, "dx", dt, x.size());
-  check_writeable(dx, "dx");
-  const std::int64_t* t = class_targets(target, N, C, ignore_index);
-  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  const CrossEntropyInputs in = cross_entropy_inputs(x, target, &dx, N, C, weight, ignore_index);
+  const Dtype dt = in.dt;
+  const std::int64_t* t = in.t;
+  const double* w = in.w;
   const double* gp = channel_values(g, "g", N);
   double* lp = f64_output(loss, "loss", N);
   with_type(dt, [&](auto tag) {

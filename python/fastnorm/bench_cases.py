@@ -310,17 +310,18 @@ def _image_layouts():
             yield dims, layout, shape, 1 if layout == "nchw" else -1, f"{layout} {'x'.join(map(str, dims))}"
 
 
-def _torch_out(t: Dict[str, Any], o: Any, perm: Any = None) -> Any:
-    """The out= tensor PyTorch writes for a norm case: ``o`` viewed as x's shape (and, for channels-last data, as
-    the NCHW view PyTorch computes on), so that its kernels write the same memory as fastnorm's out=."""
-    v = o.view(t["x"].shape)
-    return perm(v) if perm is not None else v
-
-
-def _small(*shape: int) -> Any:
-    """A small float32 tensor for the statistics or parameter gradients an out= norm call also writes."""
+def _native_norm(name: str, args: tuple, t: Dict[str, Any], o: Any, small: Tuple[int, ...], perm: Any = None) -> Any:
+    """PyTorch's ``aten.<name>`` norm call at its fastest: allocating without an output, else its ``.out`` overload
+    writing y into ``o`` (viewed as x, and as the NCHW view PyTorch computes on for channels-last data: ``perm``) and
+    the statistics or parameter gradients it also writes into small tensors of shape ``small``."""
     import torch
-    return torch.empty(shape)
+    op = getattr(torch.ops.aten, name)
+    if o is None:
+        return op(*args)[0]
+    y = o.view(t["x"].shape)
+    outs = (perm(y) if perm is not None else y, torch.empty(small), torch.empty(small))
+    names = ("out", "save_mean", "save_invstd") if name == "native_batch_norm" else ("out0", "out1", "out2")
+    return op.out(*args, **dict(zip(names, outs)))[0]
 
 
 def _norm_inputs(rng, shape, c, forward):
@@ -360,23 +361,13 @@ def _register_batch_norm():
         perm = (lambda v: v.permute(0, 3, 1, 2)) if layout == "nhwc" else (lambda v: v)  # channels-last NCHW view
 
         def torch_fwd(t, o, perm=perm, training=True, rm="rm", rv="rv"):
-            import torch
             args = (perm(t["x"]), t["gamma"], t["beta"], t[rm], t[rv], training, 0.1, 1e-5)
-            if o is None:
-                return torch.ops.aten.native_batch_norm(*args)[0]
-            c = t["gamma"].shape[0]
-            return torch.ops.aten.native_batch_norm.out(*args, out=_torch_out(t, o, perm), save_mean=_small(c),
-                                                        save_invstd=_small(c))[0]
+            return _native_norm("native_batch_norm", args, t, o, t["gamma"].shape, perm)
 
         def torch_bwd(t, o, perm=perm):
-            import torch
             args = (perm(t["dy"]), perm(t["x"]), t["gamma"], t["rm"], t["rv"], t["mean"].float(),
                     t["rstd"].float(), True, 1e-5, [True, True, True])
-            if o is None:
-                return torch.ops.aten.native_batch_norm_backward(*args)[0]
-            c = t["gamma"].shape[0]
-            return torch.ops.aten.native_batch_norm_backward.out(*args, out0=_torch_out(t, o, perm), out1=_small(c),
-                                                                 out2=_small(c))[0]
+            return _native_norm("native_batch_norm_backward", args, t, o, t["gamma"].shape, perm)
 
         def numpy_fwd(i, o, axis=axis):
             x = i["x"]
@@ -446,21 +437,13 @@ def _register_row_norm(family: str, shape: Tuple[int, int], tags: Tuple[str, ...
         import torch
         if rms:  # a composite of elementwise ops on the CPU: no out= form
             return torch.nn.functional.rms_norm(t["x"], (d,), t["gamma"], 1e-5)
-        args = (t["x"], [d], t["gamma"], t["beta"], 1e-5)
-        if o is None:
-            return torch.ops.aten.native_layer_norm(*args)[0]
-        m = t["x"].shape[0]
-        return torch.ops.aten.native_layer_norm.out(*args, out0=_torch_out(t, o), out1=_small(m, 1),
-                                                    out2=_small(m, 1))[0]
+        return _native_norm("native_layer_norm", (t["x"], [d], t["gamma"], t["beta"], 1e-5), t, o,
+                            (t["x"].shape[0], 1))
 
     def torch_bwd(t, o):
-        import torch
         args = (t["dy"], t["x"], [d], t["mean"].float().unsqueeze(-1), t["rstd"].float().unsqueeze(-1),
                 t["gamma"], t["beta"], [True, True, True])
-        if o is None:
-            return torch.ops.aten.native_layer_norm_backward(*args)[0]
-        return torch.ops.aten.native_layer_norm_backward.out(*args, out0=_torch_out(t, o), out1=_small(d),
-                                                             out2=_small(d))[0]
+        return _native_norm("native_layer_norm_backward", args, t, o, (d,))
 
     def numpy_fwd(i, o):
         x = i["x"]
@@ -501,23 +484,15 @@ def _register_group_and_instance_norm():
             return v.permute(0, 3, 1, 2) if layout == "nhwc" else v
 
         def torch_gn_fwd(t, o, perm=perm, dims=dims):
-            import torch
             n, c, h, w = dims
             args = (perm(t["x"]), t["gamma"], t["beta"], n, c, h * w, 32, 1e-5)
-            if o is None:
-                return torch.ops.aten.native_group_norm(*args)[0]
-            return torch.ops.aten.native_group_norm.out(*args, out0=_torch_out(t, o, perm), out1=_small(n, 32),
-                                                        out2=_small(n, 32))[0]
+            return _native_norm("native_group_norm", args, t, o, (n, 32), perm)
 
         def torch_gn_bwd(t, o, perm=perm, dims=dims):
-            import torch
             n, c, h, w = dims
             args = (perm(t["dy"]), perm(t["x"]), t["mean"].float(), t["rstd"].float(), t["gamma"], n, c, h * w, 32,
                     [True, True, True])
-            if o is None:
-                return torch.ops.aten.native_group_norm_backward(*args)[0]
-            return torch.ops.aten.native_group_norm_backward.out(*args, out0=_torch_out(t, o, perm), out1=_small(c),
-                                                                 out2=_small(c))[0]
+            return _native_norm("native_group_norm_backward", args, t, o, (c,), perm)
 
         def torch_in_fwd(t, o, perm=perm):
             import torch

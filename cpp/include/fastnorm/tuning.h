@@ -59,6 +59,13 @@ constexpr idx kGnBatchBytes = 4096;
 constexpr idx kLnGroupBytes = 1024;
 constexpr idx kLnMaxGroup = 8;
 
+// Rows of at least this many bytes stream even where they start mid-line (out= arrays NumPy allocated: 16 bytes into
+// a page), their partial end lines stored plainly.  8M float32 values, out= at page offset 16 against 0 (aligned,
+// always streamed), 1 / 2 threads: backward rows of 768 1.45 / 1.39x -> 1.10 / 1.11x the aligned time, 512
+// 1.41 / 1.50x -> 1.17 / 1.18x, forward 768 1.19-1.24 / 1.27x -> 0.95-1.04 / 1.02-1.07x; rows of 128-256 values
+// streamed this way were 1.3-2x slower than plain stores.
+constexpr idx kLnStreamRowBytes = 2048;
+
 // Backward: rows up to this many values materialise a missing gamma and keep per-task parameter partials; longer
 // rows take the nullable path, which keeps nothing as large as a row.
 constexpr idx kLnMaterialize = idx(1) << 20;

@@ -110,6 +110,37 @@ struct ApplyRow {  // a row of y = post(z), stored to T
   }
 };
 
+// RMS norm forward of a group of up to kLnMaxGroup float rows in one call: their sums of squares (SquareSums), their
+// rstd side by side in double vector lanes, then the rows normalized; the arithmetic of square_sum and ApplyRow row
+// by row (the same bits), without two calls and a chain of scalar square root and division per row, which were
+// most of the time on short rows.  Returns false, having written nothing, when a row's sum needs the double moments
+// (square_sum's rule): the caller then takes the group row by row.
+template <class Op>
+struct RmsRows {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const float* x, float* y, idx rows, idx D, double n, double eps, const float* gamma,
+                                  const float* beta, act::Params<float> p, bool stream, double* mean, double* rstd,
+                                  bool* done) {
+    double s[tuning::kLnMaxGroup];
+    bool ok = true;
+    for (idx r = 0; r < rows; ++r) {
+      SquareSums::run<I>(x + r * D, D, &s[r]);
+      ok = ok && std::isfinite(s[r]) && s[r] >= 0x1p-100;
+    }
+    *done = ok;
+    if (!ok) return;
+#pragma omp simd
+    for (idx r = 0; r < rows; ++r) {
+      mean[r] = 0.0;
+      rstd[r] = 1.0 / std::sqrt(s[r] / n + eps);
+    }
+    for (idx r = 0; r < rows; ++r)
+      map_blocks<I>(y + r * D, D, stream,
+                    ApplyBlock<I, float, Op>{x + r * D, gamma, beta, Centering<float>(0.0, rstd[r]), p});
+  }
+};
+
 template <class T, class Op>
 struct PostOpGradRow {  // dz = post'(z) dy over one row (gamma and beta may be null: 1 and 0)
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx D, Centering<T> k, const T* gamma,
@@ -308,6 +339,17 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
       for (idx g0 = r0; g0 < r1; g0 += group) {
         const idx g1 = std::min(r1, g0 + group);
+        if constexpr (std::is_same_v<T, float>) {
+          if (!centered) {
+            if (g1 + group <= r1) prefetch_row(x + g1 * D, group * D);  // the next group
+            if (stream)
+              for (idx r = g1; r < std::min(r1, g1 + group); ++r) prefetch_row_start(y + r * D);
+            bool done = false;
+            isa_call<RmsRows<Op>>(x + g0 * D, y + g0 * D, g1 - g0, D, n, eps, gamma, beta, p, stream, mean + g0,
+                                  rstd + g0, &done);
+            if (done) continue;
+          }
+        }
         for (idx r = g0; r < g1; ++r) {
           const double squares = centered ? -1 : square_sum(x + r * D, D);
           if (squares >= 0) {

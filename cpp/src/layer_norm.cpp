@@ -110,34 +110,51 @@ struct ApplyRow {  // a row of y = post(z), stored to T
   }
 };
 
-// RMS norm forward of a group of up to kLnMaxGroup float rows in one call: their sums of squares (SquareSums), their
-// rstd side by side in double vector lanes, then the rows normalized; the arithmetic of square_sum and ApplyRow row
-// by row (the same bits), without two calls and a chain of scalar square root and division per row, which were
-// most of the time on short rows.  Returns false, having written nothing, when a row's sum needs the double moments
-// (square_sum's rule): the caller then takes the group row by row.
-template <class Op>
-struct RmsRows {
+// A row's mean (0 for RMS norm) and variance from its sums around `shift` (ShiftedSums), as the row-by-row path
+// computes them; compiled for the default target and never inlined into an ISA-level body, where a multiply-add
+// would fuse and move the last bit.
+[[gnu::noinline]] double row_variance(double n, double shift, double s1, double s2, bool centered, double* mean) {
+  const Moments m = loops::from_shifted(n, shift, s1, s2);
+  *mean = centered ? m.mean : 0.0;
+  return centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
+}
+
+// Layer / RMS norm forward of a group of up to kLnMaxGroup wide rows of 1 to kElementwiseGrain values in one call:
+// each row's statistics as ln_forward's row-by-row path takes them (SquareSums for a float RMS row whose sum allows,
+// else ShiftedSums around the row's first value, which is run_moments of one piece), the rows' rstd side by side in
+// double vector lanes, then the rows normalized.  The same arithmetic, so the same bits, without two dispatched calls
+// and a chain of scalar square root and division per row, which were most of the time on short rows.
+template <class T, class Op>
+struct NormRows {
   static constexpr bool takes_isa = true;
   template <Isa I>
-  static FASTNORM_INLINE void run(const float* x, float* y, idx rows, idx D, double n, double eps, const float* gamma,
-                                  const float* beta, act::Params<float> p, bool stream, double* mean, double* rstd,
-                                  bool* done) {
-    double s[tuning::kLnMaxGroup];
-    bool ok = true;
+  static FASTNORM_INLINE void run(const T* x, T* y, idx rows, idx D, double eps, bool centered, const T* gamma,
+                                  const T* beta, act::Params<T> p, bool stream, double* mean, double* rstd) {
+    const double n = static_cast<double>(D);
+    double var[tuning::kLnMaxGroup];
     for (idx r = 0; r < rows; ++r) {
-      SquareSums::run<I>(x + r * D, D, &s[r]);
-      ok = ok && std::isfinite(s[r]) && s[r] >= 0x1p-100;
+      const T* xr = x + r * D;
+      if constexpr (std::is_same_v<T, float>) {
+        if (!centered) {
+          double squares;
+          SquareSums::run<I>(xr, D, &squares);
+          if (std::isfinite(squares) && squares >= 0x1p-100) {
+            mean[r] = 0.0;
+            var[r] = squares / n;
+            continue;
+          }
+        }
+      }
+      const double shift = static_cast<double>(xr[0]);
+      double s1, s2;
+      loops::ShiftedSums<T>::run(xr, D, shift, &s1, &s2);
+      var[r] = row_variance(n, shift, s1, s2, centered, &mean[r]);
     }
-    *done = ok;
-    if (!ok) return;
 #pragma omp simd
-    for (idx r = 0; r < rows; ++r) {
-      mean[r] = 0.0;
-      rstd[r] = 1.0 / std::sqrt(s[r] / n + eps);
-    }
+    for (idx r = 0; r < rows; ++r) rstd[r] = 1.0 / std::sqrt(var[r] + eps);
     for (idx r = 0; r < rows; ++r)
       map_blocks<I>(y + r * D, D, stream,
-                    ApplyBlock<I, float, Op>{x + r * D, gamma, beta, Centering<float>(0.0, rstd[r]), p});
+                    ApplyBlock<I, T, Op>{x + r * D, gamma, beta, Centering<T>(mean[r], rstd[r]), p});
   }
 };
 
@@ -314,10 +331,10 @@ void prefetch_row_start(T* out) {
 // their ends (stored plainly, prefetched: prefetch_row_start) cost less than they save (tuning.h); never behind a
 // compute-bound activation (loops::stream_out).
 template <class T>
-bool stream_rows(const T* out, idx M, idx D, bool compute_bound) {
+bool stream_rows(const T* out, idx M, idx D, bool compute_bound, idx min_row_bytes) {
   const bool whole_lines = can_stream(out) && (D * static_cast<idx>(sizeof(T))) % 64 == 0;
   return loops::stream_out<T>(M * D, compute_bound) &&
-         (whole_lines || D * static_cast<idx>(sizeof(T)) >= tuning::kLnStreamRowBytes);
+         (whole_lines || D * static_cast<idx>(sizeof(T)) >= min_row_bytes);
 }
 
 }  // namespace
@@ -331,7 +348,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
   const act::Params<C> p = post.params<C>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
-    const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value);
+    const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value, tuning::kLnStreamRowBytesForward);
     // Rows under kGroupBytes a group at a time, statistics first: the rows' divisions and square roots overlap
     // instead of each waiting in front of its row's normalization (the group stays in L1; tuning.h).
     const idx row_bytes = std::max<idx>(D * static_cast<idx>(sizeof(T)), 1);
@@ -339,15 +356,16 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
     parallel_for(M, rows_per_task(D), num_threads, [&](idx r0, idx r1) {
       for (idx g0 = r0; g0 < r1; g0 += group) {
         const idx g1 = std::min(r1, g0 + group);
-        if constexpr (std::is_same_v<T, float>) {
-          if (!centered) {
+        if constexpr (!is_narrow<T>) {
+          // (float RMS rows that fill a group alone run as fast row by row, and rows of 256 values faster: 0.85 against
+          // 0.78x MLAS's time)
+          if (D >= 1 && D <= kElementwiseGrain && (centered || group > 1)) {
             if (g1 + group <= r1) prefetch_row(x + g1 * D, group * D);  // the next group
             if (stream)
               for (idx r = g1; r < std::min(r1, g1 + group); ++r) prefetch_row_start(y + r * D);
-            bool done = false;
-            isa_call<RmsRows<Op>>(x + g0 * D, y + g0 * D, g1 - g0, D, n, eps, gamma, beta, p, stream, mean + g0,
-                                  rstd + g0, &done);
-            if (done) continue;
+            isa_call<NormRows<T, Op>>(x + g0 * D, y + g0 * D, g1 - g0, D, eps, centered, gamma, beta, p, stream,
+                                      mean + g0, rstd + g0);
+            continue;
           }
         }
         for (idx r = g0; r < g1; ++r) {
@@ -403,7 +421,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = tuning::kLnFlushRows;
   const act::Params<C> p = post.params<C>();
-  const bool stream = stream_rows(dx, M, D, false);
+  const bool stream = stream_rows(dx, M, D, false, tuning::kLnStreamRowBytesBackward);
   // Each row takes two passes: its sums, which read it from memory, then its gradient, from L1 (and written out
   // from registers, row_blocks.h).  The first goes
   // a piece at a time, prefetching the inputs kAhead values ahead as one stream across rows (the hardware

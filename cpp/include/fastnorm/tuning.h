@@ -59,12 +59,14 @@ constexpr idx kGnBatchBytes = 4096;
 constexpr idx kLnGroupBytes = 1024;
 constexpr idx kLnMaxGroup = 8;
 
-// Rows of at least this many bytes stream even where they start mid-line (out= arrays NumPy allocated: 16 bytes into
-// a page), their partial end lines stored plainly.  8M float32 values, out= at page offset 16 against 0 (aligned,
-// always streamed), 1 / 2 threads: backward rows of 768 1.45 / 1.39x -> 1.10 / 1.11x the aligned time, 512
-// 1.41 / 1.50x -> 1.17 / 1.18x, forward 768 1.19-1.24 / 1.27x -> 0.95-1.04 / 1.02-1.07x; rows of 128-256 values
-// streamed this way were 1.3-2x slower than plain stores.
-constexpr idx kLnStreamRowBytes = 2048;
+// Rows of at least these many bytes stream even where they start mid-line (out= arrays NumPy allocated: 16 bytes
+// into a page), their partial end lines stored plainly.  8M float32 values, out= at page offset 16: backward rows
+// of 768 / 512 values went from 1.45 / 1.41x the time into a page-aligned out= to 1.10 / 1.17x at 1 thread (1.39 /
+// 1.50x -> 1.11 / 1.05x at 2); the forward gains on rows of 768 (layer norm 2.21 -> 2.10 ms at 1 thread, 2.4-2.6
+// -> 1.6-1.7 ms at 2) and loses on rows of 512 at 1 thread (RMS 1.97 -> 2.15 ms, layer norm 2.23 -> 2.45), hence
+// its higher threshold; rows of 128-256 values streamed this way were 1.3-2x slower than plain stores.
+constexpr idx kLnStreamRowBytesForward = 3072;
+constexpr idx kLnStreamRowBytesBackward = 2048;
 
 // Backward: rows up to this many values materialise a missing gamma and keep per-task parameter partials; longer
 // rows take the nullable path, which keeps nothing as large as a row.

@@ -68,7 +68,7 @@ def batch_norm_stats(x: ArrayLike, *, axis: Any = 1, num_threads: Optional[int] 
     A, C, B = _layout(x.shape, axis)
     xb = as_buffer(x, storage_dtype(x.dtype, "x"))
     mean, m2 = np.empty(C), np.empty(C)
-    _C.channel_moments(xb.reshape(-1), A, C, B, mean, m2, resolve(num_threads))
+    _C.channel_moments(xb, A, C, B, mean, m2, resolve(num_threads))
     if xb.dtype == np.float64 and C and not np.isfinite(mean + m2).all():
         mean, m2 = _rescaled(xb, A, C, B, mean, m2, num_threads)
     return Moments(np.array(A * B, dtype=np.int64), mean, m2)
@@ -122,7 +122,7 @@ def batch_norm_apply(x: ArrayLike, stats: Moments, *, gamma: Optional[ArrayLike]
     scale, shift = (rstd if g is None else g * rstd), (np.zeros(C) if b is None else b)
     xb = as_buffer(x, storage)
     buf = kernel_output(out, x.shape, storage, (xb,), (mean, scale, shift))
-    _C.bn_apply(xb.reshape(-1), buf.reshape(-1), A, C, B, mean, scale, shift, resolve(num_threads), *post)
+    _C.bn_apply(xb, buf, A, C, B, mean, scale, shift, resolve(num_threads), *post)
     y = deliver(buf, out, result)
     return (y, mean, rstd) if return_stats else y
 
@@ -159,7 +159,7 @@ def batch_norm_grad_sums(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, *, axis: 
     post = post_op(activation, negative_slope)
     z = _forward_affine(_channel_param(gamma, "gamma", C), _channel_param(beta, "beta", C), rstd, post, C)
     sum_dy, sum_dy_xmu = np.empty(C), np.empty(C)
-    _C.bn_grad_sums(as_buffer(dy, storage).reshape(-1), as_buffer(x, storage).reshape(-1), A, C, B, mean, sum_dy,
+    _C.bn_grad_sums(as_buffer(dy, storage), as_buffer(x, storage), A, C, B, mean, sum_dy,
                     sum_dy_xmu, resolve(num_threads), *post, *z)
     return sum_dy, sum_dy_xmu
 
@@ -197,7 +197,7 @@ def batch_norm_input_grad(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Ar
     k_one = -k_dy * s1 / n
     dyb, xb = as_buffer(dy, storage), as_buffer(x, storage)
     buf = kernel_output(out, x.shape, storage, (dyb, xb), (mean, rstd, g, b, s1, s2))
-    _C.bn_input_grad(dyb.reshape(-1), xb.reshape(-1), buf.reshape(-1), A, C, B, mean, k_dy, k_xmu, k_one,
+    _C.bn_input_grad(dyb, xb, buf, A, C, B, mean, k_dy, k_xmu, k_one,
                      resolve(num_threads), *post, *_forward_affine(g, b, rstd, post, C))
     return deliver(buf, out, result)
 

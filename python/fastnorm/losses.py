@@ -71,7 +71,7 @@ def _softmax(x, axis, log: bool, out, num_threads):
         check_out(out, x.shape, result)
     xb = as_buffer(x, compute)
     buf = kernel_output(out, x.shape, compute, (xb,))
-    _C.softmax_forward(xb.reshape(-1), buf.reshape(-1), A, C, B, log, resolve(num_threads))
+    _C.softmax_forward(xb, buf, A, C, B, log, resolve(num_threads))
     return deliver(buf, out, result)
 
 
@@ -85,7 +85,7 @@ def _softmax_backward(dy, y, axis, log: bool, out, num_threads):
         check_out(out, y.shape, result)
     dyb, yb = as_buffer(dy, compute), as_buffer(y, compute)
     buf = kernel_output(out, y.shape, compute, (dyb, yb))
-    _C.softmax_backward(dyb.reshape(-1), yb.reshape(-1), buf.reshape(-1), A, C, B, log, resolve(num_threads))
+    _C.softmax_backward(dyb, yb, buf, A, C, B, log, resolve(num_threads))
     return deliver(buf, out, result)
 
 

@@ -109,7 +109,7 @@ def _masked(x, key, counter, threshold, scale, shift, drop_shift, out, num_threa
         check_out(out, x.shape, result)
     xb = as_buffer(x, compute)
     buf = kernel_output(out, x.shape, compute, (xb,))
-    after = _C.dropout(key, counter, xb.reshape(-1), buf.reshape(-1), threshold, scale, shift, drop_shift,
+    after = _C.dropout(key, counter, xb, buf, threshold, scale, shift, drop_shift,
                        resolve(num_threads), fresh(buf, out))
     return deliver(buf, out, result), after & _MASK64
 

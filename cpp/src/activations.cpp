@@ -25,8 +25,8 @@ using namespace act;
 // Ops whose arithmetic outweighs their memory traffic keep ordinary stores: streaming stores made them 5-45%
 // slower (measured at 16M float32, 1 and 2 threads), while the cheap ones gain 20-45% from them.
 template <class Op>
-bool streams(idx n, idx element_size, bool fresh_output) {
-  return !compute_bound<Op>::value && !fresh_output && stream_output(n * element_size);
+bool streams(idx n, idx element_size, int passes, bool fresh_output) {
+  return !compute_bound<Op>::value && !fresh_output && stream_output(n * element_size, passes);
 }
 
 template <class Op, class = void>
@@ -257,7 +257,7 @@ void activation_forward(Activation op, const T* x, T* y, idx n, ActivationParams
   const Params<compute_t<T>> tp = to_params<compute_t<T>>(p);
   visit(op, [&](auto o) {
     using Body = ForwardBody<decltype(o), T>;
-    const bool stream = streams<decltype(o)>(n, sizeof(T), fresh_output);
+    const bool stream = streams<decltype(o)>(n, sizeof(T), 2, fresh_output);
     parallel_for_aligned(y, n, num_threads, [&](idx b, idx e) { isa_call<Body>(x + b, y + b, e - b, tp, stream); });
   });
 }
@@ -268,7 +268,7 @@ void activation_backward(Activation op, const T* dy, const T* xy, T* dx, idx n, 
   const Params<compute_t<T>> tp = to_params<compute_t<T>>(p);
   visit(op, [&](auto o) {
     using Op = decltype(o);
-    const bool stream = streams<Op>(n, sizeof(T), fresh_output);
+    const bool stream = streams<Op>(n, sizeof(T), 3, fresh_output);
     if (!from_output) {
       parallel_for_aligned(dx, n, num_threads, [&](idx b, idx e) {
         isa_call<BackwardBody<Op, T, false>>(dy + b, xy + b, dx + b, e - b, tp, stream);

@@ -26,7 +26,7 @@ void bn_apply(const T* x, T* y, idx A, idx C, idx B, const double* mean, const d
   const act::Params<V> p = post.params<V>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
-    const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
+    const bool stream = stream_out<T>(A * C * B, 2, act::compute_bound<Op>::value);
     if (B == 1) {
       parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
         isa_call<ApplyChannelsLast<T, Op>>(x + r0 * C, y + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(), k.a.data(),
@@ -106,7 +106,7 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
       });
       return;
     }
-    const bool stream = stream_out<T>(A * C * B, false);
+    const bool stream = stream_out<T>(A * C * B, 3, false);
     parallel_for(A * C, rows_per_task(B), num_threads, [&](idx r0, idx r1) {
       V* dz = thread_scratch<V>(static_cast<size_t>(B));
       for (idx r = r0; r < r1; ++r) {
@@ -120,7 +120,7 @@ void bn_input_grad(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const do
     });
     return;
   }
-  const bool stream = stream_out<T>(A * C * B, false);
+  const bool stream = stream_out<T>(A * C * B, 3, false);
   if (B == 1) {
     parallel_for(A, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
       isa_call<GradChannelsLast<T>>(dy + r0 * C, x + r0 * C, dx + r0 * C, (r1 - r0) * C, C, k.mean_hi.data(),
@@ -263,7 +263,7 @@ bool bn_backward_by_channel(const T* dy, const T* x, T* dx, idx A, idx C, idx B,
                                     ChannelsBackward<T>::kMaxBlock);
   const idx blocks = (C + block - 1) / block;
   const idx grain = std::max<idx>(1, kElementwiseGrain / (A * B * block));
-  const bool stream = stream_out<T>(A * C * B, false);
+  const bool stream = stream_out<T>(A * C * B, 5, false);
   parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
     for (idx b = b0; b < b1; ++b) {
       isa_call<ChannelsBackward<T>>(dy, x, dx, A, C, B, b * block, std::min(C, (b + 1) * block), task_rows,
@@ -296,7 +296,7 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
   const act::Params<V> p = post.params<V>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
-    const bool stream = stream_out<T>(A * C * B, act::compute_bound<Op>::value);
+    const bool stream = stream_out<T>(A * C * B, 3, act::compute_bound<Op>::value);
     parallel_for(blocks, grain, num_threads, [&](idx b0, idx b1) {
       for (idx blk = b0; blk < b1; ++blk) {
         const idx c0 = blk * block, c1 = std::min(C, c0 + block);

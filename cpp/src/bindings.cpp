@@ -269,7 +269,7 @@ std::uint64_t sample(const std::string& distribution_name, std::uint64_t key, st
     next = counter + static_cast<std::uint64_t>(fastnorm::chunks_for<T>(n)) *
                                 static_cast<std::uint64_t>(fastnorm::chunk_blocks<T>());
     py::gil_scoped_release nogil;
-    const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)));
+    const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)), 1);
     fastnorm::sample<T>(distribution, key, counter, op, n, p, num_threads, stream);
   });
   return next;
@@ -290,7 +290,7 @@ std::uint64_t dropout(std::uint64_t key, std::uint64_t counter, const py::array&
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
     py::gil_scoped_release nogil;
-    const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)));
+    const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)), 2);
     fastnorm::dropout<T>(key, counter, xp, yp, n, threshold, static_cast<T>(scale), static_cast<T>(shift),
                          static_cast<T>(drop_shift), num_threads, stream);
   });

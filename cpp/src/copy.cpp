@@ -25,7 +25,7 @@ void copy_bytes(const void* src, void* dst, idx nbytes, int num_threads) {
   const idx n = nbytes / static_cast<idx>(sizeof(float));
   const auto* s = static_cast<const float*>(src);
   auto* d = static_cast<float*>(dst);
-  const bool stream = stream_output(nbytes);
+  const bool stream = stream_output(nbytes, 2);
   parallel_for_aligned(d, n, num_threads, [&](idx b, idx e) { isa_call<CopyBody>(s + b, d + b, e - b, stream); });
   const auto* sb = static_cast<const unsigned char*>(src);
   auto* db = static_cast<unsigned char*>(dst);

@@ -49,7 +49,8 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
   constexpr idx kBatchBytes = tuning::kGnBatchBytes;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
-  const bool stream = stream_out<T>(s.N * s.G * len, act::compute_bound<Op>::value);
+  const bool stream =
+      stream_runs(y, s.N * s.G * len, s.Q, 3, act::compute_bound<Op>::value, tuning::kStreamRunBytesForward);
   // Short groups (instance norm on 14x14 maps) a batch at a time, statistics first, as layer_norm's short rows.
   const idx batch = std::clamp<idx>(kBatchBytes / std::max<idx>(len * static_cast<idx>(sizeof(T)), 1), 1, 8);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
@@ -82,7 +83,7 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
   using V = compute_t<T>;
   const idx C = s.C, Q = s.Q, L = C * Q, Cg = C / s.G, S = s.P * L;
   const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
-  const bool stream = stream_out<T>(s.N * S, act::compute_bound<Op>::value);
+  const bool stream = stream_out<T>(s.N * S, 3, act::compute_bound<Op>::value);
   parallel_for(s.N, 1, num_threads, [&](idx n0, idx n1) {
     std::vector<double> shift(L), s1(L), s2(L);
     SampleConsts<V> k(C);
@@ -183,7 +184,7 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
   constexpr bool post = !std::is_same_v<Op, act::Identity>;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
-  const bool stream = stream_out<T>(s.N * s.G * len, false);
+  const bool stream = stream_out<T>(s.N * s.G * len, 5, false);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
     SampleConsts<V> k(s.C), z(post ? Cg : 0);
@@ -224,7 +225,7 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
   constexpr bool post = !std::is_same_v<Op, act::Identity>;
   const idx C = s.C, Q = s.Q, L = C * Q, Cg = C / s.G, S = s.P * L;
   const double count = static_cast<double>(std::max<idx>(Cg * s.P * Q, 1));
-  const bool stream = stream_out<T>(s.N * S, false);
+  const bool stream = stream_out<T>(s.N * S, 5, false);
   // With a post-op, dz = post'(z) dy is computed a piece of rows at a time for the sums.  An expensive post-op
   // (or runs, Q > 1) keeps the sample's dz for the second pass (L2); a cheap one computes it again there, in L1 (a
   // second full-size stream costs more than the arithmetic).

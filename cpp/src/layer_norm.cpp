@@ -326,16 +326,6 @@ void prefetch_row_start(T* out) {
   if (reinterpret_cast<std::uintptr_t>(out) % 64 != 0) __builtin_prefetch(out, 1);
 }
 
-// Whether rows of D values written to `out` (M D of them) go out with streaming stores (row_blocks.h): for
-// outputs past the streaming threshold whose rows are whole cache lines, or long enough that the partial lines at
-// their ends (stored plainly, prefetched: prefetch_row_start) cost less than they save (tuning.h); never behind a
-// compute-bound activation (loops::stream_out).
-template <class T>
-bool stream_rows(const T* out, idx M, idx D, bool compute_bound, idx min_row_bytes) {
-  const bool whole_lines = can_stream(out) && (D * static_cast<idx>(sizeof(T))) % 64 == 0;
-  return loops::stream_out<T>(M * D, compute_bound) &&
-         (whole_lines || D * static_cast<idx>(sizeof(T)) >= min_row_bytes);
-}
 
 }  // namespace
 
@@ -348,7 +338,8 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
   const act::Params<C> p = post.params<C>();
   visit_post_op(post, [&](auto op) {
     using Op = decltype(op);
-    const bool stream = stream_rows(y, M, D, act::compute_bound<Op>::value, tuning::kLnStreamRowBytesForward);
+    const bool stream =
+        loops::stream_runs(y, M * D, D, 3, act::compute_bound<Op>::value, tuning::kStreamRunBytesForward);
     // Rows under kGroupBytes a group at a time, statistics first: the rows' divisions and square roots overlap
     // instead of each waiting in front of its row's normalization (the group stays in L1; tuning.h).
     const idx row_bytes = std::max<idx>(D * static_cast<idx>(sizeof(T)), 1);
@@ -421,7 +412,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = tuning::kLnFlushRows;
   const act::Params<C> p = post.params<C>();
-  const bool stream = stream_rows(dx, M, D, false, tuning::kLnStreamRowBytesBackward);
+  const bool stream = loops::stream_runs(dx, M * D, D, 5, false, tuning::kStreamRunBytesBackward);
   // Each row takes two passes: its sums, which read it from memory, then its gradient, from L1 (and written out
   // from registers, row_blocks.h).  The first goes
   // a piece at a time, prefetching the inputs kAhead values ahead as one stream across rows (the hardware

@@ -791,11 +791,22 @@ struct RunPieces {
 };
 
 // Whether an output of n values of T goes out with streaming stores (blocked.h), piece by piece through L1: past
-// the streaming threshold, and not behind a compute-bound activation (the extra copy then costs more than it
-// saves).  32x64x56x56 float32 forward: 25-30% faster.
+// the streaming threshold for a kernel of that many passes (parallel.h), and not behind a compute-bound activation
+// (the extra copy then costs more than it saves).  32x64x56x56 float32 forward: 25-30% faster.
 template <class T>
-bool stream_out(idx n, bool compute_bound) {
-  return FASTNORM_HAVE_STREAM && !compute_bound && stream_output(n * static_cast<idx>(sizeof(T)));
+bool stream_out(idx n, int passes, bool compute_bound) {
+  return FASTNORM_HAVE_STREAM && !compute_bound && stream_output(n * static_cast<idx>(sizeof(T)), passes);
+}
+
+// The same for an output written as runs (rows) of `run` values, each through its own map_blocks: only where the
+// runs are whole cache lines, or at least min_bytes long, so that the partial lines at their ends (stored plainly,
+// each waiting for its line while the streamed stores queue behind it) do not outweigh what streaming saves
+// (tuning.h: kStreamRunBytes*).
+template <class T>
+bool stream_runs(const T* out, idx n, idx run, int passes, bool compute_bound, idx min_bytes) {
+  const idx bytes = run * static_cast<idx>(sizeof(T));
+  const bool whole_lines = can_stream(out) && bytes % 64 == 0;
+  return stream_out<T>(n, passes, compute_bound) && (whole_lines || bytes >= min_bytes);
 }
 
 // Rows of C values per piece of the elementwise passes: kStreamPiece values (an L1 block), at least one row.

@@ -27,14 +27,15 @@ int thread_limit();
 // `requested` if positive, else max_threads(); at most thread_limit().
 int resolve_threads(int requested);
 
-// Whether a kernel writes an output of `nbytes` with streaming (non-temporal) stores, see blocked.h: outputs of
-// at least stream_threshold() bytes, 16 MiB unless FASTNORM_STREAM_BYTES says otherwise (read at first use; 0
-// streams everything, a negative value nothing).  Below it the output is likely still in cache when it is next read.
+// Whether a kernel writes an output of `nbytes` with streaming (non-temporal) stores, see blocked.h: when its
+// traffic, `passes` output-sized arrays read or written (a re-read from cache counting too), is at least
+// stream_threshold() bytes, 24 MiB unless FASTNORM_STREAM_BYTES says otherwise (read at first use; 0 streams
+// everything, a negative value nothing).  Below it the output is likely still in cache when it is next read.
 idx stream_threshold();
 void set_stream_threshold(idx nbytes);
-inline bool stream_output(idx nbytes) {
+inline bool stream_output(idx nbytes, int passes) {
   const idx t = stream_threshold();
-  return t >= 0 && nbytes >= t;
+  return t >= 0 && nbytes * passes >= t;
 }
 
 // Calls f(begin, end) for every chunk [c * grain, min(n, (c + 1) * grain)).

@@ -15,15 +15,32 @@ namespace tuning {
 // team costs more than it saves; chunk boundaries never depend on the thread count.
 constexpr idx kElementwiseGrain = 16384;
 
-// Outputs of at least this many bytes are written with streaming stores (FASTNORM_STREAM_BYTES overrides): below
-// it the output is likely still in cache when read next; above, skipping the read of each output line saves a
-// third of a memory-bound op's traffic.
-constexpr idx kStreamBytes = idx(16) << 20;
+// Kernels whose traffic (output-sized arrays read or written, re-reads from cache included: parallel.h) reaches
+// this many bytes write their output with streaming stores (FASTNORM_STREAM_BYTES overrides): below it the output is
+// likely still in cache when read next; above, skipping the read of each output line saves a third of a
+// memory-bound op's traffic.  Measured on the 2-vCPU development machine (32 MiB L3), 1 thread, plain / streamed
+// time: relu 9.2 MiB (2 passes, 18 MiB) 0.87, batch norm forward 6.1 MiB (3 passes: statistics, then apply from L2;
+// 18 MiB) 0.86 and 9.2 MiB (28 MiB) 1.24, backward 3.1 MiB (5 passes, 16 MiB) 0.76 and 6.1 MiB (31 MiB) 1.34; at
+// 12.8 MiB (64x256x14x14 float32, which an output threshold of 16 MiB left unstreamed) batch norm forward 1.27 ->
+// 0.83 ms, backward 2.30 -> 1.84, group norm backward channels-last 2.16 -> 1.61.
+constexpr idx kStreamBytes = idx(24) << 20;
 
 // Elements per sub-block of a streamed copy-out (1-2 KiB, stays in L1), and per L1 piece of the normalization
 // kernels' streamed outputs.
 constexpr idx kStreamStep = 256;
 constexpr idx kStreamPiece = 2048;
+
+// Outputs written as rows or runs (layer / RMS norm rows, group norm channel runs) stream only where the rows are
+// whole cache lines, or at least this many bytes long even where they start mid-line (out= arrays NumPy allocated:
+// 16 bytes into a page), their partial end lines stored plainly (channel_loops.h: stream_runs).  8M float32 values,
+// out= at page offset 16: backward rows of 768 / 512 values went from 1.45 / 1.41x the time into a page-aligned
+// out= to 1.10 / 1.17x at 1 thread (1.39 / 1.50x -> 1.11 / 1.05x at 2); the forward gains on rows of 768 (layer
+// norm 2.21 -> 2.10 ms at 1 thread, 2.4-2.6 -> 1.6-1.7 ms at 2) and loses on rows of 512 at 1 thread (RMS 1.97 ->
+// 2.15 ms, layer norm 2.23 -> 2.45), hence its higher threshold; rows of 128-256 values streamed this way were
+// 1.3-2x slower than plain stores, and so were group norm's runs of 196 values (64x256x14x14 float32 forward, 1
+// thread: 0.84-0.89 -> 1.12-1.22 ms).
+constexpr idx kStreamRunBytesForward = 3072;
+constexpr idx kStreamRunBytesBackward = 2048;
 
 // ---- statistics -------------------------------------------------------------------------------------------------
 
@@ -58,15 +75,6 @@ constexpr idx kGnBatchBytes = 4096;
 // slower at 2 threads).
 constexpr idx kLnGroupBytes = 1024;
 constexpr idx kLnMaxGroup = 8;
-
-// Rows of at least these many bytes stream even where they start mid-line (out= arrays NumPy allocated: 16 bytes
-// into a page), their partial end lines stored plainly.  8M float32 values, out= at page offset 16: backward rows
-// of 768 / 512 values went from 1.45 / 1.41x the time into a page-aligned out= to 1.10 / 1.17x at 1 thread (1.39 /
-// 1.50x -> 1.11 / 1.05x at 2); the forward gains on rows of 768 (layer norm 2.21 -> 2.10 ms at 1 thread, 2.4-2.6
-// -> 1.6-1.7 ms at 2) and loses on rows of 512 at 1 thread (RMS 1.97 -> 2.15 ms, layer norm 2.23 -> 2.45), hence
-// its higher threshold; rows of 128-256 values streamed this way were 1.3-2x slower than plain stores.
-constexpr idx kLnStreamRowBytesForward = 3072;
-constexpr idx kLnStreamRowBytesBackward = 2048;
 
 // Backward: rows up to this many values materialise a missing gamma and keep per-task parameter partials; longer
 // rows take the nullable path, which keeps nothing as large as a row.

@@ -29,7 +29,7 @@ int resolve_threads(int requested);
 
 // Whether a kernel writes an output of `nbytes` with streaming (non-temporal) stores, see blocked.h: when its
 // traffic, `passes` output-sized arrays read or written (a re-read from cache counting too), is at least
-// stream_threshold() bytes, 24 MiB unless FASTNORM_STREAM_BYTES says otherwise (read at first use; 0 streams
+// stream_threshold() bytes, 32 MiB unless FASTNORM_STREAM_BYTES says otherwise (read at first use; 0 streams
 // everything, a negative value nothing).  Below it the output is likely still in cache when it is next read.
 idx stream_threshold();
 void set_stream_threshold(idx nbytes);

@@ -110,13 +110,16 @@ struct ApplyRow {  // a row of y = post(z), stored to T
   }
 };
 
-// A row's mean (0 for RMS norm) and variance from its sums around `shift` (ShiftedSums), as the row-by-row path
-// computes them; compiled for the default target and never inlined into an ISA-level body, where a multiply-add
-// would fuse and move the last bit.
-[[gnu::noinline]] double row_variance(double n, double shift, double s1, double s2, bool centered, double* mean) {
-  const Moments m = loops::from_shifted(n, shift, s1, s2);
+// A row's mean (0 for RMS norm) and the variance its rstd comes from, given the row's moments over its n values.
+double row_variance(const Moments& m, double n, bool centered, double* mean) {
   *mean = centered ? m.mean : 0.0;
   return centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
+}
+
+// The same from the row's sums around `shift` (ShiftedSums), for NormRows: compiled for the default target and never
+// inlined into an ISA-level body, where a multiply-add would fuse and move the last bit.
+[[gnu::noinline]] double row_variance(double n, double shift, double s1, double s2, bool centered, double* mean) {
+  return row_variance(loops::from_shifted(n, shift, s1, s2), n, centered, mean);
 }
 
 // Layer / RMS norm forward of a group of up to kLnMaxGroup wide rows of 1 to kElementwiseGrain values in one call:
@@ -326,7 +329,6 @@ void prefetch_row_start(T* out) {
   if (reinterpret_cast<std::uintptr_t>(out) % 64 != 0) __builtin_prefetch(out, 1);
 }
 
-
 }  // namespace
 
 template <class T>
@@ -366,9 +368,8 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
             rstd[r] = 1.0 / std::sqrt(squares / n + eps);
             continue;
           }
-          const Moments m = loops::run_moments<T>(x + r * D, D);  // rows of no values: mean = m2 = 0
-          const double var = centered ? m.m2 / n : m.m2 / n + m.mean * m.mean;  // RMS: no cancellation
-          mean[r] = centered ? m.mean : 0.0;
+          // rows of no values: mean = m2 = 0
+          const double var = row_variance(loops::run_moments<T>(x + r * D, D), n, centered, &mean[r]);
           rstd[r] = 1.0 / std::sqrt(var + eps);
         }
         for (idx r = g0; r < g1; ++r) {

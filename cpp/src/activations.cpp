@@ -60,15 +60,14 @@ void through_float(const std::array<const T*, N>& in, T* out, idx n, Params<floa
   alignas(64) float result[kChunk];
   for (idx b = 0; b < n; b += kChunk) {
     const idx len = std::min(kChunk, n - b);
-    for (std::size_t k = 0; k < N; ++k)
-      for (idx i = 0; i < len; ++i) wide[k][i] = widen_value(in[k][b + i]);
+    for (std::size_t k = 0; k < N; ++k) to_float(in[k] + b, wide[k], len);
     if constexpr (N == 1)
       isa_variants<FloatBody>::baseline(static_cast<const float*>(wide[0]), static_cast<float*>(result), len, p,
                                         false);
     else
       isa_variants<FloatBody>::baseline(static_cast<const float*>(wide[0]), static_cast<const float*>(wide[1]),
                                         static_cast<float*>(result), len, p, false);
-    for (idx i = 0; i < len; ++i) out[b + i] = round_value<T>(result[i]);
+    from_float(static_cast<const float*>(result), out + b, len);
   }
 }
 

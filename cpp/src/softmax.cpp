@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "fastnorm/parallel.h"
+#include "fastnorm/row_blocks.h"
 #include "fastnorm/simd_math.h"
 
 namespace fastnorm {
@@ -30,20 +32,59 @@ constexpr double kExpUnscale = static_cast<double>(math::ExpParts<T>::s2);
 template <class T>
 constexpr T kFoldable = std::numeric_limits<T>::min() / static_cast<T>(kExpUnscale<T>);
 
+// A row's reductions run in kLanes lanes of T, folded as a tree at the end (row_blocks.h's fold_lanes): GCC's own
+// `omp simd reduction` folds its lanes one after another, a chain of 16 dependent adds per sum that cost more
+// than a short row's vector work.  The fold is the same at every ISA level.
 template <class T>
+constexpr T kMinusInf = -std::numeric_limits<T>::infinity();
+
+// f(i, a + i, b + i, kLanes) for each whole block of kLanes values of rows a and b in [i0, i1), then f(i, pa, pb,
+// count) for a last, short block, copied into blocks padded with `fill` (-inf neither raises a maximum nor adds to
+// a sum of exponentials; 0 adds nothing to a sum).  The short block stays out of the loop over whole blocks: the
+// copies' stores may alias anything, and the loop's accumulators were then kept in memory, not registers.
+template <Isa I, class T, class F>
+FASTNORM_INLINE void over_blocks(const T* a, const T* b, idx i0, idx i1, T fill, const F& f) {
+  idx i = i0;
+  for (; i + kLanes <= i1; i += kLanes) f(i, a + i, b + i, kLanes);
+  if (i == i1) return;
+  const idx count = i1 - i;
+  T pa[kLanes], pb[kLanes];
+  ShortIO<I, T>::load(a + i, count, pa);
+  ShortIO<I, T>::load(b + i, count, pb);
+#pragma omp simd
+  for (idx j = 0; j < kLanes; ++j) {
+    pa[j] = j < count ? pa[j] : fill;
+    pb[j] = j < count ? pb[j] : fill;
+  }
+  f(i, static_cast<const T*>(pa), static_cast<const T*>(pb), count);
+}
+
+template <idx W, class T>
+FASTNORM_INLINE void halve_max(T* m) {  // as halve_lanes
+#pragma omp simd
+  for (idx j = 0; j < W; ++j) m[j] = m[j + W] > m[j] ? m[j + W] : m[j];
+}
+
+template <Isa I, class T>
 FASTNORM_INLINE T row_max(const T* x, idx n) {
-  T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-  for (idx i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;  // NaN is skipped here; it turns the sum into NaN below
-  return m;
+  T m[kLanes];
+  for (idx j = 0; j < kLanes; ++j) m[j] = kMinusInf<T>;
+  over_blocks<I>(x, x, 0, n, kMinusInf<T>, [&](idx, const T* b, const T*, idx) {
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) m[j] = b[j] > m[j] ? b[j] : m[j];  // NaN is skipped; it makes the sum NaN
+  });
+  halve_max<8>(m);
+  halve_max<4>(m);
+  halve_max<2>(m);
+  return m[1] > m[0] ? m[1] : m[0];
 }
 
 // sum exp(x - max) as ties + rest: ties the count of values equal to the maximum (each exp(0) = 1), rest the sum over
 // the others.  log(sum) = log1p((ties - 1) + rest) keeps a rest far below 1 (the largest value's log-probability
 // -log(1 + rest) = -1e-13 when the next value is 30 below), which log(1 + rest) would round to a few digits.
+// `scaled` is the whole sum times 2^K (softmax's divisor, ExpParts).
 struct ExpSum {
-  double ties = 0, rest = 0;
-  double total() const { return ties + rest; }
+  double ties = 0, rest = 0, scaled = 0;
   template <class T>
   T log_total() const {
     return static_cast<T>(math::log1p_((ties - 1.0) + rest));  // in double: float's log1p cost 1-2 ulps more
@@ -54,41 +95,61 @@ struct ExpSum {
 // double throughout, at the speed of float vectors.
 constexpr idx kSumBlock = tuning::kSoftmaxSumBlock;
 
-// The ExpSum of a row of n values given its maximum m (log-softmax, cross-entropy).
-template <class T>
-FASTNORM_INLINE ExpSum exp_sum(const T* x, idx n, T m) {
+// The ExpSum of a row of n values given its maximum m; with Write, exp(x - m) * 2^K is stored to e on the way
+// (softmax, and cross-entropy's gradient scales it in place).  Without Ties only `scaled` (softmax's divisor).
+template <Isa I, bool Write, bool Ties, class T>
+FASTNORM_INLINE ExpSum exp_sum(const T* x, idx n, T m, T* e) {
   ExpSum s;
-  for (idx b = 0; b < n; b += kSumBlock) {
-    const idx end = std::min(n, b + kSumBlock);
-    T ties = 0, rest = 0;
-#pragma omp simd reduction(+ : ties, rest)
-    for (idx i = b; i < end; ++i) {
-      const T e = exp_scaled(x[i] - m);
-      ties += x[i] == m ? T(1) : T(0);
-      rest += x[i] == m ? T(0) : e;
-    }
-    s.ties += ties;
-    s.rest += rest * kExpUnscale<T>;
+  for (idx b0 = 0; b0 < n; b0 += kSumBlock) {
+    T ties[kLanes] = {}, rest[kLanes] = {};
+    over_blocks<I>(x, x, b0, std::min(n, b0 + kSumBlock), kMinusInf<T>, [&](idx i, const T* b, const T*, idx count) {
+      T out[kLanes];
+      T* o = out;
+      if constexpr (Write) o = count == kLanes ? e + i : out;
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) {
+        const T v = exp_scaled(b[j] - m);
+        if constexpr (Write) o[j] = v;
+        if constexpr (Ties) {
+          const T tie = b[j] == m ? T(1) : T(0);  // (two selects on one condition became a branch: no vectors)
+          ties[j] += tie;
+          rest[j] += (T(1) - tie) * v;
+        } else {
+          rest[j] += v;
+        }
+      }
+      if constexpr (Write)
+        if (count < kLanes) ShortIO<I, T>::store(out, e + i, count);
+    });
+    const double t = Ties ? fold_lanes(ties) : 0.0, r = fold_lanes(rest);
+    s.ties += t;
+    s.rest += r * kExpUnscale<T>;
+    s.scaled += r + t / kExpUnscale<T>;
   }
   return s;
 }
 
-// softmax's sum of exp(x - m) * 2^K, the terms written to y (no ties apart: the total is all it needs).
-template <class T>
-FASTNORM_INLINE double exp_total_scaled(const T* x, T* y, idx n, T m) {
+// A row's sum of term(a[i], b[i]) in T lanes per block of kSumBlock, the blocks in double (as exp_sum).  The last
+// short block is zero-padded: term(0, 0) must be 0.
+template <Isa I, class T, class Term>
+FASTNORM_INLINE double row_sum(const T* a, const T* b, idx n, const Term& term) {
   double s = 0;
-  for (idx b = 0; b < n; b += kSumBlock) {
-    const idx end = std::min(n, b + kSumBlock);
-    T part = 0;
-#pragma omp simd reduction(+ : part)
-    for (idx i = b; i < end; ++i) {
-      const T e = exp_scaled(x[i] - m);
-      y[i] = e;
-      part += e;
-    }
-    s += part;
+  for (idx b0 = 0; b0 < n; b0 += kSumBlock) {
+    T acc[kLanes] = {};
+    over_blocks<I>(a, b, b0, std::min(n, b0 + kSumBlock), T(0), [&](idx, const T* ab, const T* bb, idx) {
+#pragma omp simd
+      for (idx j = 0; j < kLanes; ++j) acc[j] += term(ab[j], bb[j]);
+    });
+    s += fold_lanes(acc);
   }
   return s;
+}
+
+// Label smoothing's sum over a row of (w[c]) x[c], w the class weights as T (nullptr: all 1).
+template <Isa I, class T>
+FASTNORM_INLINE double smoothing_sum(const T* x, const T* w, idx n) {
+  if (w == nullptr) return row_sum<I>(x, x, n, [](T v, T) { return v; });
+  return row_sum<I>(x, w, n, [](T v, T wv) { return wv * v; });
 }
 
 // Rows of at most kGroupBytes together: each row's maximum and sums, then (log-softmax) the group's log1p side by
@@ -103,7 +164,7 @@ idx group_rows(idx n) {
 
 // Rows [r0, r1) of n values a group at a time: each row's maximum and ExpSum (rows where counted_row(r) is false
 // are skipped), the group's log(sum)s side by side in vector lanes, then out(r, max, log(sum)) for every row.
-template <class T, class Counted, class Out>
+template <Isa I, class T, class Counted, class Out>
 FASTNORM_INLINE void over_row_groups(const T* x, idx r0, idx r1, idx n, const Counted& counted_row,
                                      const Out& out) {
   const idx group = group_rows<T>(n);
@@ -115,8 +176,8 @@ FASTNORM_INLINE void over_row_groups(const T* x, idx r0, idx r1, idx n, const Co
       m[j] = 0, beyond[j] = 0;
       if (!counted_row(g0 + j)) continue;
       const T* xr = x + (g0 + j) * n;
-      m[j] = row_max(xr, n);
-      const ExpSum s = exp_sum(xr, n, m[j]);
+      m[j] = row_max<I>(xr, n);
+      const ExpSum s = exp_sum<I, false, true>(xr, n, m[j], static_cast<T*>(nullptr));
       beyond[j] = (s.ties - 1.0) + s.rest;
     }
 #pragma omp simd
@@ -129,19 +190,21 @@ FASTNORM_INLINE void over_row_groups(const T* x, idx r0, idx r1, idx n, const Co
 // GCC from vectorising it.
 template <class T>
 struct SoftmaxRows {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* x, T* y, idx r0, idx r1, idx n, bool log) {
     if (!log) {
       for (idx r = r0; r < r1; ++r) {
         const T* xr = x + r * n;
         T* yr = y + r * n;
-        const T m = row_max(xr, n);
-        const T k = static_cast<T>(1.0 / exp_total_scaled(xr, yr, n, m));
+        const T m = row_max<I>(xr, n);
+        const T k = static_cast<T>(1.0 / exp_sum<I, true, false>(xr, n, m, yr).scaled);
 #pragma omp simd
         for (idx i = 0; i < n; ++i) yr[i] *= k;
       }
       return;
     }
-    over_row_groups(
+    over_row_groups<I>(
         x, r0, r1, n, [](idx) { return true; },
         [&](idx r, T m, double log_sum) {
           const T *xr = x + r * n, l = static_cast<T>(log_sum);
@@ -207,28 +270,16 @@ struct SoftmaxTile {
   }
 };
 
-// A row's sum of a(i) in T lanes per block of kSumBlock, the blocks in double (as exp_sum).
-template <class T, class F>
-FASTNORM_INLINE double blocked_sum(idx n, const F& a) {
-  double s = 0;
-  for (idx b = 0; b < n; b += kSumBlock) {
-    const idx end = std::min(n, b + kSumBlock);
-    T part = 0;
-#pragma omp simd reduction(+ : part)
-    for (idx i = b; i < end; ++i) part += a(i);
-    s += part;
-  }
-  return s;
-}
-
 template <class T>
 struct SoftmaxGradRows {  // softmax: dx = y (dy - sum dy y); log-softmax: dx = dy - exp(y) sum dy
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* dy, const T* y, T* dx, idx r0, idx r1, idx n, bool log) {
     for (idx r = r0; r < r1; ++r) {
       const T *dyr = dy + r * n, *yr = y + r * n;
       T* dxr = dx + r * n;
       if (log) {
-        const T k = static_cast<T>(blocked_sum<T>(n, [&](idx i) { return dyr[i]; }));
+        const T k = static_cast<T>(row_sum<I>(dyr, dyr, n, [](T g, T) { return g; }));
         if (std::abs(k) >= kFoldable<T>) {  // exp(y) k as (m 2^(n+K)) (k 2^-K): one multiply less
           const T ks = k * static_cast<T>(kExpUnscale<T>);
 #pragma omp simd
@@ -238,7 +289,7 @@ struct SoftmaxGradRows {  // softmax: dx = y (dy - sum dy y); log-softmax: dx = 
           for (idx i = 0; i < n; ++i) dxr[i] = dyr[i] - exp_le0(yr[i]) * k;
         }
       } else {
-        const T k = static_cast<T>(blocked_sum<T>(n, [&](idx i) { return dyr[i] * yr[i]; }));
+        const T k = static_cast<T>(row_sum<I>(dyr, yr, n, [](T g, T v) { return g * v; }));
 #pragma omp simd
         for (idx i = 0; i < n; ++i) dxr[i] = yr[i] * (dyr[i] - k);
       }
@@ -325,24 +376,29 @@ void softmax_backward(const T* dy, const T* y, T* dx, idx A, idx C, idx B, bool 
 
 namespace {
 
-// What cross-entropy needs of the class weights: w (nullptr: all 1) and W = their sum.
+// What cross-entropy needs of the class weights: w (nullptr: all 1), the same rounded to T (label smoothing's sum
+// runs in T lanes) and W = their sum.
+template <class T>
 struct ClassWeights {
   const double* w;
+  const T* w_t;
   double sum;
   double at(std::int64_t c) const { return w ? w[c] : 1.0; }
 };
 
 template <class T>
 struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxRows' log-softmax
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, idx r0, idx r1, idx C, double eps,
-                                  ClassWeights cw, std::int64_t ignore_index, double* loss, double* lse) {
+                                  ClassWeights<T> cw, std::int64_t ignore_index, double* loss, double* lse) {
     for (idx r = r0; r < r1; ++r) {  // rows with no loss
       if (!counted(target[r], C, ignore_index)) {
         loss[r] = 0;
         lse[r] = std::numeric_limits<double>::quiet_NaN();
       }
     }
-    over_row_groups(
+    over_row_groups<I>(
         x, r0, r1, C, [&](idx r) { return counted(target[r], C, ignore_index); },
         [&](idx r, T m, double log_sum_exact) {
           const std::int64_t t = target[r];
@@ -353,8 +409,7 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxR
           // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
           double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - mj) - ls);
           if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
-            const double swx = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
-                                    : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
+            const double swx = smoothing_sum<I>(xr, cw.w_t, C);
             out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
           }
           loss[r] = out;
@@ -365,7 +420,7 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxR
 template <class T>
 struct CrossEntropyGradRows {
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, const double* lse, const double* g, T* dx,
-                                  idx r0, idx r1, idx C, double eps, ClassWeights cw, std::int64_t ignore_index) {
+                                  idx r0, idx r1, idx C, double eps, ClassWeights<T> cw, std::int64_t ignore_index) {
     for (idx r = r0; r < r1; ++r) {
       const std::int64_t t = target[r];
       T* dxr = dx + r * C;
@@ -399,8 +454,10 @@ struct CrossEntropyGradRows {
 // stays in L1 between the steps.  The loss as CrossEntropyRows computes it.
 template <class T>
 struct CrossEntropyGradFusedRows {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
   static FASTNORM_INLINE void run(const T* x, const std::int64_t* target, const double* g, T* dx, idx r0, idx r1,
-                                  idx C, double eps, ClassWeights cw, std::int64_t ignore_index, double* loss) {
+                                  idx C, double eps, ClassWeights<T> cw, std::int64_t ignore_index, double* loss) {
     const idx group = group_rows<T>(C);
     T m[kGroupRows];
     double log_sum[kGroupRows], beyond[kGroupRows];
@@ -416,27 +473,11 @@ struct CrossEntropyGradFusedRows {
           m[j] = 0;
           continue;
         }
-        m[j] = row_max(xr, C);
-        double ties = 0, rest = 0, scaled = 0;
-        for (idx b = 0; b < C; b += kSumBlock) {
-          const idx end = std::min(C, b + kSumBlock);
-          T bt = 0, br = 0;
-#pragma omp simd reduction(+ : bt, br)
-          for (idx i = b; i < end; ++i) {
-            const T e = exp_scaled(xr[i] - m[j]);
-            dxr[i] = e;
-            bt += xr[i] == m[j] ? T(1) : T(0);
-            br += xr[i] == m[j] ? T(0) : e;
-          }
-          ties += bt;
-          rest += br * kExpUnscale<T>;
-          scaled += static_cast<double>(br) + static_cast<double>(bt) / kExpUnscale<T>;
-        }
-        beyond[j] = (ties - 1.0) + rest;
-        total[j] = scaled;
-        if (eps != 0)
-          swx[j] = cw.w ? blocked_sum<T>(C, [&](idx i) { return static_cast<T>(cw.w[i]) * xr[i]; })
-                        : blocked_sum<T>(C, [&](idx i) { return xr[i]; });
+        m[j] = row_max<I>(xr, C);
+        const ExpSum s = exp_sum<I, true, true>(xr, C, m[j], dxr);
+        beyond[j] = (s.ties - 1.0) + s.rest;
+        total[j] = s.scaled;
+        if (eps != 0) swx[j] = smoothing_sum<I>(xr, cw.w_t, C);
       }
 #pragma omp simd
       for (idx j = 0; j < n; ++j) log_sum[j] = math::log1p_(beyond[j]);
@@ -480,13 +521,14 @@ struct CrossEntropyGradFusedRows {
   }
 };
 
-ClassWeights class_weights(const double* w, idx C) {
-  double sum = static_cast<double>(C);
-  if (w) {
-    sum = 0;
-    for (idx i = 0; i < C; ++i) sum += w[i];
-  }
-  return {w, sum};
+// The class weights of a call; w_t (rounded to T) lives in `storage`.
+template <class T>
+ClassWeights<T> class_weights(const double* w, idx C, std::vector<T>& storage) {
+  if (w == nullptr) return {nullptr, nullptr, static_cast<double>(C)};
+  storage.assign(w, w + C);
+  double sum = 0;
+  for (idx i = 0; i < C; ++i) sum += w[i];
+  return {w, storage.data(), sum};
 }
 
 }  // namespace
@@ -494,7 +536,8 @@ ClassWeights class_weights(const double* w, idx C) {
 template <class T>
 void cross_entropy_forward(const T* x, const std::int64_t* target, idx N, idx C, double eps, const double* w,
                            std::int64_t ignore_index, double* loss, double* lse, int num_threads) {
-  const ClassWeights cw = class_weights(w, C);
+  std::vector<T> w_t;
+  const ClassWeights<T> cw = class_weights(w, C, w_t);
   parallel_for(N, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
     isa_call<CrossEntropyRows<T>>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
   });
@@ -503,7 +546,8 @@ void cross_entropy_forward(const T* x, const std::int64_t* target, idx N, idx C,
 template <class T>
 void cross_entropy_backward(const T* x, const std::int64_t* target, const double* lse, const double* g, T* dx, idx N,
                             idx C, double eps, const double* w, std::int64_t ignore_index, int num_threads) {
-  const ClassWeights cw = class_weights(w, C);
+  std::vector<T> w_t;
+  const ClassWeights<T> cw = class_weights(w, C, w_t);
   parallel_for(N, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
     isa_call<CrossEntropyGradRows<T>>(x, target, lse, g, dx, r0, r1, C, eps, cw, ignore_index);
   });
@@ -512,7 +556,8 @@ void cross_entropy_backward(const T* x, const std::int64_t* target, const double
 template <class T>
 void cross_entropy_with_grad(const T* x, const std::int64_t* target, const double* g, T* dx, idx N, idx C, double eps,
                              const double* w, std::int64_t ignore_index, double* loss, int num_threads) {
-  const ClassWeights cw = class_weights(w, C);
+  std::vector<T> w_t;
+  const ClassWeights<T> cw = class_weights(w, C, w_t);
   parallel_for(N, rows_per_task(C), num_threads, [&](idx r0, idx r1) {
     isa_call<CrossEntropyGradFusedRows<T>>(x, target, g, dx, r0, r1, C, eps, cw, ignore_index, loss);
   });

@@ -2,6 +2,7 @@
 import numpy as np
 
 import fastnorm
+import reference as ref
 
 # Tolerances against the float64 reference: the kernels are accurate to a few ulps (docs/accuracy.md); the
 # absolute part covers gelu_tanh's tails, whose error is set by rounding its argument, and backward values near
@@ -79,3 +80,57 @@ def empty_at(shape, dtype, offset):
     64-byte aligned for offset 1)."""
     return np.empty(int(np.prod(shape)) + offset, dtype)[offset:].reshape(shape)
 
+
+
+# How the suites call each normalization of reference.NORMS, with one signature for all:
+#   forward(x, gamma, beta, axis, **kw) -> (y, stats)          (return_stats=True)
+#   backward(dy, x, stats, gamma, beta, axis, **kw) -> (dx, dgamma[, dbeta])
+NORM_CALLS = {
+    "batch_norm": (
+        lambda x, g, b, axis, **k: _split(fastnorm.batch_norm(x, gamma=g, beta=b, axis=axis, return_stats=True, **k)),
+        lambda dy, x, s, g, b, axis, **k: fastnorm.batch_norm_backward(dy, x, *s, g, beta=b, axis=axis, **k)),
+    "instance_norm": (
+        lambda x, g, b, axis, **k: _split(fastnorm.instance_norm(x, gamma=g, beta=b, axis=axis, return_stats=True,
+                                                                 **k)),
+        lambda dy, x, s, g, b, axis, **k: fastnorm.instance_norm_backward(dy, x, *s, g, beta=b, axis=axis, **k)),
+    "group_norm": (
+        lambda x, g, b, axis, **k: _split(fastnorm.group_norm(x, ref.num_groups(x.shape[axis]), g, b, axis=axis,
+                                                              return_stats=True, **k)),
+        lambda dy, x, s, g, b, axis, **k: fastnorm.group_norm_backward(dy, x, *s, ref.num_groups(x.shape[axis]), g,
+                                                                       beta=b, axis=axis, **k)),
+    "layer_norm": (
+        lambda x, g, b, axis, **k: _split(fastnorm.layer_norm(x, g, b, axis=axis, return_stats=True, **k)),
+        lambda dy, x, s, g, b, axis, **k: fastnorm.layer_norm_backward(dy, x, *s, g, beta=b, axis=axis, **k)),
+    "rms_norm": (
+        lambda x, g, b, axis, **k: _split(fastnorm.rms_norm(x, g, axis=axis, return_stats=True, **k)),
+        lambda dy, x, s, g, b, axis, **k: fastnorm.rms_norm_backward(dy, x, *s, g, axis=axis, **k)),
+}
+
+
+def _split(result):
+    return result[0], tuple(result[1:])
+
+
+def norm_forward(name, x, gamma, beta, axis, **kw):
+    """(y, stats) of the normalization ``name`` (reference.NORMS) with its statistics returned."""
+    return NORM_CALLS[name][0](x, gamma, beta, axis, **kw)
+
+
+def norm_backward(name, dy, x, stats, gamma, beta, axis, **kw):
+    """The gradients (dx first) of the normalization ``name`` given the statistics its forward returned."""
+    return tuple(NORM_CALLS[name][1](dy, x, stats, gamma, beta, axis, **kw))
+
+
+def norm_params(name, shape, axis, rng, dtype=np.float64):
+    """gamma and beta (None where the normalization has no beta) for x of ``shape``: away from 0 and 1."""
+    c = shape[axis]
+    gamma = rng.uniform(0.5, 1.5, c).astype(dtype)
+    beta = rng.standard_normal(c).astype(dtype) if ref.NORMS[name].has_beta else None
+    return gamma, beta
+
+
+def norm_layouts():
+    """(name, shape, axis) for every layout of every normalization, with readable test ids."""
+    import pytest
+    return [pytest.param(name, shape, axis, id=f"{name}-{'x'.join(map(str, shape))}-axis{axis}")
+            for name, case in ref.NORMS.items() for shape, axis in case.layouts]

@@ -5,6 +5,7 @@ large negative x, softplus, 1 - tanh^2 in the tails, the GELU's negative tail). 
 derivative, returning dy * f'(x), with NaN where x is NaN.  Inputs are converted to float64 first.
 """
 import math
+from typing import Callable, NamedTuple, Tuple
 
 import numpy as np
 
@@ -326,6 +327,35 @@ def group_norm(x, num_groups, gamma=None, beta=None, axis=1, eps=1e-5):
     if beta is not None:
         y = y + f64(beta).reshape(shape)
     return np.moveaxis(y, 1, axis)
+
+
+def num_groups(channels):
+    """The group count the suites give group norm over ``channels`` channels: groups of several channels each."""
+    return next(g for g in (3, 2, 1) if channels % g == 0 and (g < channels or g == 1))
+
+
+class NormCase(NamedTuple):
+    """A normalization as the suites see it: ``reference(x, gamma, beta, axis)`` its float64 forward (``axis`` the
+    channel axis of batch / instance / group norm, the normalized last axis of layer / RMS norm; gamma and beta of
+    shape ``(x.shape[axis],)``), whether it takes beta, and the (shape, axis) layouts its small cases take."""
+    reference: Callable
+    has_beta: bool
+    layouts: Tuple[Tuple[Tuple[int, ...], int], ...]
+
+
+# Every normalization, by its public name: the counterpart of ELEMENTWISE for the fused, streaming, thread and
+# half-storage suites (helpers.norm_forward / norm_backward call the fastnorm functions).  A new normalization is
+# covered by all of them through one entry here and its two calls in helpers.NORM_CALLS.
+NORMS = {
+    "batch_norm": NormCase(lambda x, g, b, axis: batch_norm(x, g, b, axis), True,
+                           (((6, 5, 7, 3), 1), ((6, 7, 3, 5), -1), ((40, 6), 1))),
+    "instance_norm": NormCase(lambda x, g, b, axis: group_norm(x, x.shape[axis], g, b, axis), True,
+                              (((3, 4, 5, 6), 1), ((3, 5, 6, 4), -1))),
+    "group_norm": NormCase(lambda x, g, b, axis: group_norm(x, num_groups(x.shape[axis]), g, b, axis), True,
+                           (((3, 6, 5, 4), 1), ((3, 5, 4, 6), -1))),
+    "layer_norm": NormCase(lambda x, g, b, axis: layer_norm(x, g, b), True, (((9, 33), -1), ((2, 5, 16), -1))),
+    "rms_norm": NormCase(lambda x, g, b, axis: rms_norm(x, g), False, (((9, 33), -1), ((7, 64), -1))),
+}
 
 
 def standardize(x, axis):

@@ -1,101 +1,93 @@
 """Normalization with a fused activation (y = act(norm(x)) in one pass, and its backward without the normalized
-tensor): against the two separate calls, a float64 gradient check, thread counts, bad input."""
+tensor): every normalization of reference.NORMS against its float64 reference and against the two separate calls,
+a float64 gradient check, thread counts, bad input."""
 import numpy as np
 import pytest
 
 import fastnorm
+import reference as ref
+from helpers import norm_backward, norm_forward, norm_layouts, norm_params
 
 ACTS = [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("silu", {}), ("gelu", {})]
-# batch and instance norm take gamma and beta by keyword only
-BN = lambda x, g, b, **k: fastnorm.batch_norm(x, gamma=g, beta=b, **k)  # noqa: E731
-IN = lambda x, g, b, **k: fastnorm.instance_norm(x, gamma=g, beta=b, **k)  # noqa: E731
-# name: (forward, backward, x shape, per-channel parameter shape, keyword arguments of both)
-NORMS = {
-    "batch nchw": (BN, fastnorm.batch_norm_backward, (6, 5, 7, 3), (5,), {"axis": 1}),
-    "batch nhwc": (BN, fastnorm.batch_norm_backward, (6, 7, 3, 5), (5,), {"axis": -1}),
-    "batch rows": (BN, fastnorm.batch_norm_backward, (40, 6), (6,), {"axis": 1}),
-    "layer": (fastnorm.layer_norm, fastnorm.layer_norm_backward, (9, 33), (33,), {}),
-    "group nchw": (lambda x, g, b, **k: fastnorm.group_norm(x, 2, g, b, **k),
-                   lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 2, g, **k),
-                   (3, 6, 5, 4), (6,), {"axis": 1}),
-    "instance nchw": (IN, fastnorm.instance_norm_backward, (3, 4, 5, 6), (4,), {"axis": 1}),
-    "group nhwc": (lambda x, g, b, **k: fastnorm.group_norm(x, 3, g, b, **k),
-                   lambda dy, x, m, r, g, **k: fastnorm.group_norm_backward(dy, x, m, r, 3, g, **k),
-                   (3, 5, 4, 6), (6,), {"axis": -1}),
-}
+LAYOUTS = norm_layouts()  # every normalization of reference.NORMS, every layout
 
 
-def inputs(norm, dtype, seed=0):
-    shape, pshape = NORMS[norm][2], NORMS[norm][3]
+def inputs(name, shape, axis, dtype, seed=0):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
-    gamma = rng.uniform(0.5, 1.5, pshape).astype(dtype)
-    beta = rng.standard_normal(pshape).astype(dtype)
+    gamma, beta = norm_params(name, shape, axis, rng, dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     return x, gamma, beta, dy
 
 
-def separate(norm, act, kw, x, gamma, beta, dy):
+def separate(name, axis, act, kw, x, gamma, beta, dy):
     """The two calls: the normalization, then the activation; and their backwards chained."""
-    fwd, bwd, _, _, nkw = NORMS[norm]
-    z, mean, rstd = fwd(x, gamma, beta, return_stats=True, **nkw)
+    z, stats = norm_forward(name, x, gamma, beta, axis)
     y = getattr(fastnorm, act)(z, **kw)
     dz = getattr(fastnorm, act + "_backward")(dy, z, **kw)
-    return y, bwd(dz, x, mean, rstd, gamma, **nkw)
+    return y, norm_backward(name, dz, x, stats, gamma, beta, axis)
 
 
-@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("name,shape,axis", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_normalization_matches_its_reference(name, shape, axis, dtype):
+    x, gamma, beta, _ = inputs(name, shape, axis, dtype)
+    y, _ = norm_forward(name, x, gamma, beta, axis)
+    assert y.dtype == dtype
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, ref.NORMS[name].reference(x, gamma, beta, axis), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name,shape,axis", LAYOUTS)
 @pytest.mark.parametrize("act,kw", ACTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_equals_the_two_calls(norm, act, kw, dtype):
-    fwd, bwd, _, _, nkw = NORMS[norm]
-    x, gamma, beta, dy = inputs(norm, dtype)
-    y_ref, grads_ref = separate(norm, act, kw, x, gamma, beta, dy)
-    y, mean, rstd = fwd(x, gamma, beta, return_stats=True, activation=act, **kw, **nkw)
-    grads = bwd(dy, x, mean, rstd, gamma, beta=beta, activation=act, **kw, **nkw)
+def test_fused_equals_the_two_calls(name, shape, axis, act, kw, dtype):
+    x, gamma, beta, dy = inputs(name, shape, axis, dtype)
+    y_ref, grads_ref = separate(name, axis, act, kw, x, gamma, beta, dy)
+    y, stats = norm_forward(name, x, gamma, beta, axis, activation=act, **kw)
+    grads = norm_backward(name, dy, x, stats, gamma, beta, axis, activation=act, **kw)
     tol = 2e-5 if dtype == np.float32 else 1e-12
     assert y.dtype == dtype
     np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    assert len(grads) == len(grads_ref)
     for got, want in zip(grads, grads_ref):
         np.testing.assert_allclose(got, want, rtol=tol * 10, atol=tol * 10)
 
 
-@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("name,shape,axis", LAYOUTS)
 @pytest.mark.parametrize("act,kw", ACTS)
-def test_fused_gradient_check_float64(norm, act, kw):
-    fwd, bwd, _, _, nkw = NORMS[norm]
-    x, gamma, beta, dy = inputs(norm, np.float64, seed=1)
+def test_fused_gradient_check_float64(name, shape, axis, act, kw):
+    x, gamma, beta, dy = inputs(name, shape, axis, np.float64, seed=1)
+    params = [x, gamma] + ([beta] if beta is not None else [])
 
-    def f(x, gamma, beta):
-        return fwd(x, gamma, beta, activation=act, **kw, **nkw)
+    def f(x, gamma, beta=None):
+        return norm_forward(name, x, gamma, beta, axis, activation=act, **kw)[0]
 
-    def grads(dy, x, gamma, beta):
-        _, mean, rstd = fwd(x, gamma, beta, return_stats=True, **nkw)
-        return bwd(dy, x, mean, rstd, gamma, beta=beta, activation=act, **kw, **nkw)
+    def grads(dy, x, gamma, beta=None):
+        _, stats = norm_forward(name, x, gamma, beta, axis)
+        return norm_backward(name, dy, x, stats, gamma, beta, axis, activation=act, **kw)
 
-    fastnorm.gradcheck(f, [x, gamma, beta], grads, tol=1e-5)
+    fastnorm.gradcheck(f, params, grads, tol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["batch nchw", "batch nhwc", "layer", "group nhwc"])
-def test_fused_bits_do_not_depend_on_thread_count(norm):
-    fwd, bwd, _, _, nkw = NORMS[norm]
+@pytest.mark.parametrize("name,shape,axis", [
+    ("batch_norm", (16, 8, 40, 40), 1), ("batch_norm", (16, 40, 40, 8), -1), ("layer_norm", (512, 300), -1),
+    ("group_norm", (8, 40, 40, 6), -1), ("rms_norm", (300, 512), -1), ("instance_norm", (4, 8, 40, 40), 1)])
+def test_fused_bits_do_not_depend_on_thread_count(name, shape, axis):
     rng = np.random.default_rng(2)
-    shape = {"batch nchw": (16, 8, 40, 40), "batch nhwc": (16, 40, 40, 8), "layer": (512, 300),
-             "group nhwc": (8, 40, 40, 6)}[norm]
-    c = shape[1] if nkw.get("axis") == 1 else shape[-1]
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
-    gamma, beta = np.ones(c, np.float32) * 1.1, np.full(c, 0.1, np.float32)
+    gamma, beta = norm_params(name, shape, axis, rng, np.float32)
     results = []
     for t in (1, 2, 3):
-        y, m, r = fwd(x, gamma, beta, return_stats=True, activation="silu", num_threads=t, **nkw)
-        dx = bwd(dy, x, m, r, gamma, beta=beta, activation="silu", num_threads=t, **nkw)[0]
+        y, stats = norm_forward(name, x, gamma, beta, axis, activation="silu", num_threads=t)
+        dx = norm_backward(name, dy, x, stats, gamma, beta, axis, activation="silu", num_threads=t)[0]
         results.append(y.tobytes() + dx.tobytes())
     assert results[0] == results[1] == results[2]
 
 
 def test_test_mode_batch_norm_with_activation():
-    x, gamma, beta, dy = inputs("batch nchw", np.float64)
+    x, gamma, beta, dy = inputs("batch_norm", (6, 5, 7, 3), 1, np.float64)
     rm, rv = np.full(5, 0.3), np.full(5, 1.7)
     y = fastnorm.batch_norm(x, gamma=gamma, beta=beta, training=False, running_mean=rm, running_var=rv,
                             activation="relu")

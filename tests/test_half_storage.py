@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastnorm
-from helpers import assert_stats_close, assert_within_one_ulp, half_dtype
+from helpers import (assert_stats_close, assert_within_one_ulp, half_dtype, norm_backward, norm_forward, norm_layouts,
+                     norm_params)
 
 
 def assert_rounded_from(actual, want32, dt):
@@ -94,6 +95,25 @@ def test_group_and_instance_norm_half_are_float32_rounded_once(half, shape, axis
             assert_param_grads_float32(got[1:], want[1:])
     want_y = fastnorm.instance_norm(x32, gamma=g, beta=b, **kw)
     assert_within_one_ulp(fastnorm.instance_norm(x, gamma=g, beta=b, **kw), want_y, dt)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name,shape,axis", norm_layouts())
+def test_every_normalization_in_half_storage(half, name, shape, axis, rng):
+    """Every normalization of reference.NORMS: the forward within one unit of the float32 computation rounded, the
+    backward given the same statistics that computation's bits rounded once, the parameter gradients float32."""
+    dt = half_dtype(half)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dt)
+    dy = rng.standard_normal(shape).astype(dt)
+    gamma, beta = norm_params(name, shape, axis, rng)
+    x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
+    want_y, want_stats = norm_forward(name, x32, gamma, beta, axis, activation="silu")
+    y, stats = norm_forward(name, x, gamma, beta, axis, activation="silu")
+    assert_within_one_ulp(y, want_y, dt)
+    want = norm_backward(name, dy32, x32, stats, gamma, beta, axis, activation="silu")
+    got = norm_backward(name, dy, x, stats, gamma, beta, axis, activation="silu")
+    assert_rounded_from(got[0], want[0], dt)
+    assert_param_grads_float32(got[1:], want[1:])
 
 
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])

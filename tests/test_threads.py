@@ -8,7 +8,7 @@ import pytest
 
 import fastnorm
 import reference as ref
-from helpers import call_backward, call_forward
+from helpers import call_backward, call_forward, norm_backward, norm_forward, norm_layouts, norm_params
 
 NAMES = sorted(ref.ELEMENTWISE)
 # Large enough for several chunks per thread, with a ragged tail.
@@ -47,6 +47,22 @@ def test_streaming_stores_give_the_same_bits(name, dtype, offset, rng, stream_th
         assert copied.tobytes() == x.tobytes()
         results.append(y.tobytes() + dx.tobytes())
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("name,shape,axis", norm_layouts())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_normalization_bitwise_identical_for_any_thread_count(name, shape, axis, dtype, rng):
+    """Each layout of reference.NORMS with its batch axis grown to about 300k values: several tasks per thread."""
+    shape = (shape[0] * -(-300_000 // int(np.prod(shape))),) + shape[1:]
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = norm_params(name, shape, axis, rng, dtype)
+    results = []
+    for t in (1, 2, 3):
+        y, stats = norm_forward(name, x, gamma, beta, axis, num_threads=t)
+        grads = norm_backward(name, dy, x, stats, gamma, beta, axis, num_threads=t)
+        results.append(b"".join(np.asarray(a).tobytes() for a in (y, *stats, *grads)))
+    assert results[1] == results[0] and results[2] == results[0]
 
 
 @pytest.mark.parametrize("shape,axis", [((64, 8, 700), 1), ((20000, 16), -1), ((N,), 0)])

@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fastnorm/activations.h"
@@ -48,57 +49,6 @@ Dtype dtype_of(const py::array& a, const char* name) {
                        py::str(dt).cast<std::string>());
 }
 
-void check_contiguous(const py::array& a, const char* name) {
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
-  // the kernels load and store whole items: an item at an odd address would be undefined behaviour
-  if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
-    throw py::value_error(std::string(name) + ": expected an array aligned to its item size");
-}
-
-// Checks `a` against the dtype (as `kind` reads it) and size of the first array of a call.
-template <class K>
-void check_like_by(const py::array& a, const char* name, K (*kind)(const py::array&, const char*), K dtype,
-                   idx size) {
-  if (kind(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
-  check_contiguous(a, name);
-  if (static_cast<idx>(a.size()) != size)
-    throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
-                          std::to_string(a.size()));
-}
-
-void check_like(const py::array& a, const char* name, Dtype dtype, idx size) {
-  check_like_by(a, name, dtype_of, dtype, size);
-}
-
-void check_writeable(const py::array& a, const char* name) {
-  if (!a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
-}
-
-fastnorm::Activation activation_of(int id) {
-  if (id < 0 || id >= static_cast<int>(fastnorm::Activation::count))
-    throw py::value_error("unknown activation id " + std::to_string(id));
-  return static_cast<fastnorm::Activation>(id);
-}
-
-// Calls f(T{}) with T the C++ type of `dtype`.
-template <class F>
-void with_type(Dtype dtype, F&& f) {
-  if (dtype == Dtype::f32)
-    f(float{});
-  else
-    f(double{});
-}
-
-template <class T>
-const T* cptr(const py::array& a) {
-  return static_cast<const T*>(a.data());
-}
-template <class T>
-T* mptr(py::array& a) {
-  return static_cast<T*>(a.mutable_data());
-}
-
 // The storage types of the kernels that read and write half types natively (activations, normalizations, moments):
 // float16 where the build has _Float16, and ml_dtypes' bfloat16 (a user dtype of kind 'V', its 2 bytes the high
 // half of a float32), both computed in float; float32 and float64 as they are.
@@ -115,99 +65,156 @@ Storage storage_of(const py::array& a, const char* name) {
   return dtype_of(a, name) == Dtype::f32 ? Storage::f32 : Storage::f64;
 }
 
-void check_storage_like(const py::array& a, const char* name, Storage dtype, idx size) {
-  check_like_by(a, name, storage_of, dtype, size);
+// The element type of `a` as a kernel family reads it: Storage (half types too) or Dtype (float32 / float64).
+template <class Kind>
+Kind kind_of(const py::array& a, const char* name) {
+  if constexpr (std::is_same_v<Kind, Storage>)
+    return storage_of(a, name);
+  else
+    return dtype_of(a, name);
 }
 
+// Calls f(T{}) with T the C++ type of `kind`.
 template <class F>
-void with_storage(Storage dtype, F&& f) {
+void with_type(Dtype kind, F&& f) {
+  if (kind == Dtype::f32)
+    f(float{});
+  else
+    f(double{});
+}
+template <class F>
+void with_type(Storage kind, F&& f) {
 #if FASTNORM_HAVE_HALF
-  if (dtype == Storage::f16) return f(fastnorm::half{});
+  if (kind == Storage::f16) return f(fastnorm::half{});
 #endif
-  if (dtype == Storage::bf16) return f(fastnorm::bf16{});
-  with_type(dtype == Storage::f32 ? Dtype::f32 : Dtype::f64, f);
+  if (kind == Storage::bf16) return f(fastnorm::bf16{});
+  with_type(kind == Storage::f32 ? Dtype::f32 : Dtype::f64, f);
+}
+
+void check_contiguous(const py::array& a, const char* name) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  // the kernels load and store whole items: an item at an odd address would be undefined behaviour
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
+    throw py::value_error(std::string(name) + ": expected an array aligned to its item size");
+}
+
+void check_writeable(const py::array& a, const char* name) {
+  if (!a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
+}
+
+// Checks `a` against an element type and size: those of the first array of a call.
+template <class Kind>
+void check_like(const py::array& a, const char* name, Kind kind, idx size) {
+  if (kind_of<Kind>(a, name) != kind) throw py::type_error(std::string(name) + ": dtype differs from the input's");
+  check_contiguous(a, name);
+  if (static_cast<idx>(a.size()) != size)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
+                          std::to_string(a.size()));
+}
+
+// The arrays of a kernel call, each checked where it is named: the first fixes the element type (Kind: Storage for
+// the kernels that read half types natively, Dtype for float32 / float64 ones) and the size that every array named
+// by like() and output() must share; output() also wants it writeable.  run(f) calls f(T{}), T that type's C++
+// type, with the GIL released: f takes the arrays' data with cptr / mptr (reading an array's fields needs no GIL).
+template <class Kind>
+class Arrays {
+ public:
+  Arrays(const py::array& first, const char* name) : kind_(kind_of<Kind>(first, name)), size_(first.size()) {
+    check_contiguous(first, name);
+  }
+  const Arrays& like(const py::array& a, const char* name) const {
+    check_like(a, name, kind_, size_);
+    return *this;
+  }
+  const Arrays& output(const py::array& a, const char* name, idx size = -1) const {
+    check_like(a, name, kind_, size < 0 ? size_ : size);
+    check_writeable(a, name);
+    return *this;
+  }
+  Kind kind() const { return kind_; }
+  template <class F>
+  void run(F&& f) const {
+    py::gil_scoped_release nogil;
+    with_type(kind_, f);
+  }
+
+ private:
+  Kind kind_;
+  idx size_;
+};
+
+template <class T>
+const T* cptr(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <class T>
+T* mptr(const py::array& a) {
+  return static_cast<T*>(const_cast<void*>(a.data()));  // output() checked that it is writeable
+}
+
+fastnorm::Activation activation_of(int id) {
+  if (id < 0 || id >= static_cast<int>(fastnorm::Activation::count))
+    throw py::value_error("unknown activation id " + std::to_string(id));
+  return static_cast<fastnorm::Activation>(id);
 }
 
 void activation_forward(int op, const py::array& x, py::array& out, double a, double b, int num_threads,
                         bool fresh_output) {
-  const Storage dt = storage_of(x, "x");
-  check_contiguous(x, "x");
-  check_storage_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
+  const Arrays<Storage> call(x, "x");
+  call.output(out, "out");
   const fastnorm::Activation act = activation_of(op);
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::activation_forward<T>(act, xp, yp, x.size(), {a, b}, num_threads, fresh_output);
+    fastnorm::activation_forward<T>(act, cptr<T>(x), mptr<T>(out), x.size(), {a, b}, num_threads, fresh_output);
   });
 }
 
 void activation_backward(int op, const py::array& dy, const py::array& xy, py::array& out, double a, double b,
                          bool from_output, int num_threads, bool fresh_output) {
-  const Storage dt = storage_of(dy, "dy");
-  check_contiguous(dy, "dy");
-  check_storage_like(xy, from_output ? "y" : "x", dt, dy.size());
-  check_storage_like(out, "out", dt, dy.size());
-  check_writeable(out, "out");
+  const Arrays<Storage> call(dy, "dy");
+  call.like(xy, from_output ? "y" : "x").output(out, "out");
   const fastnorm::Activation act = activation_of(op);
   if (from_output && !fastnorm::activation_has_output_backward(act))
     throw py::value_error(std::string(fastnorm::activation_names()[op]) + " has no backward from its output y");
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xyp = cptr<T>(xy);
-    T* dxp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::activation_backward<T>(act, dyp, xyp, dxp, dy.size(), {a, b}, from_output, num_threads,
-                                      fresh_output);
+    fastnorm::activation_backward<T>(act, cptr<T>(dy), cptr<T>(xy), mptr<T>(out), dy.size(), {a, b}, from_output,
+                                      num_threads, fresh_output);
   });
 }
 
-void check_shape3(const py::array& x, idx outer, idx middle, idx inner) {
-  if (outer < 0 || middle < 0 || inner < 0 || outer * middle * inner != static_cast<idx>(x.size()))
-    throw py::value_error("x: (outer, channels, inner) does not match the array's size");
+// x of a per-channel kernel viewed as (A, C, B) (or (outer, channels, inner), (M, D) rows as (M, D, 1)).
+void check_layout(const py::array& x, const char* name, idx A, idx C, idx B, const char* what = "(A, C, B)") {
+  if (A < 0 || C < 0 || B < 0 || A * C * B != static_cast<idx>(x.size()))
+    throw py::value_error(std::string(name) + ": " + what + " does not match the array's size");
 }
 
 void prelu_forward(const py::array& x, const py::array& alpha, py::array& out, idx outer, idx channels, idx inner,
                    int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_shape3(x, outer, channels, inner);
-  check_like(alpha, "alpha", dt, channels);
-  check_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
-  with_type(dt, [&](auto t) {
+  const Arrays<Dtype> call(x, "x");
+  check_layout(x, "x", outer, channels, inner, "(outer, channels, inner)");
+  check_like(alpha, "alpha", call.kind(), channels);
+  call.output(out, "out");
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    const T* ap = cptr<T>(alpha);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::prelu_forward<T>(xp, ap, yp, outer, channels, inner, num_threads);
+    fastnorm::prelu_forward<T>(cptr<T>(x), cptr<T>(alpha), mptr<T>(out), outer, channels, inner, num_threads);
   });
 }
 
 void prelu_backward(const py::array& dy, const py::array& x, const py::array& alpha, py::array& dx,
                     py::array& dalpha, idx outer, idx channels, idx inner, int num_threads) {
-  const Dtype dt = dtype_of(dy, "dy");
-  check_contiguous(dy, "dy");
-  check_shape3(dy, outer, channels, inner);
-  check_like(x, "x", dt, dy.size());
-  check_like(alpha, "alpha", dt, channels);
-  check_like(dx, "dx", dt, dy.size());
-  check_writeable(dx, "dx");
+  const Arrays<Dtype> call(dy, "dy");
+  check_layout(dy, "x", outer, channels, inner, "(outer, channels, inner)");
+  call.like(x, "x");
+  check_like(alpha, "alpha", call.kind(), channels);
+  call.output(dx, "dx");
   check_like(dalpha, "dalpha", Dtype::f64, channels);
   check_writeable(dalpha, "dalpha");
-  with_type(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    const T* ap = cptr<T>(alpha);
-    T* dxp = mptr<T>(dx);
-    double* dap = mptr<double>(dalpha);
-    py::gil_scoped_release nogil;
-    fastnorm::prelu_backward<T>(dyp, xp, ap, dxp, dap, outer, channels, inner, num_threads);
+    fastnorm::prelu_backward<T>(cptr<T>(dy), cptr<T>(x), cptr<T>(alpha), mptr<T>(dx), mptr<double>(dalpha), outer,
+                                channels, inner, num_threads);
   });
 }
 
@@ -219,35 +226,24 @@ void check_maxout(const py::array& x, idx outer, idx groups, idx pieces, idx inn
 
 void maxout_forward(const py::array& x, py::array& out, idx outer, idx groups, idx pieces, idx inner,
                     int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
+  const Arrays<Dtype> call(x, "x");
   check_maxout(x, outer, groups, pieces, inner);
-  check_like(out, "out", dt, outer * groups * inner);
-  check_writeable(out, "out");
-  with_type(dt, [&](auto t) {
+  call.output(out, "out", outer * groups * inner);
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::maxout_forward<T>(xp, yp, outer, groups, pieces, inner, num_threads);
+    fastnorm::maxout_forward<T>(cptr<T>(x), mptr<T>(out), outer, groups, pieces, inner, num_threads);
   });
 }
 
 void maxout_backward(const py::array& dy, const py::array& x, py::array& out, idx outer, idx groups, idx pieces,
                      idx inner, int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
+  const Arrays<Dtype> call(x, "x");
   check_maxout(x, outer, groups, pieces, inner);
-  check_like(dy, "dy", dt, outer * groups * inner);
-  check_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
-  with_type(dt, [&](auto t) {
+  check_like(dy, "dy", call.kind(), outer * groups * inner);
+  call.output(out, "out");
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::maxout_backward<T>(dyp, xp, dxp, outer, groups, pieces, inner, num_threads);
+    fastnorm::maxout_backward<T>(cptr<T>(dy), cptr<T>(x), mptr<T>(out), outer, groups, pieces, inner, num_threads);
   });
 }
 
@@ -258,19 +254,16 @@ std::uint64_t sample(const std::string& distribution_name, std::uint64_t key, st
   const auto distribution =
       fastnorm::enum_from_name<fastnorm::Distribution>(fastnorm::distribution_names(), distribution_name,
                                                        "distribution");
-  const Dtype dt = dtype_of(out, "out");
-  check_contiguous(out, "out");
+  const Arrays<Dtype> call(out, "out");
   check_writeable(out, "out");
   const idx n = static_cast<idx>(out.size());
   std::uint64_t next = 0;
-  with_type(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    T* op = mptr<T>(out);
     next = counter + static_cast<std::uint64_t>(fastnorm::chunks_for<T>(n)) *
-                                static_cast<std::uint64_t>(fastnorm::chunk_blocks<T>());
-    py::gil_scoped_release nogil;
+                         static_cast<std::uint64_t>(fastnorm::chunk_blocks<T>());
     const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)), 1);
-    fastnorm::sample<T>(distribution, key, counter, op, n, p, num_threads, stream);
+    fastnorm::sample<T>(distribution, key, counter, mptr<T>(out), n, p, num_threads, stream);
   });
   return next;
 }
@@ -279,20 +272,15 @@ std::uint64_t sample(const std::string& distribution_name, std::uint64_t key, st
 std::uint64_t dropout(std::uint64_t key, std::uint64_t counter, const py::array& x, py::array& out,
                       std::uint32_t threshold, double scale, double shift, double drop_shift, int num_threads,
                       bool fresh_output) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
+  const Arrays<Dtype> call(x, "x");
+  call.output(out, "out");
   if (threshold > (1u << 16)) throw py::value_error("threshold: expected at most 2**16");
   const idx n = static_cast<idx>(x.size());
-  with_type(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
     const bool stream = !fresh_output && fastnorm::stream_output(n * static_cast<idx>(sizeof(T)), 2);
-    fastnorm::dropout<T>(key, counter, xp, yp, n, threshold, static_cast<T>(scale), static_cast<T>(shift),
-                         static_cast<T>(drop_shift), num_threads, stream);
+    fastnorm::dropout<T>(key, counter, cptr<T>(x), mptr<T>(out), n, threshold, static_cast<T>(scale),
+                         static_cast<T>(shift), static_cast<T>(drop_shift), num_threads, stream);
   });
   return counter + static_cast<std::uint64_t>(fastnorm::dropout_chunks(n)) *
                        static_cast<std::uint64_t>(fastnorm::kDropoutBlocks);
@@ -310,55 +298,7 @@ void copy(const py::array& src, py::array& dst, int num_threads) {
   fastnorm::copy_bytes(s, d, nbytes, num_threads);
 }
 
-void channel_moments(const py::array& x, idx A, idx C, idx B, py::array& mean, py::array& m2, int num_threads) {
-  const Storage dt = storage_of(x, "x");
-  check_contiguous(x, "x");
-  if (A < 0 || C < 0 || B < 0 || A * C * B != static_cast<idx>(x.size()))
-    throw py::value_error("x: (A, C, B) does not match the array's size");
-  check_like(mean, "mean", Dtype::f64, C);
-  check_like(m2, "m2", Dtype::f64, C);
-  check_writeable(mean, "mean");
-  check_writeable(m2, "m2");
-  with_storage(dt, [&](auto t) {
-    using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    double* mp = mptr<double>(mean);
-    double* m2p = mptr<double>(m2);
-    py::gil_scoped_release nogil;
-    fastnorm::channel_moments<T>(xp, A, C, B, mp, m2p, num_threads);
-  });
-}
-
-void check_layout(const py::array& x, const char* name, idx A, idx C, idx B) {
-  if (A < 0 || C < 0 || B < 0 || A * C * B != static_cast<idx>(x.size()))
-    throw py::value_error(std::string(name) + ": (A, C, B) does not match the array's size");
-}
-
-// x of a per-channel kernel: any Storage, C-contiguous, viewed as (A, C, B); its dtype.
-Storage channel_input(const py::array& x, idx A, idx C, idx B) {
-  const Storage dt = storage_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", A, C, B);
-  return dt;
-}
-
-// x as channel_input and the output out like it and writeable: their dtype.
-Storage map_inputs(const py::array& x, const py::array& out, idx A, idx C, idx B) {
-  const Storage dt = channel_input(x, A, C, B);
-  check_storage_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
-  return dt;
-}
-
-// x as channel_input, dy like it, and the output dx like it and writeable: their dtype.
-Storage grad_inputs(const py::array& dy, const py::array& x, const py::array& dx, idx A, idx C, idx B) {
-  const Storage dt = channel_input(x, A, C, B);
-  check_storage_like(dy, "dy", dt, x.size());
-  check_storage_like(dx, "dx", dt, x.size());
-  check_writeable(dx, "dx");
-  return dt;
-}
-
+// Per-channel float64 values (statistics, constants, parameters): C of them.
 const double* channel_values(const py::array& a, const char* name, idx C) {
   check_like(a, name, Dtype::f64, C);
   return cptr<double>(a);
@@ -369,6 +309,24 @@ double* f64_output(py::array& a, const char* name, idx n) {
   check_like(a, name, Dtype::f64, n);
   check_writeable(a, name);
   return mptr<double>(a);
+}
+
+void channel_moments(const py::array& x, idx A, idx C, idx B, py::array& mean, py::array& m2, int num_threads) {
+  const Arrays<Storage> call(x, "x");
+  check_layout(x, "x", A, C, B);
+  double* mp = f64_output(mean, "mean", C);
+  double* m2p = f64_output(m2, "m2", C);
+  call.run([&](auto t) {
+    using T = decltype(t);
+    fastnorm::channel_moments<T>(cptr<T>(x), A, C, B, mp, m2p, num_threads);
+  });
+}
+
+// x of a per-channel kernel (any Storage, viewed as (A, C, B)): the call's arrays, checked from x.
+Arrays<Storage> channel_input(const py::array& x, idx A, idx C, idx B) {
+  Arrays<Storage> call(x, "x");
+  check_layout(x, "x", A, C, B);
+  return call;
 }
 
 // The activation fused after a normalization, by its name (post_op_names(): "none", "relu", ...), and leaky_relu's
@@ -389,7 +347,8 @@ struct PostOpInput {
   const double* shift;
 };
 
-PostOpInput post_op_input(const std::string& post, double slope, const py::object& scale, const py::object& shift, idx C) {
+PostOpInput post_op_input(const std::string& post, double slope, const py::object& scale, const py::object& shift,
+                          idx C) {
   const fastnorm::PostOp op = post_op(post, slope);
   if (!op.active()) return {op, nullptr, nullptr};
   const double* zs = optional_values(scale, "scale", C);
@@ -401,16 +360,14 @@ PostOpInput post_op_input(const std::string& post, double slope, const py::objec
 void bn_apply(const py::array& x, py::array& out, idx A, idx C, idx B, const py::array& mean,
               const py::array& scale, const py::array& shift, int num_threads, const std::string& post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage dt = map_inputs(x, out, A, C, B);
+  const auto call = channel_input(x, A, C, B);
+  call.output(out, "out");
   const double* m = channel_values(mean, "mean", C);
   const double* sc = channel_values(scale, "scale", C);
   const double* sh = channel_values(shift, "shift", C);
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::bn_apply<T>(xp, yp, A, C, B, m, sc, sh, num_threads, op);
+    fastnorm::bn_apply<T>(cptr<T>(x), mptr<T>(out), A, C, B, m, sc, sh, num_threads, op);
   });
 }
 
@@ -419,19 +376,14 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
                   py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope,
                   const py::object& scale, const py::object& shift) {
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
-  const fastnorm::PostOp op = z.op;
-  const double *zs = z.scale, *zb = z.shift;
-  const Storage dt = channel_input(x, A, C, B);
-  check_storage_like(dy, "dy", dt, x.size());
+  const auto call = channel_input(x, A, C, B);
+  call.like(dy, "dy");
   const double* m = channel_values(mean, "mean", C);
   double* s1 = f64_output(sum_dy, "sum_dy", C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    py::gil_scoped_release nogil;
-    fastnorm::bn_grad_sums<T>(dyp, xp, A, C, B, m, s1, s2, num_threads, op, zs, zb);
+    fastnorm::bn_grad_sums<T>(cptr<T>(dy), cptr<T>(x), A, C, B, m, s1, s2, num_threads, z.op, z.scale, z.shift);
   });
 }
 
@@ -441,18 +393,17 @@ bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, c
                       const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads,
                       const std::string& post, double slope, bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage dt = map_inputs(x, out, A, C, B);
+  const auto call = channel_input(x, A, C, B);
+  call.output(out, "out");
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* mp = f64_output(mean, "mean", C);
   double* m2p = f64_output(m2, "m2", C);
   bool done = false;
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    done = fastnorm::bn_forward_train<T>(xp, yp, A, C, B, g, b, eps, mp, m2p, num_threads, op, one_pass_only);
+    done = fastnorm::bn_forward_train<T>(cptr<T>(x), mptr<T>(out), A, C, B, g, b, eps, mp, m2p, num_threads, op,
+                                         one_pass_only);
   });
   return done;
 }
@@ -462,7 +413,8 @@ bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, i
                        py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope,
                        bool one_pass_only) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage dt = grad_inputs(dy, x, dx, A, C, B);
+  const auto call = channel_input(x, A, C, B);
+  call.like(dy, "dy").output(dx, "dx");
   const double* m = channel_values(mean, "mean", C);
   const double* r = channel_values(rstd, "rstd", C);
   const double* g = optional_values(gamma, "gamma", C);
@@ -470,95 +422,163 @@ bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, i
   double* s1 = f64_output(sum_dy, "sum_dy", C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", C);
   bool done = false;
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    done = fastnorm::bn_backward_train<T>(dyp, xp, dxp, A, C, B, m, r, g, b, s1, s2, num_threads, op, one_pass_only);
+    done = fastnorm::bn_backward_train<T>(cptr<T>(dy), cptr<T>(x), mptr<T>(dx), A, C, B, m, r, g, b, s1, s2,
+                                          num_threads, op, one_pass_only);
   });
   return done;
 }
 
 void bn_input_grad(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                    const py::array& mean, const py::array& k_dy, const py::array& k_xmu, const py::array& k_one,
-                   int num_threads, const std::string& post, double slope, const py::object& scale, const py::object& shift) {
+                   int num_threads, const std::string& post, double slope, const py::object& scale,
+                   const py::object& shift) {
   const PostOpInput z = post_op_input(post, slope, scale, shift, C);
-  const fastnorm::PostOp op = z.op;
-  const double *zs = z.scale, *zb = z.shift;
-  const Storage dt = grad_inputs(dy, x, dx, A, C, B);
+  const auto call = channel_input(x, A, C, B);
+  call.like(dy, "dy").output(dx, "dx");
   const double* m = channel_values(mean, "mean", C);
   const double* a = channel_values(k_dy, "k_dy", C);
   const double* b = channel_values(k_xmu, "k_xmu", C);
   const double* c = channel_values(k_one, "k_one", C);
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    fastnorm::bn_input_grad<T>(dyp, xp, dxp, A, C, B, m, a, b, c, num_threads, op, zs, zb);
+    fastnorm::bn_input_grad<T>(cptr<T>(dy), cptr<T>(x), mptr<T>(dx), A, C, B, m, a, b, c, num_threads, z.op,
+                               z.scale, z.shift);
   });
 }
 
-void check_rows(const py::array& x, const char* name, idx M, idx D) {
-  if (M < 0 || D < 0 || M * D != static_cast<idx>(x.size()))
-    throw py::value_error(std::string(name) + ": (M, D) does not match the array's size");
-}
-
-// x (contiguous, laid out as N samples of P rows of C channels of Q values, G groups) and the output `out` like it
-// and writeable: the group shape, and x's dtype in *dt.
-fastnorm::GroupShape group_io(const py::array& x, const py::array& out, const char* out_name, idx N, idx P, idx C,
-                              idx Q, idx G, Storage* dt) {
+// x laid out as N samples of P rows of C channels of Q values, G groups: the call's arrays, checked from x.
+Arrays<Storage> group_input(const py::array& x, idx N, idx P, idx C, idx Q, idx G) {
   if (N < 0 || P < 0 || C < 0 || Q < 0 || G < 1 || C % G != 0) throw py::value_error("bad group layout");
-  *dt = storage_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", N * P, C, Q);
-  check_storage_like(out, out_name, *dt, x.size());
-  check_writeable(out, out_name);
-  return {N, P, C, Q, G};
+  return channel_input(x, N * P, C, Q);
 }
 
 void group_norm_forward(const py::array& x, py::array& out, idx N, idx P, idx C, idx Q, idx G, double eps,
                         const py::object& gamma, const py::object& beta, py::array& mean, py::array& rstd,
                         int num_threads, const std::string& post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  Storage dt;
-  const fastnorm::GroupShape s = group_io(x, out, "out", N, P, C, Q, G, &dt);
+  const auto call = group_input(x, N, P, C, Q, G);
+  call.output(out, "out");
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* mp = f64_output(mean, "mean", N * G);
   double* rp = f64_output(rstd, "rstd", N * G);
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::group_norm_forward<T>(xp, yp, s, eps, g, b, mp, rp, num_threads, op);
+    fastnorm::group_norm_forward<T>(cptr<T>(x), mptr<T>(out), {N, P, C, Q, G}, eps, g, b, mp, rp, num_threads, op);
   });
 }
 
 void group_norm_backward(const py::array& dy, const py::array& x, py::array& dx, idx N, idx P, idx C, idx Q, idx G,
                          const py::array& mean, const py::array& rstd, const py::object& gamma, py::array& sum_dy,
-                         py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope, const py::object& beta) {
+                         py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope,
+                         const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
-  Storage dt;
-  const fastnorm::GroupShape s = group_io(x, dx, "dx", N, P, C, Q, G, &dt);
-  check_storage_like(dy, "dy", dt, x.size());
+  const auto call = group_input(x, N, P, C, Q, G);
+  call.output(dx, "dx").like(dy, "dy");
   const double* m = channel_values(mean, "mean", N * G);
   const double* r = channel_values(rstd, "rstd", N * G);
   const double* g = optional_values(gamma, "gamma", C);
   const double* b = optional_values(beta, "beta", C);
   double* s1 = f64_output(sum_dy, "sum_dy", N * C);
   double* s2 = f64_output(sum_dy_xmu, "sum_dy_xmu", N * C);
-  with_storage(dt, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    fastnorm::group_norm_backward<T>(dyp, xp, dxp, s, m, r, g, s1, s2, num_threads, op, b);
+    fastnorm::group_norm_backward<T>(cptr<T>(dy), cptr<T>(x), mptr<T>(dx), {N, P, C, Q, G}, m, r, g, s1, s2,
+                                     num_threads, op, b);
+  });
+}
+
+void softmax_forward(const py::array& x, py::array& out, idx A, idx C, idx B, bool log, int num_threads) {
+  const Arrays<Dtype> call(x, "x");
+  check_layout(x, "x", A, C, B);
+  call.output(out, "out");
+  call.run([&](auto t) {
+    using T = decltype(t);
+    fastnorm::softmax_forward<T>(cptr<T>(x), mptr<T>(out), A, C, B, log, num_threads);
+  });
+}
+
+void softmax_backward(const py::array& dy, const py::array& y, py::array& dx, idx A, idx C, idx B, bool log,
+                      int num_threads) {
+  const Arrays<Dtype> call(y, "y");
+  check_layout(y, "y", A, C, B);
+  call.like(dy, "dy").output(dx, "dx");
+  call.run([&](auto t) {
+    using T = decltype(t);
+    fastnorm::softmax_backward<T>(cptr<T>(dy), cptr<T>(y), mptr<T>(dx), A, C, B, log, num_threads);
+  });
+}
+
+// Class indices: int64, one per row, checked against [0, C) here (ignore_index aside) so that no row reads past
+// its logits.
+const std::int64_t* class_targets(const py::array& target, idx N, idx C, std::int64_t ignore_index) {
+  if (!(target.dtype().kind() == 'i' && target.itemsize() == 8)) throw py::type_error("target: expected int64");
+  check_contiguous(target, "target");
+  if (static_cast<idx>(target.size()) != N) throw py::value_error("target: expected one class index per row");
+  const auto* t = static_cast<const std::int64_t*>(target.data());
+  for (idx i = 0; i < N; ++i)
+    if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C))
+      throw py::value_error("target: class index " + std::to_string(t[i]) + " out of range [0, " +
+                            std::to_string(C) + ")");
+  return t;
+}
+
+// What every cross-entropy binding checks first: logits rows (N, C), the class indices (in range or ignore_index)
+// and the optional class weights.
+struct CrossEntropyInputs {
+  Arrays<Dtype> call;
+  const std::int64_t* t;
+  const double* w;
+};
+
+CrossEntropyInputs cross_entropy_inputs(const py::array& x, const py::array& target, idx N, idx C,
+                                        const py::object& weight, std::int64_t ignore_index) {
+  const Arrays<Dtype> call(x, "x");
+  check_layout(x, "x", N, C, 1);
+  const std::int64_t* t = class_targets(target, N, C, ignore_index);
+  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
+  return {call, t, w};
+}
+
+void cross_entropy_forward(const py::array& x, const py::array& target, idx N, idx C, double eps,
+                           const py::object& weight, std::int64_t ignore_index, py::array& loss, py::array& lse,
+                           int num_threads) {
+  const CrossEntropyInputs in = cross_entropy_inputs(x, target, N, C, weight, ignore_index);
+  double* lp = f64_output(loss, "loss", N);
+  double* sp = f64_output(lse, "lse", N);
+  in.call.run([&](auto tag) {
+    using T = decltype(tag);
+    fastnorm::cross_entropy_forward<T>(cptr<T>(x), in.t, N, C, eps, in.w, ignore_index, lp, sp, num_threads);
+  });
+}
+
+void cross_entropy_backward(const py::array& x, const py::array& target, const py::array& lse, const py::array& g,
+                            py::array& dx, idx N, idx C, double eps, const py::object& weight,
+                            std::int64_t ignore_index, int num_threads) {
+  const CrossEntropyInputs in = cross_entropy_inputs(x, target, N, C, weight, ignore_index);
+  in.call.output(dx, "dx");
+  const double* sp = channel_values(lse, "lse", N);
+  const double* gp = channel_values(g, "g", N);
+  in.call.run([&](auto tag) {
+    using T = decltype(tag);
+    fastnorm::cross_entropy_backward<T>(cptr<T>(x), in.t, sp, gp, mptr<T>(dx), N, C, eps, in.w, ignore_index,
+                                        num_threads);
+  });
+}
+
+void cross_entropy_with_grad(const py::array& x, const py::array& target, const py::array& g, py::array& dx, idx N,
+                             idx C, double eps, const py::object& weight, std::int64_t ignore_index, py::array& loss,
+                             int num_threads) {
+  const CrossEntropyInputs in = cross_entropy_inputs(x, target, N, C, weight, ignore_index);
+  in.call.output(dx, "dx");
+  const double* gp = channel_values(g, "g", N);
+  double* lp = f64_output(loss, "loss", N);
+  in.call.run([&](auto tag) {
+    using T = decltype(tag);
+    fastnorm::cross_entropy_with_grad<T>(cptr<T>(x), in.t, gp, mptr<T>(dx), N, C, eps, in.w, ignore_index, lp,
+                                         num_threads);
   });
 }
 
@@ -579,181 +599,52 @@ const T* cptr_or_null(const std::optional<py::array>& a) {
   return a ? cptr<T>(*a) : nullptr;
 }
 
-void softmax_forward(const py::array& x, py::array& out, idx A, idx C, idx B, bool log, int num_threads) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", A, C, B);
-  check_like(out, "out", dt, x.size());
-  check_writeable(out, "out");
-  with_type(dt, [&](auto t) {
-    using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    py::gil_scoped_release nogil;
-    fastnorm::softmax_forward<T>(xp, yp, A, C, B, log, num_threads);
-  });
-}
-
-void softmax_backward(const py::array& dy, const py::array& y, py::array& dx, idx A, idx C, idx B, bool log,
-                      int num_threads) {
-  const Dtype dt = dtype_of(y, "y");
-  check_contiguous(y, "y");
-  check_layout(y, "y", A, C, B);
-  check_like(dy, "dy", dt, y.size());
-  check_like(dx, "dx", dt, y.size());
-  check_writeable(dx, "dx");
-  with_type(dt, [&](auto t) {
-    using T = decltype(t);
-    const T* dyp = cptr<T>(dy);
-    const T* yp = cptr<T>(y);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    fastnorm::softmax_backward<T>(dyp, yp, dxp, A, C, B, log, num_threads);
-  });
-}
-
-// Class indices: int64, one per row, checked against [0, C) here (ignore_index aside) so that no row reads past
-// its logits.
-const std::int64_t* class_targets(const py::array& target, idx N, idx C, std::int64_t ignore_index) {
-  if (!(target.dtype().kind() == 'i' && target.itemsize() == 8)) throw py::type_error("target: expected int64");
-  check_contiguous(target, "target");
-  if (static_cast<idx>(target.size()) != N) throw py::value_error("target: expected one class index per row");
-  const auto* t = static_cast<const std::int64_t*>(target.data());
-  for (idx i = 0; i < N; ++i)
-    if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C))
-      throw py::value_error("target: class index " + std::to_string(t[i]) + " out of range [0, " +
-                            std::to_string(C) + ")");
-  return t;
-}
-
-// What every cross-entropy binding checks first: logits rows (N, C) and their dtype, the class indices (in range or
-// ignore_index), the optional class weights, and dx (null: none) written like the logits.
-struct CrossEntropyInputs {
-  Dtype dt;
-  const std::int64_t* t;
-  const double* w;
-};
-
-CrossEntropyInputs cross_entropy_inputs(const py::array& x, const py::array& target, py::array* dx, idx N, idx C,
-                                        const py::object& weight, std::int64_t ignore_index) {
-  const Dtype dt = dtype_of(x, "x");
-  check_contiguous(x, "x");
-  check_layout(x, "x", N, C, 1);
-  if (dx != nullptr) {
-    check_like(*dx, "dx", dt, x.size());
-    check_writeable(*dx, "dx");
-  }
-  const std::int64_t* t = class_targets(target, N, C, ignore_index);
-  const double* w = weight.is_none() ? nullptr : channel_values(weight.cast<py::array>(), "weight", C);
-  return {dt, t, w};
-}
-
-void cross_entropy_forward(const py::array& x, const py::array& target, idx N, idx C, double eps,
-                           const py::object& weight, std::int64_t ignore_index, py::array& loss, py::array& lse,
-                           int num_threads) {
-  const CrossEntropyInputs in = cross_entropy_inputs(x, target, nullptr, N, C, weight, ignore_index);
-  const Dtype dt = in.dt;
-  const std::int64_t* t = in.t;  // plain locals: a lambda may not capture a structured binding before C++20
-  const double* w = in.w;
-  double* lp = f64_output(loss, "loss", N);
-  double* sp = f64_output(lse, "lse", N);
-  with_type(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = cptr<T>(x);
-    py::gil_scoped_release nogil;
-    fastnorm::cross_entropy_forward<T>(xp, t, N, C, eps, w, ignore_index, lp, sp, num_threads);
-  });
-}
-
-void cross_entropy_backward(const py::array& x, const py::array& target, const py::array& lse, const py::array& g,
-                            py::array& dx, idx N, idx C, double eps, const py::object& weight,
-                            std::int64_t ignore_index, int num_threads) {
-  const CrossEntropyInputs in = cross_entropy_inputs(x, target, &dx, N, C, weight, ignore_index);
-  const Dtype dt = in.dt;
-  const std::int64_t* t = in.t;
-  const double* w = in.w;
-  const double* sp = channel_values(lse, "lse", N);
-  const double* gp = channel_values(g, "g", N);
-  with_type(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    fastnorm::cross_entropy_backward<T>(xp, t, sp, gp, dxp, N, C, eps, w, ignore_index, num_threads);
-  });
-}
-
-void cross_entropy_with_grad(const py::array& x, const py::array& target, const py::array& g, py::array& dx, idx N,
-                             idx C, double eps, const py::object& weight, std::int64_t ignore_index, py::array& loss,
-                             int num_threads) {
-  const CrossEntropyInputs in = cross_entropy_inputs(x, target, &dx, N, C, weight, ignore_index);
-  const Dtype dt = in.dt;
-  const std::int64_t* t = in.t;
-  const double* w = in.w;
-  const double* gp = channel_values(g, "g", N);
-  double* lp = f64_output(loss, "loss", N);
-  with_type(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    py::gil_scoped_release nogil;
-    fastnorm::cross_entropy_with_grad<T>(xp, t, gp, dxp, N, C, eps, w, ignore_index, lp, num_threads);
-  });
+// x of layer / RMS norm, M rows of D values: the call's arrays, checked from x.
+Arrays<Storage> row_input(const py::array& x, idx M, idx D) {
+  Arrays<Storage> call(x, "x");
+  check_layout(x, "x", M, D, 1, "(M, D)");
+  return call;
 }
 
 void ln_forward(const py::array& x, py::array& out, idx M, idx D, double eps, bool centered, const py::object& gamma,
-                const py::object& beta, py::array& mean, py::array& rstd, int num_threads, const std::string& post, double slope) {
+                const py::object& beta, py::array& mean, py::array& rstd, int num_threads, const std::string& post,
+                double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage st = storage_of(x, "x");
-  check_contiguous(x, "x");
-  check_rows(x, "x", M, D);
-  check_storage_like(out, "out", st, x.size());
-  check_writeable(out, "out");
-  const auto g = optional_like(gamma, "gamma", compute_of(st), D);
-  const auto b = optional_like(beta, "beta", compute_of(st), D);
+  const auto call = row_input(x, M, D);
+  call.output(out, "out");
+  const auto g = optional_like(gamma, "gamma", compute_of(call.kind()), D);
+  const auto b = optional_like(beta, "beta", compute_of(call.kind()), D);
   double* mp = f64_output(mean, "mean", M);
   double* rp = f64_output(rstd, "rstd", M);
-  with_storage(st, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
     using C = fastnorm::compute_t<T>;
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(out);
-    const C* gp = cptr_or_null<C>(g);
-    const C* bp = cptr_or_null<C>(b);
-    py::gil_scoped_release nogil;
-    fastnorm::ln_forward<T>(xp, yp, M, D, eps, centered, gp, bp, mp, rp, num_threads, op);
+    fastnorm::ln_forward<T>(cptr<T>(x), mptr<T>(out), M, D, eps, centered, cptr_or_null<C>(g), cptr_or_null<C>(b),
+                            mp, rp, num_threads, op);
   });
 }
 
 void ln_backward(const py::array& dy, const py::array& x, py::array& dx, idx M, idx D, const py::array& mean,
                  const py::array& rstd, const py::object& gamma, bool centered, const py::object& dgamma,
-                 const py::object& dbeta, int num_threads, const std::string& post, double slope, const py::object& beta) {
+                 const py::object& dbeta, int num_threads, const std::string& post, double slope,
+                 const py::object& beta) {
   const fastnorm::PostOp op = post_op(post, slope);
-  const Storage st = storage_of(x, "x");
-  check_contiguous(x, "x");
-  check_rows(x, "x", M, D);
-  check_storage_like(dy, "dy", st, x.size());
-  check_storage_like(dx, "dx", st, x.size());
-  check_writeable(dx, "dx");
+  const auto call = row_input(x, M, D);
+  call.like(dy, "dy").output(dx, "dx");
   const double* m = channel_values(mean, "mean", M);
   const double* r = channel_values(rstd, "rstd", M);
-  const auto g = optional_like(gamma, "gamma", compute_of(st), D);
-  const auto b = optional_like(beta, "beta", compute_of(st), D);
+  const auto g = optional_like(gamma, "gamma", compute_of(call.kind()), D);
+  const auto b = optional_like(beta, "beta", compute_of(call.kind()), D);
   // the parameter gradients, when asked for (None: not computed, no partial sums kept)
   py::array dg = dgamma.is_none() ? py::array() : dgamma.cast<py::array>();
   py::array db = dbeta.is_none() ? py::array() : dbeta.cast<py::array>();
   double* dgp = dgamma.is_none() ? nullptr : f64_output(dg, "dgamma", D);
   double* dbp = dbeta.is_none() ? nullptr : f64_output(db, "dbeta", D);
-  with_storage(st, [&](auto t) {
+  call.run([&](auto t) {
     using T = decltype(t);
     using C = fastnorm::compute_t<T>;
-    const T* dyp = cptr<T>(dy);
-    const T* xp = cptr<T>(x);
-    T* dxp = mptr<T>(dx);
-    const C* gp = cptr_or_null<C>(g);
-    const C* bp = cptr_or_null<C>(b);
-    py::gil_scoped_release nogil;
-    fastnorm::ln_backward<T>(dyp, xp, dxp, M, D, m, r, gp, centered, dgp, dbp, num_threads, op, bp);
+    fastnorm::ln_backward<T>(cptr<T>(dy), cptr<T>(x), mptr<T>(dx), M, D, m, r, cptr_or_null<C>(g), centered, dgp,
+                             dbp, num_threads, op, cptr_or_null<C>(b));
   });
 }
 

@@ -330,10 +330,10 @@ void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, double* dalp
     });
     return;
   }
-  std::vector<double> partial(static_cast<size_t>(tasks * channels), 0.0);
+  TaskPartials<1> partials(tasks, channels);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     for (idx t = t0; t < t1; ++t) {
-      double* part = partial.data() + t * channels;
+      double* part = partials.row(0, t);
       const idx b = t * task_elements, e = std::min(n, b + task_elements);
       if (per_element) {
         for (idx i = b; i < e; i += channels)
@@ -345,8 +345,7 @@ void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, double* dalp
       }
     }
   });
-  for (idx t = 0; t < tasks; ++t)
-    for (idx c = 0; c < channels; ++c) dalpha[c] += partial[t * channels + c];
+  partials.total({dalpha}, num_threads);
 }
 
 template <class T>

@@ -145,15 +145,15 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
   const idx row = C * B;
   const idx task_rows = rows_per_task(B == 1 ? C : B * C);
   const idx tasks = A == 0 ? 0 : (A + task_rows - 1) / task_rows;
-  std::vector<double> part_dy(static_cast<size_t>(tasks * C), 0.0), part_dyx(static_cast<size_t>(tasks * C), 0.0);
+  TaskPartials<2> partials(tasks, C);  // sums of dy, of dy (x - mean)
   const auto z = ChannelConsts<V>::affine(post.active() ? C : 0, mean, scale, shift);
   const PostOpPieces<V> pieces{post, z, C, B};
   const idx step = sum_rows(C);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     V* dz = post.active() ? thread_scratch<V>(static_cast<size_t>(B == 1 ? step * C : B)) : nullptr;
     for (idx t = t0; t < t1; ++t) {
-      double* pd = part_dy.data() + t * C;
-      double* px = part_dyx.data() + t * C;
+      double* pd = partials.row(0, t);
+      double* px = partials.row(1, t);
       const idx r0 = t * task_rows, r1 = std::min(A, (t + 1) * task_rows);
       if (B == 1) {  // rows, a piece at a time
         for (idx a = r0; a < r1; a += step) {
@@ -184,12 +184,7 @@ void bn_grad_sums(const T* dy, const T* x, idx A, idx C, idx B, const double* me
       }
     }
   });
-  for (idx c = 0; c < C; ++c) sum_dy[c] = sum_dy_xmu[c] = 0;
-  for (idx t = 0; t < tasks; ++t)
-    for (idx c = 0; c < C; ++c) {
-      sum_dy[c] += part_dy[t * C + c];
-      sum_dy_xmu[c] += part_dyx[t * C + c];
-    }
+  partials.total({sum_dy, sum_dy_xmu}, num_threads);
 }
 
 namespace {

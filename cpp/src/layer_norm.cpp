@@ -407,8 +407,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   const bool partials = params || !nullable;
   // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column); none
   // without parameter gradients.
-  std::vector<double> pg(static_cast<size_t>(params ? tasks * D : 0), 0.0);
-  std::vector<double> pb(pg.size(), 0.0);
+  TaskPartials<2> param_partials(params ? tasks : 0, D);
   // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
   // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
   constexpr idx kFlushRows = tuning::kLnFlushRows;
@@ -439,8 +438,8 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
     C* dy_row = widen ? dz + D : nullptr;
     C* x_row = widen ? dz + 2 * D : nullptr;
     for (idx t = t0; t < t1; ++t) {
-      double* g_part = params ? pg.data() + t * D : nullptr;
-      double* b_part = params ? pb.data() + t * D : nullptr;
+      double* g_part = params ? param_partials.row(0, t) : nullptr;
+      double* b_part = params ? param_partials.row(1, t) : nullptr;
       const idx r_end = std::min(M, (t + 1) * task_rows);
       // Row r's first pass; its gradient's inputs (post'(z) dy in dz with a post-op)
       const auto first_pass = [&](idx r) {
@@ -506,22 +505,7 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
     run(std::true_type{});
   else
     run(std::false_type{});
-  if (!params) return;
-  // Each column adds its partials in task order; blocks of columns walk the partial rows contiguously.
-  std::vector<double> zero_g(dgamma ? 0 : D), zero_b(dbeta ? 0 : D);
-  double* out_g = dgamma ? dgamma : zero_g.data();
-  double* out_b = dbeta ? dbeta : zero_b.data();
-  parallel_for(D, 256, num_threads, [&](idx d0, idx d1) {
-    for (idx d = d0; d < d1; ++d) out_g[d] = out_b[d] = 0;
-    for (idx t = 0; t < tasks; ++t) {
-      const double* g_row = pg.data() + t * D;
-      const double* b_row = pb.data() + t * D;
-      for (idx d = d0; d < d1; ++d) {
-        out_g[d] += g_row[d];
-        out_b[d] += b_row[d];
-      }
-    }
-  });
+  if (params) param_partials.total({dgamma, dbeta}, num_threads);
 }
 
 #define FASTNORM_INSTANTIATE(T)                                                                                 \

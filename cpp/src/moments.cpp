@@ -39,24 +39,20 @@ void moments_by_rows(const T* x, idx A, idx C, idx B, double* mean, double* m2, 
   std::vector<double> shift(static_cast<size_t>(L));
   const compute_t<T>* first = widened<Scratch::x>(x, L);
   for (idx j = 0; j < L; ++j) shift[j] = static_cast<double>(first[j]);
-  std::vector<double> part1(static_cast<size_t>(tasks * L), 0.0), part2(static_cast<size_t>(tasks * L), 0.0);
+  TaskPartials<2> partials(tasks, L);
   parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
     for (idx t = t0; t < t1; ++t) {
       const idx r0 = t * rows_per_task, r1 = std::min(A, r0 + rows_per_task);
       for (idx r = r0; r < r1; r += sum_rows(L)) {  // a piece at a time (narrow storage widened in L1)
         const idx rows = std::min(r1 - r, sum_rows(L));
         isa_call<ShiftedRowSums<compute_t<T>>>(widened<Scratch::x>(x + r * L, rows * L), rows, L,
-                                               static_cast<const double*>(shift.data()), part1.data() + t * L,
-                                               part2.data() + t * L);
+                                               static_cast<const double*>(shift.data()), partials.row(0, t),
+                                               partials.row(1, t));
       }
     }
   });
-  std::vector<double> s1(part1.begin(), part1.begin() + L), s2(part2.begin(), part2.begin() + L);
-  for (idx t = 1; t < tasks; ++t)
-    for (idx j = 0; j < L; ++j) {
-      s1[j] += part1[t * L + j];
-      s2[j] += part2[t * L + j];
-    }
+  std::vector<double> s1(static_cast<size_t>(L)), s2(static_cast<size_t>(L));
+  partials.total({s1.data(), s2.data()}, num_threads);
   const double rows = static_cast<double>(A);
   for (idx c = 0; c < C; ++c) {
     Moments acc;

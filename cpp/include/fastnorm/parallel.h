@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -66,20 +67,35 @@ void parallel_for_aligned(const T* out, idx n, int num_threads, const F& f) {
   parallel_for(n - head, kElementwiseGrain, num_threads, [&](idx b, idx e) { f(head + b, head + e); });
 }
 
-// Reduction in a fixed order: partial(begin, end) -> R for every chunk, in parallel, then
-// merge(acc, partial) left to right in chunk order.  Bitwise the same for any thread count.
-template <class R, class Partial, class Merge>
-R parallel_reduce(idx n, idx grain, int num_threads, R init, const Partial& partial, const Merge& merge) {
-  if (n <= 0) return init;
-  const idx chunks = (n + grain - 1) / grain;
-  std::vector<R> parts(static_cast<size_t>(chunks), init);
-  parallel_for(chunks, 1, num_threads,
-               [&](idx c0, idx c1) {
-                 for (idx c = c0; c < c1; ++c) parts[c] = partial(c * grain, std::min(n, (c + 1) * grain));
-               });
-  R acc = init;
-  for (const R& p : parts) acc = merge(acc, p);
-  return acc;
-}
+// Per-task partial sums of a reduction split into tasks: K arrays of `width` doubles per task, zeroed.  Task t adds
+// into row(k, t); total() then adds the rows up in task order, column by column (columns split across threads),
+// the fixed order that makes the result the same for any thread count.
+template <int K>
+class TaskPartials {
+ public:
+  TaskPartials(idx tasks, idx width) : tasks_(tasks), width_(width) {
+    for (auto& p : parts_) p.assign(static_cast<size_t>(tasks * width), 0.0);
+  }
+  double* row(int k, idx t) { return parts_[static_cast<size_t>(k)].data() + t * width_; }
+  // out[k][j] = 0 + row(k, 0)[j] + row(k, 1)[j] + ... for each non-null out[k].
+  void total(const std::array<double*, K>& out, int num_threads) const {
+    parallel_for(width_, kTotalGrain, num_threads, [&](idx j0, idx j1) {
+      for (int k = 0; k < K; ++k) {
+        double* o = out[static_cast<size_t>(k)];
+        if (o == nullptr) continue;
+        for (idx j = j0; j < j1; ++j) o[j] = 0;
+        for (idx t = 0; t < tasks_; ++t) {
+          const double* p = parts_[static_cast<size_t>(k)].data() + t * width_;
+          for (idx j = j0; j < j1; ++j) o[j] += p[j];
+        }
+      }
+    });
+  }
+
+ private:
+  static constexpr idx kTotalGrain = 256;  // columns per chunk: blocks of columns walk the rows contiguously
+  idx tasks_, width_;
+  std::array<std::vector<double>, K> parts_;
+};
 
 }  // namespace fastnorm

@@ -125,35 +125,6 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
   });
 }
 
-// One group's Cg channel runs of Q values in one call each way: their sums (SumsRun), then, given the constants,
-// their dx (GradRun); the same arithmetic as a call per run (the same bits), without two dispatched calls per run,
-// which were most of the backward's time on 14x14 maps (64x256x14x14 float32, GroupNorm(32), 1 thread: SumsRun and
-// GradRun 54% of the samples for 0.5 ms of vector work in a 3.6 ms call).
-template <class X>
-struct GroupSums {  // sd[i] = sum of dy, sdx[i] = sum of dy (x - mean) over run i
-  static constexpr bool takes_isa = true;
-  template <Isa I>
-  static FASTNORM_INLINE void run(const X* dy, const X* x, idx Cg, idx Q, double mean, double* sd, double* sdx) {
-    for (idx i = 0; i < Cg; ++i) {
-      sd[i] = sdx[i] = 0;
-      SumsRun<X>::template run<I>(dy + i * Q, x + i * Q, Q, mean, sd + i, sdx + i);
-    }
-  }
-};
-
-template <class T, class X>
-struct GroupGrad {  // dx of runs i < Cg, run i's constants hi[i], k_dy[i], k_xmu[i], k_one[i]
-  static constexpr bool takes_isa = true;
-  using V = compute_t<T>;
-  template <Isa I>
-  static FASTNORM_INLINE void run(const X* dy, const X* x, T* dx, idx Cg, idx Q, const V* hi, const V* k_dy,
-                                  const V* k_xmu, const V* k_one, bool stream) {
-    for (idx i = 0; i < Cg; ++i)
-      GradRun<T, X>::template run<I>(dy + i * Q, x + i * Q, dx + i * Q, Q, hi[i], k_dy[i], k_xmu[i], k_one[i],
-                                     stream);
-  }
-};
-
 // The input-gradient coefficients of group g of one sample from its per-channel sums:
 // dx = k_dy dy + k_xmu (x - mean) + k_one, with sums over the group of g = gamma dy and g xhat.
 template <class T>
@@ -188,6 +159,7 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
     SampleConsts<V> k(s.C), z(post ? Cg : 0);
+    std::vector<double> group_mean(static_cast<size_t>(Cg));  // the group's mean, once per channel (SumsRuns)
     V* dz = post ? thread_scratch<V>(static_cast<size_t>(len)) : nullptr;  // the group's post'(z) dy
     for (idx t = t0; t < t1; ++t) {
       const idx n = t / s.G, g = t % s.G;
@@ -198,10 +170,17 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
       const auto sums_and_dx = [&](auto* g_x, auto* x_x) {
         using X = std::remove_const_t<std::remove_pointer_t<decltype(g_x)>>;
         const idx c0 = g * Cg;  // the group's channels; their runs of Q values lie one after another
-        isa_call<GroupSums<X>>(g_x, x_x, Cg, s.Q, mean[t], sd + c0, sdx + c0);
+        // the group's runs in one call each way (a call per run of 196 values was most of the backward's time:
+        // 64x256x14x14 float32, GroupNorm(32), 1 thread, 54% of the samples for 0.5 ms of vector work in 3.6 ms)
+        for (idx i = 0; i < Cg; ++i) {
+          sd[c0 + i] = sdx[c0 + i] = 0;
+          group_mean[i] = mean[t];
+        }
+        isa_call<SumsRuns<X>>(g_x, x_x, idx(0), Cg, Cg, s.Q, static_cast<const double*>(group_mean.data()), sd + c0,
+                              sdx + c0);
         group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
-        isa_call<GroupGrad<T, X>>(g_x, x_x, dx + t * len, Cg, s.Q, k.hi.data() + c0, k.a.data() + c0,
-                                  k.b.data() + c0, k.c.data() + c0, stream);
+        isa_call<GradRuns<T, X>>(g_x, x_x, dx + t * len, idx(0), Cg, Cg, s.Q, k.hi.data() + c0, k.a.data() + c0,
+                                 k.b.data() + c0, k.c.data() + c0, stream);
       };
       if constexpr (post) {
         const V* xg = widened<Scratch::x>(x + t * len, len);

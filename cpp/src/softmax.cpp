@@ -384,6 +384,14 @@ struct ClassWeights {
   const T* w_t;
   double sum;
   double at(std::int64_t c) const { return w ? w[c] : 1.0; }
+  // A counted row's loss from x[t] - max (x_t - m), log(sum) rounded to T (ls) and, with label smoothing, the row's
+  // sum of w x (swx): -(1 - eps) w[t] ((x[t] - max) - ls) - eps / C (swx - W lse).  x[t] - lse taken as
+  // (x[t] - max) - log(sum) is exact for the largest logit, whose loss may be far below its size.
+  FASTNORM_INLINE double loss(std::int64_t t, double x_t, double m, double ls, double eps, double swx, idx C) const {
+    double out = -(1.0 - eps) * at(t) * ((x_t - m) - ls);
+    if (eps != 0) out -= eps / static_cast<double>(C) * (swx - sum * (m + ls));
+    return out;
+  }
 };
 
 template <class T>
@@ -406,13 +414,8 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxR
           const T* xr = x + r * C;
           const double ls = static_cast<double>(static_cast<T>(log_sum_exact)), mj = static_cast<double>(m);
           lse[r] = mj + ls;
-          // x[t] - lse as (x[t] - max) - log(sum): exact for the largest logit, whose loss may be far below its size
-          double out = -(1.0 - eps) * cw.at(t) * ((static_cast<double>(xr[t]) - mj) - ls);
-          if (eps != 0) {  // - eps / C sum_c w[c] (x[c] - lse)
-            const double swx = smoothing_sum<I>(xr, cw.w_t, C);
-            out -= eps / static_cast<double>(C) * (swx - cw.sum * lse[r]);
-          }
-          loss[r] = out;
+          const double swx = eps != 0 ? smoothing_sum<I>(xr, cw.w_t, C) : 0.0;
+          loss[r] = cw.loss(t, static_cast<double>(xr[t]), mj, ls, eps, swx, C);
         });
   }
 };
@@ -501,9 +504,7 @@ struct CrossEntropyGradFusedRows {
         // log(sum) rounded to T, as CrossEntropyRows has it
         const double ls = static_cast<double>(static_cast<T>(log_sum[j]));
         const double wt = cw.at(t), mj = static_cast<double>(m[j]);
-        double out = -(1.0 - eps) * wt * ((static_cast<double>(x[r * C + t]) - mj) - ls);
-        if (eps != 0) out -= eps / static_cast<double>(C) * (swx[j] - cw.sum * (mj + ls));
-        loss[r] = out;
+        loss[r] = cw.loss(t, static_cast<double>(x[r * C + t]), mj, ls, eps, swx[j], C);
         // dx = a softmax - c w - b [i == t]
         const T a = static_cast<T>(coef[j]);
         const double c = g[r] * eps / static_cast<double>(C);

@@ -65,6 +65,10 @@ def group_norm(x: ArrayLike, num_groups: int, gamma: Optional[ArrayLike] = None,
     ----------
     Wu & He, Group normalization, ECCV 2018.
     """
+    if activation is None and out is None and num_threads is None:  # the common call, checked in C++
+        done = _C.group_norm_common(x, num_groups, gamma, beta, axis, eps, resolve(None))
+        if done is not None:
+            return done if return_stats else done[0]
     x = as_array(x, "x")
     storage, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)
     N, P, C, Q, G = _group_layout(x.shape, num_groups, axis)
@@ -104,6 +108,10 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     With a fused ``activation`` (give the forward's, and its ``beta``), dy is the activation output's gradient.
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
+    if beta is None and activation is None and out is None and num_threads is None:  # the common call
+        done = _C.group_norm_backward_common(dy, x, mean, rstd, num_groups, gamma, axis, bool(dx_only), resolve(None))
+        if done is not None:
+            return done
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = common_dtype(dy.dtype, x.dtype)

@@ -84,6 +84,12 @@ def batch_norm(x: ArrayLike, *, gamma: Optional[ArrayLike] = None, beta: Optiona
     Ioffe & Szegedy, Batch normalization: accelerating deep network training by reducing internal covariate
     shift, ICML 2015.
     """
+    if training is True and running_mean is None and running_var is None and num_batches_tracked is None \
+            and activation is None and out is None and num_threads is None \
+            and (momentum is None or type(momentum) is float and 0.0 <= momentum <= 1.0):  # the common call
+        done = _C.batch_norm_common(x, gamma, beta, axis, eps, resolve(None))
+        if done is not None:
+            return done if return_stats else done[0]
     x = as_array(x, "x")
     storage, result = storage_dtype(x.dtype, "x"), result_dtype(x.dtype)  # float16, bfloat16 read natively
     A, C, B = _layout(x.shape, axis)
@@ -188,6 +194,10 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     -------
     (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
+    if training is True and beta is None and activation is None and out is None and num_threads is None:
+        done = _C.batch_norm_backward_common(dy, x, mean, rstd, gamma, axis, bool(dx_only), resolve(None))
+        if done is not None:  # the common call, checked in C++
+            return done
     dy, x = as_array(dy, "dy"), as_array(x, "x")
     check_same_shape(x, dy, "x", "dy")
     common = common_dtype(dy.dtype, x.dtype)

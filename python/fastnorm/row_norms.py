@@ -156,6 +156,10 @@ def layer_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, beta: Optional[A
     ----------
     Ba, Kiros & Hinton, Layer normalization, arXiv:1607.06450, 2016.
     """
+    if activation is None and out is None and num_threads is None:  # the common call, checked in C++
+        done = _C.row_norm_common(x, gamma, beta, axis, eps, True, resolve(None))
+        if done is not None:
+            return done if return_stats else done[0]
     return _normalize_rows(x, gamma, beta, axis, eps, True, return_stats, out, num_threads,
                            post_op(activation, negative_slope))
 
@@ -175,6 +179,10 @@ def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
     With a fused ``activation`` (give the forward's, and its ``beta``), dy is the activation output's gradient.
     Returns (dx, dgamma, dbeta); dgamma and dbeta are None without gamma or with ``dx_only``.
     """
+    if activation is None and beta is None and out is None and num_threads is None:  # the common call
+        done = _C.row_norm_backward_common(dy, x, mean, rstd, gamma, axis, True, bool(dx_only), resolve(None))
+        if done is not None:
+            return done
     return _normalize_rows_backward(dy, x, mean, rstd, gamma, axis, True, dx_only, out, num_threads, beta,
                                     post_op(activation, negative_slope))
 
@@ -195,6 +203,10 @@ def rms_norm(x: ArrayLike, gamma: Optional[ArrayLike] = None, *, axis: Any = -1,
     ----------
     Zhang & Sennrich, Root mean square layer normalization, NeurIPS 2019.
     """
+    if activation is None and out is None and num_threads is None:  # the common call, checked in C++
+        done = _C.row_norm_common(x, gamma, None, axis, eps, False, resolve(None))
+        if done is not None:
+            return (done[0], done[2]) if return_stats else done[0]
     return _normalize_rows(x, gamma, None, axis, eps, False, return_stats, out, num_threads,
                            post_op(activation, negative_slope))
 
@@ -207,6 +219,9 @@ def rms_norm_backward(dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, gamma: Optio
                       num_threads: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Gradients of :func:`rms_norm` from the saved rstd: with xhat = x rstd and g = dy gamma, per row,
     dx = rstd (g - xhat mean(g xhat)), dgamma = sum over rows of dy xhat.  Returns (dx, dgamma)."""
-    dx, dgamma, _ = _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out, num_threads,
-                                             None, post_op(activation, negative_slope))
+    done = None
+    if activation is None and out is None and num_threads is None:  # the common call, checked in C++
+        done = _C.row_norm_backward_common(dy, x, None, rstd, gamma, axis, False, bool(dx_only), resolve(None))
+    dx, dgamma, _ = done or _normalize_rows_backward(dy, x, None, rstd, gamma, axis, False, dx_only, out,
+                                                     num_threads, None, post_op(activation, negative_slope))
     return dx, dgamma

@@ -58,7 +58,7 @@ def cases() -> List[Tuple[str, Callable[[int], Any]]]:
         out.append((f"gelu tanh {tag}", lambda t, x=x, dy=dy: (
             fastnorm.gelu(x, approximate="tanh", num_threads=t),
             fastnorm.gelu_backward(dy, x, approximate="tanh", num_threads=t))))
-        for shape, axis in [((6, 10, 7, 9), 1), ((6, 7, 9, 10), -1), ((70, 33), 1)]:
+        for shape, axis in [((6, 10, 7, 9), 1), ((6, 7, 9, 10), -1), ((70, 33), 1), ((6, 40), 1)]:
             xs, dys = _data(shape, dt, 3), _data(shape, dt, 4, 1.0, 0.0)
             C = shape[axis]
             g, bta = np.linspace(0.5, 1.5, C), np.linspace(-1, 1, C)

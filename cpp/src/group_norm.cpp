@@ -55,6 +55,7 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
   const idx batch = std::clamp<idx>(kBatchBytes / std::max<idx>(len * static_cast<idx>(sizeof(T)), 1), 1, 8);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
+    SampleConsts<V> k(Cg);  // the group's channels' constants
     for (idx b0 = t0; b0 < t1; b0 += batch) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
       const idx b1 = std::min(t1, b0 + batch);
       for (idx t = b0; t < b1; ++t) {
@@ -63,13 +64,16 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
         rstd[t] = 1.0 / std::sqrt(m.m2 / count + eps);
       }
       for (idx t = b0; t < b1; ++t) {
-        const T* xg = x + t * len;
         const idx c0 = (t % s.G) * Cg;
-        for (idx k = 0; k < Cg; ++k) {
-          const idx c = c0 + k, run = t * Cg + k;  // channel c's run of Q values
-          V hi, scale, shift;
-          channel_affine(mean[t], rstd[t], gamma, beta, c, &hi, &scale, &shift);
-          isa_call<ApplyRun<T, Op>>(xg + k * s.Q, y + run * s.Q, s.Q, hi, scale, shift, p, stream);
+        for (idx i = 0; i < Cg; ++i) k.set_affine(i, mean[t], rstd[t], gamma, beta, c0 + i);
+        // one dispatch for the group's runs; one value a channel ((N, C) data) as a channels-last row
+        if (s.Q == 1) {
+          for (auto* v : {&k.hi, &k.a, &k.b}) extend_periodic(*v, Cg);
+          isa_call<ApplyChannelsLast<T, Op>>(x + t * len, y + t * len, Cg, Cg, k.hi.data(), k.a.data(), k.b.data(),
+                                             p, stream);
+        } else {
+          isa_call<ApplyRuns<T, Op>>(x + t * len, y + t * len, idx(0), Cg, Cg, s.Q, k.hi.data(), k.a.data(),
+                                     k.b.data(), p, stream);
         }
       }
     }
@@ -158,7 +162,7 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
   const bool stream = stream_out<T>(s.N * s.G * len, 5, false);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
-    SampleConsts<V> k(s.C), z(post ? Cg : 0);
+    SampleConsts<V> k(s.C), z(post ? Cg : 0), kg(0);  // kg: one group's, as a channels-last row
     std::vector<double> group_mean(static_cast<size_t>(Cg));  // the group's mean, once per channel (SumsRuns)
     V* dz = post ? thread_scratch<V>(static_cast<size_t>(len)) : nullptr;  // the group's post'(z) dy
     for (idx t = t0; t < t1; ++t) {
@@ -175,6 +179,24 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
         for (idx i = 0; i < Cg; ++i) {
           sd[c0 + i] = sdx[c0 + i] = 0;
           group_mean[i] = mean[t];
+        }
+        // float32 with one value a channel ((N, C) data): the group's channels as one channels-last row, the same
+        // sums and values as runs of one value give, without a call's set-up per value
+        if constexpr (std::is_same_v<T, float> && std::is_same_v<X, float>) {
+          if (s.Q == 1) {
+            isa_call<SumsRows<X>>(g_x, x_x, idx(1), Cg, static_cast<const double*>(group_mean.data()), sd + c0,
+                                  sdx + c0);
+            group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
+            const auto group_row = [&](const std::vector<V>& all, std::vector<V>& row) {
+              row.resize(static_cast<std::size_t>(Cg + kLanes));  // allocated once
+              std::copy(all.begin() + c0, all.begin() + c0 + Cg, row.begin());
+              extend_periodic(row, Cg);
+            };
+            group_row(k.hi, kg.hi), group_row(k.a, kg.a), group_row(k.b, kg.b), group_row(k.c, kg.c);
+            isa_call<GradChannelsLast<T>>(g_x, x_x, dx + t * len, Cg, Cg, kg.hi.data(), kg.a.data(), kg.b.data(),
+                                          kg.c.data(), stream);
+            return;
+          }
         }
         isa_call<SumsRuns<X>>(g_x, x_x, idx(0), Cg, Cg, s.Q, static_cast<const double*>(group_mean.data()), sd + c0,
                               sdx + c0);

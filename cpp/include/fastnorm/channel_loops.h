@@ -63,7 +63,8 @@ void narrow_into(const compute_t<T>* v, T* dst, idx n) {
 template <class V>
 void extend_periodic(std::vector<V>& v, idx C) {
   v.resize(static_cast<std::size_t>(C + kLanes));
-  for (idx j = 0; j < kLanes; ++j) v[C + j] = C > 0 ? v[j % C] : V(0);
+  for (idx j = 0, c = 0; j < kLanes; ++j, c = c + 1 == C ? 0 : c + 1)  // counted: no division per value
+    v[C + j] = C > 0 ? v[c] : V(0);
 }
 
 // (x - mean) * k + c in T, computed as (x - hi) * k + c' (one fused multiply-add after the subtraction): hi is the

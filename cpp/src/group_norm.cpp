@@ -55,7 +55,8 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
   const idx batch = std::clamp<idx>(kBatchBytes / std::max<idx>(len * static_cast<idx>(sizeof(T)), 1), 1, 8);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
-    SampleConsts<V> k(Cg);  // the group's channels' constants
+    // the group's channels' constants, with kLanes more that a channels-last row of Cg values reads but never uses
+    SampleConsts<V> k(Cg + kLanes);
     for (idx b0 = t0; b0 < t1; b0 += batch) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
       const idx b1 = std::min(t1, b0 + batch);
       for (idx t = b0; t < b1; ++t) {
@@ -68,7 +69,6 @@ void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const
         for (idx i = 0; i < Cg; ++i) k.set_affine(i, mean[t], rstd[t], gamma, beta, c0 + i);
         // one dispatch for the group's runs; one value a channel ((N, C) data) as a channels-last row
         if (s.Q == 1) {
-          for (auto* v : {&k.hi, &k.a, &k.b}) extend_periodic(*v, Cg);
           isa_call<ApplyChannelsLast<T, Op>>(x + t * len, y + t * len, Cg, Cg, k.hi.data(), k.a.data(), k.b.data(),
                                              p, stream);
         } else {
@@ -187,10 +187,10 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
             isa_call<SumsRows<X>>(g_x, x_x, idx(1), Cg, static_cast<const double*>(group_mean.data()), sd + c0,
                                   sdx + c0);
             group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
+            // a row of Cg values reads kLanes constants past its channels but never uses them
             const auto group_row = [&](const std::vector<V>& all, std::vector<V>& row) {
               row.resize(static_cast<std::size_t>(Cg + kLanes));  // allocated once
               std::copy(all.begin() + c0, all.begin() + c0 + Cg, row.begin());
-              extend_periodic(row, Cg);
             };
             group_row(k.hi, kg.hi), group_row(k.a, kg.a), group_row(k.b, kg.b), group_row(k.c, kg.c);
             isa_call<GradChannelsLast<T>>(g_x, x_x, dx + t * len, Cg, Cg, kg.hi.data(), kg.a.data(), kg.b.data(),

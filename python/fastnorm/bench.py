@@ -166,7 +166,7 @@ def _run_case(case: Case, n: int, threads: int, repeats: int, copy_gbs: float, t
 
 def small_call_overhead(repeats: int = 2000) -> Dict[str, Any]:
     """Median microseconds of a call on 1,000 float32 elements: activations allocating and with out=, and the
-    normalizations (10 x 100, affine, training) forward and backward, whose Python-side checks cost more."""
+    normalizations (10 x 100, affine, training; group norm in 10 groups of 10 channels) forward and backward."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(1000).astype(np.float32)
     out = np.empty_like(x)
@@ -175,12 +175,21 @@ def small_call_overhead(repeats: int = 2000) -> Dict[str, Any]:
         res[f"{name}_alloc_us"] = _median_time(lambda: fn(x), repeats) * 1e6
         res[f"{name}_out_us"] = _median_time(lambda: fn(x, out=out), repeats) * 1e6
     x2, dy = x.reshape(10, 100), rng.standard_normal((10, 100)).astype(np.float32)
-    for name, fwd, bwd, c in [("batch_norm", fastnorm.batch_norm, fastnorm.batch_norm_backward, 100),
-                              ("layer_norm", fastnorm.layer_norm, fastnorm.layer_norm_backward, 100)]:
-        gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
-        _, mean, rstd = fwd(x2, gamma=gamma, beta=beta, return_stats=True)
-        res[f"{name}_us"] = _median_time(lambda: fwd(x2, gamma=gamma, beta=beta), repeats) * 1e6
-        res[f"{name}_backward_us"] = _median_time(lambda: bwd(dy, x2, mean, rstd, gamma), repeats) * 1e6
+    gamma, beta = np.ones(100, np.float32), np.zeros(100, np.float32)
+    calls = {  # name: (forward, backward from the forward's statistics)
+        "batch_norm": (lambda: fastnorm.batch_norm(x2, gamma=gamma, beta=beta, return_stats=True),
+                       lambda s: fastnorm.batch_norm_backward(dy, x2, s[1], s[2], gamma)),
+        "layer_norm": (lambda: fastnorm.layer_norm(x2, gamma, beta, return_stats=True),
+                       lambda s: fastnorm.layer_norm_backward(dy, x2, s[1], s[2], gamma)),
+        "rms_norm": (lambda: fastnorm.rms_norm(x2, gamma, return_stats=True),
+                     lambda s: fastnorm.rms_norm_backward(dy, x2, s[1], gamma)),
+        "group_norm": (lambda: fastnorm.group_norm(x2, 10, gamma, beta, return_stats=True),
+                       lambda s: fastnorm.group_norm_backward(dy, x2, s[1], s[2], 10, gamma)),
+    }
+    for name, (fwd, bwd) in calls.items():
+        stats = fwd()
+        res[f"{name}_us"] = _median_time(fwd, repeats) * 1e6
+        res[f"{name}_backward_us"] = _median_time(lambda: bwd(stats), repeats) * 1e6
     return res
 
 

@@ -115,6 +115,18 @@ def cases() -> List[Tuple[str, Callable[[int], Any]]]:
                                                                                lse=lse, num_threads=t),
                         np.asarray(fused[0]), fused[1])
             out.append((f"cross_entropy {tag}", ce))
+            for C in (32, 50):  # rows of a few dozen classes: unweighted, weighted with smoothing, ignored rows
+                wide = _data((70, C), dt, 11)
+                classes = np.random.default_rng(12).integers(0, C, 70)
+                classes[::9] = -100
+                weight = np.linspace(0.5, 2.0, C)
+
+                def ce_rows(t, wide=wide, classes=classes, weight=weight):
+                    plain = fastnorm.cross_entropy(wide, classes, return_grad=True, num_threads=t)
+                    weighted = fastnorm.cross_entropy(wide, classes, weight=weight, label_smoothing=0.2,
+                                                      reduction="none", return_grad=True, num_threads=t)
+                    return (np.asarray(plain[0]), plain[1], np.asarray(weighted[0]), weighted[1])
+                out.append((f"cross_entropy 70x{C} {tag}", ce_rows))
             out.append((f"dropout {tag}", lambda t, x=x: (fastnorm.dropout(x, 0.3, seed=5, num_threads=t),
                                                           fastnorm.alpha_dropout(x, 0.3, seed=5, num_threads=t))))
             for method in ("uniform", "normal", "truncated_normal"):

@@ -115,7 +115,7 @@ def cases() -> List[Tuple[str, Callable[[int], Any]]]:
                                                                                lse=lse, num_threads=t),
                         np.asarray(fused[0]), fused[1])
             out.append((f"cross_entropy {tag}", ce))
-            for C in (32, 50):  # rows of a few dozen classes: unweighted, weighted with smoothing, ignored rows
+            for C in (32, 40, 50):  # rows of a few dozen classes: unweighted, weighted with smoothing, ignored rows
                 wide = _data((70, C), dt, 11)
                 classes = np.random.default_rng(12).integers(0, C, 70)
                 classes[::9] = -100

@@ -145,6 +145,55 @@ struct ShortIO<Isa::v4, T> {
     }
   }
 };
+
+// Rows as lanes (AVX-512, float): a tile of up to kLanes rows, `stride` values apart, by up to kLanes columns
+// transposed so that cols[k][j] is row j's value k, and back.  Loading, columns past `count` are `fill` and so are
+// rows past `rows`; storing writes rows [0, rows) and columns [0, count) only.  16 loads and 64 shuffles a tile.
+struct RowTile {
+  static __mmask16 mask(idx count) { return static_cast<__mmask16>((1u << count) - 1u); }
+  FASTNORM_TARGET_V4 static inline void load(const float* p, idx stride, idx rows, idx count, float fill,
+                                             float (*cols)[kLanes]) {
+    __m512 r[kLanes];
+    const __m512 f = _mm512_set1_ps(fill);
+    for (idx j = 0; j < kLanes; ++j) r[j] = j < rows ? _mm512_mask_loadu_ps(f, mask(count), p + j * stride) : f;
+    transpose(r);
+    for (idx k = 0; k < kLanes; ++k) _mm512_store_ps(cols[k], r[k]);
+  }
+  FASTNORM_TARGET_V4 static inline void store(const float (*cols)[kLanes], float* p, idx stride, idx rows,
+                                              idx count) {
+    __m512 r[kLanes];
+    for (idx k = 0; k < kLanes; ++k) r[k] = _mm512_load_ps(cols[k]);
+    transpose(r);
+    for (idx j = 0; j < rows; ++j) _mm512_mask_storeu_ps(p + j * stride, mask(count), r[j]);
+  }
+  // r[j][k] -> r[k][j]: pairs of rows interleaved (ps, then pd), then 128-bit quarters gathered in two rounds
+  FASTNORM_TARGET_V4 static inline void transpose(__m512* r) {
+    __m512 t[kLanes];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    __m512 u[kLanes];  // u[4 g + e], quarter q: element 4 q + e of rows 4 g .. 4 g + 3
+    for (int g = 0; g < 4; ++g) {
+      const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+      const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+      u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+      u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+      u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+      u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int e = 0; e < 4; ++e) {
+      const __m512 even01 = _mm512_shuffle_f32x4(u[e], u[4 + e], _MM_SHUFFLE(2, 0, 2, 0));
+      const __m512 odd01 = _mm512_shuffle_f32x4(u[e], u[4 + e], _MM_SHUFFLE(3, 1, 3, 1));
+      const __m512 even23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], _MM_SHUFFLE(2, 0, 2, 0));
+      const __m512 odd23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], _MM_SHUFFLE(3, 1, 3, 1));
+      r[e] = _mm512_shuffle_f32x4(even01, even23, _MM_SHUFFLE(2, 0, 2, 0));
+      r[8 + e] = _mm512_shuffle_f32x4(even01, even23, _MM_SHUFFLE(3, 1, 3, 1));
+      r[4 + e] = _mm512_shuffle_f32x4(odd01, odd23, _MM_SHUFFLE(2, 0, 2, 0));
+      r[12 + e] = _mm512_shuffle_f32x4(odd01, odd23, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+  }
+};
 #endif
 
 template <Isa I, class T>

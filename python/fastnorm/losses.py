@@ -21,6 +21,7 @@ from fastnorm import _C
 from fastnorm._array import (as_array, as_buffer, check_out, check_same_shape, common_dtype, compute_dtype, deliver,
                              kernel_output, normalize_axis, result_dtype)
 from fastnorm._docs import documented
+from fastnorm._memory import empty
 from fastnorm._threads import resolve
 from fastnorm._validate import real
 
@@ -150,9 +151,10 @@ def _class_targets(target, lead, C, ignore_index):
     if t.shape != lead:
         raise ValueError(f"target: expected shape {lead} (one class index per row of logits), got {t.shape}")
     t = t.astype(np.int64, copy=False).reshape(-1)
-    bad = (t != ignore_index) & ((t < 0) | (t >= C))
-    if bad.any():
-        raise ValueError(f"target: class index {int(t[np.argmax(bad)])} out of range [0, {C})")
+    if t.size and (t.min() < 0 or t.max() >= C):  # ignored rows, or an index out of range (two passes less)
+        bad = (t != ignore_index) & ((t < 0) | (t >= C))
+        if bad.any():
+            raise ValueError(f"target: class index {int(t[np.argmax(bad)])} out of range [0, {C})")
     return np.ascontiguousarray(t)
 
 
@@ -255,7 +257,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, axis: int = -1, *, reduc
     if return_grad:
         row_w = _row_weights(t, w, ignore_index)
         g = _row_grads(1.0, reduction, lead, row_w, N)
-        per_row, d = np.empty(N), np.empty((N, C), compute)
+        per_row, d = np.empty(N), empty((N, C), compute)
         _C.cross_entropy_with_grad(rows.reshape(-1), t, g, d.reshape(-1), N, C, eps, w, ignore_index, per_row,
                                    resolve(num_threads))
         return _reduce(per_row, row_w, reduction, lead), _deliver_rows(d, ax, x.shape, None, result_dtype(x.dtype))

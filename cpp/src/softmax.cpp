@@ -387,6 +387,10 @@ struct ClassWeights {
   // A counted row's loss from x[t] - max (x_t - m), log(sum) rounded to T (ls) and, with label smoothing, the row's
   // sum of w x (swx): -(1 - eps) w[t] ((x[t] - max) - ls) - eps / C (swx - W lse).  x[t] - lse taken as
   // (x[t] - max) - log(sum) is exact for the largest logit, whose loss may be far below its size.
+  // A counted row's share of its gradient g: what multiplies its softmax in dx.
+  FASTNORM_INLINE double share(std::int64_t t, double g, double eps, idx C) const {
+    return g * ((1.0 - eps) * at(t) + eps * sum / static_cast<double>(C));
+  }
   FASTNORM_INLINE double loss(std::int64_t t, double x_t, double m, double ls, double eps, double swx, idx C) const {
     double out = -(1.0 - eps) * at(t) * ((x_t - m) - ls);
     if (eps != 0) out -= eps / static_cast<double>(C) * (swx - sum * (m + ls));
@@ -433,7 +437,7 @@ struct CrossEntropyGradRows {
       }
       const T* xr = x + r * C;
       const double wt = cw.at(t);
-      const T a = static_cast<T>(g[r] * ((1.0 - eps) * wt + eps * cw.sum / static_cast<double>(C)));
+      const T a = static_cast<T>(cw.share(t, g[r], eps, C));
       const T l = static_cast<T>(lse[r]);
       const T lo = static_cast<T>(lse[r] - static_cast<double>(l));  // x - lse without losing lse's low part
       const double c = g[r] * eps / static_cast<double>(C);
@@ -449,6 +453,19 @@ struct CrossEntropyGradRows {
     }
   }
 };
+
+// A group of n rows' scalars side by side in vector lanes: log(sum of exponentials) from the sum beyond 1
+// (ExpSum), and each row's share of its gradient over its sum of scaled exponentials (0 for rows that count nothing).
+template <class T>
+FASTNORM_INLINE void group_scalars(idx n, const double* beyond, const double* total, const std::int64_t* target,
+                                   const double* g, idx C, double eps, const ClassWeights<T>& cw,
+                                   std::int64_t ignore_index, double* log_sum, double* coef) {
+#pragma omp simd
+  for (idx j = 0; j < n; ++j) log_sum[j] = math::log1p_(beyond[j]);
+  for (idx j = 0; j < n; ++j) coef[j] = counted(target[j], C, ignore_index) ? cw.share(target[j], g[j], eps, C) : 0.0;
+#pragma omp simd
+  for (idx j = 0; j < n; ++j) coef[j] /= total[j];
+}
 
 // Loss and dlogits of rows [r0, r1), a group of rows at a time: each row's maximum and sums (exp(x - max) * 2^K
 // written to dx on the way), then the group's log1p and divisions side by side in vector lanes (one row at a time
@@ -489,16 +506,7 @@ struct CrossEntropyGradFusedRows {
         total[j] = s.scaled;
         if (eps != 0) swx[j] = smoothing_sum<I>(xr, cw.w_t, C);
       }
-#pragma omp simd
-      for (idx j = 0; j < n; ++j) log_sum[j] = math::log1p_(beyond[j]);
-      for (idx j = 0; j < n; ++j) {
-        const std::int64_t t = target[g0 + j];
-        coef[j] = counted(t, C, ignore_index)
-                      ? g[g0 + j] * ((1.0 - eps) * cw.at(t) + eps * cw.sum / static_cast<double>(C))
-                      : 0.0;
-      }
-#pragma omp simd
-      for (idx j = 0; j < n; ++j) coef[j] /= total[j];
+      group_scalars(n, beyond, total, target + g0, g + g0, C, eps, cw, ignore_index, log_sum, coef);
       for (idx j = 0; j < n; ++j) {
         const idx r = g0 + j;
         const std::int64_t t = target[r];
@@ -610,20 +618,11 @@ struct CrossEntropyGradFusedRows {
         beyond[j] = (t[j] - 1.0) + r[j] * kExpUnscale<float>;
         total[j] = r[j] + t[j] / kExpUnscale<float>;
       }
-#pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) log_sum[j] = math::log1p_(beyond[j]);
-      for (idx j = 0; j < n; ++j) {
-        const std::int64_t tj = target[g0 + j];
-        coef[j] = counted(tj, C, ignore_index)
-                      ? g[g0 + j] * ((1.0 - eps) * cw.at(tj) + eps * cw.sum / static_cast<double>(C))
-                      : 0.0;
-      }
-#pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) coef[j] = j < n ? coef[j] / total[j] : 0.0;
+      group_scalars(n, beyond, total, target + g0, g + g0, C, eps, cw, ignore_index, log_sum, coef);
       alignas(64) float a[kLanes], ct[kLanes];
       double c[kLanes];
       for (idx j = 0; j < kLanes; ++j) {
-        a[j] = static_cast<float>(coef[j]);
+        a[j] = j < n ? static_cast<float>(coef[j]) : 0.0f;
         c[j] = j < n ? g[g0 + j] * eps / static_cast<double>(C) : 0.0;
         ct[j] = static_cast<float>(c[j]);
       }

@@ -563,13 +563,16 @@ struct CrossEntropyGradFusedRows {
       for (idx b = 0; b < blocks; ++b)
         RowTile::load(x + g0 * C + b * kLanes, C, n, std::min(kLanes, C - b * kLanes), kMinusInf<float>,
                       v + b * kLanes);
-      // maxima: lane s of row_max is lanes[s]
-      for (idx s = 0; s < kLanes; ++s)
-        for (idx j = 0; j < kLanes; ++j) lanes[s][j] = kMinusInf<float>;
-      for (idx k = 0; k < cols; ++k) {
-        float* acc = lanes[k % kLanes];
+      // maxima: lane s of row_max is lanes[s], over classes s, s + kLanes, ... (each lane's in registers)
+      for (idx s = 0; s < kLanes; ++s) {
+        float acc[kLanes];
+        for (idx j = 0; j < kLanes; ++j) acc[j] = kMinusInf<float>;
+        for (idx b = 0; b < blocks; ++b) {
+          const float* col = v[b * kLanes + s];
 #pragma omp simd
-        for (idx j = 0; j < kLanes; ++j) acc[j] = v[k][j] > acc[j] ? v[k][j] : acc[j];
+          for (idx j = 0; j < kLanes; ++j) acc[j] = col[j] > acc[j] ? col[j] : acc[j];
+        }
+        for (idx j = 0; j < kLanes; ++j) lanes[s][j] = acc[j];
       }
       for (idx w = kLanes / 2; w >= 2; w /= 2)  // halve_max
         for (idx s = 0; s < w; ++s)
@@ -597,18 +600,20 @@ struct CrossEntropyGradFusedRows {
         fold_rows(lanes, swx);
       }
       // exp(x - max) 2^K in place, and the sums of exp_sum: ties (values equal to the maximum) and the rest
-      for (idx s = 0; s < kLanes; ++s)
-        for (idx j = 0; j < kLanes; ++j) lanes[s][j] = ties[s][j] = 0;
-      for (idx k = 0; k < cols; ++k) {
-        float *rest = lanes[k % kLanes], *tie_count = ties[k % kLanes];
+      for (idx s = 0; s < kLanes; ++s) {
+        float tie_count[kLanes] = {}, rest[kLanes] = {};
+        for (idx b = 0; b < blocks; ++b) {
+          float* col = v[b * kLanes + s];
 #pragma omp simd
-        for (idx j = 0; j < kLanes; ++j) {
-          const float e = exp_scaled(v[k][j] - m[j]);
-          const float tie = v[k][j] == m[j] ? 1.0f : 0.0f;
-          tie_count[j] += tie;
-          rest[j] += (1.0f - tie) * e;
-          v[k][j] = e;
+          for (idx j = 0; j < kLanes; ++j) {
+            const float e = exp_scaled(col[j] - m[j]);
+            const float tie = col[j] == m[j] ? 1.0f : 0.0f;
+            tie_count[j] += tie;
+            rest[j] += (1.0f - tie) * e;
+            col[j] = e;
+          }
         }
+        for (idx j = 0; j < kLanes; ++j) ties[s][j] = tie_count[j], lanes[s][j] = rest[j];
       }
       double t[kLanes], r[kLanes];
       fold_rows(ties, t);

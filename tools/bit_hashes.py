@@ -127,6 +127,13 @@ def cases() -> List[Tuple[str, Callable[[int], Any]]]:
                                                       reduction="none", return_grad=True, num_threads=t)
                     return (np.asarray(plain[0]), plain[1], np.asarray(weighted[0]), weighted[1])
                 out.append((f"cross_entropy 70x{C} {tag}", ce_rows))
+
+                def ce_forward(t, wide=wide, classes=classes, weight=weight):
+                    plain = fastnorm.cross_entropy(wide, classes, reduction="none", return_lse=True, num_threads=t)
+                    weighted = fastnorm.cross_entropy(wide, classes, weight=weight, label_smoothing=0.2,
+                                                      reduction="none", return_lse=True, num_threads=t)
+                    return (*plain, *weighted)
+                out.append((f"cross_entropy forward 70x{C} {tag}", ce_forward))
             out.append((f"dropout {tag}", lambda t, x=x: (fastnorm.dropout(x, 0.3, seed=5, num_threads=t),
                                                           fastnorm.alpha_dropout(x, 0.3, seed=5, num_threads=t))))
             for method in ("uniform", "normal", "truncated_normal"):

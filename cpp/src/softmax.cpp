@@ -398,6 +398,110 @@ struct ClassWeights {
   }
 };
 
+#if FASTNORM_MULTI_ISA
+// Rows of at most 3 kLanes classes with rows as lanes (AVX-512, float32): a tile of kLanes rows transposed
+// (RowTile) so that each class is one vector across the rows.  The row-wise code's per-row lanes (row_max's maxima,
+// exp_sum's ties and rest, smoothing_sum's sums, folded by halves) become kLanes vectors combined in the same order,
+// so each row gets the same bits as the row path, without a step across lanes per row: rows of 32 classes spent
+// more in those steps than in their exponentials.  Cross-entropy forward + backward, C++ harness, 1 thread, ns per
+// row, rows / tiles: 8 classes 21.7 / 11.1, 17 26.5 / 15.6, 32 22.8 / 16.3, 40 30.7 / 22.5, 48 25.6 / 24.9; 64
+// equal (29), so not taken there.
+template <idx Blocks>  // rows of (Blocks - 1) kLanes < C <= Blocks kLanes classes
+struct ClassTile {
+  static constexpr idx kCols = Blocks * kLanes;
+  alignas(64) float v[kCols][kLanes];  // v[k][j]: row j's logit k, then exp(x - max) 2^K (then dx, for the caller)
+  alignas(64) float m[kLanes];         // each row's maximum
+  double beyond[kLanes], total[kLanes], swx[kLanes];  // ExpSum's sum beyond 1 and scaled sum; smoothing's sum
+
+  // The n rows from row g0 of x: loaded, their maxima, label smoothing's sums (eps != 0) and exp(x - max) 2^K in
+  // v with ExpSum's sums.  The lines of the tile after it (x, and dst when given) are prefetched first: a tile's
+  // work is longer than the out-of-order window, which otherwise reaches the next loads only once they are due.
+  FASTNORM_INLINE void sums(const float* x, float* dst, idx g0, idx n, idx r1, idx C, double eps,
+                            const ClassWeights<float>& cw) {
+    const idx next = std::min(r1, g0 + kLanes) * C, end = std::min(r1, g0 + 2 * kLanes) * C;
+    for (idx i = next; i < end; i += 64 / static_cast<idx>(sizeof(float))) {
+      __builtin_prefetch(x + i);
+      if (dst != nullptr) __builtin_prefetch(dst + i, 1);
+    }
+    for (idx b = 0; b < Blocks; ++b)
+      RowTile::load(x + g0 * C + b * kLanes, C, n, std::min(kLanes, C - b * kLanes), kMinusInf<float>,
+                    v + b * kLanes);
+    alignas(64) float lanes[kLanes][kLanes], ties[kLanes][kLanes];
+    // maxima: lane s of row_max is lanes[s], over classes s, s + kLanes, ... (each lane's in registers)
+    for (idx s = 0; s < kLanes; ++s) {
+      float acc[kLanes];
+      for (idx j = 0; j < kLanes; ++j) acc[j] = kMinusInf<float>;
+      for (idx b = 0; b < Blocks; ++b) {
+        const float* col = v[b * kLanes + s];
+#pragma omp simd
+        for (idx j = 0; j < kLanes; ++j) acc[j] = col[j] > acc[j] ? col[j] : acc[j];
+      }
+      for (idx j = 0; j < kLanes; ++j) lanes[s][j] = acc[j];
+    }
+    for (idx w = kLanes / 2; w >= 2; w /= 2)  // halve_max
+      for (idx s = 0; s < w; ++s)
+#pragma omp simd
+        for (idx j = 0; j < kLanes; ++j)
+          lanes[s][j] = lanes[s + w][j] > lanes[s][j] ? lanes[s + w][j] : lanes[s][j];
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) m[j] = lanes[1][j] > lanes[0][j] ? lanes[1][j] : lanes[0][j];
+    // label smoothing's sums of (w) x, before v holds exponentials (smoothing_sum: padding adds nothing)
+    for (idx j = 0; j < kLanes; ++j) swx[j] = 0;
+    if (eps != 0) {
+      for (idx s = 0; s < kLanes; ++s)
+        for (idx j = 0; j < kLanes; ++j) lanes[s][j] = 0;
+      for (idx k = 0; k < C; ++k) {
+        float* acc = lanes[k % kLanes];
+        if (cw.w_t == nullptr) {
+#pragma omp simd
+          for (idx j = 0; j < kLanes; ++j) acc[j] += v[k][j];
+        } else {
+          const float wk = cw.w_t[k];
+#pragma omp simd
+          for (idx j = 0; j < kLanes; ++j) acc[j] += wk * v[k][j];
+        }
+      }
+      fold_rows(lanes, swx);
+    }
+    // exp(x - max) 2^K in place, and the sums of exp_sum: ties (values equal to the maximum) and the rest
+    for (idx s = 0; s < kLanes; ++s) {
+      float tie_count[kLanes] = {}, rest[kLanes] = {};
+      for (idx b = 0; b < Blocks; ++b) {
+        float* col = v[b * kLanes + s];
+#pragma omp simd
+        for (idx j = 0; j < kLanes; ++j) {
+          const float e = exp_scaled(col[j] - m[j]);
+          const float tie = col[j] == m[j] ? 1.0f : 0.0f;
+          tie_count[j] += tie;
+          rest[j] += (1.0f - tie) * e;
+          col[j] = e;
+        }
+      }
+      for (idx j = 0; j < kLanes; ++j) ties[s][j] = tie_count[j], lanes[s][j] = rest[j];
+    }
+    double t[kLanes], r[kLanes];
+    fold_rows(ties, t);
+    fold_rows(lanes, r);
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) {  // ExpSum's ties, rest and scaled, from one block
+      beyond[j] = (t[j] - 1.0) + r[j] * kExpUnscale<float>;
+      total[j] = r[j] + t[j] / kExpUnscale<float>;
+    }
+  }
+
+  // fold_lanes for each row: lanes[s][j] is row j's lane s
+  static FASTNORM_INLINE void fold_rows(float (*lanes)[kLanes], double* out) {
+    for (idx w = kLanes / 2; w >= 2; w /= 2)
+      for (idx s = 0; s < w; ++s)
+#pragma omp simd
+        for (idx j = 0; j < kLanes; ++j) lanes[s][j] += lanes[s + w][j];
+#pragma omp simd
+    for (idx j = 0; j < kLanes; ++j) out[j] = static_cast<double>(lanes[0][j] + lanes[1][j]);
+  }
+};
+
+#endif
+
 template <class T>
 struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxRows' log-softmax
   static constexpr bool takes_isa = true;
@@ -410,6 +514,16 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxR
         lse[r] = std::numeric_limits<double>::quiet_NaN();
       }
     }
+#if FASTNORM_MULTI_ISA
+    // (not with weighted label smoothing: there this path's products w x round apart, GCC leaving them unfused, and
+    // the tiles fuse them: a last bit of the loss would move)
+    if constexpr (I == Isa::v4 && std::is_same_v<T, float>) {
+      const bool tiled = cw.w_t == nullptr || eps == 0;
+      if (tiled && C <= kLanes) return tiles<1>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
+      if (tiled && C <= 2 * kLanes) return tiles<2>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
+      if (tiled && C <= 3 * kLanes) return tiles<3>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
+    }
+#endif
     over_row_groups<I>(
         x, r0, r1, C, [&](idx r) { return counted(target[r], C, ignore_index); },
         [&](idx r, T m, double log_sum_exact) {
@@ -422,6 +536,29 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxR
           loss[r] = cw.loss(t, static_cast<double>(xr[t]), mj, ls, eps, swx, C);
         });
   }
+
+#if FASTNORM_MULTI_ISA
+  template <idx Blocks>  // rows as lanes (ClassTile): each counted row's loss and lse as above
+  static FASTNORM_INLINE void tiles(const float* x, const std::int64_t* target, idx r0, idx r1, idx C, double eps,
+                                    ClassWeights<float> cw, std::int64_t ignore_index, double* loss, double* lse) {
+    ClassTile<Blocks> tile;
+    double log_sum[kLanes];
+    for (idx g0 = r0; g0 < r1; g0 += kLanes) {
+      const idx n = std::min(kLanes, r1 - g0);
+      tile.sums(x, nullptr, g0, n, r1, C, eps, cw);
+#pragma omp simd
+      for (idx j = 0; j < n; ++j) log_sum[j] = math::log1p_(tile.beyond[j]);  // ExpSum::log_total, side by side
+      for (idx j = 0; j < n; ++j) {
+        const idx row = g0 + j;
+        const std::int64_t t = target[row];
+        if (!counted(t, C, ignore_index)) continue;
+        const double ls = static_cast<double>(static_cast<float>(log_sum[j])), mj = static_cast<double>(tile.m[j]);
+        lse[row] = mj + ls;
+        loss[row] = cw.loss(t, static_cast<double>(x[row * C + t]), mj, ls, eps, tile.swx[j], C);
+      }
+    }
+  }
+#endif
 };
 
 template <class T>
@@ -536,94 +673,18 @@ struct CrossEntropyGradFusedRows {
     }
   }
 
+
 #if FASTNORM_MULTI_ISA
-  // Rows of at most 3 kLanes classes with rows as lanes: a tile of kLanes rows transposed (RowTile) so that each
-  // class is one vector across the rows.  The row-wise code's per-row lanes (row_max's maxima, exp_sum's ties and
-  // rest, smoothing_sum's sums, folded by halves) become kLanes vectors combined in the same order, so each row gets
-  // the same bits as above, without a step across lanes per row: rows of 32 classes spent more in those steps than
-  // in their exponentials.  C++ harness, 1 thread, ns per row, rows / tiles: 8 classes 21.7 / 11.1, 17 26.5 / 15.6,
-  // 32 22.8 / 17.1, 40 30.7 / 22.5, 48 25.6 / 24.9; 64 equal (29), so not taken there.
-  template <Isa I, idx Blocks>  // rows of (Blocks - 1) kLanes < C <= Blocks kLanes classes
+  template <Isa I, idx Blocks>  // rows as lanes (ClassTile)
   static FASTNORM_INLINE void tiles(const float* x, const std::int64_t* target, const double* g, float* dx, idx r0,
                                     idx r1, idx C, double eps, ClassWeights<float> cw, std::int64_t ignore_index,
                                     double* loss) {
-    constexpr idx blocks = Blocks, cols = Blocks * kLanes;
-    alignas(64) float v[cols][kLanes];  // v[k][j]: row j's logit k, then its exp(x - max) 2^K, then dx
-    alignas(64) float lanes[kLanes][kLanes], ties[kLanes][kLanes], m[kLanes];
-    double beyond[kLanes], total[kLanes], swx[kLanes], log_sum[kLanes], coef[kLanes];
+    ClassTile<Blocks> tile;
+    double log_sum[kLanes], coef[kLanes];
     for (idx g0 = r0; g0 < r1; g0 += kLanes) {
       const idx n = std::min(kLanes, r1 - g0);
-      // the next tile's lines, read and written: a tile's work is longer than the out-of-order window, which
-      // otherwise reaches the next tile's loads only once they are due
-      const idx next = std::min(r1, g0 + kLanes) * C, end = std::min(r1, g0 + 2 * kLanes) * C;
-      for (idx i = next; i < end; i += 64 / static_cast<idx>(sizeof(float))) {
-        __builtin_prefetch(x + i);
-        __builtin_prefetch(dx + i, 1);
-      }
-      for (idx b = 0; b < blocks; ++b)
-        RowTile::load(x + g0 * C + b * kLanes, C, n, std::min(kLanes, C - b * kLanes), kMinusInf<float>,
-                      v + b * kLanes);
-      // maxima: lane s of row_max is lanes[s], over classes s, s + kLanes, ... (each lane's in registers)
-      for (idx s = 0; s < kLanes; ++s) {
-        float acc[kLanes];
-        for (idx j = 0; j < kLanes; ++j) acc[j] = kMinusInf<float>;
-        for (idx b = 0; b < blocks; ++b) {
-          const float* col = v[b * kLanes + s];
-#pragma omp simd
-          for (idx j = 0; j < kLanes; ++j) acc[j] = col[j] > acc[j] ? col[j] : acc[j];
-        }
-        for (idx j = 0; j < kLanes; ++j) lanes[s][j] = acc[j];
-      }
-      for (idx w = kLanes / 2; w >= 2; w /= 2)  // halve_max
-        for (idx s = 0; s < w; ++s)
-#pragma omp simd
-          for (idx j = 0; j < kLanes; ++j)
-            lanes[s][j] = lanes[s + w][j] > lanes[s][j] ? lanes[s + w][j] : lanes[s][j];
-#pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) m[j] = lanes[1][j] > lanes[0][j] ? lanes[1][j] : lanes[0][j];
-      // label smoothing's sums of (w) x, before v holds exponentials (smoothing_sum: padding adds nothing)
-      for (idx j = 0; j < kLanes; ++j) swx[j] = 0;
-      if (eps != 0) {
-        for (idx s = 0; s < kLanes; ++s)
-          for (idx j = 0; j < kLanes; ++j) lanes[s][j] = 0;
-        for (idx k = 0; k < C; ++k) {
-          float* acc = lanes[k % kLanes];
-          if (cw.w_t == nullptr) {
-#pragma omp simd
-            for (idx j = 0; j < kLanes; ++j) acc[j] += v[k][j];
-          } else {
-            const float wk = cw.w_t[k];
-#pragma omp simd
-            for (idx j = 0; j < kLanes; ++j) acc[j] += wk * v[k][j];
-          }
-        }
-        fold_rows(lanes, swx);
-      }
-      // exp(x - max) 2^K in place, and the sums of exp_sum: ties (values equal to the maximum) and the rest
-      for (idx s = 0; s < kLanes; ++s) {
-        float tie_count[kLanes] = {}, rest[kLanes] = {};
-        for (idx b = 0; b < blocks; ++b) {
-          float* col = v[b * kLanes + s];
-#pragma omp simd
-          for (idx j = 0; j < kLanes; ++j) {
-            const float e = exp_scaled(col[j] - m[j]);
-            const float tie = col[j] == m[j] ? 1.0f : 0.0f;
-            tie_count[j] += tie;
-            rest[j] += (1.0f - tie) * e;
-            col[j] = e;
-          }
-        }
-        for (idx j = 0; j < kLanes; ++j) ties[s][j] = tie_count[j], lanes[s][j] = rest[j];
-      }
-      double t[kLanes], r[kLanes];
-      fold_rows(ties, t);
-      fold_rows(lanes, r);
-#pragma omp simd
-      for (idx j = 0; j < kLanes; ++j) {  // ExpSum's ties, rest and scaled, from one block
-        beyond[j] = (t[j] - 1.0) + r[j] * kExpUnscale<float>;
-        total[j] = r[j] + t[j] / kExpUnscale<float>;
-      }
-      group_scalars(n, beyond, total, target + g0, g + g0, C, eps, cw, ignore_index, log_sum, coef);
+      tile.sums(x, dx, g0, n, r1, C, eps, cw);
+      group_scalars(n, tile.beyond, tile.total, target + g0, g + g0, C, eps, cw, ignore_index, log_sum, coef);
       alignas(64) float a[kLanes], ct[kLanes];
       double c[kLanes];
       for (idx j = 0; j < kLanes; ++j) {
@@ -632,18 +693,19 @@ struct CrossEntropyGradFusedRows {
         ct[j] = static_cast<float>(c[j]);
       }
       // dx = a softmax - c w, stored; then the target's term, and ignored rows zeroed
-      for (idx k = 0; k < cols; ++k) {
+      for (idx k = 0; k < ClassTile<Blocks>::kCols; ++k) {
+        float* col = tile.v[k];
         if (cw.w == nullptr || eps == 0) {
 #pragma omp simd
-          for (idx j = 0; j < kLanes; ++j) v[k][j] = v[k][j] * a[j] - ct[j];
+          for (idx j = 0; j < kLanes; ++j) col[j] = col[j] * a[j] - ct[j];
         } else {
           const double wk = k < C ? cw.w[k] : 0.0;
 #pragma omp simd
-          for (idx j = 0; j < kLanes; ++j) v[k][j] = v[k][j] * a[j] - static_cast<float>(c[j] * wk);
+          for (idx j = 0; j < kLanes; ++j) col[j] = col[j] * a[j] - static_cast<float>(c[j] * wk);
         }
       }
-      for (idx b = 0; b < blocks; ++b)
-        RowTile::store(v + b * kLanes, dx + g0 * C + b * kLanes, C, n, std::min(kLanes, C - b * kLanes));
+      for (idx b = 0; b < Blocks; ++b)
+        RowTile::store(tile.v + b * kLanes, dx + g0 * C + b * kLanes, C, n, std::min(kLanes, C - b * kLanes));
       for (idx j = 0; j < n; ++j) {
         const idx row = g0 + j;
         const std::int64_t tj = target[row];
@@ -654,19 +716,11 @@ struct CrossEntropyGradFusedRows {
           continue;
         }
         const double ls = static_cast<double>(static_cast<float>(log_sum[j]));
-        loss[row] = cw.loss(tj, static_cast<double>(x[row * C + tj]), static_cast<double>(m[j]), ls, eps, swx[j], C);
+        loss[row] = cw.loss(tj, static_cast<double>(x[row * C + tj]), static_cast<double>(tile.m[j]), ls, eps,
+                            tile.swx[j], C);
         dxr[tj] -= static_cast<float>(g[row] * (1.0 - eps) * cw.at(tj));
       }
     }
-  }
-  // fold_lanes for each row: lanes[s][j] is row j's lane s
-  static FASTNORM_INLINE void fold_rows(float (*lanes)[kLanes], double* out) {
-    for (idx w = kLanes / 2; w >= 2; w /= 2)
-      for (idx s = 0; s < w; ++s)
-#pragma omp simd
-        for (idx j = 0; j < kLanes; ++j) lanes[s][j] += lanes[s + w][j];
-#pragma omp simd
-    for (idx j = 0; j < kLanes; ++j) out[j] = static_cast<double>(lanes[0][j] + lanes[1][j]);
   }
 #endif
 };

@@ -125,12 +125,13 @@ def test_cross_entropy_against_the_reference(kw, dtype):
 
 @pytest.mark.parametrize("kw", CE_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cross_entropy_with_its_gradient_in_one_call(kw, dtype):
+@pytest.mark.parametrize("C", [9, 16, 17, 32, 40, 48, 49])  # rows of one to three blocks of 16 classes and past
+def test_cross_entropy_with_its_gradient_in_one_call(kw, dtype, C):
     rng = np.random.default_rng(7)
-    x = _logits((40, 9), dtype)
-    t = rng.integers(0, 9, 40)
+    x = _logits((40, C), dtype)
+    t = rng.integers(0, C, 40)
     t[[0, 5]] = 2
-    kw = dict(kw, weight=rng.uniform(0.5, 2, 9)) if kw.get("weight") else kw
+    kw = dict(kw, weight=rng.uniform(0.5, 2, C)) if kw.get("weight") else kw
     loss, d = fastnorm.cross_entropy(x, t, return_grad=True, **kw)
     np.testing.assert_array_equal(loss, fastnorm.cross_entropy(x, t, **kw))
     g = np.ones(40) if kw.get("reduction") == "none" else 1.0

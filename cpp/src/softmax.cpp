@@ -515,10 +515,10 @@ struct CrossEntropyRows {  // loss and lse of rows [r0, r1), grouped as SoftmaxR
       }
     }
 #if FASTNORM_MULTI_ISA
-    // (not with weighted label smoothing: there this path's products w x round apart, GCC leaving them unfused, and
-    // the tiles fuse them: a last bit of the loss would move)
+    // (not with label smoothing: there GCC fuses the loss's multiply-adds differently in the two loops, and a last
+    // bit of the loss would move)
     if constexpr (I == Isa::v4 && std::is_same_v<T, float>) {
-      const bool tiled = cw.w_t == nullptr || eps == 0;
+      const bool tiled = eps == 0;
       if (tiled && C <= kLanes) return tiles<1>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
       if (tiled && C <= 2 * kLanes) return tiles<2>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);
       if (tiled && C <= 3 * kLanes) return tiles<3>(x, target, r0, r1, C, eps, cw, ignore_index, loss, lse);

@@ -38,6 +38,23 @@ std::optional<py::array> plain(py::handle h) {
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
+// h as a plain 1-D array of n values of T, or nullopt.
+template <class T>
+std::optional<py::array> plain_vector(py::handle h, idx n) {
+  auto a = plain<T>(h);
+  if (!a || a->ndim() != 1 || a->shape(0) != n) return std::nullopt;
+  return a;
+}
+
+// A row norm's parameter (gamma, beta) of D float32 values: None (`out` left empty) or a plain vector; false for
+// anything else.
+bool row_param(py::handle h, idx D, std::optional<py::array>& out) {
+  out.reset();
+  if (h.is_none()) return true;
+  out = plain_vector<float>(h, D);
+  return out.has_value();
+}
+
 // An uninitialised result: from the buffer cache from 1 MiB (as fastnorm._memory.empty), else from NumPy.
 template <class T>
 py::array result(const Shape& shape) {
@@ -72,13 +89,12 @@ std::optional<int> common_axis(py::handle axis, int ndim) {
 bool common_param(py::handle h, idx n, std::vector<double>& widened, const double*& values) {
   values = nullptr;
   if (h.is_none()) return true;
-  if (auto a = plain<double>(h)) {
-    if (a->ndim() != 1 || a->shape(0) != n) return false;
+  if (auto a = plain_vector<double>(h, n)) {
     values = cptr<double>(*a);
     return true;
   }
-  auto a = plain<float>(h);
-  if (!a || a->ndim() != 1 || a->shape(0) != n) return false;
+  auto a = plain_vector<float>(h, n);
+  if (!a) return false;
   const float* f = cptr<float>(*a);
   widened.assign(f, f + n);
   values = widened.data();
@@ -110,11 +126,7 @@ py::object row_norm_common(py::handle x_, py::handle gamma_, py::handle beta_, p
   if (!ax || *ax != nd - 1 || !eps) return py::none();
   const idx D = x->shape(nd - 1), M = x->size() / D;
   std::optional<py::array> g, b;
-  for (auto [h, p] : {std::pair{gamma_, &g}, std::pair{beta_, &b}}) {
-    if (h.is_none()) continue;
-    *p = plain<float>(h);
-    if (!*p || (*p)->ndim() != 1 || (*p)->shape(0) != D) return py::none();
-  }
+  if (!row_param(gamma_, D, g) || !row_param(beta_, D, b)) return py::none();
   const Shape shape = shape_of(*x), lead(shape.begin(), shape.end() - 1);
   py::array y = result<float>(shape);
   py::array_t<double> mean(lead), rstd(lead);
@@ -145,10 +157,7 @@ py::object row_norm_backward_common(py::handle dy_, py::handle x_, py::handle me
   const auto mean = centered ? common_stats(mean_, lead) : std::optional<py::array>();
   if (!rstd || (centered && !mean)) return py::none();
   std::optional<py::array> g;
-  if (!gamma_.is_none()) {
-    g = plain<float>(gamma_);
-    if (!g || g->ndim() != 1 || g->shape(0) != D) return py::none();
-  }
+  if (!row_param(gamma_, D, g)) return py::none();
   const bool param_grads = g && !dx_only;
   std::vector<double> zeros(centered ? 0 : M), dgamma(param_grads ? D : 0), dbeta(param_grads ? D : 0);
   py::array dx = result<float>(shape);

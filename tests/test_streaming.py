@@ -3,6 +3,8 @@ plain stores: every kernel, forward and backward, with and without a fused activ
 import numpy as np
 import pytest
 
+import fastnorm
+
 import reference as ref
 from helpers import empty_at, half_dtype, norm_backward, norm_forward
 
@@ -70,3 +72,22 @@ def test_bits_do_not_depend_on_where_the_output_is(name, shape, axis, activation
             run(name, x, dy, axis, activation, out, 2)
             results.add(out[0].tobytes() + out[1].tobytes())
     assert len(results) == 1
+
+
+@pytest.mark.parametrize("shape", [(30, 1300), (16, 1024), (5, 4099)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_rows_streamed_or_not_at_any_offset(shape, dtype, threads, rng, stream_threshold):
+    """Long log-softmax rows go out through streamed blocks (and prefetch the next row): the bits of plain stores,
+    wherever the output lies; softmax's alongside."""
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    results = set()
+    for threshold in (-1, 0):
+        stream_threshold(threshold)
+        for offset in (0, 1, 3, 13):
+            out = (empty_at(shape, dtype, offset), empty_at(shape, dtype, offset))
+            fastnorm.log_softmax(x, out=out[0], num_threads=threads)
+            fastnorm.softmax(x, out=out[1], num_threads=threads)
+            results.add(out[0].tobytes() + out[1].tobytes())
+    assert len(results) == 1
+    np.testing.assert_allclose(out[0], ref.log_softmax(x.astype(np.float64)), rtol=0, atol=1e-5)

@@ -99,6 +99,10 @@ constexpr idx kSoftmaxGroupBytes = 8192;
 
 // Positions of a (C, B) slab reduced side by side when the class axis is not the last.
 constexpr idx kSoftmaxTile = 64;
+// Rows from this size on prefetch the next row while summing their exponentials (softmax.cpp: prefetched).
+constexpr idx kSoftmaxPrefetchRowBytes = 2048;
+// How much of the next row or group softmax prefetches while it computes this one.
+constexpr idx kSoftmaxPrefetchBytes = 8192;
 
 }  // namespace tuning
 }  // namespace fastnorm

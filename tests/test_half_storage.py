@@ -1,7 +1,7 @@
 """float16 and bfloat16 storage in the per-channel kernels (batch, group and instance norm, moments, the
 Standardizer): read and written as such, computed in float32 piece by piece.
 
-The statistics of narrow data are summed in float32 around each piece's own mean (channel_loops.h,
+The statistics of narrow data are summed in float32 around each piece's own mean (centering.h,
 narrow_piece_moments), so they differ from those of the float32 array in the last bits: they must agree to 1e-6
 of the spread, and stay as accurate for data far from zero, outliers, overflowing squares and tiny spreads.
 Everything computed from given statistics (the normalization itself, every backward, test mode, the

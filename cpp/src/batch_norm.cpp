@@ -6,6 +6,7 @@
 
 #include "fastnorm/blocked.h"
 #include "fastnorm/channel_loops.h"
+#include "fastnorm/run_moments.h"
 #include "fastnorm/channels.h"
 #include "fastnorm/moments.h"
 #include "fastnorm/parallel.h"
@@ -15,7 +16,7 @@ namespace fastnorm {
 using namespace loops;
 
 // Narrow storage (float16, bfloat16): runs that are not streamed are read and written in registers by ApplyRun /
-// GradRun (narrow.h); the rest goes through the float bodies a piece at a time (channel_loops.h: widened,
+// GradRun (narrow.h); the rest goes through the float bodies a piece at a time (scratch.h: widened,
 // compute_target, narrow_into): rows of a task, streamed runs, the gradient sums.  V is the type computed in.
 
 template <class T>

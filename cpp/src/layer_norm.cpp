@@ -8,6 +8,7 @@
 
 #include "fastnorm/blocked.h"
 #include "fastnorm/channel_loops.h"
+#include "fastnorm/run_moments.h"
 #include "fastnorm/channels.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/row_blocks.h"
@@ -17,7 +18,7 @@ namespace {
 
 // A row's xhat = (x - mean) * rstd in T, as (x - hi) * rstd - lo: hi the mean rounded to T, lo the rest of the mean
 // (loops::mean_rest) times rstd, computed in double: one fused multiply-add after the subtraction, as the channel
-// kernels fold it (channel_loops.h).
+// kernels fold it (centering.h).
 template <class T>
 struct Centering {
   T hi, lo, rstd;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "fastnorm/channel_loops.h"
+#include "fastnorm/run_moments.h"
 #include "fastnorm/parallel.h"
 
 namespace fastnorm {

@@ -5,9 +5,9 @@
 #include <limits>
 #include <vector>
 
-#include "fastnorm/channel_loops.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/row_blocks.h"
+#include "fastnorm/scratch.h"
 #include "fastnorm/simd_math.h"
 
 namespace fastnorm {

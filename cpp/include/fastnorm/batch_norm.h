@@ -4,7 +4,7 @@
 // Per-channel constants arrive in double and are rounded once to the type computed in here.  T is the storage type:
 // float, double, or half / bf16, computed in float a piece at a time (results from given statistics: float32's,
 // rounded once; statistics of narrow data: moments.h).  The mean is taken off as hi, the mean
-// rounded to T, its rest folded into the constant (channel_loops.h), so that x - mean is exact to T's rounding even
+// rounded to T, its rest folded into the constant (centering.h), so that x - mean is exact to T's rounding even
 // when |mean| is far above the spread of x.
 #pragma once
 

@@ -9,54 +9,16 @@
 
 #include "fastnorm/activation_ops.h"
 #include "fastnorm/blocked.h"
+#include "fastnorm/centering.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/moments.h"
 #include "fastnorm/narrow.h"
 #include "fastnorm/parallel.h"
 #include "fastnorm/row_blocks.h"
+#include "fastnorm/scratch.h"
 
 namespace fastnorm {
 namespace loops {
-
-// Per-thread scratch blocks of at least n values, one per use (so that a kernel can hold several at once), kept
-// between calls: allocating one per task (hundreds of KB) cost page faults on every call.
-enum class Scratch { work, piece, x, dy, out };
-
-template <class T, Scratch S = Scratch::work>
-T* thread_scratch(std::size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
-
-// Narrow storage (float16, bfloat16) is computed in float.  Bodies templated on the storage type (ApplyRun,
-// GradRun, NarrowPieceSums) widen and round in registers (narrow.h); the others go piece by piece through L1:
-// widened<S>(p, n) is p itself for wide types, else its n values widened into the thread's scratch S; a result
-// computed at compute_target(dst, n) (dst itself, or scratch) is rounded into dst by narrow_into.  Either way the
-// float arithmetic sees the values of the float32 array, so results are float32's, rounded once.
-template <Scratch S, class T>
-const compute_t<T>* widened(const T* p, idx n) {
-  if constexpr (is_narrow<T>) {
-    compute_t<T>* w = thread_scratch<compute_t<T>, S>(static_cast<std::size_t>(n));
-    to_float(p, w, n);
-    return w;
-  } else {
-    return p;
-  }
-}
-
-template <class T>
-compute_t<T>* compute_target(T* dst, idx n) {
-  if constexpr (is_narrow<T>)
-    return thread_scratch<compute_t<T>, Scratch::out>(static_cast<std::size_t>(n));
-  else
-    return dst;
-}
-
-template <class T>
-void narrow_into(const compute_t<T>* v, T* dst, idx n) {
-  if constexpr (is_narrow<T>) from_float(v, dst, n);
-}
 
 // v's first C values extended periodically to C + kLanes (v[C + j] = v[j % C]): the constants of channels-last
 // bodies, which read kLanes consecutive channels from any channel on.
@@ -67,28 +29,7 @@ void extend_periodic(std::vector<V>& v, idx C) {
     v[C + j] = C > 0 ? v[c] : V(0);
 }
 
-// (x - mean) * k + c in T, computed as (x - hi) * k + c' (one fused multiply-add after the subtraction): hi is the
-// mean rounded to T, so that x - hi is exact near the mean (Sterbenz) however far the mean is from zero, and the
-// rest of the mean goes into the constant, c' = c - (mean - hi) k, computed in double and rounded once (a
-// separate lo subtracted from every x was a rounding and an instruction more per value).  mean_rest(mean, hi) is
-// that rest, exact in double; sums of dy (x - mean) take it off in double after summing dy (x - hi).
-template <class T>
-FASTNORM_INLINE double mean_rest(double mean, T hi) {
-  return mean - static_cast<double>(hi);
-}
-template <class T>
-FASTNORM_INLINE T folded(double c, double mean, T hi, double k) {
-  return static_cast<T>(c - mean_rest(mean, hi) * k);
-}
-// The constants of y = (x - mean) * scale + shift in T: the mean's hi, the scale, the shift folded.
-template <class T>
-FASTNORM_INLINE void affine_consts(double mean, double scale, double shift, T* hi, T* k, T* c) {
-  *hi = static_cast<T>(mean);
-  *k = static_cast<T>(scale);
-  *c = folded(shift, mean, *hi, scale);
-}
-
-// Per-channel constants in T: the mean's hi (above) and the coefficients of one of the two maps of centered
+// Per-channel constants in T: the mean's hi (centering.h) and the coefficients of one of the two maps of centered
 // values, the constant folded: affine, y = (x - hi) a + b; gradient, dx = a dy + ((x - hi) b + c).
 template <class T>
 struct ChannelConsts {
@@ -126,7 +67,7 @@ struct ChannelConsts {
 // T is the storage type: narrow storage is widened and rounded in registers (narrow.h).
 template <class V, class Op>
 struct Affine {
-  V hi, scale, shift;  // shift folded (above)
+  V hi, scale, shift;  // shift folded (centering.h: affine_consts)
   act::Params<V> p;
   FASTNORM_INLINE V operator()(V x) const { return Op::forward((x - hi) * scale + shift, p); }
 };
@@ -544,61 +485,6 @@ struct SumsRows {
   }
 };
 
-// Sums of (x - shift) and (x - shift)^2 over a contiguous run, in double.
-template <class T>
-struct ShiftedSums {
-  static FASTNORM_INLINE void run(const T* x, idx n, double shift, double* s1, double* s2) {
-    double a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-    for (idx i = 0; i < n; ++i) {
-      const double d = static_cast<double>(x[i]) - shift;
-      a += d;
-      b += d * d;
-    }
-    *s1 = a;
-    *s2 = b;
-  }
-};
-
-// The same over `runs` runs of n values, run k at x + k * stride, all around one shift (short runs of a channel:
-// one call, no per-run merge): kW partial sums carried across the runs, folded once.
-template <class T>
-struct ShiftedSumsRuns {
-  static constexpr idx kW = 16, kAhead = 1024;
-  static FASTNORM_INLINE void run(const T* x, idx runs, idx n, idx stride, double shift, double* s1, double* s2) {
-    double a[kW] = {}, b[kW] = {};
-    for (idx k = 0; k < runs; ++k) {
-      const T* r = x + k * stride;
-      // the next run's first kAhead bytes: runs lie C * B apart, a new page each, where the hardware prefetcher
-      // starts over (64x256x14x14 float32, 1 thread: 0.83 -> 0.52 ms; all of a long run's lines at once was slower)
-      if (k + 1 < runs)
-        for (idx i = 0; i < std::min(n, kAhead / idx(sizeof(T))); i += 64 / idx(sizeof(T)))
-          __builtin_prefetch(r + stride + i);
-      idx i = 0;
-      for (; i + kW <= n; i += kW) {
-#pragma omp simd
-        for (idx j = 0; j < kW; ++j) {
-          const double d = static_cast<double>(r[i + j]) - shift;
-          a[j] += d;
-          b[j] += d * d;
-        }
-      }
-      for (idx j = 0; i < n; ++i, ++j) {
-        const double d = static_cast<double>(r[i]) - shift;
-        a[j] += d;
-        b[j] += d * d;
-      }
-    }
-    double sa = 0, sb = 0;
-    for (idx j = 0; j < kW; ++j) {
-      sa += a[j];
-      sb += b[j];
-    }
-    *s1 = sa;
-    *s2 = sb;
-  }
-};
-
 // Per-channel shifted sums over rows of `channels` values (channels-last): s1[c] += x[r, c] - shift[c], etc.
 template <class T>
 struct ShiftedRowSums {  // per-column sums of x - shift[c] and its square over rows of C values, added to s1, s2
@@ -606,235 +492,6 @@ struct ShiftedRowSums {  // per-column sums of x - shift[c] and its square over 
     column_sums<ShiftedTerms>(x, x, rows, C, shift, s1, s2);
   }
 };
-
-inline Moments from_shifted(double n, double shift, double s1, double s2) {
-  const double mean_shifted = s1 / n;
-  const double m2 = s2 - s1 * mean_shifted;
-  return {n, shift + mean_shifted, m2 < 0 ? 0.0 : m2};  // rounding can leave m2 just below 0; NaN stays NaN
-}
-
-// Moments of n contiguous values summed in double around the first (ShiftedSums).
-template <class T>
-Moments shifted_moments(const T* x, idx n) {
-  const double shift = static_cast<double>(x[0]);
-  double s1, s2;
-  isa_call<ShiftedSums<T>>(x, n, shift, &s1, &s2);
-  return from_shifted(static_cast<double>(n), shift, s1, s2);
-}
-
-// Statistics of values stored narrow (float16: 11 significant bits, bfloat16: 8) are summed in float32 around a
-// piece-local shift (DESIGN.md, Numerics), the float64 sums above being the slow part once the bytes halve: a piece
-// of at most kNarrowPiece values (4 KiB of float16, widened in registers) is summed in one pass for x - m and
-// (x - m)^2, m the mean of its first kWidth values.  That shift is near the piece's mean: the first block's own
-// squares bound it, k (m - mean)^2 <= n var, so with k = 64 and n <= 2048 the sums cancel by at most a factor of
-// 33 (m2 = b - a^2 / n, a^2 / n <= 32 m2), and float32's rounding over 32 terms per partial sum (kWidth of them,
-// added pairwise) stays near 2^-19 times that, far below the storage's 2^-11: measured within 4e-7 of float64, a
-// first block 100 away from the rest included.  (A first pass for the piece's own mean cost 15-23% of the half
-// forward norms: 32x64x56x56 float16 group norm, 1 thread, 1.42 -> 1.10 ms.)  Pieces whose sums overflow, see NaN,
-// or whose spread is so small that squares may underflow (b < 2^-100) are summed again as float32 data are
-// (ShiftedSums, in double).
-constexpr idx kNarrowPiece = tuning::kNarrowPiece;
-
-template <class S>
-struct NarrowPieceSums {  // S: the narrow storage type, or float for values already widened
-  static constexpr bool takes_isa = true;
-  static constexpr idx kWidth = 64;  // partial sums: four AVX-512 vectors, independent chains
-  template <idx W>
-  static FASTNORM_INLINE void halve(float* acc) {  // compile-time widths: a loop over a variable one ran scalar
-#pragma omp simd
-    for (idx j = 0; j < W; ++j) acc[j] += acc[j + W];
-  }
-  static FASTNORM_INLINE float fold(float* acc) {
-    halve<32>(acc);
-    halve<16>(acc);
-    halve<8>(acc);
-    halve<4>(acc);
-    halve<2>(acc);
-    return acc[0] + acc[1];
-  }
-  // kWidth values from x as float: x itself, or widened into v (in registers, narrow.h)
-  template <Isa I>
-  static FASTNORM_INLINE const float* values(const S* x, float* v) {
-    if constexpr (is_narrow<S>) {
-      for (idx q = 0; q < kWidth; q += kLanes) NarrowIO<I, S>::load(x + q, v + q);
-      return v;
-    } else {
-      return x;
-    }
-  }
-  // m = a shift near the mean of x[0, n): the mean of its first kWidth values (all n when fewer); a = sum of
-  // (x - m), b = sum of (x - m)^2, in one pass; n <= kNarrowPiece.  The pass prefetches the next piece (`next`,
-  // when there is one) a line or two per step, so that memory keeps streaming.
-  template <Isa I>
-  static FASTNORM_INLINE void run(const S* x, idx n, const S* next, float* m, float* a, float* b) {
-    const idx whole = n - n % kWidth;
-    float s1[kWidth] = {}, s2[kWidth] = {}, v[kWidth], head[kWidth];
-    float rest[kWidth];  // the last n % kWidth values, when there are any (short rows pay for converting them)
-    const float* r = rest;
-    if (whole < n) {
-      S padded[kWidth] = {};
-      for (idx j = 0; whole + j < n; ++j) padded[j] = x[whole + j];
-      r = values<I>(padded, rest);
-    }
-    // the shift: the first block's mean (the zero padding of a short piece left out)
-    const float* first = whole > 0 ? values<I>(x, v) : r;
-    const idx k = std::min(n, kWidth);
-    for (idx j = 0; j < kWidth; ++j) head[j] = j < k ? first[j] : 0.0f;
-    const float shift = fold(head) / static_cast<float>(k);
-    constexpr idx kLine = 64 / static_cast<idx>(sizeof(S));
-    for (idx i = 0; i < whole; i += kWidth) {
-      if (next)
-        for (idx q = 0; q < kWidth; q += kLine) __builtin_prefetch(next + i + q);
-      const float* w = values<I>(x + i, v);
-#pragma omp simd
-      for (idx j = 0; j < kWidth; ++j) {
-        const float d = w[j] - shift;
-        s1[j] += d;
-        s2[j] += d * d;
-      }
-    }
-    for (idx j = 0; whole + j < n; ++j) {
-      const float d = r[j] - shift;
-      s1[j] += d;
-      s2[j] += d * d;
-    }
-    *m = shift;
-    *a = fold(s1);
-    *b = fold(s2);
-  }
-};
-
-// Moments of one piece of n <= kNarrowPiece narrow values (S narrow, or float for values already widened), as
-// described above.
-template <class S>
-Moments narrow_piece_moments(const S* x, idx n, const S* next = nullptr) {
-  float m, a, b;
-  isa_call<NarrowPieceSums<S>>(x, n, next, &m, &a, &b);
-  const double count = static_cast<double>(n);
-  if (std::isfinite(a) && std::isfinite(b) && b >= 0x1p-100f)
-    return from_shifted(count, static_cast<double>(m), static_cast<double>(a), static_cast<double>(b));
-  if constexpr (is_narrow<S>) {
-    float w[kNarrowPiece];
-    to_float(x, w, n);
-    return shifted_moments(static_cast<const float*>(w), n);
-  } else {
-    return shifted_moments(x, n);
-  }
-}
-
-// Moments of one contiguous run of values stored as S, in pieces merged in order: at most one grain (parallel.h)
-// each summed around its first value, the pieces channel_moments uses for a run, so that the statistics equal
-// moments() of it; kNarrowPiece values for narrow S, as above (widened in registers).
-template <class S>
-Moments run_moments(const S* x, idx n) {
-  Moments acc;
-  for (idx b = 0; b < n; b += is_narrow<S> ? kNarrowPiece : kElementwiseGrain) {
-    if constexpr (is_narrow<S>) {
-      acc = merge(acc, narrow_piece_moments<S>(x + b, std::min(kNarrowPiece, n - b)));
-    } else {
-      acc = merge(acc, shifted_moments(x + b, std::min(kElementwiseGrain, n - b)));
-    }
-  }
-  return acc;
-}
-
-// How channel_moments sums the runs of B >= kMinRunMoments values of an (A, C, B) array: each run cut into pieces
-// of at most one grain (so that a few long runs still use every thread), units (run a, piece k) in order, grouped
-// in blocks of units_per_task, about a grain of values each; a channel's blocks are merged in order (Chan).  A
-// block is one piece of a long run, or whole runs of a short one, summed in double around the block's first value
-// (a merge per run of 196 values cost more than its sums: 64x256x14x14 float32, 1 thread, 1.25 -> 0.55 ms); narrow
-// storage merges pieces of at most kNarrowPiece values in order within the block.  Whoever computes a channel's
-// moments this way (moments.cpp's tasks, one per channel and block; batch_norm.cpp's fused forward, one per
-// channel) gets the same bits.
-constexpr idx kMinRunMoments = tuning::kMinRunMoments;  // shorter runs are summed across the row (moments.cpp)
-
-struct RunPieces {
-  idx A, C, B, piece, pieces_per_run, units, units_per_task, blocks;
-  RunPieces(idx A_, idx C_, idx B_)
-      : A(A_), C(C_), B(B_), piece(std::min(B_, kElementwiseGrain)), pieces_per_run((B_ + piece - 1) / piece),
-        units(A_ * pieces_per_run), units_per_task(std::max<idx>(1, kElementwiseGrain / piece)),
-        blocks((units + units_per_task - 1) / units_per_task) {}
-
-  template <class T>
-  Moments block(const T* x, idx c, idx blk) const {
-    const idx u0 = blk * units_per_task, u_end = std::min(units, u0 + units_per_task);
-    const auto start = [&](idx u) { return x + ((u / pieces_per_run) * C + c) * B + (u % pieces_per_run) * piece; };
-    if constexpr (is_narrow<T>) {  // summed a kNarrowPiece at a time, widened in registers
-      Moments acc;
-      for (idx u = u0; u < u_end; ++u) {
-        const idx b0 = (u % pieces_per_run) * piece, len = std::min(B, b0 + piece) - b0;
-        const T* run = start(u);
-        for (idx i = 0; i < len; i += kNarrowPiece) {
-          const T* next = i + kNarrowPiece < len ? run + i + kNarrowPiece : u + 1 < u_end ? start(u + 1) : nullptr;
-          acc = merge(acc, narrow_piece_moments(run + i, std::min(kNarrowPiece, len - i), next));
-        }
-      }
-      return acc;
-    } else {
-      // whole runs (pieces_per_run 1), C * B apart; or a single piece of a long run (units_per_task 1)
-      const idx runs = u_end - u0, len = pieces_per_run == 1 ? B : std::min(B, (u0 % pieces_per_run + 1) * piece) -
-                                                                      (u0 % pieces_per_run) * piece;
-      const T* first = start(u0);
-      if (runs == 1) return shifted_moments(first, len);
-      const double shift = static_cast<double>(first[0]);
-      double s1, s2;
-      isa_call<ShiftedSumsRuns<T>>(first, runs, len, C * B, shift, &s1, &s2);
-      return from_shifted(static_cast<double>(runs * len), shift, s1, s2);
-    }
-  }
-
-  // The merge of a channel's blocks, given each block's moments.
-  template <class BlockMoments>
-  static Moments merged(idx blocks, BlockMoments&& block_moments) {
-    Moments acc;
-    for (idx blk = 0; blk < blocks; ++blk) acc = merge(acc, block_moments(blk));
-    return acc;
-  }
-};
-
-// Whether an output of n values of T goes out with streaming stores (blocked.h), piece by piece through L1: past
-// the streaming threshold for a kernel of that many passes (parallel.h), and not behind a compute-bound activation
-// (the extra copy then costs more than it saves).  32x64x56x56 float32 forward: 25-30% faster.
-template <class T>
-bool stream_out(idx n, int passes, bool compute_bound) {
-  return FASTNORM_HAVE_STREAM && !compute_bound && stream_output(n * static_cast<idx>(sizeof(T)), passes);
-}
-
-// The same for an output written as runs (rows) of `run` values, each through its own map_blocks: only where the
-// runs are whole cache lines, or at least min_bytes long, so that the partial lines at their ends (stored plainly,
-// each waiting for its line while the streamed stores queue behind it) do not outweigh what streaming saves
-// (tuning.h: kStreamRunBytes*).
-template <class T>
-bool stream_runs(const T* out, idx n, idx run, int passes, bool compute_bound, idx min_bytes) {
-  const idx bytes = run * static_cast<idx>(sizeof(T));
-  const bool whole_lines = can_stream(out) && bytes % 64 == 0;
-  return stream_out<T>(n, passes, compute_bound) && (whole_lines || bytes >= min_bytes);
-}
-
-// Rows of C values per piece of the elementwise passes: kStreamPiece values (an L1 block), at least one row.
-inline idx piece_rows(idx C) { return std::max<idx>(1, kStreamPiece / std::max<idx>(C, 1)); }
-
-// Rows of L values per piece of the per-column sums (column_sums, SumsRows): about 4096 values, in whole row
-// blocks of both (64 rows), so that summing piece by piece gives the bits of one call over all the rows.
-inline idx sum_rows(idx L) { return std::max<idx>(64, 4096 / std::max<idx>(L, 1) / 64 * 64); }
-
-// Rows [r0, r1) of C values computed by rows_to(r, rows, dst) (rows r.. r + rows into dst, compute_t<T> values),
-// piece_rows(C) at a time: in place, or for narrow storage into L1 scratch rounded into place; with `stream` into
-// an L1 piece that is then streamed out.
-template <class T, class F>
-void write_rows(T* out, idx r0, idx r1, idx C, bool stream, const F& rows_to) {
-  const idx step = piece_rows(C);
-  T* piece = stream ? thread_scratch<T, Scratch::piece>(static_cast<size_t>(step * C)) : nullptr;
-  for (idx r = r0; r < r1; r += step) {
-    const idx rows = std::min(step, r1 - r), n = rows * C;
-    T* dst = piece ? piece : out + r * C;
-    compute_t<T>* target = compute_target(dst, n);
-    rows_to(r, rows, target);
-    narrow_into(static_cast<const compute_t<T>*>(target), dst, n);
-    if (piece) stream_store(static_cast<const T*>(piece), out + r * C, n);
-  }
-  if (stream) stream_fence();
-}
 
 }  // namespace loops
 }  // namespace fastnorm

@@ -7,7 +7,7 @@
 // a whole sample is the unit: its per-channel sums in one pass, then the normalization while it is in cache.  Each
 // group or sample is the work of one thread, so results are bitwise the same for any thread count; statistics
 // are shifted float64 sums merged with Chan's formula, as in moments.h (float32 sums around each piece's mean for
-// narrow data in contiguous groups, channel_loops.h).  T is the storage type: float, double, or half / bf16,
+// narrow data in contiguous groups, centering.h).  T is the storage type: float, double, or half / bf16,
 // computed in float a piece (group, rows, run) at a time: results from the statistics are float32's, rounded once.
 #pragma once
 

@@ -27,7 +27,7 @@ inline Moments merge(const Moments& a, const Moments& b) {
 
 // mean[c] and m2[c] of x viewed as (A, C, B), reduced over A and B; every channel has A * B values.  T is the
 // storage type: float, double, or half / bf16, widened to float a piece at a time.  Runs of narrow data (B >= 64)
-// are summed in float32 around a shift near each kNarrowPiece-value piece's mean (channel_loops.h,
+// are summed in float32 around a shift near each kNarrowPiece-value piece's mean (centering.h,
 // narrow_piece_moments): within 1e-6 of the float32 array's statistics, not bitwise equal to them; channels-last
 // rows of narrow data (B < 64) are summed as float32 data are.
 template <class T>

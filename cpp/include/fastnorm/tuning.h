@@ -34,7 +34,7 @@ constexpr idx kStreamPiece = 2048;
 
 // Outputs written as rows or runs (layer / RMS norm rows, group norm channel runs) stream only where the rows are
 // whole cache lines, or at least this many bytes long even where they start mid-line (out= arrays NumPy allocated:
-// 16 bytes into a page), their partial end lines stored plainly (channel_loops.h: stream_runs).  8M float32 values,
+// 16 bytes into a page), their partial end lines stored plainly (scratch.h: stream_runs).  8M float32 values,
 // out= at page offset 16: backward rows of 768 / 512 values went from 1.45 / 1.41x the time into a page-aligned
 // out= to 1.10 / 1.17x at 1 thread (1.39 / 1.50x -> 1.11 / 1.05x at 2); the forward gains on rows of 768 (layer
 // norm 2.21 -> 2.10 ms at 1 thread, 2.4-2.6 -> 1.6-1.7 ms at 2) and loses on rows of 512 at 1 thread (RMS 1.97 ->

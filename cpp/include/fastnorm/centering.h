@@ -37,6 +37,17 @@ FASTNORM_INLINE void affine_consts(double mean, double scale, double shift, T* h
   *c = folded(shift, mean, *hi, scale);
 }
 
+// The two maps of centred values that every per-channel body applies, written once: the forward's
+// (x - hi) scale + shift, and the input gradient's k_dy dy + ((x - hi) k_xmu + k_one), constants folded as above.
+template <class V>
+FASTNORM_INLINE V centred_affine(V x, V hi, V scale, V shift) {
+  return (x - hi) * scale + shift;
+}
+template <class V>
+FASTNORM_INLINE V centred_grad(V dy, V x, V hi, V k_dy, V k_xmu, V k_one) {
+  return k_dy * dy + ((x - hi) * k_xmu + k_one);
+}
+
 // Sums of (x - shift) and (x - shift)^2 over a contiguous run, in double.
 template <class T>
 struct ShiftedSums {

@@ -69,7 +69,7 @@ template <class V, class Op>
 struct Affine {
   V hi, scale, shift;  // shift folded (centering.h: affine_consts)
   act::Params<V> p;
-  FASTNORM_INLINE V operator()(V x) const { return Op::forward((x - hi) * scale + shift, p); }
+  FASTNORM_INLINE V operator()(V x) const { return Op::forward(centred_affine(x, hi, scale, shift), p); }
 };
 
 template <Isa I, class T, class Op>
@@ -146,7 +146,7 @@ struct ApplyChannelsLast {
       const V* xb = load_block<I>(x, d, count, bx);
 #pragma omp simd
       for (idx j = 0; j < kLanes; ++j)
-        y[j] = Op::forward((xb[j] - hi[c + j]) * scale[c + j] + shift[c + j], p);
+        y[j] = Op::forward(centred_affine(xb[j], hi[c + j], scale[c + j], shift[c + j]), p);
     }
   };
   template <Isa I>
@@ -162,7 +162,7 @@ template <class T, class Op>
 struct PostOpGradRun {  // one channel's run of n values
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx n, T hi, T scale, T shift, act::Params<T> p) {
 #pragma omp simd
-    for (idx i = 0; i < n; ++i) dz[i] = Op::backward(dy[i], (x[i] - hi) * scale + shift, p);
+    for (idx i = 0; i < n; ++i) dz[i] = Op::backward(dy[i], centred_affine(x[i], hi, scale, shift), p);
   }
 };
 
@@ -180,7 +180,7 @@ struct PostOpGradRows {  // rows of C channels, in tiles of kW channels (a compi
   static constexpr idx kW = 16, kAheadRows = 16;
   static FASTNORM_INLINE T value(const T* dy, const T* x, idx c, const T* hi, const T* scale, const T* shift,
                                  act::Params<T> p) {
-    return Op::backward(dy[c], (x[c] - hi[c]) * scale[c] + shift[c], p);
+    return Op::backward(dy[c], centred_affine(x[c], hi[c], scale[c], shift[c]), p);
   }
   static FASTNORM_INLINE void run(const T* dy, const T* x, T* dz, idx rows, idx C, const T* hi, const T* scale,
                                   const T* shift, act::Params<T> p) {
@@ -211,7 +211,7 @@ struct GradRun {  // one channel: dx = k_dy dy + k_xmu (x - mean) + k_one; T the
   using V = compute_t<T>;
   struct Value {
     V hi, k_dy, k_xmu, k_one;  // k_one folded
-    FASTNORM_INLINE V operator()(V g, V x) const { return k_dy * g + ((x - hi) * k_xmu + k_one); }
+    FASTNORM_INLINE V operator()(V g, V x) const { return centred_grad(g, x, hi, k_dy, k_xmu, k_one); }
   };
   template <Isa I>
   struct Block {  // row_blocks.h
@@ -268,7 +268,7 @@ struct GradChannelsLast {  // dx as GradRun, over channels-last rows as ApplyCha
       const V* xb = load_block<I>(x, d, count, b_x);
 #pragma omp simd
       for (idx j = 0; j < kLanes; ++j)
-        dx[j] = k_dy[c + j] * g[j] + ((xb[j] - hi[c + j]) * k_xmu[c + j] + k_one[c + j]);
+        dx[j] = centred_grad(g[j], xb[j], hi[c + j], k_dy[c + j], k_xmu[c + j], k_one[c + j]);
     }
   };
   template <Isa I>
@@ -286,8 +286,7 @@ struct GradRows {
       const T *dyr = dy + r * C, *xr = x + r * C;
       T* dxr = dx + r * C;
 #pragma omp simd
-      for (idx c = 0; c < C; ++c)
-        dxr[c] = k_dy[c] * dyr[c] + ((xr[c] - hi[c]) * k_xmu[c] + k_one[c]);
+      for (idx c = 0; c < C; ++c) dxr[c] = centred_grad(dyr[c], xr[c], hi[c], k_dy[c], k_xmu[c], k_one[c]);
     }
   }
 };

@@ -30,3 +30,11 @@ def stream_threshold():
     old = fastnorm._C.stream_threshold()
     yield fastnorm._C.set_stream_threshold
     fastnorm._C.set_stream_threshold(old)
+
+
+@pytest.fixture
+def bn_schedule():
+    """Sets the schedule batch norm's training calls take (fastest, by_channel, two_pass); restores it afterwards."""
+    old = fastnorm._C.bn_schedule()
+    yield fastnorm._C.set_bn_schedule
+    fastnorm._C.set_bn_schedule(old)

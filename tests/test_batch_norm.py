@@ -180,7 +180,7 @@ def test_bitwise_identical_for_any_thread_count(shape, axis, rng):
 @pytest.mark.parametrize("shape", [(64, 37, 7, 7), (3, 5, 1000), (9, 64, 3)])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
+def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng, bn_schedule):
     """The by-channel backward (one pass over memory) gives the two-pass backward's bits; half storage too."""
     from fastnorm import _C
     dtype = np.dtype(dtype) if dtype in ("float32", "float64") else half_dtype(dtype)
@@ -192,8 +192,9 @@ def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
     k_dy = gamma * rstd
     dx1, s1, s2 = np.empty_like(x), np.empty(C), np.empty(C)
     none = fastnorm._validate.post_op(None, 0.01)
+    bn_schedule("by_channel")
     assert _C.bn_backward_train(dy.reshape(-1), x.reshape(-1), dx1.reshape(-1), A, C, B, mean, rstd, gamma, None,
-                                s1, s2, threads, *none, one_pass_only=True)
+                                s1, s2, threads, *none)
     t1, t2 = np.empty(C), np.empty(C)
     _C.bn_grad_sums(dy.reshape(-1), x.reshape(-1), A, C, B, mean, t1, t2, threads, *none, None, None)
     count = A * B
@@ -205,15 +206,15 @@ def test_one_pass_backward_equals_two_passes(shape, dtype, threads, rng):
     assert dx1.tobytes() == dx2.tobytes()
 
 
-def test_one_pass_backward_declines_unsuited_shapes(rng):
+def test_one_pass_backward_declines_unsuited_shapes(rng, bn_schedule):
     from fastnorm import _C
+    bn_schedule("by_channel")
     for shape, threads in [((8, 2, 100), 3), ((100, 4, 1), 1), ((2000, 2, 200), 1)]:  # few channels, NHWC, L2
         x = rng.standard_normal(shape).astype(np.float32)
         A, C, B = shape
         dx = np.full_like(x, 7)
         assert not _C.bn_backward_train(x.reshape(-1), x.reshape(-1), dx.reshape(-1), A, C, B, np.zeros(C),
-                                        np.ones(C), None, None, np.empty(C), np.empty(C), threads, "none", 0.01,
-                                        one_pass_only=True)
+                                        np.ones(C), None, None, np.empty(C), np.empty(C), threads, "none", 0.01)
         assert (dx == 7).all()
 
 
@@ -221,7 +222,7 @@ def test_one_pass_backward_declines_unsuited_shapes(rng):
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("affine,activation", [(False, None), (True, None), (True, "silu")])
-def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activation, rng):
+def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activation, rng, bn_schedule):
     """The by-channel training forward (statistics and normalization of a few channels while they are in L2)
     gives the bits of channel_moments followed by bn_apply, with runs in several pieces (30000 values) and a
     channel's pieces in several blocks (300 runs); half storage too."""
@@ -233,8 +234,8 @@ def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activ
     post = fastnorm._validate.post_op(activation, 0.01)
     eps = 1e-3
     y1, mean1, m21 = np.empty_like(x), np.empty(C), np.empty(C)
-    assert _C.bn_forward_train(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, threads,
-                               *post, one_pass_only=True)
+    bn_schedule("by_channel")
+    assert _C.bn_forward_train(x.reshape(-1), y1.reshape(-1), A, C, B, gamma, beta, eps, mean1, m21, threads, *post)
     mean2, m22 = np.empty(C), np.empty(C)
     _C.channel_moments(x.reshape(-1), A, C, B, mean2, m22, threads)
     rstd = 1.0 / np.sqrt(m22 / (A * B) + eps)
@@ -245,8 +246,9 @@ def test_one_pass_forward_equals_two_passes(shape, dtype, threads, affine, activ
     assert y1.tobytes() == y2.tobytes()
 
 
-def test_one_pass_forward_declines_unsuited_shapes(rng):
+def test_one_pass_forward_declines_unsuited_shapes(rng, bn_schedule):
     from fastnorm import _C
+    bn_schedule("by_channel")
     # few channels for the threads, channels-last, runs shorter than a moments piece, a channel past L2
     for shape, threads in [((8, 2, 100), 3), ((100, 4, 1), 1), ((100, 4, 63), 1), ((2000, 2, 200), 1)]:
         x = rng.standard_normal(shape).astype(np.float32)
@@ -254,7 +256,7 @@ def test_one_pass_forward_declines_unsuited_shapes(rng):
         y = np.full_like(x, 7)
         mean, m2 = np.full(C, 7.0), np.full(C, 7.0)
         assert not _C.bn_forward_train(x.reshape(-1), y.reshape(-1), A, C, B, None, None, 1e-5, mean, m2,
-                                       threads, "none", 0.01, one_pass_only=True)
+                                       threads, "none", 0.01)
         assert (y == 7).all() and (mean == 7).all() and (m2 == 7).all()
 
 
@@ -378,3 +380,36 @@ def test_matches_pytorch_train_and_eval():
         ey = layer(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(fastnorm.batch_norm(x, gamma=gamma, beta=beta, training=False, running_mean=rm,
                                                    running_var=rv), ey, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis", [((16, 37, 9, 9), 1), ((3, 5, 1000), 1), ((300, 3, 100), 1), ((64, 9, 9, 8), -1),
+                                        ((10, 100), 0)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_schedules_give_the_same_bits(shape, axis, dtype, activation, rng, bn_schedule):
+    """batch_norm and batch_norm_backward, as users call them, give the same bits whichever schedule the training calls
+    take: the fastest (by channel where the shape suits) and two passes everywhere.  (by_channel alone declines some
+    of these shapes; the tests above compare it with the steps where it runs.)"""
+    dtype = np.dtype(dtype) if dtype in ("float32", "float64") else half_dtype(dtype)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    C = shape[axis]
+    gamma, beta = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    results = set()
+    for schedule in ("fastest", "two_pass"):
+        bn_schedule(schedule)
+        y, mean, rstd = fastnorm.batch_norm(x, gamma=gamma, beta=beta, axis=axis, activation=activation,
+                                            return_stats=True)
+        dx, dg, db = fastnorm.batch_norm_backward(dy, x, mean, rstd, gamma, beta=beta, axis=axis,
+                                                  activation=activation)
+        results.add(b"".join(np.ascontiguousarray(a).tobytes() for a in (y, mean, rstd, dx, dg, db)))
+    assert len(results) == 1
+
+
+def test_schedule_names(bn_schedule):
+    from fastnorm import _C
+    assert _C.bn_schedule() == "fastest"
+    bn_schedule("two_pass")
+    assert _C.bn_schedule() == "two_pass"
+    with pytest.raises(ValueError, match="schedule: unknown value 'one_pass'"):
+        bn_schedule("one_pass")

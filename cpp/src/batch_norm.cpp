@@ -1,6 +1,7 @@
 #include "fastnorm/batch_norm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -313,11 +314,23 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
   return true;
 }
 
+namespace {
+std::atomic<int> schedule_setting{static_cast<int>(BnSchedule::fastest)};
+}  // namespace
+
+BnSchedule bn_schedule() { return static_cast<BnSchedule>(schedule_setting.load(std::memory_order_relaxed)); }
+void set_bn_schedule(BnSchedule schedule) {
+  schedule_setting.store(static_cast<int>(schedule), std::memory_order_relaxed);
+}
+
 template <class T>
 bool bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
-                      double* mean, double* m2, int num_threads, const PostOp& post, bool one_pass_only) {
-  if (bn_forward_by_channel(x, y, A, C, B, gamma, beta, eps, mean, m2, num_threads, post)) return true;
-  if (one_pass_only) return false;
+                      double* mean, double* m2, int num_threads, const PostOp& post) {
+  const BnSchedule schedule = bn_schedule();
+  if (schedule != BnSchedule::two_pass &&
+      bn_forward_by_channel(x, y, A, C, B, gamma, beta, eps, mean, m2, num_threads, post))
+    return true;
+  if (schedule == BnSchedule::by_channel) return false;
   channel_moments(x, A, C, B, mean, m2, num_threads);
   const double count = static_cast<double>(A * B);
   std::vector<double> scale(static_cast<size_t>(C)), shift(scale);
@@ -333,17 +346,18 @@ bool bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma
 template <class T>
 bool bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
                        const double* gamma, const double* beta, double* sum_dy, double* sum_dy_xmu, int num_threads,
-                       const PostOp& post, bool one_pass_only) {
+                       const PostOp& post) {
+  const BnSchedule schedule = bn_schedule();
   const idx count = A * B;
   std::vector<double> k_dy(static_cast<size_t>(C)), k_xmu(k_dy), k_one(k_dy), shift(k_dy);
   for (idx c = 0; c < C; ++c) {
     k_dy[c] = gamma ? gamma[c] * rstd[c] : rstd[c];
     shift[c] = beta ? beta[c] : 0.0;
   }
-  if (!post.active() && count > 0 &&
+  if (schedule != BnSchedule::two_pass && !post.active() && count > 0 &&
       bn_backward_by_channel(dy, x, dx, A, C, B, mean, rstd, k_dy.data(), sum_dy, sum_dy_xmu, num_threads))
     return true;
-  if (one_pass_only) return false;
+  if (schedule == BnSchedule::by_channel) return false;
   // a post-op's input z is recomputed with the forward's scale k_dy and shift beta
   bn_grad_sums(dy, x, A, C, B, mean, sum_dy, sum_dy_xmu, num_threads, post, k_dy.data(), shift.data());
   const double n = static_cast<double>(count);
@@ -368,9 +382,9 @@ bool bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, cons
   template bool bn_forward_by_channel<T>(const T*, T*, idx, idx, idx, const double*, const double*, double,     \
                                          double*, double*, int, const PostOp&);                                 \
   template bool bn_forward_train<T>(const T*, T*, idx, idx, idx, const double*, const double*, double, double*,    \
-                                    double*, int, const PostOp&, bool);                                          \
+                                    double*, int, const PostOp&);                                                \
   template bool bn_backward_train<T>(const T*, const T*, T*, idx, idx, idx, const double*, const double*,          \
-                                     const double*, const double*, double*, double*, int, const PostOp&, bool);
+                                     const double*, const double*, double*, double*, int, const PostOp&);
 FASTNORM_FOR_EACH_STORAGE(FASTNORM_INSTANTIATE)
 #undef FASTNORM_INSTANTIATE
 

@@ -415,11 +415,10 @@ void bn_grad_sums(const py::array& dy, const py::array& x, idx A, idx C, idx B, 
   });
 }
 
-// The whole training forward / backward (batch_norm.h); one_pass_only, for the tests: the by-channel kernel alone,
-// returning whether it ran.
+// The whole training forward / backward (batch_norm.h), by bn_schedule(): whether the output was written.
 bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, const py::object& gamma,
                       const py::object& beta, double eps, py::array& mean, py::array& m2, int num_threads,
-                      const std::string& post, double slope, bool one_pass_only) {
+                      const std::string& post, double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
   const auto call = channel_input(x, A, C, B);
   call.output(out, "out");
@@ -430,16 +429,15 @@ bool bn_forward_train(const py::array& x, py::array& out, idx A, idx C, idx B, c
   bool done = false;
   call.run([&](auto t) {
     using T = decltype(t);
-    done = fastnorm::bn_forward_train<T>(cptr<T>(x), mptr<T>(out), A, C, B, g, b, eps, mp, m2p, num_threads, op,
-                                         one_pass_only);
+    done = fastnorm::bn_forward_train<T>(cptr<T>(x), mptr<T>(out), A, C, B, g, b, eps, mp, m2p, num_threads, op);
   });
   return done;
 }
 
 bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, idx A, idx C, idx B,
                        const py::array& mean, const py::array& rstd, const py::object& gamma, const py::object& beta,
-                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, const std::string& post, double slope,
-                       bool one_pass_only) {
+                       py::array& sum_dy, py::array& sum_dy_xmu, int num_threads, const std::string& post,
+                       double slope) {
   const fastnorm::PostOp op = post_op(post, slope);
   const auto call = channel_input(x, A, C, B);
   call.like(dy, "dy").output(dx, "dx");
@@ -453,7 +451,7 @@ bool bn_backward_train(const py::array& dy, const py::array& x, py::array& dx, i
   call.run([&](auto t) {
     using T = decltype(t);
     done = fastnorm::bn_backward_train<T>(cptr<T>(dy), cptr<T>(x), mptr<T>(dx), A, C, B, m, r, g, b, s1, s2,
-                                          num_threads, op, one_pass_only);
+                                          num_threads, op);
   });
   return done;
 }
@@ -717,6 +715,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("stream_threshold", &fastnorm::stream_threshold,
         "output size in bytes from which kernels use streaming (non-temporal) stores; negative: never");
   m.def("set_stream_threshold", &fastnorm::set_stream_threshold, "nbytes"_a);
+  m.def("bn_schedule",
+        [] { return std::string(fastnorm::bn_schedule_names()[static_cast<size_t>(fastnorm::bn_schedule())]); },
+        "the batch-norm training calls' schedule (batch_norm.h): fastest, by_channel or two_pass");
+  m.def("set_bn_schedule", [](const std::string& name) {
+    fastnorm::set_bn_schedule(
+        fastnorm::enum_from_name<fastnorm::BnSchedule>(fastnorm::bn_schedule_names(), name, "schedule"));
+  }, "name"_a);
   m.def("max_threads", &fastnorm::max_threads, "omp_get_max_threads() of the calling thread (1 without OpenMP)");
   m.def("thread_limit", &fastnorm::thread_limit, "The most threads any call starts (4 per CPU, at least 64)");
   // The names of each enum's values, from its table (enum_table.h): what Python passes for them.
@@ -741,11 +746,10 @@ PYBIND11_MODULE(_C, m) {
         "m2"_a.noconvert(), "num_threads"_a);
   m.def("bn_forward_train", &bn_forward_train, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "gamma"_a, "beta"_a, "eps"_a, "mean"_a.noconvert(), "m2"_a.noconvert(), "num_threads"_a, "post"_a = "none",
-        "slope"_a = 0.01, "one_pass_only"_a = false);
+        "slope"_a = 0.01);
   m.def("bn_backward_train", &bn_backward_train, "dy"_a.noconvert(), "x"_a.noconvert(), "dx"_a.noconvert(),
         "A"_a, "C"_a, "B"_a, "mean"_a.noconvert(), "rstd"_a.noconvert(), "gamma"_a, "beta"_a,
-        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = "none", "slope"_a = 0.01,
-        "one_pass_only"_a = false);
+        "sum_dy"_a.noconvert(), "sum_dy_xmu"_a.noconvert(), "num_threads"_a, "post"_a = "none", "slope"_a = 0.01);
   m.def("bn_apply", &bn_apply, "x"_a.noconvert(), "out"_a.noconvert(), "A"_a, "C"_a, "B"_a,
         "mean"_a.noconvert(), "scale"_a.noconvert(), "shift"_a.noconvert(), "num_threads"_a, "post"_a = "none",
         "slope"_a = 0.01);

@@ -8,10 +8,24 @@
 // when |mean| is far above the spread of x.
 #pragma once
 
+#include <string>
+#include <vector>
+
+#include "fastnorm/enum_table.h"
 #include "fastnorm/isa.h"
 #include "fastnorm/post_op.h"
 
 namespace fastnorm {
+
+// The schedules of the training calls (bn_forward_train, bn_backward_train): `fastest` takes by_channel (one pass
+// over memory, a few channels at a time while they are in L2) where the shape suits and two_pass otherwise;
+// `by_channel` and `two_pass` force one of them, so that the tests can compare them bit for bit (by_channel then
+// declines the shapes it does not suit).  A process-wide setting, `fastest` unless set.
+#define FASTNORM_BN_SCHEDULES(X) X(fastest) X(by_channel) X(two_pass)
+enum class BnSchedule : int { FASTNORM_BN_SCHEDULES(FASTNORM_ENUM_VALUE) };
+inline std::vector<const char*> bn_schedule_names() { return {FASTNORM_BN_SCHEDULES(FASTNORM_ENUM_NAME)}; }
+BnSchedule bn_schedule();
+void set_bn_schedule(BnSchedule schedule);
 
 // y = post((x - mean[c]) * scale[c] + shift[c])   (scale = gamma * rstd, shift = beta; post: an activation)
 template <class T>
@@ -52,20 +66,20 @@ bool bn_forward_by_channel(const T* x, T* y, idx A, idx C, idx B, const double* 
                            double eps, double* mean, double* m2, int num_threads, const PostOp& post = {});
 
 // The whole training forward for any shape: bn_forward_by_channel where it suits, else channel_moments and
-// bn_apply with its constants (the same bits either way).  One call from Python: a batch norm on 1,000 values spent
-// more in NumPy's arithmetic on the constants than in the kernels.  With one_pass_only (for the tests) only the
-// by-channel kernel is tried; returns whether y was written.
+// bn_apply with its constants (the same bits either way), as bn_schedule() says.  One call from Python: a batch norm
+// on 1,000 values spent more in NumPy's arithmetic on the constants than in the kernels.  Returns whether y was
+// written (false only under BnSchedule::by_channel, for a shape it does not suit).
 template <class T>
 bool bn_forward_train(const T* x, T* y, idx A, idx C, idx B, const double* gamma, const double* beta, double eps,
-                      double* mean, double* m2, int num_threads, const PostOp& post = {}, bool one_pass_only = false);
+                      double* mean, double* m2, int num_threads, const PostOp& post = {});
 
 // The whole training backward for any shape, from the forward's mean and rstd (gamma, beta: nullptr for none; beta
 // matters only with a post-op): bn_backward_by_channel where it suits, else bn_grad_sums and bn_input_grad with
 // k_dy = gamma rstd, k_xmu = -k_dy rstd^2 sum_dy_xmu / count and k_one = -k_dy sum_dy / count (0 without values).
-// one_pass_only as bn_forward_train's.
+// The schedule and the result as bn_forward_train's.
 template <class T>
 bool bn_backward_train(const T* dy, const T* x, T* dx, idx A, idx C, idx B, const double* mean, const double* rstd,
                        const double* gamma, const double* beta, double* sum_dy, double* sum_dy_xmu, int num_threads,
-                       const PostOp& post = {}, bool one_pass_only = false);
+                       const PostOp& post = {});
 
 }  // namespace fastnorm

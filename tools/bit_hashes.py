@@ -81,6 +81,15 @@ def cases() -> List[Tuple[str, Callable[[int], Any]]]:
                             return (y, m, r, *fastnorm.group_norm_backward(dys, xs, m, r, G, gg, beta=bb, axis=axis,
                                                                            activation=act, num_threads=t))
                         out.append((f"group_norm {key}", gn))
+            if shape == (6, 40):  # (N, C) data in many short groups: batches of groups as one row, a partial last
+                for N, C, G in ((150, 48, 4), (70, 51, 3), (300, 10, 10)):
+                    xg, dyg = _data((N, C), dt, 11), _data((N, C), dt, 12, 1.0, 0.0)
+                    gg, bb = np.linspace(0.5, 1.5, C), np.linspace(-1, 1, C)
+
+                    def gn_rows(t, xg=xg, dyg=dyg, gg=gg, bb=bb, G=G):
+                        y, m, r = fastnorm.group_norm(xg, G, gg, bb, return_stats=True, num_threads=t)
+                        return (y, m, r, *fastnorm.group_norm_backward(dyg, xg, m, r, G, gg, num_threads=t))
+                    out.append((f"group_norm {N}x{C} in {G} groups {tag}", gn_rows))
             out.append((f"moments {'x'.join(map(str, shape))} {tag}",
                         lambda t, xs=xs, axis=axis: tuple(fastnorm.moments(
                             xs, tuple(a for a in range(xs.ndim) if a != axis % xs.ndim), num_threads=t))))

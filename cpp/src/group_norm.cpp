@@ -43,39 +43,79 @@ FASTNORM_INLINE void rows_or_runs(idx P, idx C, idx Q, const Rows& rows, const R
     for (idx c = 0; c < C; ++c) run(p, c);
 }
 
+// Short contiguous groups, a batch at a time: their statistics in one dispatch (ShiftedSums around each group's first
+// value, the call run_moments makes for a group of at most a grain, so the same bits); with one value per channel
+// ((N, C) data, Q == 1) the batch's channels are then one channels-last row for ApplyChannelsLast / GradChannelsLast
+// (tuning.h: kGnRowBatch).
+template <class T>
+struct GroupShiftedSums {
+  static constexpr bool takes_isa = true;
+  template <Isa I>
+  static FASTNORM_INLINE void run(const T* x, idx groups, idx len, double* s1, double* s2) {
+    for (idx t = 0; t < groups; ++t)
+      ShiftedSums<T>::run(x + t * len, len, static_cast<double>(x[t * len]), &s1[t], &s2[t]);
+  }
+};
+
+// Moments of groups [b0, b1) of len contiguous values, to out(t, moments): run_moments of each, wide groups of at
+// most a grain (one piece) in one dispatch.  s1, s2: room for b1 - b0 sums.
+template <class T, class Out>
+void group_moments(const T* x, idx b0, idx b1, idx len, double* s1, double* s2, const Out& out) {
+  if constexpr (!is_narrow<T>) {
+    if (len <= kElementwiseGrain) {
+      isa_call<GroupShiftedSums<T>>(x + b0 * len, b1 - b0, len, s1, s2);
+      for (idx t = b0; t < b1; ++t)
+        out(t, from_shifted(static_cast<double>(len), static_cast<double>(x[t * len]), s1[t - b0], s2[t - b0]));
+      return;
+    }
+  }
+  for (idx t = b0; t < b1; ++t) out(t, run_moments<T>(x + t * len, len));
+}
+
+// Groups per batch: short groups (instance norm on 14x14 maps) up to kGnBatchBytes, statistics first, as
+// layer_norm's short rows; groups of one value per channel up to kGnRowBatch groups, as one row.
+template <class T>
+idx batch_groups(idx len, idx Q) {
+  const idx fit = tuning::kGnBatchBytes / std::max<idx>(len * static_cast<idx>(sizeof(T)), 1);
+  return std::clamp<idx>(fit, 1, Q == 1 ? tuning::kGnRowBatch : 8);
+}
+
 template <class T, class Op>
 void forward_contiguous(const T* x, T* y, const GroupShape& s, double eps, const double* gamma, const double* beta,
                         double* mean, double* rstd, act::Params<compute_t<T>> p, int num_threads) {
   using V = compute_t<T>;
-  constexpr idx kBatchBytes = tuning::kGnBatchBytes;
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
   const bool stream =
       stream_runs(y, s.N * s.G * len, s.Q, 3, act::compute_bound<Op>::value, tuning::kStreamRunBytesForward);
-  // Short groups (instance norm on 14x14 maps) a batch at a time, statistics first, as layer_norm's short rows.
-  const idx batch = std::clamp<idx>(kBatchBytes / std::max<idx>(len * static_cast<idx>(sizeof(T)), 1), 1, 8);
+  const idx batch = batch_groups<T>(len, s.Q);
+  const bool rows = s.Q == 1;  // the batch's groups as one channels-last row
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
-    // the group's channels' constants, with kLanes more that a channels-last row of Cg values reads but never uses
-    SampleConsts<V> k(Cg + kLanes);
+    // the channels' constants (of a group, or of a batch as one row), with kLanes more that a channels-last row
+    // reads but never uses
+    SampleConsts<V> k((rows ? batch : 1) * Cg + kLanes);
+    std::vector<double> s1(static_cast<size_t>(batch)), s2(s1);
     for (idx b0 = t0; b0 < t1; b0 += batch) {  // t = n * G + g: the group's values are x[t * len, (t + 1) * len)
       const idx b1 = std::min(t1, b0 + batch);
-      for (idx t = b0; t < b1; ++t) {
-        const Moments m = run_moments<T>(x + t * len, len);
+      group_moments(x, b0, b1, len, s1.data(), s2.data(), [&](idx t, const Moments& m) {
         mean[t] = m.mean;
         rstd[t] = 1.0 / std::sqrt(m.m2 / count + eps);
+      });
+      if (rows) {
+        for (idx t = b0; t < b1; ++t)
+          for (idx i = 0; i < Cg; ++i)
+            k.set_affine((t - b0) * Cg + i, mean[t], rstd[t], gamma, beta, (t % s.G) * Cg + i);
+        const idx n = (b1 - b0) * Cg;
+        isa_call<ApplyChannelsLast<T, Op>>(x + b0 * len, y + b0 * len, n, n, k.hi.data(), k.a.data(), k.b.data(), p,
+                                           stream);
+        continue;
       }
-      for (idx t = b0; t < b1; ++t) {
+      for (idx t = b0; t < b1; ++t) {  // one dispatch for the group's runs
         const idx c0 = (t % s.G) * Cg;
         for (idx i = 0; i < Cg; ++i) k.set_affine(i, mean[t], rstd[t], gamma, beta, c0 + i);
-        // one dispatch for the group's runs; one value a channel ((N, C) data) as a channels-last row
-        if (s.Q == 1) {
-          isa_call<ApplyChannelsLast<T, Op>>(x + t * len, y + t * len, Cg, Cg, k.hi.data(), k.a.data(), k.b.data(),
-                                             p, stream);
-        } else {
-          isa_call<ApplyRuns<T, Op>>(x + t * len, y + t * len, idx(0), Cg, Cg, s.Q, k.hi.data(), k.a.data(),
-                                     k.b.data(), p, stream);
-        }
+        isa_call<ApplyRuns<T, Op>>(x + t * len, y + t * len, idx(0), Cg, Cg, s.Q, k.hi.data(), k.a.data(),
+                                   k.b.data(), p, stream);
       }
     }
     if (stream) stream_fence();
@@ -131,10 +171,11 @@ void forward_interleaved(const T* x, T* y, const GroupShape& s, double eps, cons
 }
 
 // The input-gradient coefficients of group g of one sample from its per-channel sums:
-// dx = k_dy dy + k_xmu (x - mean) + k_one, with sums over the group of g = gamma dy and g xhat.
+// dx = k_dy dy + k_xmu (x - mean) + k_one, with sums over the group of g = gamma dy and g xhat; channel g Cg + i's
+// go to k at `to` + i.
 template <class T>
 void group_grad_consts(idx g, idx Cg, double count, double mean, double r, const double* gamma, const double* sd,
-                       const double* sdx, SampleConsts<T>& k) {
+                       const double* sdx, SampleConsts<T>& k, idx to) {
   double sum_g = 0, sum_gx = 0;
   for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {
     const double w = gamma ? gamma[c] : 1.0;
@@ -144,11 +185,42 @@ void group_grad_consts(idx g, idx Cg, double count, double mean, double r, const
   sum_gx *= r;
   const double k_xmu = -(r * (r * sum_gx) / count), k_one = -(r * sum_g / count);  // as batch norm's grad_k_xmu
   const T hi = static_cast<T>(mean), k_xmu_t = static_cast<T>(k_xmu), k_one_t = folded(k_one, mean, hi, k_xmu);
-  for (idx c = g * Cg; c < (g + 1) * Cg; ++c) {  // as ChannelConsts::gradient
-    k.hi[c] = hi;
-    k.a[c] = static_cast<T>((gamma ? gamma[c] : 1.0) * r);
-    k.b[c] = k_xmu_t;
-    k.c[c] = k_one_t;
+  for (idx c = g * Cg, i = to; c < (g + 1) * Cg; ++c, ++i) {  // as ChannelConsts::gradient
+    k.hi[i] = hi;
+    k.a[i] = static_cast<T>((gamma ? gamma[c] : 1.0) * r);
+    k.b[i] = k_xmu_t;
+    k.c[i] = k_one_t;
+  }
+}
+
+// Groups [t0, t1) of float32 (N, C) data (one value a channel), batch groups at a time: the sums of the batch's
+// channels, one row of SumsRows (each channel's sums are of its one value, the same whether its group's row or the
+// batch's is summed), each group's constants (group_grad_consts), then dx over the batch's channels as one
+// channels-last row.
+void backward_rows(const float* dy, const float* x, float* dx, const GroupShape& s, const double* mean,
+                   const double* rstd, const double* gamma, double* sum_dy, double* sum_dy_xmu, idx t0, idx t1,
+                   idx batch, bool stream) {
+  const idx Cg = s.C / s.G;
+  const double count = static_cast<double>(std::max<idx>(Cg, 1));
+  SampleConsts<float> row(batch * Cg + kLanes);  // the batch's constants, as one row
+  std::vector<double> group_mean(static_cast<size_t>(batch * Cg));  // each channel's group mean (SumsRows)
+  for (idx b0 = t0; b0 < t1; b0 += batch) {
+    const idx b1 = std::min(t1, b0 + batch), n = (b1 - b0) * Cg;
+    // group t's channels are t * Cg ... of the (N, C) sums: the batch's are consecutive
+    double *sd = sum_dy + b0 * Cg, *sdx = sum_dy_xmu + b0 * Cg;
+    for (idx t = b0; t < b1; ++t)
+      for (idx i = 0; i < Cg; ++i) group_mean[(t - b0) * Cg + i] = mean[t];
+    std::fill(sd, sd + n, 0.0);
+    std::fill(sdx, sdx + n, 0.0);
+    isa_call<SumsRows<float>>(dy + b0 * Cg, x + b0 * Cg, idx(1), n, static_cast<const double*>(group_mean.data()),
+                              sd, sdx);
+    for (idx t = b0; t < b1; ++t) {
+      const idx sample = t / s.G;
+      group_grad_consts(t % s.G, Cg, count, mean[t], rstd[t], gamma, sum_dy + sample * s.C,
+                        sum_dy_xmu + sample * s.C, row, (t - b0) * Cg);
+    }
+    isa_call<GradChannelsLast<float>>(dy + b0 * Cg, x + b0 * Cg, dx + b0 * Cg, n, n, row.hi.data(), row.a.data(),
+                                      row.b.data(), row.c.data(), stream);
   }
 }
 
@@ -161,8 +233,15 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
   const idx Cg = s.C / s.G, len = Cg * s.Q;
   const double count = static_cast<double>(std::max<idx>(len, 1));
   const bool stream = stream_out<T>(s.N * s.G * len, 5, false);
+  const idx batch = batch_groups<T>(len, s.Q);
   parallel_for(s.N * s.G, std::max<idx>(1, kElementwiseGrain / std::max<idx>(1, len)), num_threads,
                [&](idx t0, idx t1) {
+    if constexpr (std::is_same_v<T, float> && !post) {
+      if (s.Q == 1) {  // float32, one value a channel ((N, C) data): a batch of groups as one channels-last row
+        backward_rows(dy, x, dx, s, mean, rstd, gamma, sum_dy, sum_dy_xmu, t0, t1, batch, stream);
+        return;
+      }
+    }
     SampleConsts<V> k(s.C), z(post ? Cg : 0), kg(0);  // kg: one group's, as a channels-last row
     std::vector<double> group_mean(static_cast<size_t>(Cg));  // the group's mean, once per channel (SumsRuns)
     V* dz = post ? thread_scratch<V>(static_cast<size_t>(len)) : nullptr;  // the group's post'(z) dy
@@ -187,7 +266,7 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
           if (s.Q == 1) {
             isa_call<SumsRows<X>>(g_x, x_x, idx(1), Cg, static_cast<const double*>(group_mean.data()), sd + c0,
                                   sdx + c0);
-            group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
+            group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k, g * Cg);
             // a row of Cg values reads kLanes constants past its channels but never uses them
             const auto group_row = [&](const std::vector<V>& all, std::vector<V>& row) {
               row.resize(static_cast<std::size_t>(Cg + kLanes));  // allocated once
@@ -201,7 +280,7 @@ void backward_contiguous(const T* dy, const T* x, T* dx, const GroupShape& s, co
         }
         isa_call<SumsRuns<X>>(g_x, x_x, idx(0), Cg, Cg, s.Q, static_cast<const double*>(group_mean.data()), sd + c0,
                               sdx + c0);
-        group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k);
+        group_grad_consts(g, Cg, count, mean[t], rstd[t], gamma, sd, sdx, k, g * Cg);
         isa_call<GradRuns<T, X>>(g_x, x_x, dx + t * len, idx(0), Cg, Cg, s.Q, k.hi.data() + c0, k.a.data() + c0,
                                  k.b.data() + c0, k.c.data() + c0, stream);
       };
@@ -271,7 +350,7 @@ void backward_interleaved(const T* dy, const T* x, T* dx, const GroupShape& s, c
             });
       }
       for (idx g = 0; g < s.G; ++g)
-        group_grad_consts(g, Cg, count, mean[n * s.G + g], rstd[n * s.G + g], gamma, sd, sdx, k);
+        group_grad_consts(g, Cg, count, mean[n * s.G + g], rstd[n * s.G + g], gamma, sd, sdx, k, g * Cg);
       rows_or_runs(
           s.P, C, Q,
           [&] {

@@ -69,6 +69,10 @@ constexpr idx kBnMaxBlock = 8;
 
 // Groups of samples handled together in the contiguous forward: about this many bytes of a group's values.
 constexpr idx kGnBatchBytes = 4096;
+// Groups of one value per channel ((N, C) data) handled together as one channels-last row, their statistics and
+// sums in one dispatch: (10, 100) float32 in 10 groups, 1 thread, kernels alone, forward 3.7 -> 2.2 us, backward
+// 5.7 -> 2.2-2.6 us (group by group: a dispatch, a copy of the constants and a short reduction's set-up each).
+constexpr idx kGnRowBatch = 64;
 
 // ---- layer and RMS norm -----------------------------------------------------------------------------------------
 

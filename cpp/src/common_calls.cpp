@@ -293,14 +293,17 @@ py::object group_norm_backward_common(py::handle dy_, py::handle x_, py::handle 
     fastnorm::group_norm_backward<float>(dyp, xp, dxp, s, mp, rp, g, sum_dy.data(), sum_dy_xmu.data(), num_threads);
   }
   if (g == nullptr || dx_only) return py::make_tuple(dx, py::none(), py::none());
-  std::vector<double> dgamma(s.C, 0.0), dbeta(s.C, 0.0);
+  std::vector<double> dgamma(s.C, 0.0), dbeta(s.C, 0.0), r(s.C);
   const idx per_group = s.C / s.G;
-  for (idx n = 0; n < s.N; ++n)
-    for (idx g = 0; g < s.G; ++g)  // (a division per value to find the group cost 2-3 us on 1,000 values)
-      for (idx c = g * per_group; c < (g + 1) * per_group; ++c) {
-        dgamma[c] += sum_dy_xmu[n * s.C + c] * rp[n * s.G + g];
-        dbeta[c] += sum_dy[n * s.C + c];
-      }
+  for (idx n = 0; n < s.N; ++n) {
+    for (idx g = 0; g < s.G; ++g)  // each channel's rstd, then one loop over the channels (it vectorises)
+      std::fill(r.begin() + g * per_group, r.begin() + (g + 1) * per_group, rp[n * s.G + g]);
+    const double *sd = sum_dy.data() + n * s.C, *sdx = sum_dy_xmu.data() + n * s.C;
+    for (idx c = 0; c < s.C; ++c) {
+      dgamma[c] += sdx[c] * r[c];
+      dbeta[c] += sd[c];
+    }
+  }
   return py::make_tuple(dx, narrowed(dgamma, {s.C}), narrowed(dbeta, {s.C}));
 }
 

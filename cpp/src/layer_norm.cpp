@@ -385,6 +385,160 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
   });
 }
 
+namespace {
+
+// A row's gradient constants from its sums (RowSums): dx = rstd (g - k_g - xhat k_gx) with k_g the mean of g
+// (layer norm; 0 for RMS norm) and k_gx the mean of g xhat, s_gx taken around the mean's hi (Centering).
+template <class C>
+FASTNORM_INLINE std::pair<C, C> row_grad_consts(double s_g, double s_gx, double mean, double rstd, C hi, idx D,
+                                                bool centered) {
+  s_gx = rstd * (s_gx - loops::mean_rest(mean, hi) * s_g);  // the sum of g xhat
+  const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
+  return {k_g, static_cast<C>(s_gx / static_cast<double>(D))};
+}
+
+// The layer / RMS norm backward over rows: per row, its sums (the first pass, reading the row from memory), its
+// gradient constants, then dx and the parameter partials (RowGrad, from L1); rows in tasks whose parameter partials
+// are added in task order at the end.  The plan (which rows stream, in pairs or pieces) is fixed per call.
+struct RowsPlan {
+  idx task_rows = 0;           // rows per task
+  bool params = false;         // parameter gradients wanted
+  bool partials = false;       // per-row parameter partials kept (the functors that need them)
+  bool stream = false;         // dx streamed row by row
+  bool stream_pieces = false;  // dx streamed a piece of piece_rows rows at a time through L1
+  idx piece_rows = 0;
+  bool widen = false;  // narrow storage with a post-op: rows widened into L1 first
+  bool pairs = false;  // rows two at a time
+};
+
+template <class T, bool kNullable>
+class RowsBackward {
+ public:
+  using C = compute_t<T>;
+  using Plan = RowsPlan;
+  RowsBackward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd, const C* gamma,
+               const C* beta, bool centered, const PostOp& post, const Plan& plan, TaskPartials<2>& partials)
+      : dy_(dy), x_(x), dx_(dx), M_(M), D_(D), mean_(mean), rstd_(rstd), gamma_(gamma), beta_(beta),
+        centered_(centered), post_(post), p_(post.params<C>()), plan_(plan), param_partials_(partials) {}
+
+  // Tasks [t0, t1), on one thread.
+  void operator()(idx t0, idx t1) const {
+    Scratch s(*this);
+    for (idx t = t0; t < t1; ++t) task(t, s);
+    if (plan_.stream || s.piece) stream_fence();
+  }
+
+ private:
+  // A thread's L1 rows: the row's post'(z) dy, widened dy and x (with a post-op only), the parameter partials in C,
+  // the piece of dx rows (stream_pieces).
+  struct Scratch {
+    std::vector<C> fg, fb;
+    C *f_g, *f_b, *dz, *dy_row, *x_row;
+    T* piece;
+    explicit Scratch(const RowsBackward& b)
+        : fg(static_cast<size_t>(b.plan_.partials ? b.D_ : 0), C(0)), fb(fg.size(), C(0)),
+          f_g(b.plan_.partials ? fg.data() : nullptr), f_b(b.plan_.partials ? fb.data() : nullptr),
+          dz(b.post_.active() ? loops::thread_scratch<C>((b.plan_.widen ? 3 : 1) * static_cast<size_t>(b.D_))
+                              : nullptr),
+          dy_row(b.plan_.widen ? dz + b.D_ : nullptr), x_row(b.plan_.widen ? dz + 2 * b.D_ : nullptr),
+          piece(b.plan_.stream_pieces
+                    ? loops::thread_scratch<T, loops::Scratch::piece>(static_cast<size_t>(b.plan_.piece_rows * b.D_))
+                    : nullptr) {}
+  };
+
+  // Each row's first pass goes a piece at a time, prefetching the inputs kAhead values ahead as one stream across
+  // rows (the hardware prefetcher stops at each 4 KiB page, and a row of 1024 float32 is one): 8192 x 1024
+  // float32, 1 / 2 threads, 6.7-6.9 / 3.6-3.7 -> 5.9-6.1 / 3.0-3.2 ms.  Prefetching the whole next row at once held
+  // the fill buffers the current row's loads needed; interleaving the next row's first pass with this row's second
+  // did not help.  The pieces are RowSums' own, so the sums have the bits of one call over the row.
+  static constexpr idx kPiece = RowSums<T>::kPiece, kAhead = 512;
+
+  // Row r's first pass and constants: its gradient's inputs as stored (first) and, with a post-op, post'(z) dy in
+  // dz and x as C values (second).
+  std::pair<RowGradInputs<T>, RowGradInputs<C>> row_inputs(idx r, const Scratch& s) const {
+    const idx D = D_, total = M_ * D_;
+    const Centering<C> k(mean_[r], rstd_[r]);
+    const T *dyr = dy_ + r * D, *xr = x_ + r * D;
+    const C* xc = plan_.widen ? s.x_row : reinterpret_cast<const C*>(xr);  // (C is T when wide)
+    double s_g = 0, s_gx = 0;
+    for (idx d = 0; d < D; d += kPiece) {
+      const idx n = std::min(kPiece, D - d), ahead = r * D + d + kAhead;
+      if (ahead < total) {
+        prefetch_row(dy_ + ahead, std::min(n, total - ahead));
+        prefetch_row(x_ + ahead, std::min(n, total - ahead));
+      }
+      if (!post_.active()) {
+        isa_call<RowSums<T, kNullable>>(dyr + d, xr + d, n, k.hi, param_at(gamma_, d), &s_g, &s_gx);
+        continue;
+      }
+      if constexpr (is_narrow<T>) {
+        to_float(dyr + d, s.dy_row + d, n);
+        to_float(xr + d, s.x_row + d, n);
+      }
+      const C* dyc = plan_.widen ? s.dy_row : reinterpret_cast<const C*>(dyr);
+      visit_post_op(post_, [&](auto op) {
+        isa_call<PostOpGradRow<C, decltype(op)>>(dyc + d, xc + d, s.dz + d, n, k, param_at(gamma_, d),
+                                                  param_at(beta_, d), p_);
+      });
+      isa_call<RowSums<C, kNullable>>(static_cast<const C*>(s.dz + d), xc + d, n, k.hi, param_at(gamma_, d), &s_g,
+                                      &s_gx);
+    }
+    const auto [k_g, k_gx] = row_grad_consts(s_g, s_gx, mean_[r], rstd_[r], k.hi, D, centered_);
+    return {RowGradInputs<T>{dyr, xr, k, k_g, k_gx}, RowGradInputs<C>{s.dz, xc, k, k_g, k_gx}};
+  }
+
+  // Task t's rows: dx row by row (or two at a time), the parameter partials flushed every kFlushRows rows.
+  void task(idx t, Scratch& s) const {
+    // The parameter partials add up kFlushRows rows in C, then go into the task's double sums: C's rounding over a
+    // few rows, double's over the many (a double add per element and row made the backward compute-bound).
+    constexpr idx kFlushRows = tuning::kLnFlushRows;
+    const idx D = D_, r0 = t * plan_.task_rows, r_end = std::min(M_, r0 + plan_.task_rows);
+    double* g_part = plan_.params ? param_partials_.row(0, t) : nullptr;
+    double* b_part = plan_.params ? param_partials_.row(1, t) : nullptr;
+    idx piece_r0 = r0;  // the first row in the piece (stream_pieces)
+    const auto dx_row = [&](idx r) { return s.piece ? s.piece + (r - piece_r0) * D : dx_ + r * D; };
+    for (idx r = r0; r < r_end;) {
+      if (plan_.stream && r + 3 < r_end) {
+        prefetch_row_start(dx_ + (r + 2) * D);
+        prefetch_row_start(dx_ + (r + 3) * D);
+      }
+      // Two rows at a time without a post-op (pairs start at even rows of the task: kFlushRows is even)
+      if (plan_.pairs && r + 1 < r_end) {
+        const RowGradInputs<T> two[2] = {row_inputs(r, s).first, row_inputs(r + 1, s).first};
+        isa_call<RowGrad<T, T, 2, kNullable>>(static_cast<const RowGradInputs<T>*>(two), dx_row(r), D, gamma_,
+                                              s.f_g, s.f_b, plan_.stream);
+        r += 2;
+      } else {
+        const auto in = row_inputs(r, s);
+        if (post_.active())
+          isa_call<RowGrad<T, C, 1, kNullable>>(&in.second, dx_row(r), D, gamma_, s.f_g, s.f_b, plan_.stream);
+        else
+          isa_call<RowGrad<T, T, 1, kNullable>>(&in.first, dx_row(r), D, gamma_, s.f_g, s.f_b, plan_.stream);
+        r += 1;
+      }
+      if (s.piece && (r - piece_r0 == plan_.piece_rows || r == r_end)) {
+        stream_store(static_cast<const T*>(s.piece), dx_ + piece_r0 * D, (r - piece_r0) * D);
+        piece_r0 = r;
+      }
+      if (plan_.params && ((r - r0) % kFlushRows == 0 || r == r_end))
+        isa_call<Flush<C>>(s.f_g, s.f_b, g_part, b_part, D);
+    }
+  }
+
+  const T *dy_, *x_;
+  T* dx_;
+  idx M_, D_;
+  const double *mean_, *rstd_;
+  const C *gamma_, *beta_;
+  bool centered_;
+  const PostOp& post_;
+  act::Params<C> p_;
+  Plan plan_;
+  TaskPartials<2>& param_partials_;
+};
+
+}  // namespace
+
 template <class T>
 void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mean, const double* rstd,
                  const compute_t<T>* gamma, bool centered, double* dgamma, double* dbeta, int num_threads,
@@ -395,24 +549,15 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   const idx task_rows = 16 * rows_per_task(D);
   const idx tasks = M == 0 ? 0 : (M + task_rows - 1) / task_rows;
   const bool params = dgamma != nullptr || dbeta != nullptr;
-  // Rows of up to kMaterialize values take the functors that need gamma and the per-thread parameter partials: a
+  // Rows of up to kLnMaterialize values take the functors that need gamma and the per-thread parameter partials: a
   // missing gamma is materialised (ones) and the partials kept without parameter gradients too, scratch of at most
   // a few MB.  Longer rows take the nullable functors (RowSums), which keep nothing as large as a row.
-  constexpr idx kMaterialize = tuning::kLnMaterialize;
-  const bool nullable = D > kMaterialize;
+  const bool nullable = D > tuning::kLnMaterialize;
   std::vector<C> ones;
   if (gamma == nullptr && !nullable) {
     ones.assign(static_cast<size_t>(D), C(1));
     gamma = ones.data();
   }
-  const bool partials = params || !nullable;
-  // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column); none
-  // without parameter gradients.
-  TaskPartials<2> param_partials(params ? tasks : 0, D);
-  // The parameter partials add up kFlushRows rows in T, then go into the task's double sums: T's rounding over
-  // a few rows, double's over the many (a double add per element and row made the backward compute-bound).
-  constexpr idx kFlushRows = tuning::kLnFlushRows;
-  const act::Params<C> p = post.params<C>();
   const bool stream = loops::stream_runs(dx, M * D, D, 5, false, tuning::kStreamRunBytesBackward);
   // Short rows that do not stream one by one (mid-line in an out= array NumPy placed, where each row's partial end
   // lines cost more than streaming saves) are computed a piece of rows at a time into L1 and streamed out as one
@@ -421,102 +566,25 @@ void ln_backward(const T* dy, const T* x, T* dx, idx M, idx D, const double* mea
   // (Rows from kStreamRunBytesBackward on stream row by row: streamed in pieces they were slower, 1.2-1.3 against
   // 1.1-1.2.)  An even count of rows, so that row pairs stay in a piece.
   const bool stream_pieces = !stream && loops::stream_out<T>(M * D, 5, false);
-  const idx piece_rows = std::max<idx>(2, loops::piece_rows(D) / 2 * 2);
-  // Each row takes two passes: its sums, which read it from memory, then its gradient, from L1 (and written out
-  // from registers, row_blocks.h).  The first goes
-  // a piece at a time, prefetching the inputs kAhead values ahead as one stream across rows (the hardware
-  // prefetcher stops at each 4 KiB page, and a row of 1024 float32 is one): 8192 x 1024 float32, 1 / 2 threads,
-  // 6.7-6.9 / 3.6-3.7 -> 5.9-6.1 / 3.0-3.2 ms.  Prefetching the whole next row at once held the fill buffers
-  // the current row's loads needed; interleaving the next row's first pass with this row's second did not help.
-  // The pieces are RowSums' own, so the sums have the bits of one call over the row.
-  constexpr idx kPiece = RowSums<T>::kPiece, kAhead = 512;
-  const idx total = M * D;
+  RowsPlan plan;
+  plan.task_rows = task_rows;
+  plan.params = params;
+  plan.partials = params || !nullable;
+  plan.stream = stream;
+  plan.stream_pieces = stream_pieces;
+  plan.piece_rows = std::max<idx>(2, loops::piece_rows(D) / 2 * 2);
   // dy and x are read where they are, in their storage; narrow storage with a post-op is widened a piece at a time
   // into L1 rows first (post'(z) dy is computed from float rows).
-  const bool widen = is_narrow<T> && post.active();
+  plan.widen = is_narrow<T> && post.active();
   // Rows two at a time (RowGrad) where both rows' dx have the same alignment
-  const bool pairs = !post.active() && (!stream || (D * static_cast<idx>(sizeof(T))) % 64 == 0);
+  plan.pairs = !post.active() && (!stream || (D * static_cast<idx>(sizeof(T))) % 64 == 0);
+  // Per-task partial sums of the parameter gradients, added in task order afterwards (column by column); none
+  // without parameter gradients.
+  TaskPartials<2> param_partials(params ? tasks : 0, D);
   const auto run = [&](auto nullable_functors) {
-  constexpr bool kNullable = decltype(nullable_functors)::value;
-  parallel_for(tasks, 1, num_threads, [&](idx t0, idx t1) {
-    std::vector<C> fg(static_cast<size_t>(partials ? D : 0), C(0)), fb(fg.size(), C(0));
-    C* const f_g = partials ? fg.data() : nullptr;
-    C* const f_b = partials ? fb.data() : nullptr;
-    // L1 rows: the row's post'(z) dy; widened dy and x (with a post-op only)
-    C* dz = post.active() ? loops::thread_scratch<C>((widen ? 3 : 1) * static_cast<size_t>(D)) : nullptr;
-    C* dy_row = widen ? dz + D : nullptr;
-    C* x_row = widen ? dz + 2 * D : nullptr;
-    T* piece = stream_pieces ? loops::thread_scratch<T, loops::Scratch::piece>(piece_rows * D) : nullptr;
-    for (idx t = t0; t < t1; ++t) {
-      double* g_part = params ? param_partials.row(0, t) : nullptr;
-      double* b_part = params ? param_partials.row(1, t) : nullptr;
-      const idx r_end = std::min(M, (t + 1) * task_rows);
-      // Row r's first pass; its gradient's inputs (post'(z) dy in dz with a post-op)
-      const auto first_pass = [&](idx r) {
-        const Centering<C> k(mean[r], rstd[r]);
-        const T *dyr = dy + r * D, *xr = x + r * D;
-        // x as C values, for post'(z) dy (when there is one; C is T when wide)
-        const C* xc = widen ? x_row : reinterpret_cast<const C*>(xr);
-        double s_g = 0, s_gx = 0;
-        for (idx d = 0; d < D; d += kPiece) {  // the first pass: post'(z) dy, summed
-          const idx n = std::min(kPiece, D - d), ahead = r * D + d + kAhead;
-          if (ahead < total) {
-            prefetch_row(dy + ahead, std::min(n, total - ahead));
-            prefetch_row(x + ahead, std::min(n, total - ahead));
-          }
-          if (!post.active()) {
-            isa_call<RowSums<T, kNullable>>(dyr + d, xr + d, n, k.hi, param_at(gamma, d), &s_g, &s_gx);
-            continue;
-          }
-          if constexpr (is_narrow<T>) {
-            to_float(dyr + d, dy_row + d, n);
-            to_float(xr + d, x_row + d, n);
-          }
-          const C* dyc = widen ? dy_row : reinterpret_cast<const C*>(dyr);
-          visit_post_op(post, [&](auto op) {
-            isa_call<PostOpGradRow<C, decltype(op)>>(dyc + d, xc + d, dz + d, n, k, param_at(gamma, d),
-                                                      param_at(beta, d), p);
-          });
-          isa_call<RowSums<C, kNullable>>(static_cast<const C*>(dz + d), xc + d, n, k.hi, param_at(gamma, d), &s_g,
-                                          &s_gx);
-        }
-        s_gx = rstd[r] * (s_gx - loops::mean_rest(mean[r], k.hi) * s_g);  // the sum of g xhat
-        const C k_g = centered ? static_cast<C>(s_g / static_cast<double>(D)) : C(0);
-        const C k_gx = static_cast<C>(s_gx / static_cast<double>(D));
-        return std::make_pair(RowGradInputs<T>{dyr, xr, k, k_g, k_gx}, RowGradInputs<C>{dz, xc, k, k_g, k_gx});
-      };
-      idx piece_r0 = t * task_rows;  // the first row in the piece, with stream_pieces
-      // where row r's dx goes: the piece's row, or dx's
-      const auto dx_row = [&](idx r) { return piece ? piece + (r - piece_r0) * D : dx + r * D; };
-      for (idx r = t * task_rows; r < r_end;) {
-        if (stream && r + 3 < r_end) {
-          prefetch_row_start(dx + (r + 2) * D);
-          prefetch_row_start(dx + (r + 3) * D);
-        }
-        // Two rows at a time without a post-op (pairs start at even rows of the task: kFlushRows is even)
-        if (pairs && r + 1 < r_end) {
-          const RowGradInputs<T> two[2] = {first_pass(r).first, first_pass(r + 1).first};
-          isa_call<RowGrad<T, T, 2, kNullable>>(static_cast<const RowGradInputs<T>*>(two), dx_row(r), D, gamma,
-                                                f_g, f_b, stream);
-          r += 2;
-        } else {
-          const auto in = first_pass(r);
-          if (post.active())
-            isa_call<RowGrad<T, C, 1, kNullable>>(&in.second, dx_row(r), D, gamma, f_g, f_b, stream);
-          else
-            isa_call<RowGrad<T, T, 1, kNullable>>(&in.first, dx_row(r), D, gamma, f_g, f_b, stream);
-          r += 1;
-        }
-        if (piece && (r - piece_r0 == piece_rows || r == r_end)) {
-          stream_store(static_cast<const T*>(piece), dx + piece_r0 * D, (r - piece_r0) * D);
-          piece_r0 = r;
-        }
-        if (params && ((r - t * task_rows) % kFlushRows == 0 || r == r_end))
-          isa_call<Flush<C>>(f_g, f_b, g_part, b_part, D);
-      }
-    }
-    if (stream || piece) stream_fence();
-  });
+    constexpr bool kNullable = decltype(nullable_functors)::value;
+    parallel_for(tasks, 1, num_threads, RowsBackward<T, kNullable>(dy, x, dx, M, D, mean, rstd, gamma, beta, centered,
+                                                                    post, plan, param_partials));
   };
   if (nullable)
     run(std::true_type{});

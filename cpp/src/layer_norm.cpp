@@ -320,15 +320,6 @@ void prefetch_row(const T* p, idx n) {
   for (idx i = 0; i < n; i += 64 / static_cast<idx>(sizeof(T))) __builtin_prefetch(p + i);
 }
 
-// Brings the cache line where a streamed row of out begins, when that is mid-line, into the cache ahead of time: the
-// partial lines between rows are stored plainly (the rest streams), and without this each row's first store waits
-// for its line to come from memory while the stores behind it fill the store buffer.  It matters most where NumPy
-// put both arrays, 16 bytes into a page: RMS norm 8192 x 1024 float32, 1 thread, out= at x's page offset
-// 2.2-2.3 -> 1.7-1.9 ms (page-aligned out= 1.6-1.8 ms).
-template <class T>
-void prefetch_row_start(T* out) {
-  if (reinterpret_cast<std::uintptr_t>(out) % 64 != 0) __builtin_prefetch(out, 1);
-}
 
 }  // namespace
 
@@ -356,7 +347,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
           if (D >= 1 && D <= kElementwiseGrain && (centered || group > 1)) {
             if (g1 + group <= r1) prefetch_row(x + g1 * D, group * D);  // the next group
             if (stream)
-              for (idx r = g1; r < std::min(r1, g1 + group); ++r) prefetch_row_start(y + r * D);
+              for (idx r = g1; r < std::min(r1, g1 + group); ++r) loops::prefetch_row_start(y + r * D);
             isa_call<NormRows<T, Op>>(x + g0 * D, y + g0 * D, g1 - g0, D, eps, centered, gamma, beta, p, stream,
                                       mean + g0, rstd + g0);
             continue;
@@ -375,7 +366,7 @@ void ln_forward(const T* x, T* y, idx M, idx D, double eps, bool centered, const
         }
         for (idx r = g0; r < g1; ++r) {
           if (r + group < r1) prefetch_row(x + (r + group) * D, D);  // its row in the next group
-          if (stream && r + 2 < r1) prefetch_row_start(y + (r + 2) * D);
+          if (stream && r + 2 < r1) loops::prefetch_row_start(y + (r + 2) * D);
           isa_call<ApplyRow<T, Op>>(x + r * D, y + r * D, D, Centering<C>(mean[r], rstd[r]), gamma, beta, p,
                                     stream);
         }
@@ -499,8 +490,8 @@ class RowsBackward {
     const auto dx_row = [&](idx r) { return s.piece ? s.piece + (r - piece_r0) * D : dx_ + r * D; };
     for (idx r = r0; r < r_end;) {
       if (plan_.stream && r + 3 < r_end) {
-        prefetch_row_start(dx_ + (r + 2) * D);
-        prefetch_row_start(dx_ + (r + 3) * D);
+        loops::prefetch_row_start(dx_ + (r + 2) * D);
+        loops::prefetch_row_start(dx_ + (r + 3) * D);
       }
       // Two rows at a time without a post-op (pairs start at even rows of the task: kFlushRows is even)
       if (plan_.pairs && r + 1 < r_end) {

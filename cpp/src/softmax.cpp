@@ -217,13 +217,6 @@ struct LogSoftmaxBlock {
   }
 };
 
-// The cache line where p begins, when that is mid-line: the partial lines at the ends of streamed rows are stored
-// plainly, and each would otherwise wait for its line from memory (layer_norm.cpp's prefetch_row_start).
-template <class T>
-FASTNORM_INLINE void prefetch_line_start(T* p) {
-  if (reinterpret_cast<std::uintptr_t>(p) % 64 != 0) __builtin_prefetch(p, 1);
-}
-
 // log-softmax's output of row r, for over_row_groups (a functor, not a lambda: a lambda's body may be compiled
 // for the default ISA level, and the streamed stores it calls are then not inlined)
 template <Isa I, class T>
@@ -233,7 +226,7 @@ struct LogSoftmaxOut {
   idx n;
   bool stream;
   FASTNORM_INLINE void operator()(idx r, T m, double log_sum) const {
-    if (stream) prefetch_line_start(y + (r + 1) * n);
+    if (stream) loops::prefetch_row_start(y + (r + 1) * n);
     map_blocks<I>(y + r * n, n, stream, LogSoftmaxBlock<I, T>{x + r * n, m, static_cast<T>(log_sum)});
   }
 };
